@@ -1,0 +1,69 @@
+# The front door. `make demo` and `make test` set everything up themselves on a fresh machine.
+#
+# Heavy Python dependencies (torch, PyFlink, ...) live in a venv in the cache, keyed by the hash of
+# requirements.lock and shared by every checkout and CI run; the checkout's own thin .venv layers this
+# project (editable) on top of it through a .pth file, so a fresh clone is ready in seconds. (.venv has
+# no pip or setuptools of its own: the locked ones in the cache are used, never an older bundled copy.)
+
+PYTHON     ?= python3.11
+CACHE      ?= $(or $(IMAGERY_CACHE_DIR),$(HOME)/.cache/imagery)
+LOCK_KEY   := $(shell cat requirements.lock | sha256sum | cut -c1-16)-$(shell $(PYTHON) -c 'import sys;print("py%d%d"%sys.version_info[:2])')
+DEPS       := $(CACHE)/deps/$(LOCK_KEY)
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup deps up down status test test-unit demo bench lock schemas clean
+
+setup: $(VENV)/.ready
+	$(PY) -m streaming.cli setup
+
+deps: $(DEPS)/.complete
+
+$(DEPS)/.complete: requirements.lock
+	@echo ">> installing the locked dependencies into $(DEPS) (first time only; torch is several GB)"
+	rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS)
+	$(DEPS)/bin/python -m pip install --disable-pip-version-check --progress-bar on \
+		--no-deps -r requirements.lock
+	touch $@
+
+$(VENV)/.ready: $(DEPS)/.complete pyproject.toml
+	rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV)
+	echo "import site; site.addsitedir('$(abspath $(DEPS))/lib/python$(shell $(PYTHON) -c 'import sys;print("%d.%d"%sys.version_info[:2])')/site-packages')" \
+		> $$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/_imagery_deps.pth
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $@
+
+up: setup
+	$(VENV)/bin/imagery up --flink
+
+down:
+	$(VENV)/bin/imagery down
+
+status:
+	$(VENV)/bin/imagery status
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.ready
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/imagery demo
+
+bench: setup
+	$(PY) bench/service.py
+	$(PY) bench/pipeline.py
+
+schemas: $(VENV)/.ready
+	$(PY) -m schemas.generate
+
+# Re-resolve the whole tree from pyproject.toml's pins into requirements.lock.
+lock:
+	rm -rf /tmp/imagery-lock && $(PYTHON) -m venv /tmp/imagery-lock
+	/tmp/imagery-lock/bin/pip install -q '.[service,dispatcher,dev]'
+	/tmp/imagery-lock/bin/pip freeze --all --exclude imagery-pipeline | grep -v '^pip==' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

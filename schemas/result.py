@@ -1,0 +1,47 @@
+"""The result contract: what the dispatcher writes to `inference.results.<team>` (Kafka key = input key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.inference_api import Timings
+
+
+class SourceRecord(BaseModel):
+    """Where a message came from, so any output can be traced back to (and replayed from) its input."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key_b64: str | None = Field(default=None, description="the Kafka key, base64 (keys are bytes)")
+
+
+class InferenceResult(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    # the input's identity
+    id: str
+    team: str
+    bucket: str
+    key: str
+    camera: str | None = None
+    publish_ts_ms: int | None = None
+    # the runner's output (seed keys; the runner's own fields ride along as extra keys)
+    label: str
+    score: float
+    confidence: float
+    latency_ms_model: float
+    model_name: str
+    model_tag: str | None = None
+    batch_size: int
+    # timings: the service's own, plus the dispatcher's view
+    timings: Timings
+    http_ms: float = Field(description="dispatcher-side duration of the successful HTTP call")
+    attempts: int = Field(description="HTTP attempts it took (1 = first try)")
+    e2e_ms: float | None = Field(default=None, description="publish_ts_ms (or Kafka timestamp) to result")
+    result_ts_ms: int
+    source: SourceRecord
+    echo: dict[str, Any] = Field(default_factory=dict, description="the input's unknown fields, echoed")

@@ -1,0 +1,151 @@
+"""Small Kafka helpers on confluent-kafka for the CLI, the demo, the benchmarks and the tests.
+
+(The Flink job itself reads and writes Kafka through Flink's own connector, not through these.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
+    """Create topics, treating 'already exists' as success."""
+    futures = admin(bootstrap).create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        operation_timeout=timeout_s,
+    )
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+
+
+def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> None:
+    names = list(names)
+    if not names:
+        return
+    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout_s).values():
+        try:
+            fut.result(timeout_s)
+        except KafkaException:
+            pass  # already gone is fine for cleanup
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes | tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+    timeout_s: float = 30.0,
+) -> int:
+    """Produce values (or (key, value) pairs) and wait until every one is acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    errors: list[str] = []
+    count = 0
+    for item in values:
+        key, value = item if isinstance(item, tuple) else (None, item)
+        producer.produce(topic, value=value, key=key, headers=headers,
+                         on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        producer.poll(0)
+        count += 1
+    remaining = producer.flush(timeout_s)
+    if remaining or errors:
+        raise RuntimeError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:3]}")
+    return count
+
+
+def _to_record(msg) -> Record:
+    ts_type, ts = msg.timestamp()
+    return Record(
+        topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=msg.key(), value=msg.value(),
+        headers={k: (v or b"") for k, v in (msg.headers() or [])}, timestamp_ms=ts if ts_type else None,
+    )
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float | None = None,
+    read_committed: bool = True,
+) -> list[Record]:
+    """Read a topic from the beginning, without a consumer group commit.
+
+    Stops when `until` records were read, when nothing new arrived for `idle_s`, or at `timeout_s` (a deadline,
+    not a sleep: the caller asserts on what was read).
+    """
+    return list(iter_topic(bootstrap, topic, until=until, timeout_s=timeout_s, idle_s=idle_s,
+                           read_committed=read_committed))
+
+
+def iter_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float | None = None,
+    read_committed: bool = True,
+) -> Iterator[Record]:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"imagery-reader-{time.monotonic_ns()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        "topic.metadata.refresh.interval.ms": 1000,
+    })
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        n = 0
+        while time.monotonic() < deadline and (until is None or n < until):
+            if idle_s is not None and time.monotonic() - last > idle_s:
+                break
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue
+                raise RuntimeError(f"reading {topic}: {msg.error()}")
+            last = time.monotonic()
+            n += 1
+            yield _to_record(msg)
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "imagery-offsets", "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
+    finally:
+        consumer.close()

@@ -1,0 +1,1 @@
+"""The real local stack: Kafka (Maven Central jars), MinIO (built with `go install`), Flink (the PyFlink wheel)."""

@@ -1,0 +1,158 @@
+"""Install the stack's real parts into a version-keyed cache outside the checkout.
+
+Each `ensure_*` is idempotent: a finished install leaves a `.complete` marker and the next call returns at once.
+Kafka's jars come from Maven Central through Maven (it resolves the broker's transitive jars for us), MinIO is
+built from source with `go install` (upstream publishes source only), the Flink connector jars are plain
+downloads checked against Maven Central's published SHA-1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from streaming.local.settings import StackSettings
+from streaming.local.versions import KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_POM = Path(__file__).with_name("kafka-broker.pom.xml")
+CONNECTORS_LIST = REPO_ROOT / "connectors" / "connectors.txt"
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+
+console = Console(stderr=True)
+
+
+class InstallError(RuntimeError):
+    """A part of the stack could not be installed; the message says what to do."""
+
+
+def kafka_home(settings: StackSettings) -> Path:
+    return settings.cache_dir / "kafka" / KAFKA_VERSION
+
+
+def minio_binary(settings: StackSettings) -> Path:
+    return settings.cache_dir / "minio" / MINIO_VERSION / "minio"
+
+
+def connector_coordinates() -> list[tuple[str, str, str]]:
+    coords = []
+    for line in CONNECTORS_LIST.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            group, artifact, version = line.split(":")
+            coords.append((group, artifact, version))
+    return coords
+
+
+def connector_jars(settings: StackSettings) -> list[Path]:
+    return [settings.cache_dir / "connectors" / f"{a}-{v}.jar" for _, a, v in connector_coordinates()]
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise InstallError(f"`{tool}` is not on PATH: {hint}")
+    return path
+
+
+def _run_streaming(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run a slow command, echoing its lines dimmed so a long build visibly moves."""
+    console.print(f"[bold]{what}[/bold]")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-40:]
+        console.print(f"  [dim]{line[:160]}[/dim]", highlight=False)
+    if proc.wait() != 0:
+        raise InstallError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def ensure_kafka(settings: StackSettings) -> Path:
+    home = kafka_home(settings)
+    if (home / ".complete").exists():
+        return home
+    mvn = _require("mvn", "install Maven (Debian: apt-get install -y maven)")
+    _require("java", "install a JDK 17+ (Debian: apt-get install -y openjdk-17-jre-headless)")
+    libs = home / "libs"
+    shutil.rmtree(libs, ignore_errors=True)
+    _run_streaming(
+        [mvn, "-B", "-ntp", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+         f"-Dkafka.version={KAFKA_VERSION}", "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
+        f"Fetching Apache Kafka {KAFKA_VERSION} broker jars from Maven Central",
+    )
+    if not any(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        raise InstallError(f"Maven finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {libs}")
+    (home / ".complete").touch()
+    return home
+
+
+def ensure_minio(settings: StackSettings) -> Path:
+    binary = minio_binary(settings)
+    if binary.exists() and (binary.parent / ".complete").exists():
+        return binary
+    go = _require("go", "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)")
+    env = dict(os.environ, GOBIN=str(binary.parent), CGO_ENABLED="0", GOFLAGS="-trimpath")
+    _run_streaming(
+        [go, "install", "-v", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+        f"Building MinIO {MINIO_VERSION} with `go install` (first time only: several minutes on 2 cores)",
+        env=env,
+    )
+    if not binary.exists():
+        raise InstallError(f"go install finished but {binary} is missing")
+    (binary.parent / ".complete").touch()
+    return binary
+
+
+def _download(url: str, dest: Path) -> None:
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with urllib.request.urlopen(url, timeout=60) as resp, tmp.open("wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0)
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            console=console, transient=False,
+        ) as progress:
+            task = progress.add_task(f"  {dest.name}", total=total or None)
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+                progress.advance(task, len(chunk))
+    tmp.rename(dest)
+
+
+def ensure_connectors(settings: StackSettings) -> list[Path]:
+    jars = []
+    for (group, artifact, version), jar in zip(connector_coordinates(), connector_jars(settings)):
+        jars.append(jar)
+        if jar.exists():
+            continue
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}.jar"
+        console.print(f"[bold]Fetching Flink connector {artifact} {version} from Maven Central[/bold]")
+        with urllib.request.urlopen(url + ".sha1", timeout=60) as resp:
+            expected = resp.read().decode().split()[0].strip()
+        part = jar.with_name(jar.name + ".download")
+        _download(url, part)
+        actual = hashlib.sha1(part.read_bytes()).hexdigest()
+        if actual != expected:
+            part.unlink()
+            raise InstallError(f"{jar.name}: SHA-1 {actual} does not match Maven Central's {expected}")
+        part.rename(jar)
+    return jars
+
+
+def ensure_all(settings: StackSettings) -> None:
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    kafka = ensure_kafka(settings)
+    console.print(f"[green]✓[/green] Kafka {KAFKA_VERSION}: {kafka}")
+    jars = ensure_connectors(settings)
+    console.print(f"[green]✓[/green] Flink connectors: {', '.join(j.name for j in jars)}")
+    minio = ensure_minio(settings)
+    console.print(f"[green]✓[/green] MinIO {MINIO_VERSION}: {minio}")

@@ -1,0 +1,56 @@
+"""Where the local stack lives and listens. Every value can be overridden by an `IMAGERY_*` variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGERY_")
+
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    minio_port: int = 9000
+    minio_console_port: int = 9001
+    flink_rest_port: int = 8081
+    minio_access_key: str = "minioadmin"
+    minio_secret_key: str = "minioadmin"
+    kafka_heap: str = "768m"
+    # downloads and builds, keyed by version inside; shared by every checkout and by CI
+    cache_dir: Path = Path.home() / ".cache" / "imagery"
+    # pids, logs, config and data of the running stack
+    state_dir: Path = Path.home() / ".local" / "state" / "imagery"
+    kafka_data_dir: Path | None = None
+    minio_data_dir: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def minio_endpoint(self) -> str:
+        return f"{self.host}:{self.minio_port}"
+
+    @property
+    def flink_rest_url(self) -> str:
+        return f"http://{self.host}:{self.flink_rest_port}"
+
+    @cached_property
+    def kafka_data(self) -> Path:
+        return self.kafka_data_dir or self.state_dir / "kafka-data"
+
+    @cached_property
+    def minio_data(self) -> Path:
+        return self.minio_data_dir or self.state_dir / "minio-data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.state_dir / "pids"

@@ -1,0 +1,399 @@
+"""Start, probe and stop the local stack as background processes on loopback.
+
+Every process is started in its own session (so `down` can signal its whole group), with its pid in
+`<state>/pids/<name>.pid` and its output in `<state>/logs/<name>.log`. `up` returns only when each part
+really answers: a Kafka produce/consume round trip, a MinIO bucket call, a Flink TaskManager registered.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from streaming.local import install
+from streaming.local.settings import StackSettings
+from streaming.local.versions import KAFKA_VERSION
+
+READY_TIMEOUT_S = 120.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or probed; the message names the part and what to look at."""
+
+
+@dataclass
+class Component:
+    name: str
+    ports: list[int]
+    argv: list[str]
+    probe: Callable[[], None]  # raises until the part really answers
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def pid_file(settings: StackSettings, name: str) -> Path:
+    return settings.pids_dir / f"{name}.pid"
+
+
+def log_file(settings: StackSettings, name: str) -> Path:
+    return settings.logs_dir / f"{name}.log"
+
+
+def running_pid(settings: StackSettings, name: str) -> int | None:
+    path = pid_file(settings, name)
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        path.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _log_tail(settings: StackSettings, name: str, lines: int = 25) -> str:
+    try:
+        text = log_file(settings, name).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def start(settings: StackSettings, comp: Component) -> bool:
+    """Start `comp` unless it already runs; wait until its probe passes. Returns True if it was started."""
+    if running_pid(settings, comp.name):
+        comp.probe()
+        return False
+    for port in comp.ports:
+        if port_in_use(settings.host, port):
+            raise StackError(
+                f"port {port} ({comp.name}) on {settings.host} is already in use by another process: "
+                f"stop it or choose another port (see `imagery status` for the IMAGERY_* variables)"
+            )
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    settings.pids_dir.mkdir(parents=True, exist_ok=True)
+    with log_file(settings, comp.name).open("ab") as log:
+        proc = subprocess.Popen(
+            comp.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **comp.env}, cwd=comp.cwd, start_new_session=True,
+        )
+    pid_file(settings, comp.name).write_text(str(proc.pid))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_file(settings, comp.name).unlink(missing_ok=True)
+            raise StackError(
+                f"{comp.name} exited with code {proc.returncode} while starting; "
+                f"log {log_file(settings, comp.name)}:\n{_log_tail(settings, comp.name)}"
+            )
+        try:
+            comp.probe()
+            return True
+        except Exception as exc:  # the probe's own failure modes vary by client library
+            last_error = exc
+            time.sleep(0.5)
+    stop(settings, comp.name)
+    raise StackError(
+        f"{comp.name} did not answer within {READY_TIMEOUT_S:.0f}s ({last_error!r}); "
+        f"log {log_file(settings, comp.name)}:\n{_log_tail(settings, comp.name)}"
+    )
+
+
+def stop(settings: StackSettings, name: str, timeout_s: float = 20.0) -> bool:
+    pid = running_pid(settings, name)
+    if pid is None:
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            _reap(pid)
+            time.sleep(0.1)
+        else:
+            continue
+        break
+    pid_file(settings, name).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def kafka_component(settings: StackSettings) -> Component:
+    home = install.kafka_home(settings)
+    conf_dir = settings.state_dir / "kafka-conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    h, port, cport = settings.host, settings.kafka_port, settings.kafka_controller_port
+    props = conf_dir / "server.properties"
+    props.write_text(
+        "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{h}:{cport}",
+            f"listeners=PLAINTEXT://{h}:{port},CONTROLLER://{h}:{cport}",
+            f"advertised.listeners=PLAINTEXT://{h}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={settings.kafka_data}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # exactly-once sinks hold transactions open across a checkpoint: allow up to 15 minutes
+            "transaction.max.timeout.ms=900000",
+            "auto.create.topics.enable=true",
+            "delete.topic.enable=true",
+            "",
+        ])
+    )
+    log4j = conf_dir / "log4j2.properties"
+    log4j.write_text(
+        "status = warn\n"
+        "appender.out.type = Console\nappender.out.name = OUT\n"
+        "appender.out.layout.type = PatternLayout\nappender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+        "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+        "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
+        "logger.kafkaorg.name = org.apache.kafka\nlogger.kafkaorg.level = WARN\n"
+        "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
+    )
+    classpath = str(home / "libs" / "*")
+    java = [
+        "java", f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
+    ]
+    if not (settings.kafka_data / "meta.properties").exists():
+        settings.kafka_data.mkdir(parents=True, exist_ok=True)
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        formatted = subprocess.run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            capture_output=True, text=True,
+        )
+        if formatted.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{formatted.stdout}\n{formatted.stderr}")
+    return Component(
+        name="kafka",
+        ports=[port, cport],
+        argv=[*java, "kafka.Kafka", str(props)],
+        probe=lambda: kafka_round_trip(settings.bootstrap),
+    )
+
+
+def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Produce a unique value to a health topic and read it back: the broker really works, not just listens."""
+    from confluent_kafka import Consumer, Producer
+
+    topic = "__imagery_stack_check"
+    token = uuid.uuid4().hex.encode()
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": int(timeout_s * 1000)})
+    delivered: list[object] = []
+    producer.produce(topic, token, on_delivery=lambda err, msg: delivered.append(err or msg))
+    producer.flush(timeout_s)
+    if not delivered or not hasattr(delivered[0], "partition"):
+        raise StackError(f"Kafka produce to {bootstrap} failed: {delivered[:1] or 'timed out'}")
+    msg_partition, msg_offset = delivered[0].partition(), delivered[0].offset()  # type: ignore[attr-defined]
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-check-{token.decode()}",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, msg_partition, msg_offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.value() == token:
+                return
+        raise StackError(f"Kafka at {bootstrap} accepted a message but did not serve it back")
+    finally:
+        consumer.close()
+
+
+# --------------------------------------------------------------------------- MinIO
+
+
+def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = None,
+                    name: str = "minio") -> Component:
+    settings.minio_data.mkdir(parents=True, exist_ok=True)
+    return Component(
+        name=name,
+        ports=[settings.minio_port, settings.minio_console_port],
+        argv=[str(install.minio_binary(settings)), "server", str(settings.minio_data),
+              "--address", settings.minio_endpoint,
+              "--console-address", f"{settings.host}:{settings.minio_console_port}", "--quiet"],
+        env={"MINIO_ROOT_USER": settings.minio_access_key, "MINIO_ROOT_PASSWORD": settings.minio_secret_key,
+             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", **(extra_env or {})},
+        probe=lambda: minio_bucket_call(settings),
+    )
+
+
+def minio_client(settings: StackSettings):
+    from minio import Minio
+
+    return Minio(settings.minio_endpoint, access_key=settings.minio_access_key,
+                 secret_key=settings.minio_secret_key, secure=False)
+
+
+def minio_bucket_call(settings: StackSettings) -> None:
+    client = minio_client(settings)
+    client.bucket_exists("imagery-stack-check")
+
+
+# --------------------------------------------------------------------------- Flink
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+def flink_conf_dir(settings: StackSettings) -> Path:
+    """A conf dir of our own (the wheel's stays untouched): ports, memory sizes, our Python for workers."""
+    conf = settings.state_dir / "flink-conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
+        src = flink_home() / "conf" / name
+        if src.exists():
+            (conf / name).write_text(src.read_text())
+    (conf / "config.yaml").write_text(
+        "\n".join([
+            f"jobmanager.rpc.address: {settings.host}",
+            f"jobmanager.bind-host: {settings.host}",
+            f"taskmanager.bind-host: {settings.host}",
+            f"taskmanager.host: {settings.host}",
+            f"rest.address: {settings.host}",
+            f"rest.bind-address: {settings.host}",
+            f"rest.port: {settings.flink_rest_port}",
+            "jobmanager.memory.process.size: 1024m",
+            "taskmanager.memory.process.size: 2048m",
+            "taskmanager.numberOfTaskSlots: 4",
+            "parallelism.default: 1",
+            f"python.executable: {sys.executable}",
+            f"python.client.executable: {sys.executable}",
+            "",
+        ])
+    )
+    return conf
+
+
+def flink_env(settings: StackSettings) -> dict[str, str]:
+    return {
+        "FLINK_HOME": str(flink_home()),
+        "FLINK_CONF_DIR": str(flink_conf_dir(settings)),
+        "FLINK_LOG_DIR": str(settings.logs_dir),
+        "FLINK_PID_DIR": str(settings.pids_dir),
+    }
+
+
+def flink_components(settings: StackSettings) -> list[Component]:
+    bin_dir = flink_home() / "bin"
+    env = flink_env(settings)
+    return [
+        Component(
+            name="flink-jobmanager", ports=[settings.flink_rest_port],
+            argv=["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env=env,
+            probe=lambda: _flink_overview(settings),
+        ),
+        Component(
+            name="flink-taskmanager", ports=[],
+            argv=["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=env,
+            probe=lambda: _flink_has_taskmanager(settings),
+        ),
+    ]
+
+
+def _flink_overview(settings: StackSettings) -> dict:
+    resp = httpx.get(f"{settings.flink_rest_url}/overview", timeout=2.0)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _flink_has_taskmanager(settings: StackSettings) -> None:
+    if _flink_overview(settings).get("slots-total", 0) < 1:
+        raise StackError("no Flink TaskManager slot registered yet")
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def components(settings: StackSettings, flink: bool) -> list[Component]:
+    comps = [kafka_component(settings), minio_component(settings)]
+    return comps + (flink_components(settings) if flink else [])
+
+
+ALL_NAMES = ["flink-taskmanager", "flink-jobmanager", "minio", "kafka"]  # stop order
+
+
+def up(settings: StackSettings, flink: bool = False, log: Callable[[str], None] = print) -> list[str]:
+    """Install what is missing, start what is not running; return the names this call started."""
+    install.ensure_all(settings)
+    started = []
+    for comp in components(settings, flink):
+        t0 = time.monotonic()
+        if start(settings, comp):
+            started.append(comp.name)
+            log(f"started {comp.name} ({time.monotonic() - t0:.1f}s to ready)")
+        else:
+            log(f"{comp.name} already running")
+    return started
+
+
+def down(settings: StackSettings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+    for name in names or ALL_NAMES:
+        if stop(settings, name):
+            log(f"stopped {name}")
+
+
+def status(settings: StackSettings) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    endpoints = {
+        "kafka": (settings.bootstrap, f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"),
+        "minio": (f"http://{settings.minio_endpoint}",
+                  f"access key/secret {settings.minio_access_key}/{settings.minio_secret_key}; IMAGERY_MINIO_PORT"),
+        "flink-jobmanager": (settings.flink_rest_url, "REST + UI; IMAGERY_FLINK_REST_PORT"),
+        "flink-taskmanager": ("-", "registers with the JobManager"),
+    }
+    for name in reversed(ALL_NAMES):
+        address, note = endpoints[name]
+        rows.append({"name": name, "pid": running_pid(settings, name), "address": address, "note": note})
+    return rows

@@ -1,0 +1,100 @@
+"""The wire contracts: validation rules, S3 event decoding, and the generated JSON Schema files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas import ImageMessage, InvalidMessage, decode_image_messages
+from schemas import generate
+
+
+def one(raw: bytes | str) -> ImageMessage:
+    messages = decode_image_messages(raw)
+    assert len(messages) == 1
+    return messages[0]
+
+
+def test_plain_message_keeps_unknown_fields():
+    msg = one(b'{"bucket": "imagery-hot", "key": "a/b.jpg", "camera": "c1", "publish_ts_ms": 5, "site": "north"}')
+    assert (msg.bucket, msg.key, msg.camera, msg.publish_ts_ms) == ("imagery-hot", "a/b.jpg", "c1", 5)
+    assert msg.extra_fields() == {"site": "north"}
+    assert json.loads(msg.model_dump_json())["site"] == "north"
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"\xff\xfe", b"", b"{"])
+def test_not_json_is_a_parse_error(raw):
+    with pytest.raises(InvalidMessage) as err:
+        decode_image_messages(raw)
+    assert err.value.stage == "parse"
+
+
+@pytest.mark.parametrize(
+    "doc, fragment",
+    [
+        ({"key": "a.jpg"}, "bucket"),
+        ({"bucket": "imagery-hot"}, "key"),
+        ({"bucket": "Imagery", "key": "a.jpg"}, "bucket"),
+        ({"bucket": "ab", "key": "a.jpg"}, "bucket"),
+        ({"bucket": "a" * 64, "key": "a.jpg"}, "bucket"),
+        ({"bucket": "my..bucket", "key": "a.jpg"}, "bucket"),
+        ({"bucket": "192.168.1.1", "key": "a.jpg"}, "IP"),
+        ({"bucket": "xn--bucket", "key": "a.jpg"}, "reserved"),
+        ({"bucket": "imagery-hot", "key": ""}, "empty"),
+        ({"bucket": "imagery-hot", "key": "/abs.jpg"}, "start with '/'"),
+        ({"bucket": "imagery-hot", "key": "a/../etc/passwd"}, ".."),
+        ({"bucket": "imagery-hot", "key": "k" * 1025}, "1024"),
+        ({"bucket": "imagery-hot", "key": "é" * 513}, "1024"),
+        ({"bucket": "imagery-hot", "key": "a.jpg", "publish_ts_ms": -1}, "publish_ts_ms"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_invalid_fields_are_validate_errors_naming_the_field(doc, fragment):
+    with pytest.raises(InvalidMessage) as err:
+        decode_image_messages(json.dumps(doc))
+    assert err.value.stage == "validate"
+    assert fragment in err.value.message
+
+
+def test_key_limits_are_inclusive():
+    assert one(json.dumps({"bucket": "abc", "key": "k" * 1024})).key == "k" * 1024
+    assert one(json.dumps({"bucket": "a.b-c", "key": "x/..y/z"})).key == "x/..y/z"
+
+
+def test_minio_event_notification_is_read_and_key_unescaped():
+    event = {
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": "imagery-hot/fruit/a b+c.jpg",
+        "Records": [{
+            "eventName": "s3:ObjectCreated:Put",
+            "eventTime": "2026-11-22T10:00:00.000Z",
+            "s3": {"bucket": {"name": "imagery-hot"}, "object": {"key": "fruit%2Fa+b%2Bc.jpg", "size": 10}},
+        }],
+    }
+    msg = one(json.dumps(event))
+    assert (msg.bucket, msg.key) == ("imagery-hot", "fruit/a b+c.jpg")
+    assert msg.extra_fields()["s3_event"] == "s3:ObjectCreated:Put"
+
+
+def test_event_without_usable_records_is_a_validate_error():
+    for doc in ({"Records": []}, {"Records": [{"s3": {}}]}):
+        with pytest.raises(InvalidMessage) as err:
+            decode_image_messages(json.dumps(doc))
+        assert err.value.stage == "validate"
+
+
+def test_schema_files_match_models():
+    stale = [stem for stem, model in generate.CONTRACTS.items()
+             if not generate.schema_path(stem).exists()
+             or generate.schema_path(stem).read_text() != generate.render(model)]
+    assert not stale, f"run `make schemas`: these *.schema.json files drifted from the models: {stale}"
+
+
+def test_schema_check_detects_drift(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, "HERE", tmp_path)
+    assert generate.main(["--check"]) == 1
+    assert generate.main([]) == 0
+    assert generate.main(["--check"]) == 0
+    (tmp_path / "image_message.schema.json").write_text("{}")
+    assert generate.main(["--check"]) == 1
