@@ -30,7 +30,8 @@ def admin(bootstrap: str) -> AdminClient:
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
     """Create topics, treating 'already exists' as success."""
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # kept referenced: a collected client cancels its pending futures
+    futures = client.create_topics(
         [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
         operation_timeout=timeout_s,
     )
@@ -46,7 +47,8 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
     names = list(names)
     if not names:
         return
-    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout_s).values():
+    client = admin(bootstrap)
+    for fut in client.delete_topics(names, operation_timeout=timeout_s).values():
         try:
             fut.result(timeout_s)
         except KafkaException:

@@ -1,0 +1,107 @@
+"""The dispatcher's settings: the seed's arguments, each also readable from the seed compose entry's variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas import topics
+
+DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
+StartingOffsets = Literal["group", "earliest", "latest"]
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    bootstrap: str
+    team: str
+    http_url: str
+    input_topic: str
+    output_topic: str
+    dlq_topic: str
+    group_id: str
+    parallelism: int = 1
+    capacity: int = 64  # in-flight messages per parallel instance
+    items_per_request: int = 1  # 1: /infer_json per message; more: /infer_batch
+    max_batch_wait_ms: float = 5.0
+    request_timeout_s: float = 30.0
+    attempts: int = 5
+    backoff_ms: int = 200
+    backoff_max_ms: int = 10_000
+    delivery_guarantee: DeliveryGuarantee = "at-least-once"
+    checkpoint_interval_ms: int = 5_000
+    starting_offsets: StartingOffsets = "group"
+    auth_token: str | None = None
+    job_name: str = ""
+    connector_jars: tuple[str, ...] | None = None  # None: the cached jars of connectors/connectors.txt
+
+    @property
+    def name(self) -> str:
+        return self.job_name or f"http-dispatcher-{self.team}"
+
+    @property
+    def host(self) -> str:
+        return socket.gethostname()
+
+
+# (flag, seed/compose variable, type, default, help); a default of None means "derived from --team"
+_OPTIONS: list[tuple[str, str, type, object, str]] = [
+    ("--bootstrap", "KAFKA_BOOTSTRAP", str, "127.0.0.1:9092", "Kafka bootstrap servers"),
+    ("--team", "TEAM", str, None, "team name (required)"),
+    ("--http-url", "HTTP_URL", str, "http://127.0.0.1:8000/infer_json", "the service's /infer_json URL"),
+    ("--input-topic", "INPUT_TOPIC", str, None, "default imagery.new.<team>"),
+    ("--output-topic", "OUTPUT_TOPIC", str, None, "default inference.results.<team>"),
+    ("--dlq-topic", "DLQ_TOPIC", str, topics.DLQ_TOPIC, "dead-letter topic"),
+    ("--group-id", "GROUP_ID", str, None, "default http-dispatcher-<team>"),
+    ("--parallelism", "PARALLELISM", int, 1, "Flink parallelism"),
+    ("--capacity", "CAPACITY", int, 64, "in-flight messages per parallel instance"),
+    ("--items-per-request", "ITEMS_PER_REQUEST", int, 1, "1 = /infer_json, more = /infer_batch"),
+    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, 5.0, "how long /infer_batch waits to fill"),
+    ("--request-timeout-s", "REQUEST_TIMEOUT_S", float, 30.0, "one HTTP request's timeout"),
+    ("--attempts", "ATTEMPTS", int, 5, "tries per message for retryable failures (outages are not counted)"),
+    ("--backoff-ms", "BACKOFF_MS", int, 200, "first retry delay; doubles per attempt, with jitter"),
+    ("--backoff-max-ms", "BACKOFF_MAX_MS", int, 10_000, "retry delay cap"),
+    ("--delivery-guarantee", "DELIVERY_GUARANTEE", str, "at-least-once", "at-least-once | exactly-once"),
+    ("--checkpoint-interval-ms", "CHECKPOINT_INTERVAL_MS", int, 5_000, "Flink checkpoint interval"),
+    ("--starting-offsets", "STARTING_OFFSETS", str, "group",
+     "group (committed offsets of --group-id, earliest if none) | earliest | latest"),
+    ("--auth-token", "AUTH_TOKEN", str, None, "bearer token for the service, if it wants one"),
+    ("--job-name", "JOB_NAME", str, "", "Flink job name (default http-dispatcher-<team>)"),
+    ("--connector-jars", "CONNECTOR_JARS", str, None,
+     "comma-separated jar paths/URLs to add to the job; default: the cached jars from connectors/connectors.txt,"
+     " or none when the cluster's lib/ already has them (pass an empty string)"),
+]
+
+
+def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> DispatcherConfig:
+    env = dict(os.environ if env is None else env)
+    parser = argparse.ArgumentParser(description="Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team")
+    for flag, var, typ, default, help_text in _OPTIONS:
+        # argparse runs `type` over string defaults too, so values from the environment are converted alike
+        parser.add_argument(flag, type=typ, default=env.get(var, default), help=f"{help_text} [env {var}]")
+    ns = parser.parse_args(argv)
+    if not ns.team:
+        parser.error("--team (or TEAM) is required")
+    if ns.delivery_guarantee not in ("at-least-once", "exactly-once"):
+        parser.error("--delivery-guarantee must be at-least-once or exactly-once")
+    if ns.starting_offsets not in ("group", "earliest", "latest"):
+        parser.error("--starting-offsets must be group, earliest or latest")
+    for name in ("parallelism", "capacity", "items_per_request", "attempts"):
+        if getattr(ns, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    jars = None if ns.connector_jars is None else tuple(j for j in ns.connector_jars.split(",") if j)
+    return DispatcherConfig(
+        bootstrap=ns.bootstrap, team=ns.team, http_url=ns.http_url,
+        input_topic=ns.input_topic or topics.input_topic(ns.team),
+        output_topic=ns.output_topic or topics.result_topic(ns.team),
+        dlq_topic=ns.dlq_topic, group_id=ns.group_id or f"http-dispatcher-{ns.team}",
+        parallelism=ns.parallelism, capacity=ns.capacity, items_per_request=ns.items_per_request,
+        max_batch_wait_ms=ns.max_batch_wait_ms, request_timeout_s=ns.request_timeout_s, attempts=ns.attempts,
+        backoff_ms=ns.backoff_ms, backoff_max_ms=ns.backoff_max_ms, delivery_guarantee=ns.delivery_guarantee,
+        checkpoint_interval_ms=ns.checkpoint_interval_ms, starting_offsets=ns.starting_offsets,
+        auth_token=ns.auth_token or None, job_name=ns.job_name, connector_jars=jars,
+    )

@@ -1,0 +1,191 @@
+"""http_dispatcher: one PyFlink job per team.
+
+    Kafka imagery.new.<team>  ->  parse + validate  ->  async HTTP to the inference service  ->  route
+        ok     -> Kafka inference.results.<team>   (key = the input's key)
+        failed -> Kafka dlq.inference.http         (original bytes + error envelope + headers)
+
+Runs the same two ways:
+    python streaming/flink/jobs/http_dispatcher.py --team fruit ...           (local MiniCluster)
+    flink run --python streaming/flink/jobs/http_dispatcher.py -- --team ...  (standalone/Kubernetes cluster)
+
+Kafka is read and written through Flink's SQL Kafka connector because only it exposes what a dead letter
+needs (key, partition, offset, timestamp, headers) and writes headers; the logic in the middle is plain
+Python from streaming/dispatch/, called from PyFlink's async I/O operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file (python ... / flink run --python): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from pyflink.common import Configuration, Row, Time, Types
+from pyflink.datastream import AsyncDataStream, AsyncFunction, CheckpointingMode, RuntimeContext
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment
+
+from schemas import DispatcherIdentity
+from streaming.dispatch.client import InferenceClient
+from streaming.dispatch.config import DispatcherConfig, parse_args
+from streaming.dispatch.handler import Dispatcher
+from streaming.dispatch.records import KafkaInput
+from streaming.dispatch.retry import RetryPolicy
+
+ROUTED_TYPE = Types.ROW_NAMED(
+    ["dlq", "k", "v", "headers"],
+    [Types.BOOLEAN(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+     Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))],
+)
+# An outage is waited out inside the async function; this bound only catches a wedged call.
+ASYNC_TIMEOUT = Time.hours(24)
+
+
+def _epoch_ms(ts: Any) -> int | None:
+    if ts is None:
+        return None
+    if hasattr(ts, "to_epoch_milli"):
+        return int(ts.to_epoch_milli())
+    if hasattr(ts, "timestamp"):
+        return int(ts.timestamp() * 1000)
+    return int(ts)
+
+
+class InferAndRoute(AsyncFunction):
+    """Wraps `Dispatcher.handle` for Flink: Row in, routed Rows out."""
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+        self.dispatcher: Dispatcher | None = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        cfg = self.config
+        self._client_args = dict(
+            http_url=cfg.http_url,
+            policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
+            timeout_s=cfg.request_timeout_s, items_per_request=cfg.items_per_request,
+            max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=max(cfg.capacity, 8),
+            auth_token=cfg.auth_token,
+        )
+        self._identity = DispatcherIdentity(
+            job=f"{cfg.name}/{runtime_context.get_index_of_this_subtask()}", group_id=cfg.group_id, host=cfg.host)
+
+    def _dispatcher(self) -> Dispatcher:
+        # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
+        if self.dispatcher is None:
+            client = InferenceClient(**self._client_args)
+            self.dispatcher = Dispatcher(client, self.config.team, self._identity)
+        return self.dispatcher
+
+    def close(self) -> None:
+        if self.dispatcher is not None:
+            try:
+                asyncio.run(self.dispatcher.client.aclose())
+            except RuntimeError:
+                pass  # the operator's loop is gone; the process is ending anyway
+
+    async def async_invoke(self, row):
+        record = KafkaInput(
+            value=None if row.v is None else bytes(row.v), key=None if row.k is None else bytes(row.k),
+            topic=row.topic, partition=row.partition, offset=row.offset, timestamp_ms=_epoch_ms(row.ts),
+            headers={k: bytes(v or b"") for k, v in (row.headers or {}).items()},
+        )
+        outputs = await self._dispatcher().handle(record)
+        return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers) for o in outputs]
+
+    def timeout(self, row):
+        # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
+        raise TimeoutError(f"an inference call did not finish within {ASYNC_TIMEOUT.to_milliseconds()} ms")
+
+
+def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
+    return (f"'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{cfg.bootstrap}', "
+            "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
+            "'value.fields-include' = 'EXCEPT_KEY'")
+
+
+def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
+    opts = _kafka_options(cfg, topic) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
+    if cfg.delivery_guarantee == "exactly-once":
+        # one prefix per team, job and sink; the transaction must outlive a checkpoint but stay under the
+        # broker's transaction.max.timeout.ms (15 min by default)
+        opts += (f", 'sink.transactional-id-prefix' = 'imagery-{cfg.team}-{cfg.name}-{role}'"
+                 f", 'properties.transaction.timeout.ms' = '{max(60_000, 4 * cfg.checkpoint_interval_ms)}'")
+    return opts
+
+
+def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> Any:
+    t_env = StreamTableEnvironment.create(stream_execution_environment=env)
+    t_env.get_config().set("pipeline.name", cfg.name)
+    startup = {"group": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}[
+        cfg.starting_offsets]
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE kafka_input (
+          `k` BYTES, `v` BYTES,
+          `topic` STRING METADATA VIRTUAL,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL,
+          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+          `headers` MAP<STRING, BYTES> METADATA VIRTUAL
+        ) WITH ({_kafka_options(cfg, cfg.input_topic)},
+          'properties.group.id' = '{cfg.group_id}',
+          'properties.auto.offset.reset' = 'earliest',
+          'properties.isolation.level' = 'read_committed',
+          'scan.startup.mode' = '{startup}')""")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE kafka_results (`k` BYTES, `v` BYTES)
+        WITH ({_sink_options(cfg, cfg.output_topic, 'results')})""")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE kafka_dlq (`k` BYTES, `v` BYTES, `headers` MAP<STRING, BYTES> METADATA)
+        WITH ({_sink_options(cfg, cfg.dlq_topic, 'dlq')})""")
+
+    records = t_env.to_data_stream(t_env.from_path("kafka_input"))
+    routed = AsyncDataStream.unordered_wait(
+        records, InferAndRoute(cfg), ASYNC_TIMEOUT, capacity=cfg.capacity, output_type=ROUTED_TYPE,
+    ).name("parse, infer over HTTP, route")
+    t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
+        .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
+        .column("headers", DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())).build()))
+
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql("INSERT INTO kafka_results SELECT k, v FROM routed WHERE NOT dlq")
+    statements.add_insert_sql("INSERT INTO kafka_dlq SELECT k, v, headers FROM routed WHERE dlq")
+    return statements
+
+
+def make_environment(cfg: DispatcherConfig) -> StreamExecutionEnvironment:
+    conf = Configuration()
+    conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
+    # an outage holds in-flight calls (and so checkpoints) for as long as it lasts: that must not fail the job
+    conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "1000000")
+    conf.set_string("execution.checkpointing.timeout", "30 min")
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(cfg.parallelism)
+    env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE
+                             if cfg.delivery_guarantee == "exactly-once" else CheckpointingMode.AT_LEAST_ONCE)
+    jars = cfg.connector_jars
+    if jars is None:
+        from streaming.local import install
+        from streaming.local.settings import StackSettings
+
+        jars = tuple(str(p) for p in install.connector_jars(StackSettings()))
+    if jars:
+        env.add_jars(*(j if "://" in j else Path(j).resolve().as_uri() for j in jars))
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    env = make_environment(cfg)
+    result = build_pipeline(env, cfg).execute()
+    if os.environ.get("IMAGERY_DETACHED") != "1":
+        result.wait()
+
+
+if __name__ == "__main__":
+    main()
