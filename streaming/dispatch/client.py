@@ -56,6 +56,7 @@ class InferenceClient:
         max_batch_wait_ms: float = 5.0,
         max_connections: int = 64,
         auth_token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = service_base_url(http_url)
         self.policy = policy
@@ -65,6 +66,7 @@ class InferenceClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), headers=headers,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
         )
         self.breaker = CircuitBreaker(self._ready)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []

@@ -379,7 +379,7 @@ def up(settings: StackSettings, flink: bool = False, log: Callable[[str], None] 
 
 
 def down(settings: StackSettings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
-    for name in names or ALL_NAMES:
+    for name in ALL_NAMES if names is None else names:
         if stop(settings, name):
             log(f"stopped {name}")
 
