@@ -63,6 +63,96 @@ def _print_status(settings: StackSettings) -> None:
     console.print(table)
 
 
+@app.command()
+def demo(count: int = typer.Option(12, help="sample images to generate")) -> None:
+    """Run the whole pipeline on sample images (with a few bad messages); print the results and the DLQ."""
+    from streaming.demo import run_demo
+
+    try:
+        ok = run_demo(count=count, console=console)
+    except (stack.StackError, install.InstallError, RuntimeError) as exc:
+        _fail(exc)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
+          port: int = typer.Option(8000, envvar="PORT")) -> None:
+    """Run the inference service for TEAM in the foreground (uvicorn services.inference_http.app:app)."""
+    import os
+    import sys
+
+    os.environ["TEAM"] = team
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "services.inference_http.app:app",
+                              "--host", host, "--port", str(port)])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dispatch(ctx: typer.Context) -> None:
+    """Run the dispatcher job on a local MiniCluster; arguments as http_dispatcher.py (--team, --http-url, ...)."""
+    import os
+    import sys
+
+    from streaming.pipeline_run import JOB_FILE
+
+    os.execv(sys.executable, [sys.executable, str(JOB_FILE), *ctx.args])
+
+
+@app.command()
+def produce(team: str, bucket: str, keys: list[str], bootstrap: str = "127.0.0.1:9092",
+            camera: str | None = None) -> None:
+    """Publish one {bucket, key} message per KEY to imagery.new.<team>."""
+    from schemas import topics
+    from streaming.pipeline_run import produce_messages
+
+    n = produce_messages(bootstrap, topics.input_topic(team),
+                         [{"bucket": bucket, "key": k, **({"camera": camera} if camera else {})} for k in keys])
+    console.print(f"produced {n} messages to {topics.input_topic(team)}")
+
+
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("show")
+def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str = "127.0.0.1:9092",
+             topic: str = typer.Option(None, help="default dlq.inference.http"), limit: int = 50) -> None:
+    """List dead letters (newest last) with their stage, error and original value."""
+    from schemas import topics
+    from streaming.dlq import read_dlq
+
+    entries = read_dlq(bootstrap, topic or topics.DLQ_TOPIC, team=team, stage=stage)
+    table = Table(title=f"{topic or topics.DLQ_TOPIC}: {len(entries)} dead letters"
+                  + (f", last {limit} shown" if len(entries) > limit else ""))
+    for col in ("partition:offset", "team", "source", "stage", "type", "http", "tries", "message", "value"):
+        table.add_column(col, overflow="fold")
+    for e in entries[-limit:]:
+        d = e.letter
+        table.add_row(f"{e.partition}:{e.offset}", d.team, f"{d.source.topic}@{d.source.offset}", d.error.stage,
+                      d.error.type, str(d.error.http_status or "-"), str(d.error.attempts), d.error.message[:100],
+                      (d.original_value_text or "<binary>")[:80])
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(team: str | None = None, stage: str | None = None,
+               offsets: list[int] = typer.Option(None, "--offset", help="only these DLQ offsets (repeatable)"),
+               bootstrap: str = "127.0.0.1:9092", topic: str = typer.Option(None, help="default dlq.inference.http"),
+               to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
+               dry_run: bool = False) -> None:
+    """Re-publish the original bytes, key and headers of matching dead letters, with a replay count header."""
+    from schemas import topics
+    from streaming.dlq import read_dlq, replay
+
+    entries = read_dlq(bootstrap, topic or topics.DLQ_TOPIC, team=team, stage=stage)
+    if offsets:
+        entries = [e for e in entries if e.offset in set(offsets)]
+    if dry_run:
+        console.print(f"would replay {len(entries)} dead letters")
+        return
+    console.print(f"replayed {replay(bootstrap, entries, to)} dead letters")
+
+
 def main() -> None:
     app()
 

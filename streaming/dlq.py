@@ -1,0 +1,54 @@
+"""Inspect and replay the dead-letter topic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from schemas import DeadLetter, topics
+from streaming import kafka_io
+
+
+@dataclass
+class DlqEntry:
+    offset: int
+    partition: int
+    letter: DeadLetter
+    headers: dict[str, bytes]
+
+
+def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
+             stage: str | None = None, idle_s: float = 2.0, timeout_s: float = 60.0) -> list[DlqEntry]:
+    """Every parseable DLQ record (optionally of one team / stage), oldest first."""
+    entries = []
+    for rec in kafka_io.read_topic(bootstrap, dlq_topic, idle_s=idle_s, timeout_s=timeout_s):
+        try:
+            letter = DeadLetter.model_validate_json(rec.value or b"")
+        except ValidationError:
+            continue  # not ours: the DLQ topic may be shared with other tools
+        if (team and letter.team != team) or (stage and letter.error.stage != stage):
+            continue
+        entries.append(DlqEntry(rec.offset, rec.partition, letter, rec.headers))
+    return entries
+
+
+def replay_headers(entry: DlqEntry) -> list[tuple[str, bytes]]:
+    """The original headers (the error facts dropped) plus a replay count one higher than before."""
+    count = int(entry.headers.get(topics.HEADER_REPLAY_COUNT, b"0") or 0) + 1
+    kept = [(k, v) for k, v in entry.headers.items()
+            if not k.startswith(topics.HEADER_PREFIX) and k != topics.HEADER_REPLAY_COUNT]
+    return kept + [(topics.HEADER_REPLAY_COUNT, str(count).encode())]
+
+
+def replay(bootstrap: str, entries: Iterable[DlqEntry], target_topic: str | None = None) -> int:
+    """Re-publish each entry's original bytes and key to its team's input topic (or `target_topic`)."""
+    count = 0
+    for entry in entries:
+        letter = entry.letter
+        topic = target_topic or letter.source.topic or topics.input_topic(letter.team)
+        kafka_io.produce(bootstrap, topic, [(letter.original_key(), letter.original_value())],
+                         headers=replay_headers(entry))
+        count += 1
+    return count

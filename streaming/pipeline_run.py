@@ -1,0 +1,129 @@
+"""Run the whole pipeline locally: the service and the dispatcher as processes, and collect what comes out.
+
+Used by `imagery demo`, by the end-to-end tests and by bench/pipeline.py, so all three exercise the same path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas import DeadLetter
+from streaming import kafka_io
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+JOB_FILE = REPO_ROOT / "streaming" / "flink" / "jobs" / "http_dispatcher.py"
+
+
+class DispatcherProcess:
+    """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own session."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> DispatcherProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, str(JOB_FILE), *self.args], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                                         env={**os.environ, **self.env}, start_new_session=True)
+        return self
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
+            raise RuntimeError(f"dispatcher exited with {self.proc.returncode}; log {self.log_path}:\n"
+                               + "\n".join(tail))
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> DispatcherProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Collected:
+    results: dict[str, dict] = field(default_factory=dict)  # id -> result record
+    dead: list[DeadLetter] = field(default_factory=list)
+    result_count: int = 0  # every result record read, duplicates included
+    result_times_ms: dict[str, int] = field(default_factory=dict)  # id -> broker timestamp of the result
+
+
+def collect(
+    bootstrap: str,
+    result_topic: str,
+    dlq_topic: str,
+    done: Callable[[Collected], bool],
+    timeout_s: float,
+    keep_result: Callable[[dict], bool] = lambda r: True,
+    keep_dead: Callable[[DeadLetter], bool] = lambda d: True,
+    watch: Callable[[], None] = lambda: None,
+) -> Collected:
+    """Read the result and DLQ topics from the start until `done(collected)` or the deadline."""
+    from confluent_kafka import Consumer
+
+    out = Collected()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-collect-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "topic.metadata.refresh.interval.ms": 1000})
+    consumer.subscribe([result_topic, dlq_topic])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not done(out):
+            watch()
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            if msg.topic() == result_topic:
+                record = json.loads(msg.value())
+                if keep_result(record):
+                    out.result_count += 1
+                    out.results[record["id"]] = record
+                    out.result_times_ms[record["id"]] = msg.timestamp()[1]
+            else:
+                try:
+                    letter = DeadLetter.model_validate_json(msg.value())
+                except ValueError:
+                    continue
+                if keep_dead(letter):
+                    out.dead.append(letter)
+    finally:
+        consumer.close()
+    return out
+
+
+def produce_messages(bootstrap: str, topic: str, messages: Iterable[dict | bytes]) -> int:
+    """JSON-encode dicts (stamping publish_ts_ms), send bytes as they are; key = the message id if any."""
+    values = []
+    for m in messages:
+        if isinstance(m, dict):
+            m = {**m, "publish_ts_ms": m.get("publish_ts_ms") or int(time.time() * 1000)}
+            values.append((str(m.get("id", "")).encode() or None, json.dumps(m).encode()))
+        else:
+            values.append((None, m))
+    return kafka_io.produce(bootstrap, topic, values)

@@ -1,0 +1,37 @@
+"""Inspecting and replaying the DLQ through the real broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import DispatcherIdentity, ErrorEnvelope, topics
+from streaming import kafka_io
+from streaming.dispatch.records import KafkaInput, build_dead_letter
+from streaming.dlq import read_dlq, replay
+
+pytestmark = pytest.mark.integration
+
+
+def test_replay_republishes_original_bytes_key_and_headers_with_a_count(bootstrap, new_topic):
+    dlq, target = new_topic("dlq"), new_topic("replayed")
+    identity = DispatcherIdentity(job="j", group_id="g", host="h")
+    letters = []
+    for i, (stage, team) in enumerate([("fetch", "fruit"), ("parse", "fruit"), ("fetch", "other")]):
+        record = KafkaInput(value=b"\x00raw" + bytes([i]), key=f"k{i}".encode(), topic="imagery.new.x",
+                            partition=0, offset=i, headers={"trace": b"t%d" % i})
+        error = ErrorEnvelope(stage=stage, type="t", message="m", retryable=False, attempts=1)
+        out = build_dead_letter(record, team, error, identity, now_ms=1)
+        letters.append((out.key, out.value, list(out.headers.items())))
+    for key, value, headers in letters:
+        kafka_io.produce(bootstrap, dlq, [(key, value)], headers=headers)
+    kafka_io.produce(bootstrap, dlq, [b"not a dead letter"])  # other tools may share the topic
+
+    fetch_fruit = read_dlq(bootstrap, dlq, team="fruit", stage="fetch", idle_s=3)
+    assert [e.letter.source.offset for e in fetch_fruit] == [0]
+    assert len(read_dlq(bootstrap, dlq, idle_s=3)) == 3
+
+    assert replay(bootstrap, fetch_fruit, target) == 1
+    (again,) = kafka_io.read_topic(bootstrap, target, until=1, timeout_s=20)
+    assert (again.key, again.value) == (b"k0", b"\x00raw\x00")
+    assert again.headers["trace"] == b"t0" and again.headers[topics.HEADER_REPLAY_COUNT] == b"1"
+    assert not any(h.startswith(topics.HEADER_PREFIX) for h in again.headers)
