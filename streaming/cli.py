@@ -153,6 +153,22 @@ def dlq_replay(team: str | None = None, stage: str | None = None,
     console.print(f"replayed {replay(bootstrap, entries, to)} dead letters")
 
 
+@app.command("new-team")
+def new_team(team: str, compose: bool = typer.Option(True, help="also add its services to compose.yaml")) -> None:
+    """Scaffold a team: adapters/<team>_runner.py and its <team>-inference-http + flink-dispatcher-<team>."""
+    from streaming import scaffold
+
+    try:
+        path = scaffold.new_team(team, compose_file=scaffold.REPO_ROOT / "compose.yaml" if compose else None)
+    except scaffold.ScaffoldError as exc:
+        _fail(exc)
+    console.print(f"wrote {path}" + (" and added two services to compose.yaml" if compose else ""))
+    if not compose:
+        console.print(scaffold.compose_services(team), highlight=False, markup=False)
+    console.print(f"next: fill in {path.name}, put weights in weights/{team}_best.pt, "
+                  f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz")
+
+
 def main() -> None:
     app()
 
