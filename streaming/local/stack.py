@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 from streaming.local import install
 from streaming.local.settings import StackSettings
@@ -223,9 +224,13 @@ def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
     """Produce a unique value to a health topic and read it back: the broker really works, not just listens."""
     from confluent_kafka import Consumer, Producer
 
+    host, port = bootstrap.rsplit(":", 1)
+    if not port_in_use(host, int(port)):
+        raise StackError(f"nothing listens on {bootstrap} yet")  # spares librdkafka's connect-refused noise
     topic = "__imagery_stack_check"
     token = uuid.uuid4().hex.encode()
-    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": int(timeout_s * 1000)})
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": int(timeout_s * 1000),
+                         "log_level": 2})
     delivered: list[object] = []
     producer.produce(topic, token, on_delivery=lambda err, msg: delivered.append(err or msg))
     producer.flush(timeout_s)
@@ -235,7 +240,7 @@ def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
     from confluent_kafka import TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-check-{token.decode()}",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, "log_level": 2})
     try:
         consumer.assign([TopicPartition(topic, msg_partition, msg_offset)])
         deadline = time.monotonic() + timeout_s
@@ -295,25 +300,35 @@ def flink_conf_dir(settings: StackSettings) -> Path:
         src = flink_home() / "conf" / name
         if src.exists():
             (conf / name).write_text(src.read_text())
-    (conf / "config.yaml").write_text(
-        "\n".join([
-            f"jobmanager.rpc.address: {settings.host}",
-            f"jobmanager.bind-host: {settings.host}",
-            f"taskmanager.bind-host: {settings.host}",
-            f"taskmanager.host: {settings.host}",
-            f"rest.address: {settings.host}",
-            f"rest.bind-address: {settings.host}",
-            f"rest.port: {settings.flink_rest_port}",
-            "jobmanager.memory.process.size: 1024m",
-            "taskmanager.memory.process.size: 2048m",
-            "taskmanager.numberOfTaskSlots: 4",
-            "parallelism.default: 1",
-            f"python.executable: {sys.executable}",
-            f"python.client.executable: {sys.executable}",
-            "",
-        ])
-    )
+    # start from the wheel's own config (it carries the --add-opens flags Java 17 needs), then ours on top
+    config = _flatten(yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {})
+    config.update({
+        "jobmanager.rpc.address": settings.host,
+        "jobmanager.bind-host": settings.host,
+        "taskmanager.bind-host": settings.host,
+        "taskmanager.host": settings.host,
+        "rest.address": settings.host,
+        "rest.bind-address": settings.host,
+        "rest.port": settings.flink_rest_port,
+        "jobmanager.memory.process.size": "1024m",
+        "taskmanager.memory.process.size": "2048m",
+        "taskmanager.numberOfTaskSlots": 4,
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+    })
+    (conf / "config.yaml").write_text(yaml.safe_dump(config, default_flow_style=False, width=10_000))
     return conf
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def flink_env(settings: StackSettings) -> dict[str, str]:
