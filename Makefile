@@ -17,6 +17,7 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.ready
 	$(PY) -m streaming.cli setup
+	$(PY) -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
 
 deps: $(DEPS)/.complete
 

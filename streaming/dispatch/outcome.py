@@ -75,8 +75,9 @@ def classify_status(status: int, body: object, text: str = "", retry_after_s: fl
 
 
 def classify_exception(exc: BaseException) -> Outcome:
-    """Transport failures. Cannot connect = the service is down (outage); a timed-out request = retryable."""
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout)):
+    """Transport failures. A broken connection (refused, reset, closed mid-answer: a service stopping or
+    restarting) is an outage, waited out; a request that timed out on a live connection is retryable."""
+    if isinstance(exc, (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout)):
         return Outcome(Verdict.OUTAGE, "http", type(exc).__name__, str(exc) or repr(exc))
     if isinstance(exc, httpx.TimeoutException):
         return Outcome(Verdict.RETRYABLE, "timeout", type(exc).__name__, str(exc) or "request timed out")

@@ -56,6 +56,7 @@ def test_service_stage_wins_over_status_guess():
 
 def test_transport_errors():
     assert classify_exception(httpx.ConnectError("refused")).verdict is Verdict.OUTAGE
+    assert classify_exception(httpx.ReadError("reset by peer")).verdict is Verdict.OUTAGE
     timeout = classify_exception(httpx.ReadTimeout("slow"))
     assert (timeout.verdict, timeout.stage) == (Verdict.RETRYABLE, "timeout")
 
