@@ -93,3 +93,6 @@ def bucket(minio) -> Iterator[str]:
     minio.make_bucket(name)
     yield name
     remove_bucket(minio, name)
+
+
+from tests.service_fixtures import *  # noqa: E402,F401,F403  (fruit_weights, fruit_service, fruit_images)

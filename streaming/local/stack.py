@@ -279,6 +279,8 @@ def minio_client(settings: StackSettings):
 
 
 def minio_bucket_call(settings: StackSettings) -> None:
+    if not port_in_use(settings.host, settings.minio_port):
+        raise StackError(f"nothing listens on {settings.minio_endpoint} yet")  # spares the client's retry noise
     client = minio_client(settings)
     client.bucket_exists("imagery-stack-check")
 

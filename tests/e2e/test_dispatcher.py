@@ -126,7 +126,7 @@ def test_minio_upload_with_bucket_notification_flows_through(
         bucket = unique("notify")
         client.make_bucket(bucket)
         client.set_bucket_notification(bucket, NotificationConfig(queue_config_list=[
-            QueueConfig("arn:minio:sqs::IMAGERY:kafka", ["s3:ObjectCreated:*"], config_id="imagery")]))
+            QueueConfig(["s3:ObjectCreated:*"], config_id="imagery", queue="arn:minio:sqs::IMAGERY:kafka")]))
         service = InferenceService(notify, team="fruit", log_path=tmp_path / "service.log").start()
         try:
             with DispatcherProcess(dispatcher_args(bootstrap, "fruit", service, inp, out, dlq),
