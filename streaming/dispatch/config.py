@@ -36,6 +36,8 @@ class DispatcherConfig:
     checkpoint_interval_ms: int = 5_000
     starting_offsets: StartingOffsets = "group"
     auth_token: str | None = None
+    bundle_size: int = 0  # 0: 4 x capacity
+    bundle_time_ms: int = 200
     job_name: str = ""
     connector_jars: tuple[str, ...] | None = None  # None: the cached jars of connectors/connectors.txt
 
@@ -70,6 +72,9 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
     ("--starting-offsets", "STARTING_OFFSETS", str, "group",
      "group (committed offsets of --group-id, earliest if none) | earliest | latest"),
     ("--auth-token", "AUTH_TOKEN", str, None, "bearer token for the service, if it wants one"),
+    ("--bundle-size", "BUNDLE_SIZE", int, 0,
+     "records per Python bundle (results are handed on when a bundle ends); 0 = 4 x capacity"),
+    ("--bundle-time-ms", "BUNDLE_TIME_MS", int, 200, "longest a Python bundle stays open"),
     ("--job-name", "JOB_NAME", str, "", "Flink job name (default http-dispatcher-<team>)"),
     ("--connector-jars", "CONNECTOR_JARS", str, None,
      "comma-separated jar paths/URLs to add to the job; default: the cached jars from connectors/connectors.txt,"
@@ -103,5 +108,6 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
         max_batch_wait_ms=ns.max_batch_wait_ms, request_timeout_s=ns.request_timeout_s, attempts=ns.attempts,
         backoff_ms=ns.backoff_ms, backoff_max_ms=ns.backoff_max_ms, delivery_guarantee=ns.delivery_guarantee,
         checkpoint_interval_ms=ns.checkpoint_interval_ms, starting_offsets=ns.starting_offsets,
-        auth_token=ns.auth_token or None, job_name=ns.job_name, connector_jars=jars,
+        auth_token=ns.auth_token or None, bundle_size=ns.bundle_size, bundle_time_ms=ns.bundle_time_ms,
+        job_name=ns.job_name, connector_jars=jars,
     )

@@ -164,6 +164,10 @@ def make_environment(cfg: DispatcherConfig) -> StreamExecutionEnvironment:
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "1000000")
     conf.set_string("execution.checkpointing.timeout", "30 min")
     conf.set_string("restart-strategy.type", "exponential-delay")
+    # The Python operator hands its outputs back to Flink when a bundle ends, and a bundle ends only after every
+    # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
+    conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.capacity))
+    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE
