@@ -13,7 +13,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup deps up down status test test-unit demo bench lock schemas clean
+.PHONY: setup deps up down status test test-gpu test-unit demo bench lock schemas clean
 
 setup: $(VENV)/.ready
 	$(PY) -m streaming.cli setup
@@ -46,6 +46,9 @@ status:
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-gpu: setup
+	$(PY) -m pytest tests/gpu $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.ready
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

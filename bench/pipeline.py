@@ -18,14 +18,13 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append_results  # noqa: E402
-from schemas import InferRequest  # noqa: E402
+from bench.service import closed_loop  # noqa: E402
 from streaming import kafka_io  # noqa: E402
 from streaming.local import stack  # noqa: E402
 from streaming.local.inference_service import InferenceService  # noqa: E402
@@ -40,34 +39,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def drive_direct(base_url: str, requests: list[InferRequest], concurrency: int) -> tuple[float, list[float]]:
-    """The service alone: `concurrency` clients in a closed loop, as the dispatcher's in-flight window is."""
-    latencies: list[float] = []
-    queue: asyncio.Queue[InferRequest] = asyncio.Queue()
-    for r in requests:
-        queue.put_nowait(r)
-
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def worker() -> None:
-            while not queue.empty():
-                req = queue.get_nowait()
-                t0 = time.perf_counter()
-                resp = await client.post(f"{base_url}/infer_json", content=req.model_dump_json(),
-                                         headers={"content-type": "application/json"})
-                resp.raise_for_status()
-                latencies.append((time.perf_counter() - t0) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(requests) / (time.perf_counter() - started), latencies
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--capacity", type=int, default=32, help="dispatcher in-flight = direct concurrency")
     parser.add_argument("--items-per-request", type=int, default=1)
     parser.add_argument("--images", type=int, default=16, help="distinct sample images to cycle through")
+    parser.add_argument("--direct-seconds", type=float, default=15.0, help="how long to drive the service alone")
     args = parser.parse_args()
 
     settings = StackSettings()
@@ -89,11 +67,15 @@ def main() -> None:
         inp, out, dlq = (f"bench.in.{run}", f"bench.out.{run}", f"bench.dlq.{run}")
         topics_made = [inp, out, dlq]
         kafka_io.create_topics(settings.bootstrap, topics_made, partitions=1)
-        requests = [InferRequest(bucket=bucket, key=keys[i % len(keys)]) for i in range(args.messages)]
 
         with InferenceService(settings, team="fruit", log_path=settings.logs_dir / f"bench-service-{run}.log").start() as svc:
-            asyncio.run(drive_direct(svc.base_url, requests[: min(64, len(requests))], args.capacity))  # warm
-            direct_rate, direct_lat = asyncio.run(drive_direct(svc.base_url, requests, args.capacity))
+            # the service alone, as bench/service.py drives it (a lean keep-alive client: see KeepAliveClient)
+            asyncio.run(closed_loop(svc.base_url, bucket, keys, args.capacity, 3.0))  # warm-up
+            done_n, errors, seconds, direct_lat = asyncio.run(
+                closed_loop(svc.base_url, bucket, keys, args.capacity, args.direct_seconds))
+            if errors:
+                raise SystemExit(f"{errors} errors driving the service directly")
+            direct_rate = done_n / seconds
             console.print(f"direct: {direct_rate:.1f} img/s at concurrency {args.capacity}")
 
             job_args = ["--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url",
@@ -105,7 +87,7 @@ def main() -> None:
                 produce_messages(settings.bootstrap, inp, warm)
                 collect(settings.bootstrap, out, dlq, lambda c: len(c.results) >= len(warm), 300,
                         watch=job.check_alive)
-                msgs = [{"id": f"m-{i}", "bucket": bucket, "key": r.key} for i, r in enumerate(requests)]
+                msgs = [{"id": f"m-{i}", "bucket": bucket, "key": keys[i % len(keys)]} for i in range(args.messages)]
                 t_first = int(time.time() * 1000)
                 produce_messages(settings.bootstrap, inp, msgs)
                 got = collect(settings.bootstrap, out, dlq,
@@ -129,7 +111,7 @@ def main() -> None:
                         f"concurrency/capacity {args.capacity}, items/request {args.items_per_request}")
     for col in ("path", "img/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
-    table.add_row("service direct (HTTP, closed loop)", f"{direct_rate:.1f}", f"{percentile(direct_lat, 50):.0f}",
+    table.add_row("service direct (/infer_json, closed loop)", f"{direct_rate:.1f}", f"{percentile(direct_lat, 50):.0f}",
                   f"{percentile(direct_lat, 99):.0f}")
     table.add_row("pipeline (Kafka -> Flink -> HTTP -> Kafka)", f"{pipe_rate:.1f}", f"{percentile(e2e, 50):.0f}",
                   f"{percentile(e2e, 99):.0f}")

@@ -1,0 +1,104 @@
+"""Train the fruit classifier on generated images and save it as TorchScript (with its metadata inside).
+
+    python -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
+
+Deterministic: fixed seeds for the images, the initialisation and the order of the batches. The result is
+cached under `$IMAGERY_CACHE_DIR/weights/fruit-<hash>/` (default ~/.cache/imagery), keyed by a hash of the
+code that determines it (this package, adapters/imaging.py, the torch version and the arguments), so a second
+run, or a fresh clone on the same machine, only copies. `--out` is left alone when it already holds a model
+made by the same code. Those checks need no torch; the training itself is in fit.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+META_NAME = "meta.json"  # the extra file inside the TorchScript archive
+
+# the code that determines the weights (torch is imported only when training is really needed)
+_HERE = Path(__file__).resolve().parent
+_CODE_FILES = [_HERE / "train.py", _HERE / "fit.py", _HERE / "model.py", _HERE / "samples.py",
+               _HERE.parent / "imaging.py"]
+
+
+def code_hash(args: argparse.Namespace) -> str:
+    digest = hashlib.sha256()
+    for path in _CODE_FILES:
+        digest.update(path.read_bytes())
+    digest.update(f"torch={importlib.metadata.version('torch').split('+')[0]}".encode())
+    settings = {name: str(value) for name, value in sorted(vars(args).items()) if name not in ("out", "force")}
+    digest.update(json.dumps(settings).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_meta(path: Path) -> dict | None:
+    """The metadata stored inside a TorchScript file, read without torch (it is a zip archive)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(f"/extra/{META_NAME}"))
+            return json.loads(archive.read(name))
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("IMAGERY_CACHE_DIR", Path.home() / ".cache" / "imagery")) / "weights"
+
+
+def _save_atomically(write, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("weights/fruit_cls_best.ts"))
+    parser.add_argument("--force", action="store_true", help="train even if a matching model exists")
+    parser.add_argument("--train-count", type=int, default=1000)
+    parser.add_argument("--val-count", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    key = code_hash(args)
+    cached = cache_dir() / f"fruit-{key}" / "fruit_cls_best.ts"
+    if not args.force:
+        if (read_meta(args.out) or {}).get("code_hash") == key:
+            print(f"{args.out} is up to date (code hash {key})")
+            return 0
+        if (read_meta(cached) or {}).get("code_hash") == key:
+            _save_atomically(lambda tmp: shutil.copyfile(cached, tmp), args.out)
+            print(f"copied the cached model {cached} to {args.out}")
+            return 0
+
+    print(f"training the fruit classifier (code hash {key}) ...", flush=True)
+    from adapters.fruit_defect import fit  # torch, only now
+
+    scripted, meta = fit.train(args, log=lambda line: print(line, flush=True))
+    meta["code_hash"] = key
+    _save_atomically(lambda tmp: fit.save(scripted, {META_NAME: json.dumps(meta, indent=2)}, tmp), cached)
+    _save_atomically(lambda tmp: shutil.copyfile(cached, tmp), args.out)
+    print(f"saved {args.out} (validation accuracy {meta['val_accuracy']:.4f}, {meta['train_seconds']}s); "
+          f"cached at {cached}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The FastAPI app: thin routes over the InferenceEngine, which the lifespan builds once per process.
+
+    TEAM=fruit uvicorn services.inference_http.app:app --port 8000
+
+Startup refuses (the process exits) when TEAM names no adapter or the weights cannot be loaded; warm-up then
+runs in the background, so /healthz answers at once while /readyz says 503 until the model is warm and
+MinIO answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.base import Runner
+from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
+from services.inference_http import model_registry
+from services.inference_http.engine import InferenceEngine
+from services.inference_http.errors import BadRequest, NotReady, ServiceError, Unauthorized
+from services.inference_http.metrics import Metrics
+from services.inference_http.settings import ServiceSettings
+from services.inference_http.storage import ObjectStore
+
+log = logging.getLogger("services.inference_http")
+
+INFER_ROUTES = ("/infer_json", "/infer_batch")
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in {
+        401: "missing or wrong bearer token (when AUTH_TOKEN is set)",
+        404: "no such bucket or object",
+        413: "the object is over MAX_OBJECT_BYTES",
+        415: "not a decodable image, or a decompression bomb",
+        422: "malformed request",
+        429: "queue full; see Retry-After",
+        500: "the runner failed on this image",
+        503: "not ready, or MinIO unavailable",
+        504: "no answer within REQUEST_TIMEOUT_MS",
+    }.items()
+}
+
+
+# ---------------------------------------------------------------------------- dependencies
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> InferenceEngine:
+    engine: InferenceEngine | None = request.app.state.engine
+    if engine is None:
+        raise NotReady("the service is starting")
+    return engine
+
+
+def require_token(
+    settings: Annotated[ServiceSettings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
+) -> None:
+    expected = settings.auth_token.get_secret_value() if settings.auth_token else ""
+    if not expected:
+        return
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
+
+
+EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
+
+
+def received_at(request: Request) -> float:
+    """When the request arrived (stamped by the metrics middleware, before the body was read)."""
+    return getattr(request.state, "received_at", None) or time.monotonic()
+
+
+# ---------------------------------------------------------------------------- routes
+
+
+async def healthz(settings: Annotated[ServiceSettings, Depends(get_settings)]) -> dict[str, Any]:
+    """Liveness: the process is up and serving HTTP."""
+    return {"ok": True, "team": settings.team}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the model is loaded and warmed up, and MinIO answers."""
+    engine: InferenceEngine | None = request.app.state.engine
+    reasons = await engine.readiness() if engine else ["the model is loading"]
+    body: dict[str, Any] = {"ready": not reasons, "team": request.app.state.settings.team}
+    if engine:
+        body.update(model_name=engine.model_name, model_tag=engine.model_tag, device=str(engine.device),
+                    max_batch_size=engine.batcher.max_batch_size)
+    body["reasons"] = reasons
+    return JSONResponse(body, status_code=200 if not reasons else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def infer_json(body: InferRequest, request: Request, engine: EngineDep) -> InferResponse:
+    """Fetch `s3://bucket/key`, decode it and run the team's model on it."""
+    return await engine.infer(body, received_at(request))
+
+
+async def infer_batch(body: BatchRequest, request: Request, engine: EngineDep) -> BatchResponse:
+    """Many objects in one request; each item answers `ok` or its own error, in request order."""
+    limit = engine.settings.max_batch_items
+    if len(body.items) > limit:
+        raise BadRequest(f"{len(body.items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)")
+    received = received_at(request)
+    items = await asyncio.gather(*(engine.infer_item(item, received) for item in body.items))
+    return BatchResponse(items=list(items))
+
+
+# ---------------------------------------------------------------------------- errors and metrics
+
+
+def _error(status: int, type_: str, message: str, stage: str | None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(type=type_, message=message, stage=stage))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return _error(exc.status, exc.type, exc.message, exc.stage, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            problems.append(f"malformed JSON at position {err['loc'][-1]}: {detail}".rstrip(": "))
+            continue
+        where = ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body"
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    return _error(422, "bad_request", "; ".join(problems) or "invalid request", "validate")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    names = {404: "route_not_found", 405: "method_not_allowed"}
+    return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail), "validate",
+                  dict(exc.headers or {}))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return _error(500, "internal_error", f"{type(exc).__name__} (see the service log)", "infer")
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route and status; stamps its arrival time for the timings."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: set[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        scope.setdefault("state", {})["received_at"] = started
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            route = scope["path"] if scope["path"] in self.routes else "other"  # bounded label values
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ServiceSettings = app.state.settings
+    runner: Runner | None = app.state.runner
+    if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if runner is None:
+            runner = await asyncio.to_thread(model_registry.get_model_runner, settings.team, settings.weights_path,
+                                             settings.model_tag)
+        engine = InferenceEngine(settings, runner, ObjectStore(settings), app.state.metrics)
+    except model_registry.RegistryError as exc:
+        log.error("refusing to start: %s", exc)
+        raise
+    log.info("team %s: %s (%s) loaded, device %s, max batch %d, max delay %gms", engine.team, engine.model_name,
+             engine.model_tag, engine.device, engine.batcher.max_batch_size, settings.max_batch_delay_ms)
+    app.state.engine = engine
+    warm_up = asyncio.create_task(engine.warm_up(), name="warm-up")
+    try:
+        yield
+    finally:
+        warm_up.cancel()
+        app.state.engine = None
+        await engine.close()
+
+
+def create_app(settings: ServiceSettings | None = None, runner: Runner | None = None) -> FastAPI:
+    """The app; settings come from the environment unless given. `runner` replaces the registry's (tests)."""
+    settings = settings or ServiceSettings()
+    app = FastAPI(title=f"Inference service ({settings.team or 'no team'})", version="1.0",
+                  summary="MinIO object -> decode -> dynamic batch -> the team's torch model", lifespan=lifespan)
+    app.state.settings, app.state.runner, app.state.engine = settings, runner, None
+    app.state.metrics = Metrics()
+
+    secured = [Depends(require_token)]
+    app.add_api_route("/infer_json", infer_json, methods=["POST"], response_model=InferResponse,
+                      responses=_ERROR_RESPONSES, dependencies=secured)
+    app.add_api_route("/infer_batch", infer_batch, methods=["POST"], response_model=BatchResponse,
+                      responses=_ERROR_RESPONSES, dependencies=secured)
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"description": "not ready"}})
+    app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response)
+
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    routes = {route.path for route in app.routes if hasattr(route, "path")}
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=routes)
+    return app
+
+
+app = create_app()

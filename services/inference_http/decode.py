@@ -1,0 +1,102 @@
+"""Bytes -> model-sized uint8 images, refusing what is not an image or declares too many pixels.
+
+`probe` reads only the header (PIL parses lazily), so a decompression bomb is refused from the dimensions
+it declares, before a single pixel is decoded. On the CPU each image is decoded and resized in a worker
+thread as soon as it arrives; on a GPU the JPEGs of a whole batch are decoded together by nvJPEG.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from adapters import imaging
+from services.inference_http.errors import DecompressionBomb, NotAnImage, ServiceError, UnsupportedImageFormat
+
+log = logging.getLogger(__name__)
+
+# PIL's own bomb guard (a warning, then an error at twice its limit) is redundant with the explicit limit in
+# `probe`, which refuses earlier; keep the warning out of the logs.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a camera JPEG with extra frames; its first frame is a JPEG
+SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG", "WEBP", "GIF", "BMP", "TIFF"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+def probe(data: bytes, max_pixels: int) -> ImageInfo:
+    """The image's format and size from its header; NotAnImage / DecompressionBomb if it must be refused."""
+    if not data:
+        raise NotAnImage("the object is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            info = ImageInfo(image.format or "unknown", *image.size)
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBomb(f"refused before decoding: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise NotAnImage(f"not an image format we know ({len(data)} bytes starting {data[:8]!r})") from exc
+    except Exception as exc:  # parsers of hostile bytes raise all kinds of things; all mean "not an image"
+        raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    if info.format not in SUPPORTED_FORMATS:
+        raise UnsupportedImageFormat(f"{info.format} images are not supported; send one of "
+                                     f"{', '.join(sorted(SUPPORTED_FORMATS - {'MPO'}))}")
+    if info.width * info.height > max_pixels:
+        raise DecompressionBomb(f"refused before decoding: the header declares {info.width}x{info.height} = "
+                                f"{info.width * info.height} pixels, over the limit of {max_pixels}")
+    if info.width < 1 or info.height < 1:
+        raise NotAnImage(f"the header declares an empty image ({info.width}x{info.height})")
+    return info
+
+
+def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int) -> torch.Tensor:
+    """Probe, decode and resize on the CPU: uint8 [3, *size] (blocking: call from a thread)."""
+    info = probe(data, max_pixels)
+    try:
+        image = imaging.decode_rgb(data)
+    except Exception as exc:  # as in probe: whatever the decoder raises, the bytes are not a usable image
+        raise NotAnImage(f"the {info.format} data does not decode ({type(exc).__name__}: {exc})") from exc
+    return imaging.resize(image, size)
+
+
+def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int],
+                      device: torch.device) -> list[torch.Tensor | ServiceError]:
+    """Decode a batch on the GPU: the JPEGs together through nvJPEG, the rest on the CPU and copied over.
+
+    Returns, in order, uint8 [3, *size] tensors on `device`, or the NotAnImage for an item that does not
+    decode. A JPEG nvJPEG cannot take (CMYK, some progressive files) falls back to the CPU decoder."""
+    out: list[torch.Tensor | ServiceError | None] = [None] * len(items)
+    jpegs = [i for i, (_, info) in enumerate(items) if info.format in JPEG_FORMATS]
+    if jpegs:
+        encoded = [torch.frombuffer(bytearray(items[i][0]), dtype=torch.uint8) for i in jpegs]
+        try:
+            decoded: list[torch.Tensor | None] = list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:  # torchvision reports every decode failure as RuntimeError
+            # one bad file fails the batched call: decode one by one to find it, keeping the good ones on the GPU
+            decoded = []
+            for tensor in encoded:
+                try:
+                    decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+        for i, image in zip(jpegs, decoded, strict=True):
+            if image is not None:
+                out[i] = imaging.resize(image, size)
+    for i, (data, info) in enumerate(items):
+        if out[i] is None:
+            try:
+                out[i] = imaging.resize(imaging.decode_rgb(data), size).to(device)
+            except Exception as exc:
+                out[i] = NotAnImage(f"the {info.format} data does not decode ({type(exc).__name__}: {exc})")
+    return out  # type: ignore[return-value]

@@ -1,0 +1,346 @@
+"""The hot path: admit -> fetch (threads) -> decode (threads, or batched on the GPU) -> dynamic batch -> runner.
+
+One `InferenceEngine` per process, made by the app's lifespan. The event loop never blocks: MinIO fetches
+run in a thread pool sized for I/O, CPU decodes in a pool sized for the cores, and every runner call in one
+dedicated thread (one model, one forward pass at a time; torch uses its own threads inside it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from adapters.base import BatchRunner, Runner
+from schemas import BatchItemError, BatchItemOk, InferRequest, InferResponse, Timings
+from services.inference_http import decode
+from services.inference_http.batching import BatcherClosed, DynamicBatcher
+from services.inference_http.errors import (
+    DeadlineExceeded,
+    InternalError,
+    NotReady,
+    QueueFull,
+    RunnerFailed,
+    ServiceError,
+)
+from services.inference_http.metrics import Metrics
+from services.inference_http.settings import ServiceSettings
+from services.inference_http.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE=cuda but torch sees no CUDA device")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+@dataclass
+class _Item:
+    """One image on its way into a forward pass."""
+
+    model_tag: str | None
+    extra: dict[str, Any] | None
+    image: torch.Tensor | None = None  # decoded and resized (CPU decode)
+    data: bytes | None = None  # still encoded (GPU decode, or a runner without run_batch)
+    info: decode.ImageInfo | None = None
+
+
+@dataclass
+class _Trace:
+    """Where one request is, for the message of its timeout."""
+
+    received: float  # time.monotonic() when the request arrived
+    stage: str = "admission"
+
+
+@dataclass
+class _Done:
+    """What the forward pass gives back for one item."""
+
+    result: dict[str, Any]
+    batch_size: int
+    started: float  # time.monotonic() when its batch began
+    decode_ms: float  # the batch's GPU decode (0 when decoded on the CPU before queueing)
+    infer_ms: float
+
+
+class InferenceEngine:
+    def __init__(self, settings: ServiceSettings, runner: Runner, store: ObjectStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.store = store
+        self.metrics = metrics
+        self.team = settings.team
+        self.model_name: str = getattr(runner, "model_name", None) or getattr(runner, "name", None) \
+            or type(runner).__name__
+        self.model_tag: str | None = getattr(runner, "model_tag", None)
+        self.batchable = isinstance(runner, BatchRunner)
+        self.device = resolve_device(settings.device)
+        self.input_size: tuple[int, int] | None = None
+        if isinstance(runner, BatchRunner):
+            runner.to_device(self.device)
+            self.input_size = (int(runner.input_size[0]), int(runner.input_size[1]))
+        self.gpu_decode = self.batchable and self.device.type == "cuda"
+        self._fetch_pool = ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="fetch")
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self.batcher: DynamicBatcher[_Item, _Done | ServiceError] = DynamicBatcher(
+            self._run_batch,
+            max_batch_size=settings.max_batch_size if self.batchable else 1,
+            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            on_depth=metrics.queue_depth.set,
+            # while the batcher waits no batch runs, so admitted items not in its queue are still upstream
+            more_coming=lambda: self.in_flight > self.batcher.depth,
+        )
+        self.in_flight = 0
+        self.warmed = False
+        self.warmup_error: str | None = None
+
+    # ------------------------------------------------------------------ requests
+
+    async def infer(self, request: InferRequest, received: float) -> InferResponse:
+        """One image, end to end; raises a ServiceError for every failure. `received` is time.monotonic()."""
+        try:
+            response = await self._admitted(request, _Trace(received))
+        except ServiceError as exc:
+            self.metrics.images.labels(str(exc.status)).inc()
+            raise
+        except Exception as exc:  # a bug of ours: still one item's 500, with the traceback in the log
+            log.exception("unexpected error on s3://%s/%s", request.bucket, request.key)
+            self.metrics.images.labels("500").inc()
+            raise InternalError(f"{type(exc).__name__} (see the service log)") from exc
+        self.metrics.images.labels("200").inc()
+        return response
+
+    async def infer_item(self, request: InferRequest, received: float) -> BatchItemOk | BatchItemError:
+        """`infer` for one item of /infer_batch: its failure is its own."""
+        try:
+            return BatchItemOk(result=await self.infer(request, received))
+        except ServiceError as exc:
+            return BatchItemError(status=exc.status, error=exc.detail())
+
+    async def _admitted(self, request: InferRequest, trace: _Trace) -> InferResponse:
+        if not self.warmed:
+            why = f"warm-up failed: {self.warmup_error}" if self.warmup_error else "the model is still warming up"
+            raise NotReady(why, self.settings.retry_after_s)
+        with self._slot():
+            timeout_s = self.settings.request_timeout_ms / 1000.0
+            try:
+                async with asyncio.timeout(trace.received + timeout_s - time.monotonic()):
+                    return await self._run_one(request, trace)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"no answer within REQUEST_TIMEOUT_MS={self.settings.request_timeout_ms:g} "
+                    f"(it was at the {trace.stage} stage)") from None
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Admission control: at most MAX_QUEUE images in the service at once; the rest get 429 at once."""
+        if self.in_flight >= self.settings.max_queue:
+            raise QueueFull(f"{self.in_flight} images are in progress (MAX_QUEUE={self.settings.max_queue}); "
+                            f"retry later", self.settings.retry_after_s)
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.set(self.in_flight)
+            self.batcher.poke()  # one fewer on its way: a batch waiting for it may go now
+
+    async def _run_one(self, request: InferRequest, trace: _Trace) -> InferResponse:
+        received = trace.received
+        trace.stage = "fetch"
+        data = await self._in_thread(self._fetch_pool, self.store.fetch, request.bucket, request.key)
+        fetched = time.monotonic()
+        trace.stage = "decode"
+        item = _Item(model_tag=request.model_tag, extra=request.extra)
+        max_pixels = self.settings.max_image_pixels
+        if self.batchable and not self.gpu_decode:
+            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, data, self.input_size, max_pixels)
+        else:  # decoded in the forward pass's thread: batched on the GPU, or by the runner itself
+            item.info = await self._in_thread(self._decode_pool, decode.probe, data, max_pixels)
+            item.data = data
+        decoded = time.monotonic()
+        trace.stage = "infer"  # queued for, or in, a forward pass
+        try:
+            done = await self.batcher.submit(item)
+        except BatcherClosed as exc:
+            raise NotReady(str(exc), self.settings.retry_after_s) from exc
+        if isinstance(done, ServiceError):
+            raise done
+        finished = time.monotonic()
+        queue_s = max(0.0, done.started - decoded)
+        self.metrics.queue_seconds.observe(queue_s)
+        self.metrics.stage_seconds.labels("fetch").observe(fetched - received)
+        self.metrics.stage_seconds.labels("decode").observe(decoded - fetched + done.decode_ms / 1000.0)
+        self.metrics.stage_seconds.labels("infer").observe(done.infer_ms / 1000.0)
+        if finished - received > self.settings.request_timeout_ms / 1000.0:
+            raise TimeoutError  # finished, but too late: the caller has given up on this answer by now
+        try:
+            return InferResponse(
+                **{**done.result, "team": self.team, "bucket": request.bucket, "key": request.key,
+                   "model_name": self.model_name, "model_tag": self.model_tag, "batch_size": done.batch_size},
+                timings=Timings(fetch_ms=(fetched - received) * 1000.0,
+                                decode_ms=(decoded - fetched) * 1000.0 + done.decode_ms,
+                                queue_ms=queue_s * 1000.0, infer_ms=done.infer_ms,
+                                total_ms=(finished - received) * 1000.0),
+            )
+        except ValidationError as exc:
+            raise RunnerFailed(f"the runner returned a result without the required keys: {exc}") from exc
+
+    @staticmethod
+    async def _in_thread(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    # ------------------------------------------------------------------ forward passes
+
+    async def _run_batch(self, items: list[_Item]) -> list[_Done | ServiceError]:
+        return await self._in_thread(self._infer_pool, self._forward, items)
+
+    def _forward(self, items: list[_Item], record: bool = True) -> list[_Done | ServiceError]:
+        """One forward pass for `items` (in the inference thread). Per-item failures are returned, not raised."""
+        started = time.monotonic()
+        if not self.batchable:
+            return [self._run_single(item, started, record) for item in items]
+        out: list[_Done | ServiceError | None] = [None] * len(items)
+        if self.gpu_decode:
+            images = decode.decode_batch_cuda([(item.data, item.info) for item in items],  # type: ignore[misc]
+                                              self.input_size, self.device)  # type: ignore[arg-type]
+            torch.cuda.synchronize(self.device)  # so decode_ms is the decode's, not queued into infer_ms
+        else:
+            images = [item.image for item in items]  # type: ignore[misc]
+        decode_ms = (time.monotonic() - started) * 1000.0
+        ok = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
+        for i, image in enumerate(images):
+            if isinstance(image, ServiceError):
+                out[i] = image
+        if ok:
+            batch = torch.stack([images[i] for i in ok]).to(self.device)  # type: ignore[misc]
+            infer_started = time.monotonic()
+            results = self._run_batch_isolated(batch, [items[i] for i in ok])
+            infer_ms = (time.monotonic() - infer_started) * 1000.0
+            if record:
+                self.metrics.batch_size.observe(len(ok))
+            for i, result in zip(ok, results, strict=True):
+                out[i] = result if isinstance(result, ServiceError) else _Done(result, len(ok), started, decode_ms,
+                                                                               infer_ms)
+        return out  # type: ignore[return-value]
+
+    def _run_batch_isolated(self, batch: torch.Tensor, items: list[_Item]) -> list[dict[str, Any] | ServiceError]:
+        """`run_batch` on the whole batch; if it raises, once per item, so only the failing items fail."""
+        runner: BatchRunner = self.runner  # type: ignore[assignment]
+        try:
+            results = runner.run_batch(batch, [item.model_tag for item in items], [item.extra for item in items])
+            if len(results) != len(items):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} images")
+            return list(results)
+        except Exception:
+            if len(items) == 1:
+                return [self._runner_failed()]
+        isolated: list[dict[str, Any] | ServiceError] = []
+        for index, item in enumerate(items):
+            try:
+                isolated.append(runner.run_batch(batch[index:index + 1], [item.model_tag], [item.extra])[0])
+            except Exception:
+                isolated.append(self._runner_failed())
+        return isolated
+
+    def _run_single(self, item: _Item, started: float, record: bool) -> _Done | ServiceError:
+        """A runner without run_batch: the seed's run(), one image per call."""
+        try:
+            result = self.runner.run(item.data, item.model_tag, item.extra)
+        except Exception:
+            return self._runner_failed()
+        if record:
+            self.metrics.batch_size.observe(1)
+        return _Done(result, 1, started, 0.0, (time.monotonic() - started) * 1000.0)
+
+    def _runner_failed(self) -> RunnerFailed:
+        log.exception("the %s runner raised", self.team)
+        return RunnerFailed(f"the {self.team} runner failed on this image (see the service log)")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def warm_up(self) -> None:
+        """Run forward passes at each batch size the batcher can form (powers of two up to the maximum), through
+        the same decode path as requests: lazy initialisation, allocator growth and kernel selection happen
+        here instead of in the first requests. Readiness waits for this."""
+        started = time.monotonic()
+        try:
+            sample = _warmup_jpeg()
+            size = 1
+            sizes = []
+            while size < self.batcher.max_batch_size:
+                sizes.append(size)
+                size *= 2
+            sizes.append(self.batcher.max_batch_size)
+            for batch_size in sizes:
+                for _ in range(self.settings.warmup_batches):
+                    items = [await self._warmup_item(sample) for _ in range(batch_size)]
+                    results = await self._in_thread(self._infer_pool, self._forward, items, False)
+                    failed = [r for r in results if isinstance(r, ServiceError)]
+                    if failed:
+                        raise RuntimeError(f"warm-up forward pass failed: {failed[0].message}")
+            if self.device.type == "cuda":
+                await self._in_thread(self._infer_pool, torch.cuda.synchronize)
+        except Exception as exc:
+            self.warmup_error = f"{type(exc).__name__}: {exc}"
+            log.exception("warm-up failed; the service stays unready")
+            return
+        self.warmed = True
+        self.metrics.ready.set(1)
+        log.info("team %s: %s (%s) warmed up on %s in %.1fs (batch sizes %s)", self.team, self.model_name,
+                 self.model_tag, self.device, time.monotonic() - started, sizes)
+
+    async def _warmup_item(self, sample: bytes) -> _Item:
+        item = _Item(model_tag=None, extra=None)
+        if self.batchable and not self.gpu_decode:
+            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, sample, self.input_size,
+                                               self.settings.max_image_pixels)
+        else:
+            item.info, item.data = decode.probe(sample, self.settings.max_image_pixels), sample
+        return item
+
+    async def readiness(self) -> list[str]:
+        """Why the service is not ready; empty when it is."""
+        reasons = []
+        if self.warmup_error:
+            reasons.append(f"warm-up failed: {self.warmup_error}")
+        elif not self.warmed:
+            reasons.append("the model is warming up")
+        try:
+            await asyncio.to_thread(self.store.check)  # not the fetch pool: a busy service must still answer
+        except ServiceError as exc:
+            reasons.append(f"storage: {exc.message}")
+        return reasons
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        for pool in (self._fetch_pool, self._decode_pool, self._infer_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _warmup_jpeg(size: int = 320) -> bytes:
+    """A photo-sized JPEG with real entropy (a flat image would decode unrealistically fast)."""
+    gradient = torch.linspace(0, 255, size).to(torch.uint8)
+    noise = torch.randint(0, 64, (size, size, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    pixels = (noise + gradient[None, :, None] // 2 + gradient[:, None, None] // 4).numpy()
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()

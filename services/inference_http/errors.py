@@ -1,0 +1,105 @@
+"""Every failure the service reports, as one small class hierarchy: status code, error type and stage.
+
+The dispatcher routes on the status (4xx other than 408/429: permanent, to the DLQ at once; 408/429/5xx:
+retried with backoff), so each class's status is a promise about whether trying again can help. The
+`stage` becomes the DLQ envelope's stage.
+"""
+
+from __future__ import annotations
+
+from schemas import ErrorBody, ErrorDetail
+
+
+class ServiceError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+    stage: str = "infer"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def detail(self) -> ErrorDetail:
+        return ErrorDetail(type=self.type, message=self.message, stage=self.stage)
+
+    def body(self) -> dict:
+        return ErrorBody(error=self.detail()).model_dump()
+
+
+# --- the request itself (permanent)
+class BadRequest(ServiceError):
+    status, type, stage = 422, "bad_request", "validate"
+
+
+class Unauthorized(ServiceError):
+    status, type, stage = 401, "unauthorized", "validate"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+# --- fetching the object
+class ObjectNotFound(ServiceError):
+    status, type, stage = 404, "object_not_found", "fetch"
+
+
+class BucketNotFound(ObjectNotFound):
+    type = "bucket_not_found"
+
+
+class AccessDenied(ServiceError):
+    status, type, stage = 403, "access_denied", "fetch"
+
+
+class ObjectTooLarge(ServiceError):
+    status, type, stage = 413, "object_too_large", "fetch"
+
+
+class StorageUnavailable(ServiceError):
+    """MinIO did not answer, answered 5xx, or rejected our credentials: nothing wrong with the message."""
+
+    status, type, stage = 503, "storage_unavailable", "fetch"
+
+
+# --- decoding it
+class NotAnImage(ServiceError):
+    status, type, stage = 415, "not_an_image", "decode"
+
+
+class UnsupportedImageFormat(NotAnImage):
+    type = "unsupported_image_format"
+
+
+class DecompressionBomb(NotAnImage):
+    type = "decompression_bomb"
+
+
+# --- capacity and time (retryable)
+class QueueFull(ServiceError):
+    status, type, stage = 429, "queue_full", "queue"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(ServiceError):
+    status, type, stage = 503, "not_ready", "infer"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(ServiceError):
+    status, type, stage = 504, "timeout", "infer"
+
+
+# --- bugs
+class InternalError(ServiceError):
+    """A bug of the service itself (never the input's fault); the traceback is in the log."""
+
+
+class RunnerFailed(ServiceError):
+    """The runner raised: a bug in the adapter (or a model that cannot take this input)."""
+
+    status, type, stage = 500, "runner_error", "infer"

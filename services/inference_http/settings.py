@@ -1,0 +1,55 @@
+"""The service's configuration, from the environment (names as in the seed where the seed has one)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- which model (the seed's variables)
+    team: str = Field(default="", description="the team whose runner this service serves (TEAM)")
+    weights_path: str | None = Field(default=None, description="the runner's weights; the runner has a default")
+    model_tag: str | None = Field(default=None, description="passed to the runner's constructor")
+
+    # --- storage (the seed's variables)
+    minio_endpoint: str = "127.0.0.1:9000"
+    minio_access_key: str = "minioadmin"
+    minio_secret_key: SecretStr = SecretStr("minioadmin")
+    minio_secure: bool = False
+    minio_region: str | None = None
+    fetch_concurrency: int = Field(default=32, ge=1, description="object fetches in flight at once (threads)")
+    storage_timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout of one MinIO call")
+
+    # --- batching and admission
+    max_batch_size: int = Field(default=32, ge=1, description="1 turns dynamic batching off")
+    max_batch_delay_ms: float = Field(default=5.0, ge=0, description="how long a batch may wait to fill")
+    max_queue: int = Field(default=256, ge=1, description="images admitted at once; beyond it: 429")
+    request_timeout_ms: float = Field(default=30_000, gt=0, description="per request; past it: 504")
+    retry_after_s: int = Field(default=1, ge=0, description="the Retry-After of a 429")
+    max_batch_items: int = Field(default=256, ge=1, description="items one /infer_batch request may carry")
+
+    # --- input limits
+    max_object_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="larger objects: 413")
+    max_image_pixels: int = Field(default=50_000_000, ge=1, description="declared width*height above it: 415")
+
+    # --- compute
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    decode_threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)
+    warmup_batches: int = Field(default=2, ge=0, description="warm-up forward passes per batch size")
+
+    # --- HTTP
+    auth_token: SecretStr | None = Field(default=None, description="if set, infer routes need this bearer token")
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "info"
+
+    @field_validator("team")
+    @classmethod
+    def _normalise_team(cls, value: str) -> str:
+        return value.strip().lower()
