@@ -21,7 +21,9 @@ setup: $(VENV)/.ready
 
 deps: $(DEPS)/.complete
 
-$(DEPS)/.complete: requirements.lock
+# no prerequisite on purpose: the path is keyed by the lock's content, and a fresh clone's newer mtimes must
+# not reinstall a venv that is already complete
+$(DEPS)/.complete:
 	@echo ">> installing the locked dependencies into $(DEPS) (first time only; torch is several GB)"
 	rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS)
 	$(DEPS)/bin/python -m pip install --disable-pip-version-check --progress-bar on \
