@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from schemas import DeadLetter
 from streaming import kafka_io
+from streaming.local.processes import log_tail, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JOB_FILE = REPO_ROOT / "streaming" / "flink" / "jobs" / "http_dispatcher.py"
@@ -41,23 +41,12 @@ class DispatcherProcess:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
             raise RuntimeError(f"dispatcher exited with {self.proc.returncode}; log {self.log_path}:\n"
-                               + "\n".join(tail))
+                               + log_tail(self.log_path))
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(wait_s)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if self.proc is not None:
+            terminate(self.proc)
 
     def __enter__(self) -> DispatcherProcess:
         return self.start()

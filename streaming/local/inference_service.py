@@ -10,7 +10,6 @@ only: nothing here imports torch, FastAPI or `services/` (the dispatcher's side 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from streaming.local.processes import log_tail, terminate
 from streaming.local.settings import StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -115,26 +115,11 @@ class InferenceService:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM to the process group (uvicorn shuts down gracefully), SIGKILL if it lingers; waits."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            if process.poll() is not None:
-                break
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                continue
-        process.wait()
+        if process is not None:
+            terminate(process, timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> InferenceService:
         return self.start() if not self.running else self

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from streaming.local import install
+from streaming.local.processes import log_tail
 from streaming.local.settings import StackSettings
 from streaming.local.versions import KAFKA_VERSION
 
@@ -74,11 +75,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def _log_tail(settings: StackSettings, name: str, lines: int = 25) -> str:
-    try:
-        text = log_file(settings, name).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
+    return log_tail(log_file(settings, name), lines)
 
 
 def start(settings: StackSettings, comp: Component) -> bool:
