@@ -14,6 +14,13 @@ app = typer.Typer(help="Kafka-driven image inference pipeline: local stack, disp
 console = Console()
 
 
+BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers [default: the local stack's]")
+
+
+def _bootstrap(value: str | None) -> str:
+    return value or StackSettings().bootstrap
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(1)
@@ -99,13 +106,13 @@ def dispatch(ctx: typer.Context) -> None:
 
 
 @app.command()
-def produce(team: str, bucket: str, keys: list[str], bootstrap: str = "127.0.0.1:9092",
+def produce(team: str, bucket: str, keys: list[str], bootstrap: str | None = BOOTSTRAP,
             camera: str | None = None) -> None:
     """Publish one {bucket, key} message per KEY to imagery.new.<team>."""
     from schemas import topics
     from streaming.pipeline_run import produce_messages
 
-    n = produce_messages(bootstrap, topics.input_topic(team),
+    n = produce_messages(_bootstrap(bootstrap), topics.input_topic(team),
                          [{"bucket": bucket, "key": k, **({"camera": camera} if camera else {})} for k in keys])
     console.print(f"produced {n} messages to {topics.input_topic(team)}")
 
@@ -115,13 +122,13 @@ app.add_typer(dlq_app, name="dlq")
 
 
 @dlq_app.command("show")
-def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str = "127.0.0.1:9092",
+def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str | None = BOOTSTRAP,
              topic: str = typer.Option(None, help="default dlq.inference.http"), limit: int = 50) -> None:
     """List dead letters (newest last) with their stage, error and original value."""
     from schemas import topics
     from streaming.dlq import read_dlq
 
-    entries = read_dlq(bootstrap, topic or topics.DLQ_TOPIC, team=team, stage=stage)
+    entries = read_dlq(_bootstrap(bootstrap), topic or topics.DLQ_TOPIC, team=team, stage=stage)
     table = Table(title=f"{topic or topics.DLQ_TOPIC}: {len(entries)} dead letters"
                   + (f", last {limit} shown" if len(entries) > limit else ""))
     for col in ("partition:offset", "team", "source", "stage", "type", "http", "tries", "message", "value"):
@@ -137,20 +144,20 @@ def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str =
 @dlq_app.command("replay")
 def dlq_replay(team: str | None = None, stage: str | None = None,
                offsets: list[int] = typer.Option(None, "--offset", help="only these DLQ offsets (repeatable)"),
-               bootstrap: str = "127.0.0.1:9092", topic: str = typer.Option(None, help="default dlq.inference.http"),
+               bootstrap: str | None = BOOTSTRAP, topic: str = typer.Option(None, help="default dlq.inference.http"),
                to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
                dry_run: bool = False) -> None:
     """Re-publish the original bytes, key and headers of matching dead letters, with a replay count header."""
     from schemas import topics
     from streaming.dlq import read_dlq, replay
 
-    entries = read_dlq(bootstrap, topic or topics.DLQ_TOPIC, team=team, stage=stage)
+    entries = read_dlq(_bootstrap(bootstrap), topic or topics.DLQ_TOPIC, team=team, stage=stage)
     if offsets:
         entries = [e for e in entries if e.offset in set(offsets)]
     if dry_run:
         console.print(f"would replay {len(entries)} dead letters")
         return
-    console.print(f"replayed {replay(bootstrap, entries, to)} dead letters")
+    console.print(f"replayed {replay(_bootstrap(bootstrap), entries, to)} dead letters")
 
 
 @app.command("new-team")

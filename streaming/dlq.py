@@ -43,12 +43,10 @@ def replay_headers(entry: DlqEntry) -> list[tuple[str, bytes]]:
 
 
 def replay(bootstrap: str, entries: Iterable[DlqEntry], target_topic: str | None = None) -> int:
-    """Re-publish each entry's original bytes and key to its team's input topic (or `target_topic`)."""
-    count = 0
+    """Re-publish each entry's original bytes and key to its source topic (or `target_topic`)."""
+    by_topic: dict[str, list] = {}
     for entry in entries:
         letter = entry.letter
         topic = target_topic or letter.source.topic or topics.input_topic(letter.team)
-        kafka_io.produce(bootstrap, topic, [(letter.original_key(), letter.original_value())],
-                         headers=replay_headers(entry))
-        count += 1
-    return count
+        by_topic.setdefault(topic, []).append((letter.original_key(), letter.original_value(), replay_headers(entry)))
+    return sum(kafka_io.produce(bootstrap, topic, records) for topic, records in by_topic.items())

@@ -58,17 +58,18 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
 def produce(
     bootstrap: str,
     topic: str,
-    values: Iterable[bytes | tuple[bytes | None, bytes]],
+    values: Iterable[bytes | tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
     headers: list[tuple[str, bytes]] | None = None,
     timeout_s: float = 30.0,
 ) -> int:
-    """Produce values (or (key, value) pairs) and wait until every one is acknowledged."""
+    """Produce values, (key, value) pairs or (key, value, headers) triples; wait until every one is acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     errors: list[str] = []
     count = 0
     for item in values:
-        key, value = item if isinstance(item, tuple) else (None, item)
-        producer.produce(topic, value=value, key=key, headers=headers,
+        key, value, item_headers = (item if len(item) == 3 else (*item, headers)) if isinstance(item, tuple) \
+            else (None, item, headers)
+        producer.produce(topic, value=value, key=key, headers=item_headers,
                          on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
         producer.poll(0)
         count += 1
