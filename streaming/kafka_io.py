@@ -67,8 +67,9 @@ def produce(
     errors: list[str] = []
     count = 0
     for item in values:
-        key, value, item_headers = (item if len(item) == 3 else (*item, headers)) if isinstance(item, tuple) \
-            else (None, item, headers)
+        if not isinstance(item, tuple):
+            item = (None, item)
+        key, value, item_headers = item if len(item) == 3 else (*item, headers)
         producer.produce(topic, value=value, key=key, headers=item_headers,
                          on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
         producer.poll(0)

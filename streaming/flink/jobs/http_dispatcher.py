@@ -15,7 +15,6 @@ Python from streaming/dispatch/, called from PyFlink's async I/O operator.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -82,11 +81,9 @@ class InferAndRoute(AsyncFunction):
         return self.dispatcher
 
     def close(self) -> None:
-        if self.dispatcher is not None:
-            try:
-                asyncio.run(self.dispatcher.client.aclose())
-            except RuntimeError:
-                pass  # the operator's loop is gone; the process is ending anyway
+        # The client's connections belong to the operator's event loop, which is already stopped here; they
+        # close with the worker process. Dropping the reference is all that is left to do.
+        self.dispatcher = None
 
     async def async_invoke(self, row):
         record = KafkaInput(
