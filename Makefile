@@ -12,8 +12,11 @@ DEPS       := $(CACHE)/deps/$(LOCK_KEY)
 VENV       := .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# the linter lives in a venv of its own in the cache, keyed by its version (it is not a dependency of the code)
+RUFF_VERSION := 0.17.6
+RUFF       := $(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/ruff
 
-.PHONY: setup deps up down status test test-gpu test-unit demo bench lock schemas clean
+.PHONY: setup deps up down status lint test test-gpu test-unit demo bench lock schemas clean
 
 setup: $(VENV)/.ready
 	$(PY) -m streaming.cli setup
@@ -46,7 +49,14 @@ down:
 status:
 	$(VENV)/bin/imagery status
 
-test: setup
+$(RUFF):
+	rm -rf $(CACHE)/tools/ruff-$(RUFF_VERSION) && $(PYTHON) -m venv $(CACHE)/tools/ruff-$(RUFF_VERSION)
+	$(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/pip install --disable-pip-version-check -q ruff==$(RUFF_VERSION)
+
+lint: $(RUFF)
+	$(RUFF) check .
+
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-gpu: setup

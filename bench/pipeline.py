@@ -51,7 +51,7 @@ def main() -> None:
     settings = StackSettings()
     started = stack.up(settings, flink=False, log=console.print)
     run = uuid.uuid4().hex[:8]
-    bucket, topics_made = f"bench-{run}", []
+    bucket, topics_made = f"fruit-bench-{run}", []
     minio = stack.minio_client(settings)
     try:
         subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train", "--out",

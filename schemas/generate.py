@@ -8,8 +8,16 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas import BatchRequest, BatchResponse, DeadLetter, ErrorBody, ImageMessage, InferenceResult
-from schemas import InferRequest, InferResponse
+from schemas import (
+    BatchRequest,
+    BatchResponse,
+    DeadLetter,
+    ErrorBody,
+    ImageMessage,
+    InferenceResult,
+    InferRequest,
+    InferResponse,
+)
 
 HERE = Path(__file__).parent
 

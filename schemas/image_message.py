@@ -14,8 +14,12 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-MAX_KEY_BYTES = 1024
+from schemas.limits import MAX_EVENT_RECORDS, MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_KEY_SEGMENT_BYTES, RESERVED_BUCKETS
+
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# what MinIO trims from a key segment before it checks for "." and ".." (Go's unicode.IsSpace on a byte)
+_SEGMENT_SPACE = " \t\n\v\f\r\x85\xa0"
 
 
 class InvalidMessage(ValueError):
@@ -44,19 +48,55 @@ def check_bucket_name(name: str) -> str:
         raise ValueError("bucket must not be formatted as an IP address")
     if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
         raise ValueError("bucket uses a reserved prefix or suffix")
+    if name in RESERVED_BUCKETS:
+        raise ValueError(f"bucket {name!r} is reserved by MinIO")
     return name
 
 
 def check_object_key(key: str) -> str:
-    if not key:
-        raise ValueError("key must not be empty")
+    """S3's key rules plus every name MinIO refuses (cmd/object-api-utils.go `IsValidObjectName`), so a key that
+    storage would refuse is a validation error here instead of a storage error for every retry."""
+    if not key or not key.strip():
+        raise ValueError("key must not be empty or only whitespace")
+    if _SURROGATE_RE.search(key):
+        raise ValueError("key must be valid Unicode (it holds a lone surrogate)")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise ValueError(f"key must be at most {MAX_KEY_BYTES} bytes (UTF-8)")
     if key.startswith("/"):
         raise ValueError("key must not start with '/'")
-    if ".." in key.split("/"):
-        raise ValueError("key must not contain '..' path segments")
+    if key.endswith("/"):
+        raise ValueError("key must not end with '/' (that names a folder, not an object)")
+    if "\0" in key:
+        raise ValueError("key must not contain a NUL character")
+    if "//" in key:
+        raise ValueError("key must not contain '//'")
+    if any(segment.strip(_SEGMENT_SPACE) in (".", "..") for segment in re.split(r"[/\\]", key)):
+        raise ValueError("key must not contain '.' or '..' path segments (between '/' or '\\')")
+    if any(len(segment.encode("utf-8")) > MAX_KEY_SEGMENT_BYTES for segment in key.split("/")):
+        raise ValueError(f"each '/'-separated part of the key must be at most {MAX_KEY_SEGMENT_BYTES} bytes")
     return key
+
+
+def check_json_tree(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse what would break later stages: nesting deeper than `max_depth` and strings (names or values)
+    holding a lone surrogate, which JSON allows as an escape but UTF-8 cannot encode. Iterative: no recursion."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE_RE.search(node):
+                raise InvalidMessage("validate", "a string in the message holds a lone surrogate (\\ud800-\\udfff), "
+                                                 "which is not valid Unicode")
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > max_depth:
+            raise InvalidMessage("validate", f"the message nests deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((name, depth) for name in node)
+            stack.extend((value, depth + 1) for value in node.values())
+        else:
+            stack.extend((value, depth + 1) for value in node)
 
 
 class ImageMessage(BaseModel):
@@ -64,7 +104,7 @@ class ImageMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
-    bucket: str = Field(description="S3/MinIO bucket holding the image", examples=["imagery-hot"])
+    bucket: str = Field(description="S3/MinIO bucket holding the image", examples=["fruit-hot"])
     key: str = Field(description="object key inside the bucket", examples=["cam1/2025/01/01/0001.jpg"])
     camera: str | None = Field(default=None, description="optional camera / source name")
     publish_ts_ms: int | None = Field(default=None, ge=0, description="producer's publish time, epoch ms")
@@ -89,6 +129,9 @@ def _from_s3_event(doc: dict[str, Any]) -> list[dict[str, Any]]:
     records = doc.get("Records")
     if not isinstance(records, list) or not records:
         raise InvalidMessage("validate", "S3 event notification has no Records")
+    if len(records) > MAX_EVENT_RECORDS:
+        raise InvalidMessage("validate", f"S3 event notification has {len(records)} Records; at most "
+                                         f"{MAX_EVENT_RECORDS} are taken")
     out = []
     for rec in records:
         try:
@@ -96,7 +139,7 @@ def _from_s3_event(doc: dict[str, Any]) -> list[dict[str, Any]]:
             bucket = s3["bucket"]["name"]
             key = unquote_plus(s3["object"]["key"])  # S3 events URL-query-escape the key
         except (KeyError, TypeError) as exc:
-            raise InvalidMessage("validate", f"S3 event record lacks s3.bucket.name/s3.object.key: {exc!r}")
+            raise InvalidMessage("validate", f"S3 event record lacks s3.bucket.name/s3.object.key: {exc!r}") from None
         item: dict[str, Any] = {"bucket": bucket, "key": key, "s3_event": rec.get("eventName")}
         event_time = rec.get("eventTime")
         if isinstance(event_time, str):
@@ -114,8 +157,11 @@ def decode_image_messages(raw: bytes | str) -> list[ImageMessage]:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidMessage("parse", f"value is not JSON: {exc}") from None
+    except RecursionError:  # the stdlib parser recurses once per nesting level
+        raise InvalidMessage("parse", "value is not JSON we can read: it nests too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidMessage("validate", f"value must be a JSON object, got {type(doc).__name__}")
+    check_json_tree(doc)
     items = _from_s3_event(doc) if "Records" in doc and "bucket" not in doc else [doc]
     try:
         return [ImageMessage.model_validate(item) for item in items]

@@ -14,7 +14,7 @@ class InferRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bucket: str = Field(examples=["imagery-hot"])
+    bucket: str = Field(examples=["fruit-hot"])
     key: str = Field(examples=["fruit/clean-0001.jpg"])
     model_tag: str | None = None
     extra: dict[str, Any] | None = Field(default=None, description="passed to the runner as `extra`")
@@ -63,6 +63,9 @@ class ErrorDetail(BaseModel):
         default=None,
         description="where it failed: validate, fetch, decode, infer or queue (the dispatcher's DLQ stage)",
     )
+    limit: int | None = Field(default=None, exclude_if=lambda v: v is None,
+                              description="the limit a request went over (too_many_items, request_too_large), "
+                              "so a client can fit its next requests under it")
 
 
 class ErrorBody(BaseModel):

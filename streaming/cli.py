@@ -85,13 +85,12 @@ def demo(count: int = typer.Option(12, help="sample images to generate")) -> Non
 @app.command()
 def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
           port: int = typer.Option(8000, envvar="PORT")) -> None:
-    """Run the inference service for TEAM in the foreground (uvicorn services.inference_http.app:app)."""
+    """Run the inference service for TEAM in the foreground (python -m services.inference_http)."""
     import os
     import sys
 
-    os.environ["TEAM"] = team
-    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "services.inference_http.app:app",
-                              "--host", host, "--port", str(port)])
+    os.environ.update(TEAM=team, HOST=host, PORT=str(port))
+    os.execv(sys.executable, [sys.executable, "-m", "services.inference_http"])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -137,7 +136,8 @@ def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str |
         d = e.letter
         table.add_row(f"{e.partition}:{e.offset}", d.team, f"{d.source.topic}@{d.source.offset}", d.error.stage,
                       d.error.type, str(d.error.http_status or "-"), str(d.error.attempts), d.error.message[:100],
-                      (d.original_value_text or "<binary>")[:80])
+                      (d.original_value_text or "<binary>")[:80]
+                      + ("" if d.complete else f" ... ({d.original_value_bytes} bytes in all)"))
     console.print(table)
 
 
@@ -157,7 +157,12 @@ def dlq_replay(team: str | None = None, stage: str | None = None,
     if dry_run:
         console.print(f"would replay {len(entries)} dead letters")
         return
-    console.print(f"replayed {replay(_bootstrap(bootstrap), entries, to)} dead letters")
+    from streaming.dlq import OriginalGone
+
+    try:
+        console.print(f"replayed {replay(_bootstrap(bootstrap), entries, to)} dead letters")
+    except OriginalGone as exc:
+        _fail(exc)
 
 
 @app.command("new-team")

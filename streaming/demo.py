@@ -26,7 +26,7 @@ from streaming.local.settings import StackSettings
 from streaming.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages
 
 TEAM = "fruit"
-DEMO_BUCKET = "imagery-demo"
+DEMO_BUCKET = "fruit-demo"  # a team reads its own buckets (ALLOWED_BUCKETS: fruit, fruit-*)
 WEIGHTS = REPO_ROOT / "weights" / "fruit_cls_best.ts"
 
 

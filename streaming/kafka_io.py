@@ -145,6 +145,25 @@ def iter_topic(
         consumer.close()
 
 
+def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> Record | None:
+    """The record at topic/partition/offset, or None when it is gone (retention, compaction) or never was."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-reader-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                continue
+            if msg.error():
+                return None
+            return _to_record(msg) if msg.offset() == offset else None
+        return None
+    finally:
+        consumer.close()
+
+
 def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "imagery-offsets", "enable.auto.commit": False})
     try:

@@ -89,7 +89,7 @@ def remove_bucket(client, name: str) -> None:
 @pytest.fixture
 def bucket(minio) -> Iterator[str]:
     """A fresh bucket, emptied and removed after the test."""
-    name = unique("test")
+    name = unique("fruit-test")  # the fruit service reads its own buckets: fruit, fruit-*
     minio.make_bucket(name)
     yield name
     remove_bucket(minio, name)

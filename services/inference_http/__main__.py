@@ -1,17 +1,7 @@
-"""`python -m services.inference_http`: uvicorn on HOST:PORT (default 0.0.0.0:8000) from the environment."""
+"""`python -m services.inference_http`: the service on HOST:PORT (default 0.0.0.0:8000), configured from the
+environment, under uvicorn with the server limits of server.py."""
 
-from __future__ import annotations
-
-import uvicorn
-
-from services.inference_http.settings import ServiceSettings
-
-
-def main() -> None:
-    settings = ServiceSettings()
-    uvicorn.run("services.inference_http.app:app", host=settings.host, port=settings.port,
-                log_level=settings.log_level)
-
+from services.inference_http.server import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """The FastAPI app: thin routes over the InferenceEngine, which the lifespan builds once per process.
 
-    TEAM=fruit uvicorn services.inference_http.app:app --port 8000
+    TEAM=fruit PORT=8000 python -m services.inference_http      (server.py: uvicorn with connection limits)
 
 Startup refuses (the process exits) when TEAM names no adapter or the weights cannot be loaded; warm-up then
 runs in the background, so /healthz answers at once while /readyz says 503 until the model is warm and
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +29,7 @@ from adapters.base import Runner
 from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
-from services.inference_http.errors import BadRequest, NotReady, ServiceError, Unauthorized
+from services.inference_http.errors import NotReady, ServiceError, TooManyItems, Unauthorized
 from services.inference_http.metrics import Metrics
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
@@ -39,13 +39,16 @@ log = logging.getLogger("services.inference_http")
 INFER_ROUTES = ("/infer_json", "/infer_batch")
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in {
-        401: "missing or wrong bearer token (when AUTH_TOKEN is set)",
+        401: "missing or wrong bearer token (when AUTH_TOKEN is set); checked before the body is read",
+        403: "the bucket is not one of this team's (ALLOWED_BUCKETS)",
         404: "no such bucket or object",
-        413: "the object is over MAX_OBJECT_BYTES",
-        415: "not a decodable image, or a decompression bomb",
-        422: "malformed request",
+        408: "the request body did not arrive within BODY_TIMEOUT_S",
+        413: "the object is over MAX_OBJECT_BYTES, or the request body over MAX_REQUEST_BYTES",
+        415: "not a decodable image, a decompression bomb, or too costly to decode",
+        422: "malformed request, or a name storage refuses",
         429: "queue full; see Retry-After",
         500: "the runner failed on this image",
+        502: "storage failed on this object while it is up",
         503: "not ready, or MinIO unavailable",
         504: "no answer within REQUEST_TIMEOUT_MS",
     }.items()
@@ -64,18 +67,6 @@ def get_engine(request: Request) -> InferenceEngine:
     if engine is None:
         raise NotReady("the service is starting")
     return engine
-
-
-def require_token(
-    settings: Annotated[ServiceSettings, Depends(get_settings)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
-) -> None:
-    expected = settings.auth_token.get_secret_value() if settings.auth_token else ""
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
 
 
 EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
@@ -119,7 +110,8 @@ async def infer_batch(body: BatchRequest, request: Request, engine: EngineDep) -
     """Many objects in one request; each item answers `ok` or its own error, in request order."""
     limit = engine.settings.max_batch_items
     if len(body.items) > limit:
-        raise BadRequest(f"{len(body.items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)")
+        raise TooManyItems(f"{len(body.items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)",
+                           limit=limit)
     received = received_at(request)
     items = await asyncio.gather(*(engine.infer_item(item, received) for item in body.items))
     return BatchResponse(items=list(items))
@@ -129,14 +121,14 @@ async def infer_batch(body: BatchRequest, request: Request, engine: EngineDep) -
 
 
 def _error(status: int, type_: str, message: str, stage: str | None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(type=type_, message=message, stage=stage))
+           headers: dict[str, str] | None = None, limit: int | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(type=type_, message=message, stage=stage, limit=limit))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _error(exc.status, exc.type, exc.message, exc.stage, exc.headers)
+    return _error(exc.status, exc.type, exc.message, exc.stage, exc.headers, exc.limit)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -154,7 +146,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    names = {404: "route_not_found", 405: "method_not_allowed"}
+    names = {404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}
     return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail), "validate",
                   dict(exc.headers or {}))
 
@@ -162,6 +154,57 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return _error(500, "internal_error", f"{type(exc).__name__} (see the service log)", "infer")
+
+
+class RequestGuard:
+    """What every infer request must pass before its body is read: the bearer token (401 at once, so a caller
+    without it learns nothing from the body's validation), a size limit (413: from Content-Length before reading,
+    else while reading), and a deadline for the body to arrive (408, so a client that sends it slowly does not
+    hold a request open). All answer in the service's error shape, which tells the dispatcher the request was
+    refused, not the image. (Starlette's body limit answers 413 in plain text, hence this.)"""
+
+    def __init__(self, app: ASGIApp, settings: ServiceSettings, routes: tuple[str, ...]) -> None:
+        self.app, self.routes = app, routes
+        self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else b""
+        self.body_timeout_s = settings.body_timeout_s
+        self.max_bytes = settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        if self.token:
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            scheme, _, credentials = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
+                error = Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
+                await _error(error.status, error.type, error.message, error.stage, error.headers)(scope, receive, send)
+                return
+        too_large = f"the request body is over MAX_REQUEST_BYTES={self.max_bytes}"
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await _error(413, "request_too_large", too_large, "validate", limit=self.max_bytes)(scope, receive, send)
+            return
+        deadline = scope.get("state", {}).get("received_at", time.monotonic()) + self.body_timeout_s
+        body_done, size = False, 0
+
+        async def guarded_receive() -> Message:
+            nonlocal body_done, size
+            if body_done:  # after the body, receive only waits for a disconnect: no deadline for that
+                return await receive()
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    message = await receive()
+            except TimeoutError:
+                raise StarletteHTTPException(408, f"the request body did not arrive within "
+                                                  f"{self.body_timeout_s:g}s (BODY_TIMEOUT_S)") from None
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                raise StarletteHTTPException(413, too_large)
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, guarded_receive, send)
 
 
 class MetricsMiddleware:
@@ -229,7 +272,8 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
     app.state.settings, app.state.runner, app.state.engine = settings, runner, None
     app.state.metrics = Metrics()
 
-    secured = [Depends(require_token)]
+    # documents the bearer scheme in OpenAPI; RequestGuard enforces it before the body is read
+    secured = [Depends(HTTPBearer(auto_error=False))]
     app.add_api_route("/infer_json", infer_json, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
     app.add_api_route("/infer_batch", infer_batch, methods=["POST"], response_model=BatchResponse,
@@ -243,7 +287,8 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     routes = {route.path for route in app.routes if hasattr(route, "path")}
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=routes)
+    app.add_middleware(RequestGuard, settings=settings, routes=INFER_ROUTES)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=routes)  # outermost: sees every answer
     return app
 
 

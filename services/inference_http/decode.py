@@ -17,7 +17,13 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from adapters import imaging
-from services.inference_http.errors import DecompressionBomb, NotAnImage, ServiceError, UnsupportedImageFormat
+from services.inference_http.errors import (
+    DecompressionBomb,
+    NotAnImage,
+    ServiceError,
+    TooCostlyToDecode,
+    UnsupportedImageFormat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,29 @@ class ImageInfo:
     height: int
 
 
-def probe(data: bytes, max_pixels: int) -> ImageInfo:
-    """The image's format and size from its header; NotAnImage / DecompressionBomb if it must be refused."""
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) a JPEG holds. The segments before the first scan are skipped by their lengths
+    (an EXIF thumbnail is a JPEG of its own); after it, every SOS marker counts: inside entropy-coded data a 0xFF
+    byte is always followed by 0x00 or a restart marker, so b"\xff\xda" is a marker there."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return 0  # not a well-formed header: the decoder will say so
+        marker = data[i + 1]
+        if marker == 0xFF or marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # fill byte, markers without length
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xDA:
+            return data.count(b"\xff\xda", i)
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return 0
+
+
+def probe(data: bytes, max_pixels: int, max_scan_pixels: int | None = None) -> ImageInfo:
+    """The image's format and size from its header; NotAnImage / DecompressionBomb / TooCostlyToDecode if it must
+    be refused. `max_scan_pixels` bounds a JPEG's scans times its pixels: each progressive scan is one more pass
+    over every block, and thousands of tiny scans make a small file cost minutes of CPU that no deadline can stop
+    once the decoder runs."""
     if not data:
         raise NotAnImage("the object is empty")
     try:
@@ -57,12 +84,18 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
                                 f"{info.width * info.height} pixels, over the limit of {max_pixels}")
     if info.width < 1 or info.height < 1:
         raise NotAnImage(f"the header declares an empty image ({info.width}x{info.height})")
+    if max_scan_pixels is not None and info.format in JPEG_FORMATS:
+        scans = jpeg_scans(data)
+        if scans * info.width * info.height > max_scan_pixels:
+            raise TooCostlyToDecode(f"refused before decoding: {scans} scans of {info.width}x{info.height} pixels "
+                                    f"(a photo has about 10); scans x pixels is over the limit of {max_scan_pixels}")
     return info
 
 
-def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int) -> torch.Tensor:
+def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int,
+               max_scan_pixels: int | None = None) -> torch.Tensor:
     """Probe, decode and resize on the CPU: uint8 [3, *size] (blocking: call from a thread)."""
-    info = probe(data, max_pixels)
+    info = probe(data, max_pixels, max_scan_pixels)
     try:
         image = imaging.decode_rgb(data)
     except Exception as exc:  # as in probe: whatever the decoder raises, the bytes are not a usable image

@@ -15,13 +15,14 @@ class ServiceError(Exception):
     type: str = "internal_error"
     stage: str = "infer"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, limit: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.limit = limit
 
     def detail(self) -> ErrorDetail:
-        return ErrorDetail(type=self.type, message=self.message, stage=self.stage)
+        return ErrorDetail(type=self.type, message=self.message, stage=self.stage, limit=self.limit)
 
     def body(self) -> dict:
         return ErrorBody(error=self.detail()).model_dump()
@@ -32,11 +33,23 @@ class BadRequest(ServiceError):
     status, type, stage = 422, "bad_request", "validate"
 
 
+class TooManyItems(BadRequest):
+    """A /infer_batch request with more items than MAX_BATCH_ITEMS: the request's shape, not any one image."""
+
+    type = "too_many_items"
+
+
 class Unauthorized(ServiceError):
     status, type, stage = 401, "unauthorized", "validate"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class BucketNotAllowed(ServiceError):
+    """The bucket is not one of this team's (ALLOWED_BUCKETS); decided before storage is asked."""
+
+    status, type, stage = 403, "bucket_not_allowed", "fetch"
 
 
 # --- fetching the object
@@ -56,8 +69,23 @@ class ObjectTooLarge(ServiceError):
     status, type, stage = 413, "object_too_large", "fetch"
 
 
+class StorageRefused(ServiceError):
+    """MinIO answered, and refused this object's request (an S3 4xx): the message names something storage won't
+    serve, so trying again cannot help."""
+
+    status, type, stage = 422, "storage_refused", "fetch"
+
+
+class StorageFailed(ServiceError):
+    """MinIO answered this request with a server error while it is up: worth a few retries, not a service outage
+    (a 503 would make the dispatcher wait for the whole service, forever, on one object)."""
+
+    status, type, stage = 502, "storage_error", "fetch"
+
+
 class StorageUnavailable(ServiceError):
-    """MinIO did not answer, answered 5xx, or rejected our credentials: nothing wrong with the message."""
+    """MinIO did not answer, is overloaded or starting, or rejected our credentials: the whole service is down,
+    nothing is wrong with the message."""
 
     status, type, stage = 503, "storage_unavailable", "fetch"
 
@@ -73,6 +101,13 @@ class UnsupportedImageFormat(NotAnImage):
 
 class DecompressionBomb(NotAnImage):
     type = "decompression_bomb"
+
+
+class TooCostlyToDecode(NotAnImage):
+    """A JPEG whose progressive scans would cost more CPU to decode than any real photo (refused before decoding:
+    a decode cannot be stopped once it runs)."""
+
+    type = "too_costly_to_decode"
 
 
 # --- capacity and time (retryable)

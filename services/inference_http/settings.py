@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from typing import Literal
 
@@ -23,6 +24,9 @@ class ServiceSettings(BaseSettings):
     minio_secret_key: SecretStr = SecretStr("minioadmin")
     minio_secure: bool = False
     minio_region: str | None = None
+    allowed_buckets: str = Field(
+        default="", description="comma-separated bucket names or globs (fnmatch) this service may read; others get "
+        "403. Empty: the team's own, TEAM and TEAM-* (e.g. fruit, fruit-hot); '*' allows every bucket")
     fetch_concurrency: int = Field(default=32, ge=1, description="object fetches in flight at once (threads)")
     storage_timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout of one MinIO call")
 
@@ -37,6 +41,10 @@ class ServiceSettings(BaseSettings):
     # --- input limits
     max_object_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="larger objects: 413")
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="declared width*height above it: 415")
+    max_jpeg_scan_pixels: int = Field(
+        default=500_000_000, ge=1, description="a JPEG's progressive scans times its pixels above it: 415 (a real "
+        "photo has about 10 scans; thousands of them make one image cost minutes of CPU)")
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="request bodies above it: 413")
 
     # --- compute
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -48,8 +56,20 @@ class ServiceSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    access_log: bool = False
+    header_timeout_s: float = Field(default=10.0, gt=0, description="a request's head must arrive within it")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a request's body must arrive within it: 408")
+    keep_alive_s: int = Field(default=5, ge=1, description="an idle keep-alive connection is closed after it")
+    max_connections: int = Field(default=1024, ge=1, description="connections and requests at once; beyond: 503")
 
     @field_validator("team")
     @classmethod
     def _normalise_team(cls, value: str) -> str:
         return value.strip().lower()
+
+    def bucket_patterns(self) -> list[str]:
+        given = [p.strip() for p in self.allowed_buckets.split(",") if p.strip()]
+        return given or [self.team, f"{self.team}-*"]
+
+    def bucket_allowed(self, bucket: str) -> bool:
+        return any(fnmatch.fnmatchcase(bucket, pattern) for pattern in self.bucket_patterns())

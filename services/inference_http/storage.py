@@ -17,11 +17,12 @@ from minio.error import MinioException, S3Error
 
 from services.inference_http.errors import (
     AccessDenied,
-    BadRequest,
     BucketNotFound,
     ObjectNotFound,
     ObjectTooLarge,
     ServiceError,
+    StorageFailed,
+    StorageRefused,
     StorageUnavailable,
 )
 from services.inference_http.settings import ServiceSettings
@@ -29,6 +30,9 @@ from services.inference_http.settings import ServiceSettings
 # S3 error codes that say our own credentials are wrong: a service problem, not the message's
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}
+# S3 error codes that say storage as a whole cannot serve now (MinIO starting, overloaded, or out of quorum)
+_UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "XMinioServerNotInitialized", "XMinioStorageFull",
+                      "XMinioReadQuorum", "XMinioWriteQuorum", "RequestTimeout"}
 _PROBE_BUCKET = "imagery-readiness-probe"
 
 
@@ -63,9 +67,18 @@ class ObjectStore:
     def fetch(self, bucket: str, key: str) -> bytes:
         """The object's bytes; raises a ServiceError subclass on every failure (blocking: call from a thread)."""
         try:
+            return self._fetch(bucket, key)
+        except StorageUnavailable:
+            self._probe_ok_until = 0.0  # readiness must not vouch for storage from a cached answer now
+            raise
+
+    def _fetch(self, bucket: str, key: str) -> bytes:
+        try:
             response = self._client.get_object(bucket, key)
         except S3Error as exc:
             raise self._s3_error(exc, bucket, key) from exc
+        except ValueError as exc:  # the SDK's own checks of the names: nothing was sent
+            raise StorageRefused(f"the MinIO client refuses the name s3://{bucket}/{key}: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {exc}") from exc
         try:
@@ -109,6 +122,9 @@ class ObjectStore:
             return StorageUnavailable(f"MinIO at {self.endpoint} rejects our credentials ({exc.code})")
         if exc.code == "AccessDenied":
             return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user")
-        if exc.code in {"InvalidBucketName", "InvalidObjectName", "KeyTooLongError"}:
-            return BadRequest(f"MinIO refuses the name s3://{bucket}/{key}: {exc.message}")
-        return StorageUnavailable(f"MinIO at {self.endpoint} answered {exc.code}: {exc.message}")
+        status = getattr(exc.response, "status", 500)
+        if exc.code in _UNAVAILABLE_CODES or status == 503:
+            return StorageUnavailable(f"MinIO at {self.endpoint} answered {exc.code}: {exc.message}")
+        if 400 <= status < 500:  # MinIO answered, about this request: the name, the object, its state
+            return StorageRefused(f"MinIO refuses s3://{bucket}/{key}: {exc.code}: {exc.message}")
+        return StorageFailed(f"MinIO at {self.endpoint} failed on s3://{bucket}/{key}: {exc.code}: {exc.message}")

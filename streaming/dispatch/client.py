@@ -1,12 +1,14 @@
 """The dispatcher's HTTP client for the inference service: retries, backoff, circuit breaker, batching.
 
 `InferenceClient.infer` resolves to `Success` or `Failure` and never raises for what the service or the
-network does: a `Failure` is final (DLQ), and an outage is waited out inside `infer`, however long it lasts.
+network does: a `Failure` is final (DLQ), and an outage or a misconfiguration is waited out inside `infer`,
+however long it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -14,8 +16,17 @@ from dataclasses import dataclass
 import httpx
 
 from schemas import BatchRequest, InferRequest
-from streaming.dispatch.outcome import Outcome, Verdict, classify_exception, classify_response, classify_status
+from streaming.dispatch.outcome import (
+    WHOLE_REQUEST_TYPES,
+    Outcome,
+    Verdict,
+    classify_exception,
+    classify_response,
+    classify_status,
+)
 from streaming.dispatch.retry import CircuitBreaker, RetryPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class InferenceClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
         )
-        self.breaker = CircuitBreaker(self._ready)
+        self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._rng = random.Random()
@@ -80,8 +91,19 @@ class InferenceClient:
         response = await self._http.get(f"{self.base_url}/readyz", timeout=2.0)
         return response.status_code == 200
 
+    @property
+    def route(self) -> str:
+        return "/infer_json" if self.items_per_request <= 1 else "/infer_batch"
+
+    async def _accepts_us(self) -> bool:
+        """Whether the service takes our token on our route: an empty body must get the service's own 422 (auth
+        and routing come before the body is read), not 401, 404 or an answer from something else."""
+        response = await self._http.post(f"{self.base_url}{self.route}", content=b"{}", timeout=5.0,
+                                         headers={"content-type": "application/json"})
+        return classify_response(response).verdict is Verdict.PERMANENT and response.status_code == 422
+
     async def infer(self, request: InferRequest) -> Success | Failure:
-        attempts, first_ms = 0, _now_ms()
+        attempts, suspect_503s, first_ms = 0, 0, _now_ms()
         while True:
             await self.breaker.wait_closed()
             attempts += 1
@@ -90,9 +112,24 @@ class InferenceClient:
             if outcome.verdict is Verdict.SUCCESS:
                 assert outcome.body is not None
                 return Success(outcome.body, attempts, (time.perf_counter() - started) * 1000)
+            if outcome.verdict is Verdict.MISCONFIGURED:
+                attempts -= 1  # the deployment is wrong, not the message: pause everything, condemn nothing
+                self.breaker.trip(f"{self.base_url}{self.route} answers {outcome.http_status or ''} "
+                                  f"{outcome.type}: {outcome.message[:300]}", self._accepts_us, misconfigured=True)
+                continue
             if outcome.verdict is Verdict.OUTAGE:
                 attempts -= 1  # the service being down is not this message's fault: no budget spent
-                self.breaker.trip()
+                self.breaker.trip(f"the service is unavailable ({outcome.type}: {outcome.message[:200]})")
+                await self.breaker.wait_closed()
+                # A 503 for this message while /readyz says ready at the first probe is about the message, not
+                # the service: after a retry budget of those, it is the message's failure after all.
+                if outcome.http_status is not None and self.breaker.last_probes <= 1:
+                    suspect_503s += 1
+                    if not self.policy.can_retry(suspect_503s):
+                        retryable = Outcome(Verdict.RETRYABLE, outcome.stage, outcome.type,
+                                            f"{outcome.message} (answered {suspect_503s} times while the service "
+                                            f"was ready)", outcome.http_status)
+                        return Failure(retryable, suspect_503s, first_ms, _now_ms())
                 continue
             if outcome.verdict is Verdict.PERMANENT or not self.policy.can_retry(attempts):
                 return Failure(outcome, attempts, first_ms, _now_ms())
@@ -100,13 +137,7 @@ class InferenceClient:
 
     async def _send(self, request: InferRequest) -> Outcome:
         if self.items_per_request <= 1:
-            try:
-                response = await self._http.post(f"{self.base_url}/infer_json",
-                                                 content=request.model_dump_json(exclude_none=True),
-                                                 headers={"content-type": "application/json"})
-            except httpx.HTTPError as exc:
-                return classify_exception(exc)
-            return classify_response(response)
+            return await self._post_one(request)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if len(self._pending) >= self.items_per_request:
@@ -114,6 +145,15 @@ class InferenceClient:
         elif self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(self.max_batch_wait_s, self._flush)
         return await future
+
+    async def _post_one(self, request: InferRequest) -> Outcome:
+        try:
+            response = await self._http.post(f"{self.base_url}/infer_json",
+                                             content=request.model_dump_json(exclude_none=True),
+                                             headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            return classify_exception(exc)
+        return _result_or_misconfigured(classify_response(response))
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
@@ -126,30 +166,63 @@ class InferenceClient:
             asyncio.get_running_loop().create_task(self._post_batch(batch))
 
     async def _post_batch(self, batch: list[tuple[InferRequest, asyncio.Future[Outcome]]]) -> None:
-        body = BatchRequest(items=[request for request, _ in batch]).model_dump_json(exclude_none=True)
         try:
-            response = await self._http.post(f"{self.base_url}/infer_batch", content=body,
-                                             headers={"content-type": "application/json"})
-            outcomes = self._split_batch(response, len(batch))
-        except httpx.HTTPError as exc:
-            outcomes = [classify_exception(exc)] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes):
+            answer = await self._answer_batch([request for request, _ in batch])
+        except Exception as exc:  # never leave a caller waiting on a future nobody will set
+            log.exception("sending a batch of %d failed", len(batch))
+            answer = [Outcome(Verdict.RETRYABLE, "http", type(exc).__name__, str(exc) or repr(exc))] * len(batch)
+        for (_, future), outcome in zip(batch, answer, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
+    async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
+        body = BatchRequest(items=requests).model_dump_json(exclude_none=True)
+        try:
+            response = await self._http.post(f"{self.base_url}/infer_batch", content=body,
+                                             headers={"content-type": "application/json"})
+            answer = self._split_batch(response, len(requests))
+        except httpx.HTTPError as exc:
+            answer = classify_exception(exc)
+        if not isinstance(answer, Outcome):
+            return answer
+        # about the request as a whole
+        if answer.verdict is Verdict.PERMANENT and answer.type in WHOLE_REQUEST_TYPES:
+            # refused for its shape (too many items, too large, an item the service reads otherwise), not for
+            # any one image: each item gets its own answer, and later requests carry fewer items
+            if answer.type != "bad_request" and self.items_per_request > 1:
+                limit = ((answer.body or {}).get("error") or {}).get("limit")
+                fits = limit if answer.type == "too_many_items" and isinstance(limit, int) else len(requests) // 2
+                self.items_per_request = max(1, min(self.items_per_request, fits))
+                log.warning("the service refused %d items per request (%s); sending at most %d from now on",
+                            len(requests), answer.message[:200], self.items_per_request)
+            return list(await asyncio.gather(*(self._post_one(request) for request in requests)))
+        return [answer] * len(requests)
+
     @staticmethod
-    def _split_batch(response: httpx.Response, n: int) -> list[Outcome]:
+    def _split_batch(response: httpx.Response, n: int) -> Outcome | list[Outcome]:
+        """One outcome per item, or one Outcome when the answer is about the request as a whole."""
         whole = classify_response(response)
         items = (whole.body or {}).get("items") if whole.verdict is Verdict.SUCCESS else None
-        if not isinstance(items, list) or len(items) != n:
-            if whole.verdict is Verdict.SUCCESS:
-                whole = Outcome(Verdict.RETRYABLE, "http", "bad_response", f"batch answer without {n} items", 200)
-            return [whole] * n
+        if whole.verdict is Verdict.SUCCESS and (not isinstance(items, list) or len(items) != n):
+            return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
+                           f"a batch answer without {n} items: is --http-url the inference service?", 200)
+        if whole.verdict is not Verdict.SUCCESS:
+            return whole
         outcomes = []
-        for item in items:
+        for item in items:  # type: ignore[union-attr]
             if isinstance(item, dict) and item.get("ok") is True and isinstance(item.get("result"), dict):
-                outcomes.append(Outcome(Verdict.SUCCESS, "", "", "", 200, body=item["result"]))
+                outcomes.append(_result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200,
+                                                                 body=item["result"])))
             else:
                 item = item if isinstance(item, dict) else {}
-                outcomes.append(classify_status(int(item.get("status") or 500), item))
+                status = item.get("status")
+                outcomes.append(classify_status(status if isinstance(status, int) else 500, item))
         return outcomes
+
+
+def _result_or_misconfigured(outcome: Outcome) -> Outcome:
+    """A success must carry a result; a 2xx without one comes from something that is not the service."""
+    if outcome.verdict is Verdict.SUCCESS and not ("label" in outcome.body and "timings" in outcome.body):  # type: ignore[operator]
+        return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
+                       "a 2xx answer without a result: is --http-url the inference service?", outcome.http_status)
+    return outcome

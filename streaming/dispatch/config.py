@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas import topics
+from schemas import limits, topics
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
+RestartStrategy = Literal["exponential-delay", "none"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class DispatcherConfig:
     bundle_time_ms: int = 200
     job_name: str = ""
     connector_jars: tuple[str, ...] | None = None  # None: the cached jars of connectors/connectors.txt
+    max_message_bytes: int = limits.MAX_MESSAGE_BYTES
+    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES
+    restart_strategy: RestartStrategy = "exponential-delay"
 
     @property
     def name(self) -> str:
@@ -79,6 +83,14 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
     ("--connector-jars", "CONNECTOR_JARS", str, None,
      "comma-separated jar paths/URLs to add to the job; default: the cached jars from connectors/connectors.txt,"
      " or none when the cluster's lib/ already has them (pass an empty string)"),
+    ("--max-message-bytes", "MAX_MESSAGE_BYTES", int, limits.MAX_MESSAGE_BYTES,
+     "larger input records (key + value + headers) go to the DLQ as message_too_large; at most a quarter of "
+     "--max-record-bytes, so that every result and dead letter fits"),
+    ("--max-record-bytes", "MAX_RECORD_BYTES", int, limits.KAFKA_MAX_RECORD_BYTES,
+     "the producers' max.request.size; every record written is built to fit (the topics and the broker must "
+     "take records this large: Kafka's defaults do)"),
+    ("--restart-strategy", "RESTART_STRATEGY", str, "exponential-delay",
+     "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)"),
 ]
 
 
@@ -98,16 +110,16 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     for name in ("parallelism", "capacity", "items_per_request", "attempts"):
         if getattr(ns, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    jars = None if ns.connector_jars is None else tuple(j for j in ns.connector_jars.split(",") if j)
-    return DispatcherConfig(
-        bootstrap=ns.bootstrap, team=ns.team, http_url=ns.http_url,
-        input_topic=ns.input_topic or topics.input_topic(ns.team),
-        output_topic=ns.output_topic or topics.result_topic(ns.team),
-        dlq_topic=ns.dlq_topic, group_id=ns.group_id or f"http-dispatcher-{ns.team}",
-        parallelism=ns.parallelism, capacity=ns.capacity, items_per_request=ns.items_per_request,
-        max_batch_wait_ms=ns.max_batch_wait_ms, request_timeout_s=ns.request_timeout_s, attempts=ns.attempts,
-        backoff_ms=ns.backoff_ms, backoff_max_ms=ns.backoff_max_ms, delivery_guarantee=ns.delivery_guarantee,
-        checkpoint_interval_ms=ns.checkpoint_interval_ms, starting_offsets=ns.starting_offsets,
-        auth_token=ns.auth_token or None, bundle_size=ns.bundle_size, bundle_time_ms=ns.bundle_time_ms,
-        job_name=ns.job_name, connector_jars=jars,
-    )
+    if ns.restart_strategy not in ("exponential-delay", "none"):
+        parser.error("--restart-strategy must be exponential-delay or none")
+    if not 4 * ns.max_message_bytes <= ns.max_record_bytes:
+        parser.error("--max-message-bytes must be at most a quarter of --max-record-bytes")
+    team = ns.team
+    return DispatcherConfig(**{
+        **vars(ns),
+        "input_topic": ns.input_topic or topics.input_topic(team),
+        "output_topic": ns.output_topic or topics.result_topic(team),
+        "group_id": ns.group_id or f"http-dispatcher-{team}",
+        "auth_token": ns.auth_token or None,
+        "connector_jars": None if ns.connector_jars is None else tuple(j for j in ns.connector_jars.split(",") if j),
+    })

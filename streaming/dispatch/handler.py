@@ -1,14 +1,22 @@
-"""One Kafka record in, its outputs out: parse, infer each image, route to results or the DLQ."""
+"""One Kafka record in, its outputs out: parse, infer each image, route to results or the DLQ.
+
+`Dispatcher.handle` is where the poison-pill rule lives on the dispatcher's side: whatever a record holds, it
+yields outputs (never an exception, which would fail the job and replay the same record forever), and every
+output fits in one Kafka record.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
-from schemas import DispatcherIdentity, ErrorEnvelope, InferRequest, InvalidMessage, decode_image_messages
+from schemas import DispatcherIdentity, ErrorEnvelope, InferRequest, InvalidMessage, decode_image_messages, limits
 from streaming.dispatch.client import Failure, InferenceClient
 from streaming.dispatch.outcome import Verdict
-from streaming.dispatch.records import KafkaInput, Output, build_dead_letter, build_result
+from streaming.dispatch.records import KafkaInput, Output, build_dead_letter, build_result, record_budget
+
+log = logging.getLogger(__name__)
 
 
 def _now_ms() -> int:
@@ -16,33 +24,58 @@ def _now_ms() -> int:
 
 
 class Dispatcher:
-    def __init__(self, client: InferenceClient, team: str, identity: DispatcherIdentity) -> None:
+    def __init__(self, client: InferenceClient, team: str, identity: DispatcherIdentity,
+                 max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
+                 max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES) -> None:
         self.client = client
         self.team = team
         self.identity = identity
+        self.max_message_bytes = max_message_bytes
+        self.max_record_bytes = max_record_bytes
 
     async def handle(self, record: KafkaInput) -> list[Output]:
-        """Every record yields outputs for exactly one place per image it names; it never raises for bad input."""
+        """Every record yields outputs for exactly one place per image it names; it never raises."""
+        try:
+            return await self._handle(record)
+        except Exception as exc:  # a case nobody foresaw must cost one dead letter, not a job that crash-loops
+            log.exception("the dispatcher failed on %s-%d@%d", record.topic, record.partition, record.offset)
+            return [self._dead_letter(record, ErrorEnvelope(
+                stage="dispatch", type=type(exc).__name__, message=f"the dispatcher failed on this message: {exc}",
+                retryable=True, attempts=0))]
+
+    async def _handle(self, record: KafkaInput) -> list[Output]:
+        if record.size_bytes > self.max_message_bytes:
+            return [self._dead_letter(record, ErrorEnvelope(
+                stage="validate", type="message_too_large", retryable=False, attempts=0,
+                message=f"the record is {record.size_bytes} bytes (key + value + headers); the dispatcher takes "
+                        f"at most {self.max_message_bytes} (--max-message-bytes)"))]
         try:
             messages = decode_image_messages(record.value or b"")
         except InvalidMessage as exc:
-            error = ErrorEnvelope(stage=exc.stage, type=f"invalid_{exc.stage}", message=exc.message,
-                                  retryable=False, attempts=0)
-            return [build_dead_letter(record, self.team, error, self.identity, _now_ms())]
+            return [self._dead_letter(record, ErrorEnvelope(
+                stage=exc.stage, type=f"invalid_{exc.stage}", message=exc.message, retryable=False, attempts=0))]
         outcomes = await asyncio.gather(*(
             self.client.infer(InferRequest(bucket=m.bucket, key=m.key, model_tag=m.model_tag)) for m in messages
         ))
         outputs = []
-        for index, (msg, outcome) in enumerate(zip(messages, outcomes)):
+        for index, (msg, outcome) in enumerate(zip(messages, outcomes, strict=True)):
             if isinstance(outcome, Failure):
                 o = outcome.outcome
-                error = ErrorEnvelope(
+                outputs.append(self._dead_letter(record, ErrorEnvelope(
                     stage=o.stage, type=o.type, message=o.message, http_status=o.http_status,
                     retryable=o.verdict is Verdict.RETRYABLE, attempts=outcome.attempts,
                     first_attempt_ms=outcome.first_attempt_ms, last_attempt_ms=outcome.last_attempt_ms,
-                )
-                outputs.append(build_dead_letter(record, self.team, error, self.identity, _now_ms()))
-            else:
-                outputs.append(build_result(msg, record, index, self.team, outcome.response, outcome.http_ms,
-                                            outcome.attempts, _now_ms()))
+                )))
+                continue
+            result = build_result(msg, record, index, self.team, outcome.response, outcome.http_ms,
+                                  outcome.attempts, _now_ms())
+            if result.size_bytes > record_budget(self.max_record_bytes):
+                result = self._dead_letter(record, ErrorEnvelope(
+                    stage="infer", type="result_too_large", retryable=False, attempts=outcome.attempts,
+                    message=f"the result is {result.size_bytes} bytes, over the {record_budget(self.max_record_bytes)}"
+                            " a Kafka record can take (--max-record-bytes)"))
+            outputs.append(result)
         return outputs
+
+    def _dead_letter(self, record: KafkaInput, error: ErrorEnvelope) -> Output:
+        return build_dead_letter(record, self.team, error, self.identity, _now_ms(), self.max_record_bytes)

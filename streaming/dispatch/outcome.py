@@ -14,6 +14,7 @@ class Verdict(str, Enum):
     PERMANENT = "permanent"  # this message can never succeed: DLQ at once
     RETRYABLE = "retryable"  # this message may succeed later: retry within its budget, then DLQ
     OUTAGE = "outage"  # the service as a whole is unavailable: wait (circuit breaker), never DLQ
+    MISCONFIGURED = "misconfigured"  # the deployment is wrong (token, URL, limits): pause the job, never DLQ
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class Outcome:
 _STAGE_BY_STATUS = {400: "validate", 404: "fetch", 408: "timeout", 413: "fetch", 415: "decode",
                     422: "validate", 429: "http", 500: "infer", 504: "timeout"}
 _KNOWN_STAGES = {"parse", "validate", "fetch", "decode", "infer", "http", "timeout"}
+# Error types by which the service says the request as a whole was refused, not the image it names: the
+# dispatcher's deployment (token, URL) is wrong, and every message would get the same answer.
+MISCONFIGURATION_TYPES = frozenset({"unauthorized", "route_not_found", "method_not_allowed"})
+# Error types that refuse a whole /infer_batch request for its shape (too many items, too large): each item
+# still deserves its own answer, so the client sends them again one by one.
+WHOLE_REQUEST_TYPES = frozenset({"too_many_items", "request_too_large", "bad_request"})
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -51,29 +58,37 @@ def classify_response(response: httpx.Response) -> Outcome:
 
 
 def classify_status(status: int, body: object, text: str = "", retry_after_s: float | None = None) -> Outcome:
-    """Map a service answer to a verdict. The service's status codes are honest (DESIGN.md), so:
-    2xx success; 503 outage (not ready / storage down: the whole service); 408, 429, other 5xx retryable;
-    every other 4xx permanent."""
-    if 200 <= status < 300:
-        if not isinstance(body, dict):
-            return Outcome(Verdict.RETRYABLE, "http", "bad_response", "2xx answer without a JSON object", status)
-        return Outcome(Verdict.SUCCESS, "", "", "", status, body=body)
+    """Map a service answer to a verdict. The service's status codes are honest (DESIGN.md), and its error bodies
+    say whether the image or the request was refused, so:
+    - 2xx with a result: success;
+    - 503, or a gateway's 502/504: outage (not ready / storage down / unreachable: the whole service);
+    - 408, 429, other 5xx: retryable;
+    - a 4xx in the service's own error shape about this image: permanent (DLQ at once);
+    - everything else (401, an unknown route, a 3xx, a 4xx or 2xx that is not the service's contract: a wrong
+      token or URL, a proxy, another server): misconfigured, so the job pauses instead of condemning messages."""
     error = body.get("error") if isinstance(body, dict) else None
+    ours = isinstance(error, dict) and isinstance(error.get("type"), str)  # the service's ErrorBody
     error = error if isinstance(error, dict) else {}
     err_type = str(error.get("type") or f"http_{status}")
     message = str(error.get("message") or text or f"HTTP {status}")
     stage = error.get("stage") if error.get("stage") in _KNOWN_STAGES else _STAGE_BY_STATUS.get(status, "http")
-    if status == 503:
+    keep = body if isinstance(body, dict) else None
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
+                           f"a {status} answer without a JSON object: is --http-url the inference service?", status)
+        return Outcome(Verdict.SUCCESS, "", "", "", status, body=body)
+    if status == 503 or (status in (502, 504) and not ours):  # a gateway's 502/504: the service is unreachable
         verdict = Verdict.OUTAGE
     elif status in (408, 429) or status >= 500:
         verdict = Verdict.RETRYABLE
-    elif 400 <= status < 500:
+    elif 400 <= status < 500 and ours and err_type not in MISCONFIGURATION_TYPES and status not in (401, 405, 407):
         verdict = Verdict.PERMANENT
-    else:  # 1xx/3xx: a misconfigured URL or proxy, worth retrying rather than losing the message
-        verdict = Verdict.RETRYABLE
-    return Outcome(verdict, stage, err_type, message, status, retry_after_s, body if isinstance(body, dict) else None)
-
-
+    else:
+        verdict = Verdict.MISCONFIGURED
+        if not ours:
+            err_type, message = f"http_{status}", f"HTTP {status} without the service's error body: {message[:200]}"
+    return Outcome(verdict, stage, err_type, message, status, retry_after_s, keep)
 def classify_exception(exc: BaseException) -> Outcome:
     """Transport failures. A broken connection (refused, reset, closed mid-answer: a service stopping or
     restarting) is an outage, waited out; a request that timed out on a live connection is retryable."""

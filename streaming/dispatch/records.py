@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from dataclasses import dataclass, field
 
-from schemas import DeadLetter, DispatcherIdentity, ErrorEnvelope, ImageMessage, InferenceResult, SourceRecord
-from schemas import topics
+from schemas import (
+    DeadLetter,
+    DispatcherIdentity,
+    ErrorEnvelope,
+    ImageMessage,
+    InferenceResult,
+    SourceRecord,
+    limits,
+    topics,
+)
+
+MAX_ERROR_MESSAGE_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -21,11 +33,16 @@ class KafkaInput:
     timestamp_ms: int | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
 
-    def source(self) -> SourceRecord:
+    def source(self, keep_key: bool = True) -> SourceRecord:
         return SourceRecord(
             topic=self.topic, partition=self.partition, offset=self.offset, timestamp_ms=self.timestamp_ms,
-            key_b64=None if self.key is None else base64.b64encode(self.key).decode(),
+            key_b64=None if self.key is None or not keep_key else base64.b64encode(self.key).decode(),
         )
+
+    @property
+    def size_bytes(self) -> int:
+        """What the record weighs in Kafka's terms: key + value + headers."""
+        return record_size(self.key, self.value, self.headers)
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,19 @@ class Output:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return record_size(self.key, self.value, self.headers)
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: dict[str, bytes]) -> int:
+    return len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") for k, v in headers.items())
+
+
+def record_budget(max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES) -> int:
+    """The most key + value + headers the dispatcher puts in one record it writes."""
+    return max_record_bytes - limits.RECORD_HEADROOM_BYTES
 
 
 def message_id(msg: ImageMessage, record: KafkaInput, index: int) -> str:
@@ -72,20 +102,72 @@ def build_result(
 
 
 def build_dead_letter(
-    record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity, now_ms: int
+    record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity, now_ms: int,
+    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES,
 ) -> Output:
+    """The dead letter of `record`, built to fit in one record of `max_record_bytes`: a dead letter that does not
+    fit would fail the DLQ sink, and with it the job, on the same record after every restart.
+
+    The original is kept once (text or base64). When that is too large, bulky original headers and key go first,
+    then the value's tail; what went is listed in `omitted`, and the whole record stays at `source`."""
     raw = record.value or b""
+    if len(error.message) > MAX_ERROR_MESSAGE_CHARS:
+        error = error.model_copy(update={"message": error.message[:MAX_ERROR_MESSAGE_CHARS] + "..."})
+    budget = record_budget(max_record_bytes)
+    error_headers = _error_headers(record, team, error, identity)
+    original_headers = {k: v for k, v in record.headers.items() if not k.startswith(topics.HEADER_PREFIX)}
+    digest = hashlib.sha256(raw).hexdigest()
+
+    def build(omitted: list, keep_bytes: int) -> Output:
+        letter = DeadLetter(
+            team=team, source=record.source(keep_key="key" not in omitted), **_kept_value(raw[:keep_bytes], keep_bytes < len(raw)),
+            original_value_bytes=len(raw), original_value_sha256=digest, omitted=omitted, error=error,
+            dispatcher=identity, failed_at_ms=now_ms,
+        )
+        # the original headers ride along (replay re-publishes them) under their own names
+        headers = {**({} if "headers" in omitted else original_headers), **error_headers}
+        return Output(dlq=True, key=None if "key" in omitted else record.key,
+                      value=letter.model_dump_json(exclude_none=True).encode(), headers=headers)
+
+    out = build([], len(raw))
+    if out.size_bytes <= budget:
+        return out
+    # too large: the bulky parts besides the value go first (a small key or header costs nothing to keep)
+    bulky = {"headers": record_size(None, None, original_headers), "key": len(record.key or b"") * 2}
+    omitted: list = [part for part, size in bulky.items() if size > budget // 8]
+    out = build(omitted, len(raw))
+    if out.size_bytes <= budget:
+        return out
+    omitted.append("value_tail")
+    empty = build(omitted, 0).size_bytes
+    keep = max(0, (budget - empty) * 3 // 4 - 8)  # base64's 4/3 is the worst the shorter encoding can cost
+    while True:
+        out = build(omitted, keep)
+        if out.size_bytes <= budget or keep == 0:
+            return out
+        keep //= 2
+
+
+def _kept_value(data: bytes, cut: bool) -> dict[str, str]:
+    """`data` once, in the shorter of text (when it is UTF-8) and base64. `cut`: it is a prefix of the original,
+    which may end inside a multi-byte character; the text then stops before that character."""
     try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    letter = DeadLetter(
-        team=team, source=record.source(), original_value_b64=base64.b64encode(raw).decode(),
-        original_value_text=text, error=error, dispatcher=identity, failed_at_ms=now_ms,
-    )
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not (cut and exc.reason == "unexpected end of data"):
+            return {"original_value_b64": base64.b64encode(data).decode()}
+        data = data[:exc.start]
+        text = data.decode("utf-8")
+    encoded = base64.b64encode(data).decode()
+    if len(json.dumps(text, ensure_ascii=False).encode()) <= len(encoded) + 2:
+        return {"original_value_text": text}
+    return {"original_value_b64": encoded}
+
+
+def _error_headers(record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity) -> dict[str, bytes]:
     headers = {
         topics.HEADER_STAGE: error.stage,
-        topics.HEADER_TYPE: error.type,
+        topics.HEADER_TYPE: error.type[:200],
         topics.HEADER_MESSAGE: error.message[:1000],
         topics.HEADER_RETRYABLE: str(error.retryable).lower(),
         topics.HEADER_ATTEMPTS: str(error.attempts),
@@ -97,8 +179,4 @@ def build_dead_letter(
     }
     if error.http_status is not None:
         headers[topics.HEADER_HTTP_STATUS] = str(error.http_status)
-    # the original headers ride along too (replay re-publishes them), under their own names
-    encoded = {**{k: v for k, v in record.headers.items() if not k.startswith(topics.HEADER_PREFIX)},
-               **{k: v.encode() for k, v in headers.items()}}
-    return Output(dlq=True, key=record.key, value=letter.model_dump_json(exclude_none=True).encode(),
-                  headers=encoded)
+    return {k: v.encode() for k, v in headers.items()}

@@ -1,6 +1,6 @@
 """Run the inference service as a local process (tests, the demo, benchmarks), pointed at the local stack's MinIO.
 
-It launches `python -m uvicorn services.inference_http.app:app` by module path and talks to it over HTTP
+It launches `python -m services.inference_http` by module path and talks to it over HTTP
 only: nothing here imports torch, FastAPI or `services/` (the dispatcher's side never needs them).
 
     with InferenceService(StackSettings(), team="fruit").start() as svc:
@@ -58,6 +58,9 @@ class InferenceService:
             "MINIO_SECRET_KEY": self.stack.minio_secret_key,
             "MINIO_SECURE": "0",
             "PYTHONUNBUFFERED": "1",
+            "HOST": self.host,
+            "PORT": str(self.port),
+            "ACCESS_LOG": "1" if self.access_log else "0",
         }
         if self.weights_path:
             env["WEIGHTS_PATH"] = str(self.weights_path)
@@ -65,9 +68,7 @@ class InferenceService:
         return env
 
     def command(self) -> list[str]:
-        argv = [sys.executable, "-m", "uvicorn", "services.inference_http.app:app",
-                "--host", self.host, "--port", str(self.port)]
-        return argv if self.access_log else [*argv, "--no-access-log"]
+        return [sys.executable, "-m", "services.inference_http"]
 
     def start(self, timeout_s: float = 180) -> InferenceService:
         """Launch the process; return once /readyz answers 200. Raises InferenceServiceError otherwise."""

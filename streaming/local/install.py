@@ -129,7 +129,7 @@ def _download(url: str, dest: Path) -> None:
 
 def ensure_connectors(settings: StackSettings) -> list[Path]:
     jars = []
-    for (group, artifact, version), jar in zip(connector_coordinates(), connector_jars(settings)):
+    for (group, artifact, version), jar in zip(connector_coordinates(), connector_jars(settings), strict=True):
         jars.append(jar)
         if jar.exists():
             continue

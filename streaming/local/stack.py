@@ -153,6 +153,15 @@ def _reap(pid: int) -> None:
 # --------------------------------------------------------------------------- Kafka
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka makes them (Uuid.randomUuid): base64 of 16 random bytes, never starting with
+    '-', which the storage tool's argument parser would read as an option (a 1-in-32 failure of `imagery up`)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_component(settings: StackSettings) -> Component:
     home = install.kafka_home(settings)
     conf_dir = settings.state_dir / "kafka-conf"
@@ -202,7 +211,7 @@ def kafka_component(settings: StackSettings) -> Component:
     ]
     if not (settings.kafka_data / "meta.properties").exists():
         settings.kafka_data.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
             capture_output=True, text=True,

@@ -122,7 +122,7 @@ def test_minio_upload_with_bucket_notification_flows_through(
     stack.start(notify, comp)
     try:
         client = stack.minio_client(notify)
-        bucket = unique("notify")
+        bucket = unique("fruit-notify")
         client.make_bucket(bucket)
         client.set_bucket_notification(bucket, NotificationConfig(queue_config_list=[
             QueueConfig(["s3:ObjectCreated:*"], config_id="imagery", queue="arn:minio:sqs::IMAGERY:kafka")]))

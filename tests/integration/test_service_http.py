@@ -125,7 +125,7 @@ def test_infer_batch_answers_each_item_in_order(fruit_service, minio, images_buc
              {"bucket": images_bucket, "key": "fruit/missing.jpg"},
              {"bucket": images_bucket, "key": "fruit/defect.jpg"},
              {"bucket": images_bucket, "key": "notes.txt"},
-             {"bucket": "no-such-bucket-for-sure", "key": "fruit/clean.jpg"}]
+             {"bucket": "fruit-no-such-bucket-for-sure", "key": "fruit/clean.jpg"}]
     response = post(fruit_service, "/infer_batch", {"items": items})
     assert response.status_code == 200
     out = BatchResponse.model_validate(response.json()).items
@@ -168,7 +168,7 @@ def expect_error(response: httpx.Response, status: int, type_: str, stage: str) 
 def test_missing_object_and_missing_bucket_are_404(fruit_service, images_bucket):
     expect_error(post(fruit_service, "/infer_json", {"bucket": images_bucket, "key": "nope.jpg"}),
                  404, "object_not_found", "fetch")
-    expect_error(post(fruit_service, "/infer_json", {"bucket": "no-such-bucket-for-sure", "key": "a.jpg"}),
+    expect_error(post(fruit_service, "/infer_json", {"bucket": "fruit-no-such-bucket-for-sure", "key": "a.jpg"}),
                  404, "bucket_not_found", "fetch")
 
 

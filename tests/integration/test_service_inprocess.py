@@ -146,7 +146,7 @@ def test_storage_down_is_503_for_readiness_and_requests(stack_settings, fruit_we
             body = (await client.get("/readyz")).json()
             assert body["ready"] is False and len(body["reasons"]) == 1
             assert body["reasons"][0].startswith(f"storage: MinIO at {dead} did not answer")
-            response = await client.post("/infer_json", json={"bucket": "imagery-hot", "key": "a.jpg"})
+            response = await client.post("/infer_json", json={"bucket": "fruit-hot", "key": "a.jpg"})
             assert response.status_code == 503
             assert response.json()["error"]["type"] == "storage_unavailable"
             assert response.json()["error"]["stage"] == "fetch"
@@ -282,7 +282,8 @@ def test_the_resnet50_team_serves_through_the_same_path(stack_settings, tmp_path
     weights = tmp_path / "resnet50.pt"
     subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", str(weights)], check=True)
     minio.put_object(bucket, "a.jpg", io.BytesIO(fruit_images.clean), len(fruit_images.clean))
-    settings = settings_for(stack_settings, weights, team="resnet50", max_batch_size=2)
+    settings = settings_for(stack_settings, weights, team="resnet50", max_batch_size=2,
+                            allowed_buckets=bucket)  # the test bucket is named for the fruit team
 
     async def main():
         async with serving(settings) as client:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 
 import httpx
 import pytest
 
-from schemas import DeadLetter, DispatcherIdentity, ErrorEnvelope, InferRequest, InferenceResult, topics
-from schemas import decode_image_messages
+from schemas import (
+    DeadLetter,
+    DispatcherIdentity,
+    ErrorEnvelope,
+    InferenceResult,
+    InferRequest,
+    decode_image_messages,
+    limits,
+    topics,
+)
 from streaming.dispatch.client import Failure, InferenceClient, Success, service_base_url
 from streaming.dispatch.config import parse_args
+from streaming.dispatch.handler import Dispatcher
 from streaming.dispatch.outcome import Verdict, classify_exception, classify_status
 from streaming.dispatch.records import KafkaInput, build_dead_letter, build_result, message_id
 from streaming.dispatch.retry import CircuitBreaker, RetryPolicy
@@ -33,7 +43,7 @@ def err(status: int, type_: str = "x", stage: str | None = None) -> dict:
     (413, Verdict.PERMANENT, "fetch"),
     (415, Verdict.PERMANENT, "decode"),
     (422, Verdict.PERMANENT, "validate"),
-    (401, Verdict.PERMANENT, "http"),
+    (401, Verdict.MISCONFIGURED, "http"),
     (408, Verdict.RETRYABLE, "timeout"),
     (429, Verdict.RETRYABLE, "http"),
     (500, Verdict.RETRYABLE, "infer"),
@@ -50,7 +60,7 @@ def test_status_classification(status, verdict, stage):
 def test_service_stage_wins_over_status_guess():
     assert classify_status(404, err(404, "no_such_bucket", "fetch")).type == "no_such_bucket"
     assert classify_status(500, err(500, "runner_error", "decode")).stage == "decode"
-    assert classify_status(200, ["not", "a", "dict"]).verdict is Verdict.RETRYABLE
+    assert classify_status(200, ["not", "a", "dict"]).verdict is Verdict.MISCONFIGURED
 
 
 def test_transport_errors():
@@ -187,3 +197,174 @@ def test_client_batches_items_and_splits_per_item_outcomes():
     assert bodies == [4]
     assert [type(r).__name__ for r in results] == ["Success", "Success", "Failure", "Success"]
     assert results[2].outcome.verdict is Verdict.PERMANENT and results[2].outcome.stage == "fetch"
+
+
+# ---------------------------------------------------------------------------- poison pills (issue 7)
+
+ERROR = ErrorEnvelope(stage="fetch", type="object_not_found", message="no such key", http_status=404,
+                      retryable=False, attempts=1)
+
+
+@pytest.mark.parametrize("value, key, headers", [
+    (b'{"bucket": "b-1", "key": "' + b"k" * 500_000 + b'"}', b"k", {}),  # text: once, not twice
+    (b"x" * 3_000_000, b"k", {"trace": b"t"}),
+    (bytes(range(256)) * 8_000, None, {}),  # binary
+    ("é".encode() * 700_000, b"k" * 900_000, {"h": b"v" * 600_000}),  # key and headers alone are too large
+    (b"\x00" * 400_000, None, {}),  # control characters would grow sixfold as JSON text: base64 instead
+])
+def test_every_dead_letter_fits_in_one_kafka_record(value, key, headers):
+    record = KafkaInput(value=value, key=key, topic="in", partition=0, offset=3, headers=headers)
+    out = build_dead_letter(record, "fruit", ERROR, IDENTITY, now_ms=1)
+    letter = DeadLetter.model_validate_json(out.value)
+    assert out.size_bytes <= limits.KAFKA_MAX_RECORD_BYTES - limits.RECORD_HEADROOM_BYTES
+    assert letter.original_value_bytes == len(value)
+    assert letter.original_value_sha256 == hashlib.sha256(value).hexdigest()
+    assert (letter.original_value_text is None) != (letter.original_value_b64 is None), "the original once"
+    assert value.startswith(letter.original_value())
+    assert letter.complete == (letter.original_value() == value)
+    if not letter.complete:
+        assert "value_tail" in letter.omitted and len(letter.original_value()) > 100_000  # a useful prefix
+
+
+def test_a_dead_letter_that_fits_keeps_everything():
+    value = b'{"bucket": "b-1", "key": "' + b"k" * 200_000 + b'"}'
+    record = KafkaInput(value=value, key=b"key", topic="in", partition=0, offset=3, headers={"trace": b"t"})
+    out = build_dead_letter(record, "fruit", ERROR, IDENTITY, now_ms=1)
+    letter = DeadLetter.model_validate_json(out.value)
+    assert letter.complete and not letter.omitted and letter.original_value() == value
+    assert letter.original_value_text is not None and out.key == b"key" and out.headers["trace"] == b"t"
+    assert len(out.value) < 1.2 * len(value)
+
+
+def dispatcher_with(handler, **kwargs) -> Dispatcher:
+    client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+                             transport=httpx.MockTransport(handler))
+    return Dispatcher(client, "fruit", IDENTITY, **kwargs)
+
+
+def handle(dispatcher: Dispatcher, value: bytes, key: bytes | None = None,
+           headers: dict[str, bytes] | None = None) -> list:
+    record = KafkaInput(value=value, key=key, topic="in", partition=0, offset=1, headers=headers or {})
+    return asyncio.run(dispatcher.handle(record))
+
+
+def only_letter(outputs: list) -> DeadLetter:
+    (out,) = outputs
+    assert out.dlq
+    return DeadLetter.model_validate_json(out.value)
+
+
+def never_called(request):
+    raise AssertionError(f"no HTTP call expected, got {request.url}")
+
+
+@pytest.mark.parametrize("value, key, headers, stage, type_", [
+    (b'{"bucket": "b-1", "key": "a.jpg", "note": "' + b"n" * 300_000 + b'"}', None, None, "validate",
+     "message_too_large"),
+    (b'{"bucket": "b-1", "key": "a.jpg"}', b"k" * 300_000, None, "validate", "message_too_large"),
+    (b'{"bucket": "b-1", "key": "a.jpg"}', None, {"h": b"v" * 300_000}, "validate", "message_too_large"),
+    (b"[" * 200_000, None, None, "parse", "invalid_parse"),
+    (b'{"bucket": "b-1", "key": "a.jpg", "id": "\\ud800"}', None, None, "validate", "invalid_validate"),
+    (b'{"bucket": "b-1", "key": "a.jpg", "x": {"\\udbff": 1}}', None, None, "validate", "invalid_validate"),
+])
+def test_hostile_records_become_one_dead_letter_without_a_call(value, key, headers, stage, type_):
+    letter = only_letter(handle(dispatcher_with(never_called), value, key, headers))
+    assert (letter.error.stage, letter.error.type) == (stage, type_)
+
+
+def test_a_failure_nobody_foresaw_is_one_dead_letter_not_an_exception():
+    def answers_a_result_that_breaks_the_contract(request):
+        return httpx.Response(200, json={**RESPONSE, "timings": "not a dict"})
+    letter = only_letter(handle(dispatcher_with(answers_a_result_that_breaks_the_contract),
+                                b'{"bucket": "b-1", "key": "a.jpg"}'))
+    assert letter.error.stage == "dispatch" and letter.error.retryable
+
+
+def test_a_result_too_large_for_kafka_is_a_dead_letter():
+    def huge(request):
+        return httpx.Response(200, json={**RESPONSE, "embedding": [0.123456789] * 200_000})
+    letter = only_letter(handle(dispatcher_with(huge), b'{"bucket": "b-1", "key": "a.jpg"}'))
+    assert (letter.error.stage, letter.error.type) == ("infer", "result_too_large")
+
+
+@pytest.mark.parametrize("status, body, verdict", [
+    (401, err(401, "unauthorized", "validate"), Verdict.MISCONFIGURED),  # a wrong AUTH_TOKEN
+    (404, err(404, "route_not_found", "validate"), Verdict.MISCONFIGURED),  # a wrong path in HTTP_URL
+    (405, err(405, "method_not_allowed"), Verdict.MISCONFIGURED),
+    (404, "<html>not found</html>", Verdict.MISCONFIGURED),  # not the service at all
+    (403, None, Verdict.MISCONFIGURED),  # a proxy refuses
+    (301, None, Verdict.MISCONFIGURED),
+    (200, {"status": "ok"}, Verdict.SUCCESS),  # classify_status; the client then checks it is a result
+    (404, err(404, "object_not_found", "fetch"), Verdict.PERMANENT),
+    (403, err(403, "bucket_not_allowed", "fetch"), Verdict.PERMANENT),
+    (422, err(422, "storage_refused", "fetch"), Verdict.PERMANENT),
+    (502, err(502, "storage_error", "fetch"), Verdict.RETRYABLE),
+    (502, None, Verdict.OUTAGE),  # a gateway in front of a service that is down
+    (504, None, Verdict.OUTAGE),
+])
+def test_answers_that_say_the_deployment_is_wrong_are_not_the_message_s_fault(status, body, verdict):
+    assert classify_status(status, body).verdict is verdict
+
+
+def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
+    state = {"token_ok": False, "probes": 0}
+
+    def handler(request):
+        if request.headers.get("authorization") != "Bearer right" and not state["token_ok"]:
+            if request.content == b"{}":
+                state["probes"] += 1
+                if state["probes"] == 3:
+                    state["token_ok"] = True  # the operator fixed the service's AUTH_TOKEN meanwhile
+            return httpx.Response(401, json=err(401, "unauthorized", "validate"))
+        if request.content == b"{}":
+            return httpx.Response(422, json=err(422, "bad_request", "validate"))
+        return httpx.Response(200, json=RESPONSE)
+
+    async def go():
+        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+                                 transport=httpx.MockTransport(handler), auth_token="wrong")
+        client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
+        try:
+            return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(5))), client
+        finally:
+            await client.aclose()
+    results, client = asyncio.run(go())
+    assert all(isinstance(r, Success) and r.attempts == 1 for r in results)
+    assert state["probes"] >= 3 and client.breaker.opened_count == 1
+
+
+def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batches_shrink():
+    sizes = []
+
+    def handler(request):
+        if request.url.path == "/infer_batch":
+            items = json.loads(request.content)["items"]
+            sizes.append(len(items))
+            if len(items) > 2:
+                return httpx.Response(422, json=err(422, "too_many_items", "validate"))
+            return httpx.Response(200, json={"items": [{"ok": True, "result": RESPONSE} for _ in items]})
+        return httpx.Response(200, json=RESPONSE)
+    results, client = run_client(handler, items_per_request=4, max_batch_wait_ms=50)
+    assert all(isinstance(r, Success) for r in results)
+    assert sizes[0] == 4 and client.items_per_request == 2
+
+
+def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_spares_the_rest():
+    def handler(request):
+        if request.url.path == "/readyz":
+            return httpx.Response(200, json={"ready": True})
+        if json.loads(request.content)["key"] == "k2":
+            return httpx.Response(503, json=err(503, "storage_unavailable", "fetch"))
+        return httpx.Response(200, json=RESPONSE)
+
+    async def go():
+        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+                                 transport=httpx.MockTransport(handler))
+        client.breaker = CircuitBreaker(client._ready, min_pause_s=0.01, max_pause_s=0.02)
+        try:
+            return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(4)))
+        finally:
+            await client.aclose()
+    results = asyncio.run(go())
+    assert [type(r).__name__ for r in results] == ["Success", "Success", "Failure", "Success"]
+    assert results[2].outcome.verdict is Verdict.RETRYABLE and results[2].attempts == 3

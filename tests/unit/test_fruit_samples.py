@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from adapters.fruit_defect.samples import make_image, main
+from adapters.fruit_defect.samples import main, make_image
 
 
 def test_same_arguments_same_bytes():

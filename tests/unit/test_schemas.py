@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from schemas import ImageMessage, InvalidMessage, decode_image_messages
-from schemas import generate
+from schemas import ImageMessage, InvalidMessage, decode_image_messages, generate
 
 
 def one(raw: bytes | str) -> ImageMessage:
@@ -48,17 +47,40 @@ def test_not_json_is_a_parse_error(raw):
         ({"bucket": "imagery-hot", "key": "é" * 513}, "1024"),
         ({"bucket": "imagery-hot", "key": "a.jpg", "publish_ts_ms": -1}, "publish_ts_ms"),
         ([1, 2], "JSON object"),
+        # names MinIO refuses (each answered 503 or 500 by the service before, and stalled the pipeline)
+        ({"bucket": "minio", "key": "a.jpg"}, "reserved by MinIO"),
+        ({"bucket": "imagery-hot", "key": "a\u0000b.jpg"}, "NUL"),
+        ({"bucket": "imagery-hot", "key": "a//b.jpg"}, "'//'"),
+        ({"bucket": "imagery-hot", "key": "./a.jpg"}, "'.' or '..'"),
+        ({"bucket": "imagery-hot", "key": "a/ . /b.jpg"}, "'.' or '..'"),
+        ({"bucket": "imagery-hot", "key": "a\\..\\b.jpg"}, "'.' or '..'"),
+        ({"bucket": "imagery-hot", "key": "a/" + "x" * 256}, "255 bytes"),
+        ({"bucket": "imagery-hot", "key": "   "}, "whitespace"),
+        ({"bucket": "imagery-hot", "key": "folder/"}, "end with '/'"),
+        ({"bucket": "imagery-hot", "key": "a\ud800.jpg"}, "surrogate"),
+        ({"bucket": "imagery-hot", "key": "a.jpg", "id": "\ud800"}, "surrogate"),
+        ({"bucket": "imagery-hot", "key": "a.jpg", "note": {"\udfff": 1}}, "surrogate"),
+        ({"bucket": "imagery-hot", "key": "a.jpg", "deep": json.loads("[" * 40 + "]" * 40)}, "deeper than"),
+        ({"Records": [{"s3": {"bucket": {"name": "abc"}, "object": {"key": "k"}}}] * 101}, "at most 100"),
     ],
 )
 def test_invalid_fields_are_validate_errors_naming_the_field(doc, fragment):
     with pytest.raises(InvalidMessage) as err:
-        decode_image_messages(json.dumps(doc))
+        decode_image_messages(json.dumps(doc))  # a lone surrogate goes over the wire as a JSON escape
     assert err.value.stage == "validate"
     assert fragment in err.value.message
 
 
+def test_nesting_beyond_the_parser_is_a_parse_error_not_a_crash():
+    for raw in ("[" * 100_000, '{"bucket": "abc", "key": "k", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        with pytest.raises(InvalidMessage) as err:
+            decode_image_messages(raw)
+        assert err.value.stage == "parse"
+
+
 def test_key_limits_are_inclusive():
-    assert one(json.dumps({"bucket": "abc", "key": "k" * 1024})).key == "k" * 1024
+    longest = "/".join(["k" * 255] * 3 + ["k" * 254, "k"])  # 1024 bytes, segments of at most 255
+    assert one(json.dumps({"bucket": "abc", "key": longest})).key == longest
     assert one(json.dumps({"bucket": "a.b-c", "key": "x/..y/z"})).key == "x/..y/z"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
 
 import pytest
@@ -12,9 +13,12 @@ from PIL import Image
 
 from adapters.fruit_defect.samples import make_image
 from services.inference_http import decode
-from services.inference_http.errors import DecompressionBomb, NotAnImage, UnsupportedImageFormat
+from services.inference_http.errors import DecompressionBomb, NotAnImage, TooCostlyToDecode, UnsupportedImageFormat
+from services.inference_http.settings import ServiceSettings
+from tests.hostile_inputs import progressive_jpeg_with_scans
 
 LIMIT = 50_000_000
+SCAN_LIMIT = ServiceSettings().max_jpeg_scan_pixels
 
 
 def encode(fmt: str, size=(64, 48), mode="RGB", **params) -> bytes:
@@ -123,3 +127,27 @@ def test_corrupted_files_never_escape_as_anything_but_415(fmt):
         except NotAnImage:
             continue
         assert tuple(image.shape) == (3, 16, 16)
+
+
+def test_scans_are_counted_after_the_header_and_not_inside_an_exif_thumbnail():
+    thumbnail = encode("JPEG", (16, 16))
+    photo = io.BytesIO()
+    image = Image.new("RGB", (64, 48), (10, 200, 30))
+    exif = image.getexif()
+    exif[0x010E] = "with a thumbnail"
+    image.save(photo, "JPEG", progressive=True, exif=exif.tobytes() + thumbnail)  # an APP1 holding a JPEG
+    baseline, progressive = encode("JPEG"), encode("JPEG", progressive=True)
+    assert decode.jpeg_scans(baseline) == 1
+    assert 2 <= decode.jpeg_scans(progressive) <= 12
+    assert decode.jpeg_scans(photo.getvalue()) == decode.jpeg_scans(progressive)
+    assert decode.jpeg_scans(progressive_jpeg_with_scans(300, (64, 48))) == 300
+
+
+def test_a_jpeg_whose_scans_would_cost_minutes_is_refused_before_decoding():
+    hostile = progressive_jpeg_with_scans(3000)  # 70 KB; ~9 s of CPU here if decoded
+    started = time.perf_counter()
+    with pytest.raises(TooCostlyToDecode, match="3000 scans"):
+        decode.decode_cpu(hostile, (64, 64), LIMIT, SCAN_LIMIT)
+    assert time.perf_counter() - started < 1.0
+    ordinary = encode("JPEG", (4000, 3000), progressive=True)  # 12 MP, ~10 scans: a photo
+    assert decode.probe(ordinary, LIMIT, SCAN_LIMIT).width == 4000

@@ -15,6 +15,7 @@ Python from streaming/dispatch/, called from PyFlink's async I/O operator.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -24,8 +25,13 @@ if __package__ in (None, ""):  # run as a file (python ... / flink run --python)
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from pyflink.common import Configuration, Row, Time, Types
-from pyflink.datastream import AsyncDataStream, AsyncFunction, CheckpointingMode, RuntimeContext
-from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream import (
+    AsyncDataStream,
+    AsyncFunction,
+    CheckpointingMode,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
 from schemas import DispatcherIdentity
@@ -63,6 +69,7 @@ class InferAndRoute(AsyncFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         cfg = self.config
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
         self._client_args = dict(
             http_url=cfg.http_url,
             policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
@@ -72,12 +79,24 @@ class InferAndRoute(AsyncFunction):
         )
         self._identity = DispatcherIdentity(
             job=f"{cfg.name}/{runtime_context.get_index_of_this_subtask()}", group_id=cfg.group_id, host=cfg.host)
+        # 1 while every call waits: on an outage of the service, or on a deployment error (a wrong token or URL),
+        # which also logs at ERROR every minute until it is fixed
+        metrics = runtime_context.get_metrics_group().add_group("imagery")
+        metrics.gauge("paused_outage", lambda: int(self._breaker_state() == "outage"))
+        metrics.gauge("paused_misconfigured", lambda: int(self._breaker_state() == "misconfigured"))
+
+    def _breaker_state(self) -> str:
+        breaker = self.dispatcher.client.breaker if self.dispatcher else None
+        if breaker is None or not breaker.is_open:
+            return "closed"
+        return "misconfigured" if breaker.misconfigured else "outage"
 
     def _dispatcher(self) -> Dispatcher:
         # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
         if self.dispatcher is None:
             client = InferenceClient(**self._client_args)
-            self.dispatcher = Dispatcher(client, self.config.team, self._identity)
+            self.dispatcher = Dispatcher(client, self.config.team, self._identity, self.config.max_message_bytes,
+                                         self.config.max_record_bytes)
         return self.dispatcher
 
     def close(self) -> None:
@@ -106,7 +125,9 @@ def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
 
 
 def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
-    opts = _kafka_options(cfg, topic) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
+    # every record the job writes is built to fit max_record_bytes (streaming/dispatch/records.py)
+    opts = (_kafka_options(cfg, topic) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
+            f", 'properties.max.request.size' = '{cfg.max_record_bytes}'")
     if cfg.delivery_guarantee == "exactly-once":
         # one prefix per team, job and sink; the transaction must outlive a checkpoint but stay under the
         # broker's transaction.max.timeout.ms (15 min by default)
@@ -160,7 +181,7 @@ def make_environment(cfg: DispatcherConfig) -> StreamExecutionEnvironment:
     # an outage holds in-flight calls (and so checkpoints) for as long as it lasts: that must not fail the job
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "1000000")
     conf.set_string("execution.checkpointing.timeout", "30 min")
-    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string("restart-strategy.type", cfg.restart_strategy)
     # The Python operator hands its outputs back to Flink when a bundle ends, and a bundle ends only after every
     # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.capacity))
@@ -180,8 +201,13 @@ def make_environment(cfg: DispatcherConfig) -> StreamExecutionEnvironment:
     return env
 
 
+LOCAL_LOG4J = Path(__file__).resolve().parents[1] / "log4j-local.properties"
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
+    # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
+    os.environ.setdefault("LOG4J_PROPERTIES", str(LOCAL_LOG4J))
     env = make_environment(cfg)
     result = build_pipeline(env, cfg).execute()
     if os.environ.get("IMAGERY_DETACHED") != "1":
