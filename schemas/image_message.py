@@ -18,8 +18,8 @@ from schemas.limits import MAX_EVENT_RECORDS, MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-# what MinIO trims from a key segment before it checks for "." and ".." (Go's unicode.IsSpace on a byte)
-_SEGMENT_SPACE = " \t\n\v\f\r\x85\xa0"
+# a "." or ".." segment between "/" or "\\", after MinIO trims it (Go's unicode.IsSpace on each byte)
+_DOT_SEGMENT_RE = re.compile(r"(?:^|[/\\])[ \t\n\v\f\r\x85\xa0]*\.\.?[ \t\n\v\f\r\x85\xa0]*(?:$|[/\\])")
 
 
 class InvalidMessage(ValueError):
@@ -56,25 +56,31 @@ def check_bucket_name(name: str) -> str:
 def check_object_key(key: str) -> str:
     """S3's key rules plus every name MinIO refuses (cmd/object-api-utils.go `IsValidObjectName`), so a key that
     storage would refuse is a validation error here instead of a storage error for every retry."""
-    if not key or not key.strip():
+    if not key or key.isspace():
         raise ValueError("key must not be empty or only whitespace")
-    if _SURROGATE_RE.search(key):
-        raise ValueError("key must be valid Unicode (it holds a lone surrogate)")
-    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("key must be valid Unicode (it holds a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
         raise ValueError(f"key must be at most {MAX_KEY_BYTES} bytes (UTF-8)")
-    if key.startswith("/"):
+    if key[0] == "/":
         raise ValueError("key must not start with '/'")
-    if key.endswith("/"):
+    if key[-1] == "/":
         raise ValueError("key must not end with '/' (that names a folder, not an object)")
     if "\0" in key:
         raise ValueError("key must not contain a NUL character")
     if "//" in key:
         raise ValueError("key must not contain '//'")
-    if any(segment.strip(_SEGMENT_SPACE) in (".", "..") for segment in re.split(r"[/\\]", key)):
+    if "." in key and _DOT_SEGMENT_RE.search(key):
         raise ValueError("key must not contain '.' or '..' path segments (between '/' or '\\')")
-    if any(len(segment.encode("utf-8")) > MAX_KEY_SEGMENT_BYTES for segment in key.split("/")):
+    if size > MAX_KEY_SEGMENT_BYTES and any(len(s.encode("utf-8")) > MAX_KEY_SEGMENT_BYTES for s in key.split("/")):
         raise ValueError(f"each '/'-separated part of the key must be at most {MAX_KEY_SEGMENT_BYTES} bytes")
     return key
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE_RE.search(text) is not None
 
 
 def check_json_tree(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -83,20 +89,20 @@ def check_json_tree(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
-            if _SURROGATE_RE.search(node):
-                raise InvalidMessage("validate", "a string in the message holds a lone surrogate (\\ud800-\\udfff), "
-                                                 "which is not valid Unicode")
-            continue
-        if not isinstance(node, (dict, list)):
-            continue
         if depth > max_depth:
             raise InvalidMessage("validate", f"the message nests deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            stack.extend((name, depth) for name in node)
-            stack.extend((value, depth + 1) for value in node.values())
+        for name, value in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(value, str):
+                if _has_surrogate(value):
+                    break
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+            if isinstance(name, str) and _has_surrogate(name):
+                break
         else:
-            stack.extend((value, depth + 1) for value in node)
+            continue
+        raise InvalidMessage("validate", "a string in the message holds a lone surrogate (\\ud800-\\udfff), "
+                                         "which is not valid Unicode")
 
 
 class ImageMessage(BaseModel):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas import limits
+
 
 @dataclass
 class Record:
@@ -63,7 +65,9 @@ def produce(
     timeout_s: float = 30.0,
 ) -> int:
     """Produce values, (key, value) pairs or (key, value, headers) triples; wait until every one is acknowledged."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    # librdkafka's own default (1,000,000) is below Kafka's 1 MiB, which the dispatcher's records are built to fit
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                         "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES})
     errors: list[str] = []
     count = 0
     for item in values:
@@ -150,6 +154,9 @@ def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-reader-{time.monotonic_ns()}",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if not low <= offset < high:
+            return None
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -54,8 +54,9 @@ class Dispatcher:
         except InvalidMessage as exc:
             return [self._dead_letter(record, ErrorEnvelope(
                 stage=exc.stage, type=f"invalid_{exc.stage}", message=exc.message, retryable=False, attempts=0))]
-        outcomes = await asyncio.gather(*(
-            self.client.infer(InferRequest(bucket=m.bucket, key=m.key, model_tag=m.model_tag)) for m in messages
+        outcomes = await asyncio.gather(*(  # bucket and key were validated by the same rules just now
+            self.client.infer(InferRequest.model_construct(bucket=m.bucket, key=m.key, model_tag=m.model_tag))
+            for m in messages
         ))
         outputs = []
         for index, (msg, outcome) in enumerate(zip(messages, outcomes, strict=True)):

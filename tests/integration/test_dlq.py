@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from schemas import DispatcherIdentity, ErrorEnvelope, topics
 from streaming import kafka_io
 from streaming.dispatch.records import KafkaInput, build_dead_letter
-from streaming.dlq import read_dlq, replay
+from streaming.dlq import DlqEntry, OriginalGone, read_dlq, replay
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +37,26 @@ def test_replay_republishes_original_bytes_key_and_headers_with_a_count(bootstra
     assert (again.key, again.value) == (b"k0", b"\x00raw\x00")
     assert again.headers["trace"] == b"t0" and again.headers[topics.HEADER_REPLAY_COUNT] == b"1"
     assert not any(h.startswith(topics.HEADER_PREFIX) for h in again.headers)
+
+
+def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_input_topic(bootstrap, new_topic):
+    source, dlq, target = new_topic("in"), new_topic("dlq"), new_topic("replayed")
+    value = os.urandom(900_000)  # base64 of it would not fit in one record beside the rest of the letter
+    kafka_io.produce(bootstrap, source, [(b"key", value, [("trace", b"t")])])
+    (record,) = kafka_io.read_topic(bootstrap, source, until=1, timeout_s=20)
+    error = ErrorEnvelope(stage="fetch", type="t", message="m", retryable=False, attempts=1)
+    out = build_dead_letter(KafkaInput(value=record.value, key=record.key, topic=source, partition=0,
+                                       offset=record.offset, headers=record.headers),
+                            "fruit", error, DispatcherIdentity(job="j", group_id="g", host="h"), now_ms=1)
+    kafka_io.produce(bootstrap, dlq, [(out.key, out.value, list(out.headers.items()))])
+    (entry,) = read_dlq(bootstrap, dlq, idle_s=3)
+    assert not entry.letter.complete and len(entry.letter.original_value()) < len(value)
+
+    assert replay(bootstrap, [entry], target) == 1
+    (again,) = kafka_io.read_topic(bootstrap, target, until=1, timeout_s=20)
+    assert (again.key, again.value, again.headers["trace"]) == (b"key", value, b"t")
+    assert again.headers[topics.HEADER_REPLAY_COUNT] == b"1"
+
+    gone = entry.letter.model_copy(update={"source": entry.letter.source.model_copy(update={"offset": 7})})
+    with pytest.raises(OriginalGone):
+        replay(bootstrap, [DlqEntry(entry.offset, entry.partition, gone, entry.headers)], target)
