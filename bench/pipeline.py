@@ -68,7 +68,8 @@ def main() -> None:
         topics_made = [inp, out, dlq]
         kafka_io.create_topics(settings.bootstrap, topics_made, partitions=1)
 
-        with InferenceService(settings, team="fruit", log_path=settings.logs_dir / f"bench-service-{run}.log").start() as svc:
+        service_log = settings.logs_dir / f"bench-service-{run}.log"
+        with InferenceService(settings, team="fruit", log_path=service_log).start() as svc:
             # the service alone, as bench/service.py drives it (a lean keep-alive client: see KeepAliveClient)
             asyncio.run(closed_loop(svc.base_url, bucket, keys, args.capacity, 3.0))  # warm-up
             done_n, errors, seconds, direct_lat = asyncio.run(
@@ -111,7 +112,8 @@ def main() -> None:
                         f"concurrency/capacity {args.capacity}, items/request {args.items_per_request}")
     for col in ("path", "img/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
-    table.add_row("service direct (/infer_json, closed loop)", f"{direct_rate:.1f}", f"{percentile(direct_lat, 50):.0f}",
+    table.add_row("service direct (/infer_json, closed loop)", f"{direct_rate:.1f}",
+                  f"{percentile(direct_lat, 50):.0f}",
                   f"{percentile(direct_lat, 99):.0f}")
     table.add_row("pipeline (Kafka -> Flink -> HTTP -> Kafka)", f"{pipe_rate:.1f}", f"{percentile(e2e, 50):.0f}",
                   f"{percentile(e2e, 99):.0f}")

@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.minio_bucket_call(settings)
     except Exception as exc:  # noqa: BLE001  (any failure means: no MinIO to benchmark against)
-        raise SystemExit(f"MinIO at {settings.minio_endpoint} does not answer ({exc}); start it: `imagery up`") from None
+        raise SystemExit(f"MinIO at {settings.minio_endpoint} does not answer ({exc}); "
+                         "start it: `imagery up`") from None
     weights = ensure_weights(args.team)
     minio = stack.minio_client(settings)
     bucket = f"{args.team}-bench-{uuid.uuid4().hex[:8]}"  # the team's own (ALLOWED_BUCKETS)

@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     if check and stale:
         print(f"stale schema files (run `python -m schemas.generate`): {', '.join(stale)}", file=sys.stderr)
         return 1
-    print(("checked" if check else "wrote") + f" {len(CONTRACTS)} schemas" + (f", updated {stale}" if stale and not check else ""))
+    updated = f", updated {stale}" if stale and not check else ""
+    print(("checked" if check else "wrote") + f" {len(CONTRACTS)} schemas" + updated)
     return 0
 
 

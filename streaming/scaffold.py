@@ -47,6 +47,7 @@ def compose_services(team: str) -> str:
       MINIO_ACCESS_KEY: ${{MINIO_ACCESS_KEY:-minioadmin}}
       MINIO_SECRET_KEY: ${{MINIO_SECRET_KEY:-minioadmin}}
       MINIO_SECURE: "0"
+      # ALLOWED_BUCKETS: {service},{service}-*  (the default: the team's own buckets; others are refused with 403)
     volumes: ["./weights:/app/weights:ro"]
     depends_on: {{ minio: {{ condition: service_healthy }} }}
     healthcheck:

@@ -29,7 +29,7 @@ from adapters.base import Runner
 from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
-from services.inference_http.errors import NotReady, ServiceError, TooManyItems, Unauthorized
+from services.inference_http.errors import NotReady, RequestTooLarge, ServiceError, TooManyItems, Unauthorized
 from services.inference_http.metrics import Metrics
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
@@ -126,9 +126,13 @@ def _error(status: int, type_: str, message: str, stage: str | None,
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _error_of(exc: ServiceError) -> JSONResponse:
+    return _error(exc.status, exc.type, exc.message, exc.stage, exc.headers, exc.limit)
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _error(exc.status, exc.type, exc.message, exc.stage, exc.headers, exc.limit)
+    return _error_of(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -146,7 +150,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    names = {404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}
+    names = {404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout", 413: RequestTooLarge.type}
     return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail), "validate",
                   dict(exc.headers or {}))
 
@@ -178,12 +182,12 @@ class RequestGuard:
             scheme, _, credentials = given.partition(b" ")
             if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
                 error = Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
-                await _error(error.status, error.type, error.message, error.stage, error.headers)(scope, receive, send)
+                await _error_of(error)(scope, receive, send)
                 return
         too_large = f"the request body is over MAX_REQUEST_BYTES={self.max_bytes}"
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await _error(413, "request_too_large", too_large, "validate", limit=self.max_bytes)(scope, receive, send)
+            await _error_of(RequestTooLarge(too_large, limit=self.max_bytes))(scope, receive, send)
             return
         deadline = scope.get("state", {}).get("received_at", time.monotonic()) + self.body_timeout_s
         body_done, size = False, 0
@@ -199,7 +203,7 @@ class RequestGuard:
                 raise StarletteHTTPException(408, f"the request body did not arrive within "
                                                   f"{self.body_timeout_s:g}s (BODY_TIMEOUT_S)") from None
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
+            if size > self.max_bytes:  # (FastAPI lets only HTTPException out of reading the body)
                 raise StarletteHTTPException(413, too_large)
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message

@@ -39,6 +39,12 @@ class TooManyItems(BadRequest):
     type = "too_many_items"
 
 
+class RequestTooLarge(BadRequest):
+    """A request body over MAX_REQUEST_BYTES (decided from Content-Length before it is read, when there is one)."""
+
+    status, type = 413, "request_too_large"
+
+
 class Unauthorized(ServiceError):
     status, type, stage = 401, "unauthorized", "validate"
 

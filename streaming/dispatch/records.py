@@ -120,9 +120,9 @@ def build_dead_letter(
 
     def build(omitted: list, keep_bytes: int) -> Output:
         letter = DeadLetter(
-            team=team, source=record.source(keep_key="key" not in omitted), **_kept_value(raw[:keep_bytes], keep_bytes < len(raw)),
-            original_value_bytes=len(raw), original_value_sha256=digest, omitted=omitted, error=error,
-            dispatcher=identity, failed_at_ms=now_ms,
+            team=team, source=record.source(keep_key="key" not in omitted),
+            **_kept_value(raw[:keep_bytes], cut=keep_bytes < len(raw)), original_value_bytes=len(raw),
+            original_value_sha256=digest, omitted=omitted, error=error, dispatcher=identity, failed_at_ms=now_ms,
         )
         # the original headers ride along (replay re-publishes them) under their own names
         headers = {**({} if "headers" in omitted else original_headers), **error_headers}
@@ -164,7 +164,8 @@ def _kept_value(data: bytes, cut: bool) -> dict[str, str]:
     return {"original_value_b64": encoded}
 
 
-def _error_headers(record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity) -> dict[str, bytes]:
+def _error_headers(record: KafkaInput, team: str, error: ErrorEnvelope,
+                   identity: DispatcherIdentity) -> dict[str, bytes]:
     headers = {
         topics.HEADER_STAGE: error.stage,
         topics.HEADER_TYPE: error.type[:200],

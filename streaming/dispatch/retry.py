@@ -22,7 +22,8 @@ class RetryPolicy:
     def can_retry(self, attempts_made: int) -> bool:
         return attempts_made < self.attempts
 
-    def delay_s(self, attempts_made: int, retry_after_s: float | None = None, rng: random.Random | None = None) -> float:
+    def delay_s(self, attempts_made: int, retry_after_s: float | None = None,
+                rng: random.Random | None = None) -> float:
         cap = min(self.max_ms, self.base_ms * self.multiplier ** max(0, attempts_made - 1)) / 1000
         jittered = (rng or random).uniform(cap / 2, cap)
         # a server's Retry-After is a floor: asking sooner only earns another 429

@@ -74,7 +74,8 @@ def test_a_poison_stream_drains_with_nothing_lost_duplicated_or_restarted(
     records, expected = [], {}
     for i in range(2 * len(poison)):
         kind = ("clean", "defect")[i % 2]
-        good = {"id": f"{run}-good-{i}", "bucket": bucket, "key": f"{kind}.jpg", "publish_ts_ms": int(time.time() * 1000)}
+        good = {"id": f"{run}-good-{i}", "bucket": bucket, "key": f"{kind}.jpg",
+                "publish_ts_ms": int(time.time() * 1000)}
         records.append((("good", kind), None, json.dumps(good).encode(), []))
         if i % 2:
             name, stage, key, value, headers = poison[i // 2]

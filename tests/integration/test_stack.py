@@ -85,7 +85,8 @@ def test_port_taken_is_a_clear_error(tmp_path):
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"), "IMAGERY_KAFKA_PORT": str(port),
+        env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"),
+               "IMAGERY_KAFKA_PORT": str(port),
                "IMAGERY_KAFKA_CONTROLLER_PORT": str(_free_port())}
         result = _cli(env, "up")
     assert result.returncode == 1

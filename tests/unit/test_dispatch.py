@@ -151,7 +151,8 @@ def run_client(handler, **kwargs):
         client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                                  transport=httpx.MockTransport(handler), **kwargs)
         try:
-            return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(4))), client
+            requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(4)]
+            return await asyncio.gather(*(client.infer(r) for r in requests)), client
         finally:
             await client.aclose()
     return asyncio.run(go())
@@ -325,7 +326,8 @@ def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
                                  transport=httpx.MockTransport(handler), auth_token="wrong")
         client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
         try:
-            return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(5))), client
+            requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(5)]
+            return await asyncio.gather(*(client.infer(r) for r in requests)), client
         finally:
             await client.aclose()
     results, client = asyncio.run(go())
