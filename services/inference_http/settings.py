@@ -26,8 +26,8 @@ class ServiceSettings(BaseSettings):
     minio_region: str | None = None
     allowed_buckets: str = Field(
         default="", description="comma-separated bucket names or globs (fnmatch) this service may read; others get "
-        "403. Empty: the team's own, TEAM and TEAM-* (e.g. fruit, fruit-hot; '_' in TEAM read as '-'); '*' allows every "
-        "bucket")
+        "403. Empty: the team's own, TEAM and TEAM-* (e.g. fruit, fruit-hot; '_' in TEAM read as '-'); '*' allows "
+        "every bucket")
     fetch_concurrency: int = Field(default=32, ge=1, description="object fetches in flight at once (threads)")
     storage_timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout of one MinIO call")
 

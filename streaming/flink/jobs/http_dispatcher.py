@@ -79,17 +79,8 @@ class InferAndRoute(AsyncFunction):
         )
         self._identity = DispatcherIdentity(
             job=f"{cfg.name}/{runtime_context.get_index_of_this_subtask()}", group_id=cfg.group_id, host=cfg.host)
-        # 1 while every call waits: on an outage of the service, or on a deployment error (a wrong token or URL),
-        # which also logs at ERROR every minute until it is fixed
-        metrics = runtime_context.get_metrics_group().add_group("imagery")
-        metrics.gauge("paused_outage", lambda: int(self._breaker_state() == "outage"))
-        metrics.gauge("paused_misconfigured", lambda: int(self._breaker_state() == "misconfigured"))
-
-    def _breaker_state(self) -> str:
-        breaker = self.dispatcher.client.breaker if self.dispatcher else None
-        if breaker is None or not breaker.is_open:
-            return "closed"
-        return "misconfigured" if breaker.misconfigured else "outage"
+        # (No Flink gauge for a pause: PyFlink hands Python metrics to Flink when a bundle finishes, and a paused
+        # bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
 
     def _dispatcher(self) -> Dispatcher:
         # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
