@@ -7,6 +7,9 @@ it, the whole job, on the same record after every restart.
 
 from __future__ import annotations
 
+# The longest a Kafka transaction may stay open: the broker's transaction.max.timeout.ms (its default; the local
+# stack and compose.yaml set it). An exactly-once sink holds a transaction open from one checkpoint to the next.
+KAFKA_MAX_TRANSACTION_MS = 15 * 60 * 1000
 # Kafka's own default `max.request.size` (and, within a few bytes, the broker's `message.max.bytes`).
 KAFKA_MAX_RECORD_BYTES = 1024 * 1024
 # What the dispatcher leaves of a record for Kafka's own framing and for the headers it adds itself.

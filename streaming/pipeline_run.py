@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,23 @@ class DispatcherProcess:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
+
+    def stop_with_savepoint(self, timeout_s: float = 120.0) -> None:
+        """SIGTERM to the job's main process only: it stops the job with a savepoint, which the next start
+        resumes from, and exits; the rest of its process group goes after."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group (the job's JVM and Python workers too): a crash, nothing flushed."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def __enter__(self) -> DispatcherProcess:
         return self.start()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas import limits, topics
+from streaming.dispatch import checkpoints
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
@@ -41,6 +42,8 @@ class DispatcherConfig:
     bundle_time_ms: int = 200
     job_name: str = ""
     connector_jars: tuple[str, ...] | None = None  # None: the cached jars of connectors/connectors.txt
+    checkpoint_dir: str = ""  # "": checkpoints.default_checkpoint_dir()
+    resume: str = "latest"
     max_message_bytes: int = limits.MAX_MESSAGE_BYTES
     max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES
     restart_strategy: RestartStrategy = "exponential-delay"
@@ -73,6 +76,12 @@ _OPTIONS: list[tuple[str, str, type, object, str]] = [
     ("--backoff-max-ms", "BACKOFF_MAX_MS", int, 10_000, "retry delay cap"),
     ("--delivery-guarantee", "DELIVERY_GUARANTEE", str, "at-least-once", "at-least-once | exactly-once"),
     ("--checkpoint-interval-ms", "CHECKPOINT_INTERVAL_MS", int, 5_000, "Flink checkpoint interval"),
+    ("--checkpoint-dir", "CHECKPOINT_DIR", str, "",
+     "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
+     "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder"),
+    ("--resume", "RESUME", str, "latest",
+     "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at first) | none "
+     "(start from --starting-offsets) | a checkpoint or savepoint path"),
     ("--starting-offsets", "STARTING_OFFSETS", str, "group",
      "group (committed offsets of --group-id, earliest if none) | earliest | latest"),
     ("--auth-token", "AUTH_TOKEN", str, None, "bearer token for the service, if it wants one"),
@@ -112,6 +121,10 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if ns.restart_strategy not in ("exponential-delay", "none"):
         parser.error("--restart-strategy must be exponential-delay or none")
+    if ns.delivery_guarantee == "exactly-once" and 2 * ns.checkpoint_interval_ms > limits.KAFKA_MAX_TRANSACTION_MS:
+        parser.error("with exactly-once, --checkpoint-interval-ms must be at most "
+                     f"{limits.KAFKA_MAX_TRANSACTION_MS // 2} (a transaction stays open from one checkpoint to the "
+                     "next, within the broker's limit)")
     if not 4 * ns.max_message_bytes <= ns.max_record_bytes:
         parser.error("--max-message-bytes must be at most a quarter of --max-record-bytes")
     team = ns.team
@@ -120,6 +133,7 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
         "input_topic": ns.input_topic or topics.input_topic(team),
         "output_topic": ns.output_topic or topics.result_topic(team),
         "group_id": ns.group_id or f"http-dispatcher-{team}",
+        "checkpoint_dir": checkpoints.as_uri(ns.checkpoint_dir) or checkpoints.default_checkpoint_dir(),
         "auth_token": ns.auth_token or None,
         "connector_jars": None if ns.connector_jars is None else tuple(j for j in ns.connector_jars.split(",") if j),
     })

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from schemas import limits
 from streaming.local import install
 from streaming.local.processes import log_tail
 from streaming.local.settings import StackSettings
@@ -187,7 +188,7 @@ def kafka_component(settings: StackSettings) -> Component:
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             # exactly-once sinks hold transactions open across a checkpoint: allow up to 15 minutes
-            "transaction.max.timeout.ms=900000",
+            f"transaction.max.timeout.ms={limits.KAFKA_MAX_TRANSACTION_MS}",
             "auto.create.topics.enable=true",
             "delete.topic.enable=true",
             "",

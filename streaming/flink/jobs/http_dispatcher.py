@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file (python ... / flink run --python): make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from pyflink.common import Configuration, Row, Time, Types
+from pyflink.common import Configuration, JobClient, Row, Time, Types
 from pyflink.datastream import (
     AsyncDataStream,
     AsyncFunction,
@@ -32,9 +34,11 @@ from pyflink.datastream import (
     RuntimeContext,
     StreamExecutionEnvironment,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
-from schemas import DispatcherIdentity
+from schemas import DispatcherIdentity, limits
+from streaming.dispatch import checkpoints
 from streaming.dispatch.client import InferenceClient
 from streaming.dispatch.config import DispatcherConfig, parse_args
 from streaming.dispatch.handler import Dispatcher
@@ -121,9 +125,10 @@ def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
             f", 'properties.max.request.size' = '{cfg.max_record_bytes}'")
     if cfg.delivery_guarantee == "exactly-once":
         # one prefix per team, job and sink; the transaction must outlive a checkpoint but stay under the
-        # broker's transaction.max.timeout.ms (15 min by default)
+        # broker's transaction.max.timeout.ms, or the producer is refused at start
+        timeout_ms = min(limits.KAFKA_MAX_TRANSACTION_MS, max(60_000, 4 * cfg.checkpoint_interval_ms))
         opts += (f", 'sink.transactional-id-prefix' = 'imagery-{cfg.team}-{cfg.name}-{role}'"
-                 f", 'properties.transaction.timeout.ms' = '{max(60_000, 4 * cfg.checkpoint_interval_ms)}'")
+                 f", 'properties.transaction.timeout.ms' = '{timeout_ms}'")
     return opts
 
 
@@ -166,9 +171,17 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     return statements
 
 
-def make_environment(cfg: DispatcherConfig) -> StreamExecutionEnvironment:
+def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> StreamExecutionEnvironment:
     conf = Configuration()
     conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
+    # Checkpoints outlive the job (a crash, a cancel), so that a restart resumes from the state its committed output
+    # belongs to: streaming/dispatch/checkpoints.py finds the newest and passes it as `restore_from`.
+    job_dir = checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id)
+    conf.set_string("execution.checkpointing.dir", job_dir)
+    conf.set_string("execution.checkpointing.savepoint-dir", job_dir + "/savepoints")
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if restore_from:
+        conf.set_string("execution.state-recovery.path", restore_from)
     # an outage holds in-flight calls (and so checkpoints) for as long as it lasts: that must not fail the job
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "1000000")
     conf.set_string("execution.checkpointing.timeout", "30 min")
@@ -199,10 +212,34 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
     os.environ.setdefault("LOG4J_PROPERTIES", str(LOCAL_LOG4J))
-    env = make_environment(cfg)
+    restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
+    print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
+          f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
+    env = make_environment(cfg, restore_from)
     result = build_pipeline(env, cfg).execute()
     if os.environ.get("IMAGERY_DETACHED") != "1":
+        run_until_stopped(result.get_job_client(), checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
         result.wait()
+
+
+def run_until_stopped(job: JobClient, job_dir: str) -> None:
+    """Wait for the job; on SIGTERM or Ctrl-C stop it with a savepoint, which the next start resumes from.
+    (A cluster job is stopped the same way by `flink stop <job id>`: its savepoint folder is in its config.)"""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if job.get_job_status().result().is_globally_terminal_state():
+            return
+    print("stopping with a savepoint ...", flush=True)
+    try:
+        # PyFlink 2.2's JobClient.stop_with_savepoint calls a Java signature Flink 2 no longer has
+        format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        path = job._j_job_client.stopWithSavepoint(False, job_dir + "/savepoints", format_type).get()
+    except Exception as exc:  # the JVM was stopped with us (a signal to the whole process group)
+        print(f"no savepoint ({type(exc).__name__}); the next start resumes from the last checkpoint", flush=True)
+        raise SystemExit(1) from None
+    print(f"stopped with a savepoint at {path}; the next start resumes from it", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""Exactly-once across a crash: a dispatcher killed mid-run resumes from its last checkpoint, not its group offsets."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from streaming import kafka_io
+from streaming.pipeline_run import DispatcherProcess, collect
+from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_twice(
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
+    run = uuid.uuid4().hex[:8]
+    put(minio, bucket, "clean.jpg", fruit_images.clean)
+    ids = [f"{run}-{i}" for i in range(600)]
+    kafka_io.produce(bootstrap, inp, [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode())
+                                      for i in ids])
+    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
+                           "--items-per-request", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    first = DispatcherProcess(args, tmp_path / "first.log").start()
+    try:
+        # committed results mean a checkpoint completed; kill while later ones are in flight
+        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= 150, JOB_TIMEOUT_S, watch=first.check_alive)
+        assert len(got.results) >= 150
+    finally:
+        first.kill()
+    assert list((tmp_path / "checkpoints").glob("*/*/chk-*/_metadata")), "a retained checkpoint to resume from"
+
+    with DispatcherProcess(args, tmp_path / "second.log") as second:
+        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
+                      watch=second.check_alive)
+        late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
+    assert "resuming from" in (tmp_path / "second.log").read_text()
+    assert sorted(got.results) == sorted(ids) and not got.dead, "nothing lost"
+    assert late.result_count == len(ids), f"nothing twice: {late.result_count - len(ids)} duplicates"
+
+
+def test_a_job_stopped_with_a_savepoint_resumes_from_it(
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
+    run = uuid.uuid4().hex[:8]
+    put(minio, bucket, "clean.jpg", fruit_images.clean)
+    ids = [f"{run}-{i}" for i in range(300)]
+    kafka_io.produce(bootstrap, inp, [json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode()
+                                      for i in ids])
+    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
+                           "--checkpoint-interval-ms", "300000",  # no checkpoint: only the savepoint
+                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    first = DispatcherProcess(args, tmp_path / "first.log").start()
+    try:
+        # with no checkpoint, nothing is committed until the savepoint: stop once results are written, uncommitted
+        written = kafka_io.read_topic(bootstrap, out, until=100, timeout_s=JOB_TIMEOUT_S, read_committed=False)
+        assert len(written) == 100
+    finally:
+        first.stop_with_savepoint()
+    assert "stopped with a savepoint at" in (tmp_path / "first.log").read_text()
+    stopped = collect(bootstrap, out, dlq, lambda c: False, 5)
+    assert stopped.results, "the savepoint committed what the job had done"
+
+    with DispatcherProcess(args, tmp_path / "second.log") as second:
+        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
+                      watch=second.check_alive)
+        late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
+    assert "resuming from" in (tmp_path / "second.log").read_text()
+    assert "savepoint-" in (tmp_path / "second.log").read_text().split("resuming from", 1)[1].splitlines()[0]
+    assert sorted(got.results) == sorted(ids) and not got.dead
+    assert late.result_count == len(ids), f"{late.result_count - len(ids)} duplicates"
