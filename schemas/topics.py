@@ -19,8 +19,12 @@ HEADER_TOPIC = HEADER_PREFIX + "topic"
 HEADER_PARTITION = HEADER_PREFIX + "partition"
 HEADER_OFFSET = HEADER_PREFIX + "offset"
 HEADER_DISPATCHER = HEADER_PREFIX + "dispatcher"
-# Set by `imagery dlq replay` on the re-published message: how many times it has been replayed.
+# Set by `imagery dlq replay` on the re-published message: how many times it has been replayed; the first record
+# it replays (topic-partition-offset), so a replay keeps that record's message ids; and, for an S3 event with
+# several records, the one record the replay is for.
 HEADER_REPLAY_COUNT = "__imagery.replay.count"
+HEADER_REPLAY_OF = "__imagery.replay.of"
+HEADER_REPLAY_RECORD = "__imagery.replay.record"
 
 
 def input_topic(team: str) -> str:
@@ -29,3 +33,8 @@ def input_topic(team: str) -> str:
 
 def result_topic(team: str) -> str:
     return RESULT_TOPIC_PREFIX + team
+
+
+def replay_ledger(dlq_topic: str = DLQ_TOPIC) -> str:
+    """Which dead letters of `dlq_topic` `imagery dlq replay` has re-published (written with the replays)."""
+    return dlq_topic + ".replayed"

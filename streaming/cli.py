@@ -146,21 +146,33 @@ def dlq_replay(team: str | None = None, stage: str | None = None,
                offsets: list[int] = typer.Option(None, "--offset", help="only these DLQ offsets (repeatable)"),
                bootstrap: str | None = BOOTSTRAP, topic: str = typer.Option(None, help="default dlq.inference.http"),
                to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
-               dry_run: bool = False) -> None:
-    """Re-publish the original bytes, key and headers of matching dead letters, with a replay count header."""
+               again: bool = typer.Option(False, "--again", help="also entries replayed before"),
+               max_replays: int = typer.Option(3, help="skip entries whose record was replayed this often already"),
+               dry_run: bool = typer.Option(False, "--dry-run", help="list what would be replayed, replay nothing")
+               ) -> None:
+    """Re-publish the original bytes, key and headers of matching dead letters, once: what was replayed is
+    recorded (dlq.inference.http.replayed) and skipped next time unless --again."""
     from schemas import topics
-    from streaming.dlq import read_dlq, replay
+    from streaming.dlq import OriginalGone, plan, read_dlq, replay, replayed
 
-    entries = read_dlq(_bootstrap(bootstrap), topic or topics.DLQ_TOPIC, team=team, stage=stage)
+    dlq_topic = topic or topics.DLQ_TOPIC
+    entries = read_dlq(_bootstrap(bootstrap), dlq_topic, team=team, stage=stage)
     if offsets:
         entries = [e for e in entries if e.offset in set(offsets)]
+    chosen = plan(entries, replayed(_bootstrap(bootstrap), dlq_topic), again=again, max_replays=max_replays)
+    if dry_run or chosen.skipped:
+        table = Table(title=f"{len(chosen.go)} to replay" + (" (dry run)" if dry_run else "")
+                      + f", {len(chosen.skipped)} skipped")
+        for col in ("partition:offset", "team", "stage", "replays", "to", "note"):
+            table.add_column(col, overflow="fold")
+        for e, why in [*((e, "") for e in chosen.go), *chosen.skipped]:
+            table.add_row(f"{e.partition}:{e.offset}", e.letter.team, e.letter.error.stage, str(e.replay_count),
+                          to or e.letter.source.topic, why or ("would replay" if dry_run else "replayed"))
+        console.print(table)
     if dry_run:
-        console.print(f"would replay {len(entries)} dead letters")
         return
-    from streaming.dlq import OriginalGone
-
     try:
-        console.print(f"replayed {replay(_bootstrap(bootstrap), entries, to)} dead letters")
+        console.print(f"replayed {replay(_bootstrap(bootstrap), chosen.go, to, dlq_topic)} dead letters")
     except OriginalGone as exc:
         _fail(exc)
 

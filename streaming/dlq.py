@@ -1,8 +1,15 @@
-"""Inspect and replay the dead-letter topic."""
+"""Inspect and replay the dead-letter topic, safely: running the same replay twice re-publishes nothing twice.
+
+Every replay is recorded in `<dlq topic>.replayed` (the ledger), in the same Kafka transaction as the
+re-published records: an entry is replayed once unless asked again, and never more than `max_replays` times
+along its chain of replays (the count travels in the `__imagery.replay.count` header).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -11,6 +18,8 @@ from pydantic import ValidationError
 from schemas import DeadLetter, topics
 from streaming import kafka_io
 
+DEFAULT_MAX_REPLAYS = 3
+
 
 @dataclass
 class DlqEntry:
@@ -18,6 +27,20 @@ class DlqEntry:
     partition: int
     letter: DeadLetter
     headers: dict[str, bytes]
+
+    @property
+    def replay_count(self) -> int:
+        """How many replays led to the record this letter is about (0: it was never replayed)."""
+        return replay_count(self.headers)
+
+
+def replay_count(headers: dict[str, bytes]) -> int:
+    value = headers.get(topics.HEADER_REPLAY_COUNT, b"0")
+    return int(value) if value.isdigit() else 0
+
+
+class OriginalGone(LookupError):
+    """A dead letter kept only part of its record, and the input topic no longer holds the whole of it."""
 
 
 def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
@@ -35,16 +58,49 @@ def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | N
     return entries
 
 
-def replay_headers(entry: DlqEntry) -> list[tuple[str, bytes]]:
-    """The original headers (the error facts dropped) plus a replay count one higher than before."""
-    count = int(entry.headers.get(topics.HEADER_REPLAY_COUNT, b"0") or 0) + 1
-    kept = [(k, v) for k, v in entry.headers.items()
-            if not k.startswith(topics.HEADER_PREFIX) and k != topics.HEADER_REPLAY_COUNT]
-    return kept + [(topics.HEADER_REPLAY_COUNT, str(count).encode())]
+def ledger_key(entry: DlqEntry) -> str:
+    return f"{entry.partition}/{entry.offset}"
 
 
-class OriginalGone(LookupError):
-    """A dead letter kept only part of its record, and the input topic no longer holds the whole of it."""
+def replayed(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, idle_s: float = 2.0) -> set[str]:
+    """The ledger keys of every entry of `dlq_topic` replayed so far."""
+    return {(rec.key or b"").decode(errors="replace")
+            for rec in kafka_io.read_topic(bootstrap, topics.replay_ledger(dlq_topic), idle_s=idle_s)}
+
+
+@dataclass
+class ReplayPlan:
+    go: list[DlqEntry]
+    skipped: list[tuple[DlqEntry, str]]  # and why
+
+
+def plan(entries: Iterable[DlqEntry], already: set[str], *, again: bool = False,
+         max_replays: int = DEFAULT_MAX_REPLAYS) -> ReplayPlan:
+    """Which entries to replay: not those replayed before (unless `again`), not those whose record has been
+    replayed `max_replays` times already (a message that keeps failing stops coming back)."""
+    result = ReplayPlan([], [])
+    for entry in entries:
+        if entry.replay_count >= max_replays:
+            result.skipped.append((entry, f"replayed {entry.replay_count} times already (--max-replays)"))
+        elif not again and ledger_key(entry) in already:
+            result.skipped.append((entry, "replayed before (--again to replay it again)"))
+        else:
+            result.go.append(entry)
+    return result
+
+
+def replay_headers(letter: DeadLetter, headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The original `headers` (the error facts dropped), a replay count one higher than before, the record it
+    replays (kept from the first replay on, so message ids stay the same) and, for one record of an S3 event,
+    which one."""
+    own = (topics.HEADER_REPLAY_COUNT, topics.HEADER_REPLAY_RECORD)
+    kept = {k: v for k, v in headers.items() if not k.startswith(topics.HEADER_PREFIX) and k not in own}
+    kept.setdefault(topics.HEADER_REPLAY_OF,
+                    f"{letter.source.topic}-{letter.source.partition}-{letter.source.offset}".encode())
+    kept[topics.HEADER_REPLAY_COUNT] = str(replay_count(headers) + 1).encode()
+    if letter.event_record is not None:
+        kept[topics.HEADER_REPLAY_RECORD] = str(letter.event_record).encode()
+    return list(kept.items())
 
 
 def original_record(bootstrap: str, entry: DlqEntry) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
@@ -52,23 +108,28 @@ def original_record(bootstrap: str, entry: DlqEntry) -> tuple[bytes | None, byte
     one Kafka record, from the input record at its source coordinates (checked against the letter's hash)."""
     letter = entry.letter
     if not letter.omitted:
-        return letter.original_key(), letter.original_value(), replay_headers(entry)
+        return letter.original_key(), letter.original_value(), replay_headers(letter, entry.headers)
     source = letter.source
     record = kafka_io.read_record(bootstrap, source.topic, source.partition, source.offset)
     value = record.value or b"" if record else b""
     if record is None or hashlib.sha256(value).hexdigest() != letter.original_value_sha256:
         raise OriginalGone(f"{source.topic}-{source.partition}@{source.offset} is no longer in the input topic "
                            f"(the dead letter at {entry.partition}:{entry.offset} kept only part of it)")
-    headers = {**record.headers, **{k: v for k, v in entry.headers.items() if k == topics.HEADER_REPLAY_COUNT}}
-    return record.key, value, replay_headers(DlqEntry(entry.offset, entry.partition, letter, headers))
+    return record.key, value, replay_headers(letter, record.headers)
 
 
-def replay(bootstrap: str, entries: Iterable[DlqEntry], target_topic: str | None = None) -> int:
-    """Re-publish each entry's original bytes, key and headers to its source topic (or `target_topic`).
-    Raises OriginalGone (before publishing anything) when an entry's whole record cannot be had."""
-    by_topic: dict[str, list] = {}
+def replay(bootstrap: str, entries: Iterable[DlqEntry], target_topic: str | None = None,
+           dlq_topic: str = topics.DLQ_TOPIC) -> int:
+    """Re-publish each entry's original bytes, key and headers to its source topic (or `target_topic`), and record
+    it in the ledger, all in one transaction. Raises OriginalGone (before publishing anything) when an entry's
+    whole record cannot be had."""
+    records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
     for entry in entries:
         letter = entry.letter
         topic = target_topic or letter.source.topic or topics.input_topic(letter.team)
-        by_topic.setdefault(topic, []).append(original_record(bootstrap, entry))
-    return sum(kafka_io.produce(bootstrap, topic, records) for topic, records in by_topic.items())
+        records.append((topic, *original_record(bootstrap, entry)))
+        note = {"partition": entry.partition, "offset": entry.offset, "to": topic,
+                "replay_count": entry.replay_count + 1, "replayed_at_ms": int(time.time() * 1000)}
+        records.append((topics.replay_ledger(dlq_topic), ledger_key(entry).encode(), json.dumps(note).encode(), []))
+    kafka_io.produce_in_transaction(bootstrap, records)
+    return len(records) // 2

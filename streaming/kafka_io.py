@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -81,6 +82,26 @@ def produce(
     remaining = producer.flush(timeout_s)
     if remaining or errors:
         raise RuntimeError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:3]}")
+    return count
+
+
+def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+                           timeout_s: float = 30.0) -> int:
+    """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"imagery-tools-{uuid.uuid4().hex}",
+                         "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES})
+    producer.init_transactions(timeout_s)
+    producer.begin_transaction()
+    count = 0
+    try:
+        for topic, key, value, headers in records:
+            producer.produce(topic, value=value, key=key, headers=headers)
+            producer.poll(0)
+            count += 1
+        producer.commit_transaction(timeout_s)
+    except BaseException:
+        producer.abort_transaction(timeout_s)
+        raise
     return count
 
 

@@ -54,19 +54,24 @@ class Dispatcher:
         except InvalidMessage as exc:
             return [self._dead_letter(record, ErrorEnvelope(
                 stage=exc.stage, type=f"invalid_{exc.stage}", message=exc.message, retryable=False, attempts=0))]
+        # An S3 event names one image per record: each has its own id and its own result or dead letter, and the
+        # replay of one record's dead letter re-processes that record only.
+        images = list(enumerate(messages))
+        if len(images) > 1 and record.replayed_record is not None and record.replayed_record < len(images):
+            images = [images[record.replayed_record]]
         outcomes = await asyncio.gather(*(  # bucket and key were validated by the same rules just now
             self.client.infer(InferRequest.model_construct(bucket=m.bucket, key=m.key, model_tag=m.model_tag))
-            for m in messages
+            for _, m in images
         ))
         outputs = []
-        for index, (msg, outcome) in enumerate(zip(messages, outcomes, strict=True)):
+        for (index, msg), outcome in zip(images, outcomes, strict=True):
             if isinstance(outcome, Failure):
                 o = outcome.outcome
                 outputs.append(self._dead_letter(record, ErrorEnvelope(
                     stage=o.stage, type=o.type, message=o.message, http_status=o.http_status,
                     retryable=o.verdict is Verdict.RETRYABLE, attempts=outcome.attempts,
                     first_attempt_ms=outcome.first_attempt_ms, last_attempt_ms=outcome.last_attempt_ms,
-                )))
+                ), event_record=index if len(messages) > 1 else None))
                 continue
             result = build_result(msg, record, index, self.team, outcome.response, outcome.http_ms,
                                   outcome.attempts, _now_ms())
@@ -78,5 +83,6 @@ class Dispatcher:
             outputs.append(result)
         return outputs
 
-    def _dead_letter(self, record: KafkaInput, error: ErrorEnvelope) -> Output:
-        return build_dead_letter(record, self.team, error, self.identity, _now_ms(), self.max_record_bytes)
+    def _dead_letter(self, record: KafkaInput, error: ErrorEnvelope, event_record: int | None = None) -> Output:
+        return build_dead_letter(record, self.team, error, self.identity, _now_ms(), self.max_record_bytes,
+                                 event_record)

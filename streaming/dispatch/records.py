@@ -44,6 +44,18 @@ class KafkaInput:
         """What the record weighs in Kafka's terms: key + value + headers."""
         return record_size(self.key, self.value, self.headers)
 
+    @property
+    def origin(self) -> str:
+        """The record's identity: its coordinates, or those of the record it replays."""
+        replayed = self.headers.get(topics.HEADER_REPLAY_OF)
+        return replayed.decode(errors="replace") if replayed else f"{self.topic}-{self.partition}-{self.offset}"
+
+    @property
+    def replayed_record(self) -> int | None:
+        """For the replay of one record of an S3 event: which one."""
+        value = self.headers.get(topics.HEADER_REPLAY_RECORD, b"")
+        return int(value) if value.isdigit() else None
+
 
 @dataclass(frozen=True)
 class Output:
@@ -69,11 +81,9 @@ def record_budget(max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES) -> int:
 
 
 def message_id(msg: ImageMessage, record: KafkaInput, index: int) -> str:
-    """The producer's id when given; else the record's coordinates, stable across retries and replays of
-    the same record. `index` tells apart the images of one S3 event with several Records."""
-    if msg.id:
-        return msg.id if index == 0 else f"{msg.id}#{index}"
-    base = f"{record.topic}-{record.partition}-{record.offset}"
+    """The producer's id when given; else the record's coordinates (those of the record it replays, for a
+    replay), stable across retries and replays. `index` tells apart the images of one S3 event."""
+    base = msg.id or record.origin
     return base if index == 0 else f"{base}#{index}"
 
 
@@ -103,7 +113,7 @@ def build_result(
 
 def build_dead_letter(
     record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity, now_ms: int,
-    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES,
+    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES, event_record: int | None = None,
 ) -> Output:
     """The dead letter of `record`, built to fit in one record of `max_record_bytes`: a dead letter that does not
     fit would fail the DLQ sink, and with it the job, on the same record after every restart.
@@ -122,7 +132,8 @@ def build_dead_letter(
         letter = DeadLetter(
             team=team, source=record.source(keep_key="key" not in omitted),
             **_kept_value(raw[:keep_bytes], cut=keep_bytes < len(raw)), original_value_bytes=len(raw),
-            original_value_sha256=digest, omitted=omitted, error=error, dispatcher=identity, failed_at_ms=now_ms,
+            original_value_sha256=digest, omitted=omitted, event_record=event_record, error=error,
+            dispatcher=identity, failed_at_ms=now_ms,
         )
         # the original headers ride along (replay re-publishes them) under their own names
         headers = {**({} if "headers" in omitted else original_headers), **error_headers}

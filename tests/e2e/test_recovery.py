@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
+from schemas import topics
 from streaming import kafka_io
+from streaming.dlq import plan, read_dlq, replay, replayed
 from streaming.pipeline_run import DispatcherProcess, collect
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 
@@ -72,3 +74,31 @@ def test_a_job_stopped_with_a_savepoint_resumes_from_it(
     assert "savepoint-" in (tmp_path / "second.log").read_text().split("resuming from", 1)[1].splitlines()[0]
     assert sorted(got.results) == sorted(ids) and not got.dead
     assert late.result_count == len(ids), f"{late.result_count - len(ids)} duplicates"
+
+
+def test_replaying_one_record_of_an_s3_event_twice_gives_that_image_one_result_and_nothing_else(
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
+    put(minio, bucket, "early.jpg", fruit_images.clean)
+    event = {"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+                         for key in ("early.jpg", "late.jpg")]}  # late.jpg is not uploaded yet
+    kafka_io.produce(bootstrap, inp, [json.dumps(event).encode()])
+    try:
+        with DispatcherProcess(dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq),
+                               tmp_path / "dispatcher.log") as job:
+            first = collect(bootstrap, out, dlq, lambda c: bool(c.results and c.dead), JOB_TIMEOUT_S,
+                            watch=job.check_alive)
+            assert list(first.results) == [f"{inp}-0-0"] and [d.event_record for d in first.dead] == [1]
+
+            put(minio, bucket, "late.jpg", fruit_images.defect)  # the fix; then the operator replays, twice
+            for _ in range(2):
+                chosen = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+                replay(bootstrap, chosen.go, dlq_topic=dlq)
+            got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= 2, JOB_TIMEOUT_S, watch=job.check_alive)
+            late = collect(bootstrap, out, dlq, lambda c: c.result_count > 2 or len(c.dead) > 1, 8,
+                           watch=job.check_alive)
+    finally:
+        kafka_io.delete_topics(bootstrap, [topics.replay_ledger(dlq)])
+    assert sorted(got.results) == [f"{inp}-0-0", f"{inp}-0-0#1"], "the replayed image keeps its id"
+    assert got.results[f"{inp}-0-0#1"]["label"] == "defect"
+    assert late.result_count == 2 and len(late.dead) == 1, "nothing re-processed twice, nothing new in the DLQ"

@@ -9,7 +9,7 @@ import pytest
 from schemas import DispatcherIdentity, ErrorEnvelope, topics
 from streaming import kafka_io
 from streaming.dispatch.records import KafkaInput, build_dead_letter
-from streaming.dlq import DlqEntry, OriginalGone, read_dlq, replay
+from streaming.dlq import DlqEntry, OriginalGone, plan, read_dlq, replay, replayed
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +60,52 @@ def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_inpu
     gone = entry.letter.model_copy(update={"source": entry.letter.source.model_copy(update={"offset": 7})})
     with pytest.raises(OriginalGone):
         replay(bootstrap, [DlqEntry(entry.offset, entry.partition, gone, entry.headers)], target)
+
+
+def dead_letters(bootstrap: str, dlq: str, values: list[bytes], headers: dict[str, bytes] | None = None) -> None:
+    identity = DispatcherIdentity(job="j", group_id="g", host="h")
+    error = ErrorEnvelope(stage="fetch", type="object_not_found", message="m", retryable=False, attempts=1)
+    outs = [build_dead_letter(KafkaInput(value=v, key=None, topic="imagery.new.x", partition=0, offset=i,
+                                         headers=headers or {}), "fruit", error, identity, now_ms=1)
+            for i, v in enumerate(values)]
+    kafka_io.produce(bootstrap, dlq, [(o.key, o.value, list(o.headers.items())) for o in outs])
+
+
+def test_running_the_same_replay_twice_replays_each_entry_once(bootstrap, new_topic):
+    dlq, target = new_topic("dlq"), new_topic("replayed")
+    ledger = topics.replay_ledger(dlq)
+    try:
+        dead_letters(bootstrap, dlq, [b"a", b"b"])
+        first = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+        assert len(first.go) == 2 and replay(bootstrap, first.go, target, dlq) == 2
+        second = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+        assert not second.go and len(second.skipped) == 2
+        assert all(why.startswith("replayed before") for _, why in second.skipped)
+        again = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq), again=True)
+        assert len(again.go) == 2
+        assert sorted(r.value for r in kafka_io.read_topic(bootstrap, target, idle_s=3)) == [b"a", b"b"]
+    finally:
+        kafka_io.delete_topics(bootstrap, [ledger])
+
+
+def test_a_record_replayed_too_often_is_not_replayed_again(bootstrap, new_topic):
+    dlq = new_topic("dlq")
+    dead_letters(bootstrap, dlq, [b"x"], headers={topics.HEADER_REPLAY_COUNT: b"3"})
+    (entry,) = read_dlq(bootstrap, dlq, idle_s=3)
+    assert not plan([entry], set()).go
+    assert plan([entry], set(), max_replays=4).go == [entry]
+
+
+def test_a_dry_run_lists_what_would_go_and_replays_nothing(bootstrap, new_topic):
+    from typer.testing import CliRunner
+
+    from streaming.cli import app
+
+    dlq, target = new_topic("dlq"), new_topic("replayed")
+    dead_letters(bootstrap, dlq, [b'{"bucket": "fruit-x", "key": "a.jpg"}'])
+    result = CliRunner().invoke(app, ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--to", target,
+                                      "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 to replay (dry run)" in result.output and "would replay" in result.output
+    assert not kafka_io.read_topic(bootstrap, target, idle_s=3)
+    assert not replayed(bootstrap, dlq)

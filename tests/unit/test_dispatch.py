@@ -370,3 +370,38 @@ def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_sp
     results = asyncio.run(go())
     assert [type(r).__name__ for r in results] == ["Success", "Success", "Failure", "Success"]
     assert results[2].outcome.verdict is Verdict.RETRYABLE and results[2].attempts == 3
+
+
+# ---------------------------------------------------------------------------- replays (issue 8)
+
+
+def s3_event(*keys: str) -> bytes:
+    return json.dumps({"Records": [{"s3": {"bucket": {"name": "b-1"}, "object": {"key": k}}} for k in keys]}).encode()
+
+
+def test_each_record_of_an_s3_event_has_its_own_id_and_its_own_dead_letter():
+    asked = []
+
+    def handler(request):
+        key = json.loads(request.content)["key"]
+        asked.append(key)
+        if key == "gone.jpg":
+            return httpx.Response(404, json=err(404, "object_not_found", "fetch"))
+        return httpx.Response(200, json=RESPONSE)
+    outputs = handle(dispatcher_with(handler), s3_event("a.jpg", "gone.jpg", "c.jpg"))
+    results = [InferenceResult.model_validate_json(o.value) for o in outputs if not o.dlq]
+    (letter,) = [DeadLetter.model_validate_json(o.value) for o in outputs if o.dlq]
+    assert sorted(r.id for r in results) == ["in-0-1", "in-0-1#2"] and letter.event_record == 1
+
+    asked.clear()  # the replay of that dead letter: the same event, one record, the first record's identity
+    record = KafkaInput(value=s3_event("a.jpg", "gone.jpg", "c.jpg"), key=None, topic="in", partition=0, offset=9,
+                        headers={topics.HEADER_REPLAY_OF: b"in-0-1", topics.HEADER_REPLAY_RECORD: b"1"})
+    (out,) = asyncio.run(dispatcher_with(handler).handle(record))
+    assert asked == ["gone.jpg"] and DeadLetter.model_validate_json(out.value).event_record == 1
+
+
+def test_a_replayed_message_keeps_its_id():
+    record = KafkaInput(value=b'{"bucket": "b-1", "key": "a.jpg"}', key=None, topic="in", partition=0, offset=42,
+                        headers={topics.HEADER_REPLAY_OF: b"in-0-7"})
+    (out,) = asyncio.run(dispatcher_with(lambda request: httpx.Response(200, json=RESPONSE)).handle(record))
+    assert InferenceResult.model_validate_json(out.value).id == "in-0-7"
