@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 RUFF_VERSION := 0.17.6
 RUFF       := $(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/ruff
 
-.PHONY: setup deps up down status lint test test-gpu test-unit demo bench lock schemas clean
+.PHONY: setup deps up down status lint test test-faults test-gpu test-unit demo bench lock schemas clean
 
 setup: $(VENV)/.ready
 	$(PY) -m streaming.cli setup
@@ -58,6 +58,9 @@ lint: $(RUFF)
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-faults: setup
+	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest tests/gpu $(PYTEST_ARGS)
