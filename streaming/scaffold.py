@@ -73,12 +73,14 @@ def compose_services(team: str) -> str:
       PARALLELISM: 2
       ITEMS_PER_REQUEST: 8  # /infer_batch: 1.8x the pipeline rate of /infer_json (bench/RESULTS.md)
       CONNECTOR_JARS: ""
+      CHECKPOINT_DIR: file:///flink-checkpoints
       IMAGERY_DETACHED: "1"
     command:
       - bash
       - -c
       - |
         until flink list -m flink-jobmanager:8081 >/dev/null 2>&1; do echo 'waiting for the JobManager'; sleep 3; done
+        if flink list -r -m flink-jobmanager:8081 | grep -q ': http-dispatcher-{team} (RUNNING)'; then exit 0; fi
         flink run -m flink-jobmanager:8081 --detached --python /opt/imagery/streaming/flink/jobs/http_dispatcher.py
     restart: on-failure
 """

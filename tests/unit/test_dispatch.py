@@ -405,3 +405,13 @@ def test_a_replayed_message_keeps_its_id():
                         headers={topics.HEADER_REPLAY_OF: b"in-0-7"})
     (out,) = asyncio.run(dispatcher_with(lambda request: httpx.Response(200, json=RESPONSE)).handle(record))
     assert InferenceResult.model_validate_json(out.value).id == "in-0-7"
+
+
+def test_settings_that_cannot_work_are_refused_at_start():
+    with pytest.raises(SystemExit):  # a transaction open longer than the broker allows
+        parse_args(["--team", "x", "--delivery-guarantee", "exactly-once", "--checkpoint-interval-ms", "600000"],
+                   env={})
+    with pytest.raises(SystemExit):  # results and dead letters of such messages would not fit a record
+        parse_args(["--team", "x", "--max-message-bytes", "400000"], env={})
+    cfg = parse_args(["--team", "x", "--checkpoint-dir", "/var/ckpt"], env={})
+    assert (cfg.checkpoint_dir, cfg.resume) == ("file:///var/ckpt", "latest")
