@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_until_stopped(job: JobClient, job_dir: str) -> None:
     """Wait for the job; on SIGTERM or Ctrl-C stop it with a savepoint, which the next start resumes from.
-    (A cluster job is stopped the same way by `flink stop <job id>`: its savepoint folder is in its config.)"""
+    (On a cluster: `flink stop --savepointPath <checkpoint dir>/<group id>/savepoints <job id>`; the cluster
+    ignores the job's own savepoint folder there.)"""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
