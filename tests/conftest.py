@@ -2,7 +2,9 @@
 
 By default the stack is the project's own (Kafka jars, MinIO built from source, Flink from the wheel) started
 on loopback, reused if `imagery up` already runs it. With IMAGERY_TEST_STACK=testcontainers and a Docker engine,
-Kafka and MinIO come from testcontainers instead; Flink is always the PyFlink wheel's.
+Kafka and MinIO come from testcontainers instead; Flink is always the PyFlink wheel's. With
+IMAGERY_TEST_STACK=running the tests use what already runs at the IMAGERY_* addresses and start nothing (a GPU machine
+without Java runs tests/gpu against a MinIO started by hand).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def stack_settings() -> Iterator[StackSettings]:
         yield from _testcontainers_stack()
         return
     settings = StackSettings()
+    if os.environ.get("IMAGERY_TEST_STACK") == "running":  # what already runs at the IMAGERY_* addresses, as is
+        yield settings
+        return
     started = stack.up(settings, flink=False)
     yield settings
     stack.down(settings, started)
