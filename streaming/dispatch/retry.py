@@ -39,7 +39,7 @@ class CircuitBreaker:
     one probe at a time checks, with growing pauses, whether the condition is over, so neither an outage nor a
     misconfiguration costs retry budgets or DLQ entries, and the service is not hammered meanwhile.
 
-    `reason` says why it is open (for logs and metrics); `last_probes` how many probes the last open period took:
+    `reason` says why it is open (for the logs); `last_probes` how many probes the last open period took:
     1 means the service looked fine as soon as it was asked."""
 
     def __init__(self, probe: Probe, min_pause_s: float = 0.2, max_pause_s: float = 5.0,
