@@ -58,6 +58,11 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
             pass  # already gone is fine for cleanup
 
 
+def _producer(bootstrap: str, **config: object) -> Producer:
+    # librdkafka's own default (1,000,000) is below Kafka's 1 MiB, which the dispatcher's records are built to fit
+    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES, **config})
+
+
 def produce(
     bootstrap: str,
     topic: str,
@@ -66,9 +71,7 @@ def produce(
     timeout_s: float = 30.0,
 ) -> int:
     """Produce values, (key, value) pairs or (key, value, headers) triples; wait until every one is acknowledged."""
-    # librdkafka's own default (1,000,000) is below Kafka's 1 MiB, which the dispatcher's records are built to fit
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                         "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES})
+    producer = _producer(bootstrap, **{"enable.idempotence": True, "linger.ms": 5})
     errors: list[str] = []
     count = 0
     for item in values:
@@ -88,8 +91,7 @@ def produce(
 def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
                            timeout_s: float = 30.0) -> int:
     """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"imagery-tools-{uuid.uuid4().hex}",
-                         "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES})
+    producer = _producer(bootstrap, **{"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
     producer.init_transactions(timeout_s)
     producer.begin_transaction()
     count = 0

@@ -169,16 +169,17 @@ class InferenceEngine:
         trace.stage = "fetch"
         if not self.settings.bucket_allowed(request.bucket):
             raise BucketNotAllowed(f"bucket {request.bucket!r} is not one of team {self.team}'s "
-                                   f"({', '.join(self.settings.bucket_patterns())}; ALLOWED_BUCKETS)")
+                                   f"({', '.join(self.settings.bucket_patterns)}; ALLOWED_BUCKETS)")
         data = await self._in_thread(self._fetch_pool, self.store.fetch, request.bucket, request.key)
         fetched = time.monotonic()
         trace.stage = "decode"
         item = _Item(model_tag=request.model_tag, extra=request.extra)
-        limits = self.settings.max_image_pixels, self.settings.max_jpeg_scan_pixels
+        image_limits = self.settings.max_image_pixels, self.settings.max_jpeg_scan_pixels
         if self.batchable and not self.gpu_decode:
-            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, data, self.input_size, *limits)
+            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, data, self.input_size,
+                                               *image_limits)
         else:  # decoded in the forward pass's thread: batched on the GPU, or by the runner itself
-            item.info = await self._in_thread(self._decode_pool, decode.probe, data, *limits)
+            item.info = await self._in_thread(self._decode_pool, decode.probe, data, *image_limits)
             item.data = data
         decoded = time.monotonic()
         trace.stage = "infer"  # queued for, or in, a forward pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -68,10 +69,11 @@ class ServiceSettings(BaseSettings):
     def _normalise_team(cls, value: str) -> str:
         return value.strip().lower()
 
-    def bucket_patterns(self) -> list[str]:
-        given = [p.strip() for p in self.allowed_buckets.split(",") if p.strip()]
+    @cached_property
+    def bucket_patterns(self) -> tuple[str, ...]:
+        given = tuple(p.strip() for p in self.allowed_buckets.split(",") if p.strip())
         own = self.team.replace("_", "-")  # a bucket name has no '_'
-        return given or [own, f"{own}-*"]
+        return given or (own, f"{own}-*")
 
     def bucket_allowed(self, bucket: str) -> bool:
-        return any(fnmatch.fnmatchcase(bucket, pattern) for pattern in self.bucket_patterns())
+        return any(fnmatch.fnmatchcase(bucket, pattern) for pattern in self.bucket_patterns)

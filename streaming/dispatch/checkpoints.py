@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 METADATA = "_metadata"
+SAVEPOINTS = "savepoints"
 
 
 def default_checkpoint_dir() -> str:
@@ -44,6 +45,10 @@ def job_dir(checkpoint_dir: str, group_id: str) -> str:
     return checkpoint_dir.rstrip("/") + "/" + group_id
 
 
+def savepoint_dir(job_folder: str) -> str:
+    return job_folder + "/" + SAVEPOINTS
+
+
 def restorable(folder: Path) -> bool:
     """A checkpoint or savepoint folder that completed: Flink writes its metadata file last."""
     return (folder / METADATA).is_file()
@@ -51,7 +56,7 @@ def restorable(folder: Path) -> bool:
 
 def candidates(job_folder: Path) -> list[Path]:
     """Every complete checkpoint and savepoint of the job, oldest first."""
-    found = [*job_folder.glob("*/chk-*"), *job_folder.glob("savepoints/savepoint-*")]
+    found = [*job_folder.glob("*/chk-*"), *job_folder.glob(f"{SAVEPOINTS}/savepoint-*")]
     return sorted((f for f in found if restorable(f)), key=lambda f: (f / METADATA).stat().st_mtime)
 
 
@@ -67,11 +72,11 @@ def prune(job_folder: Path, keep: Path) -> list[Path]:
     keep_run = keep.parent if keep.name.startswith("chk-") else None
     keep_mtime = (keep / METADATA).stat().st_mtime
     for run in job_folder.iterdir():
-        if run.name == "savepoints" or not run.is_dir() or run == keep_run:
+        if run.name == SAVEPOINTS or not run.is_dir() or run == keep_run:
             continue
         shutil.rmtree(run, ignore_errors=True)
         removed.append(run)
-    for savepoint in job_folder.glob("savepoints/savepoint-*"):
+    for savepoint in job_folder.glob(f"{SAVEPOINTS}/savepoint-*"):
         if savepoint != keep and (not restorable(savepoint) or (savepoint / METADATA).stat().st_mtime < keep_mtime):
             shutil.rmtree(savepoint, ignore_errors=True)
             removed.append(savepoint)

@@ -163,8 +163,8 @@ def test_a_fault_loses_nothing_duplicates_nothing_under_exactly_once_and_fills_n
     finally:
         run.job.stop()
         run.service.stop()
-    missing = len(set(ids) - set(final.results) - {d.original_value_text and json.loads(d.original_value_text)["id"]
-                                                    for d in final.dead})
+    dead_ids = {json.loads(d.original_value()).get("id") for d in final.dead}
+    missing = len(set(ids) - set(final.results) - dead_ids)
     duplicated = final.result_count - len(final.results)
     ROWS.append([name, guarantee, len(ids), final.result_count, len(final.dead), missing, duplicated,
                  f"{drain_s:.0f}"])

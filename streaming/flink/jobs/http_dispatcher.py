@@ -178,7 +178,7 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     # belongs to: streaming/dispatch/checkpoints.py finds the newest and passes it as `restore_from`.
     job_dir = checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id)
     conf.set_string("execution.checkpointing.dir", job_dir)
-    conf.set_string("execution.checkpointing.savepoint-dir", job_dir + "/savepoints")
+    conf.set_string("execution.checkpointing.savepoint-dir", checkpoints.savepoint_dir(job_dir))
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if restore_from:
         conf.set_string("execution.state-recovery.path", restore_from)
@@ -218,11 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     env = make_environment(cfg, restore_from)
     result = build_pipeline(env, cfg).execute()
     if os.environ.get("IMAGERY_DETACHED") != "1":
-        run_until_stopped(result.get_job_client(), checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
+        savepoints = checkpoints.savepoint_dir(checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
+        run_until_stopped(result.get_job_client(), savepoints)
         result.wait()
 
 
-def run_until_stopped(job: JobClient, job_dir: str) -> None:
+def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:
     """Wait for the job; on SIGTERM or Ctrl-C stop it with a savepoint, which the next start resumes from.
     (On a cluster: `flink stop --savepointPath <checkpoint dir>/<group id>/savepoints <job id>`; the cluster
     ignores the job's own savepoint folder there.)"""
@@ -236,7 +237,7 @@ def run_until_stopped(job: JobClient, job_dir: str) -> None:
     try:
         # PyFlink 2.2's JobClient.stop_with_savepoint calls a Java signature Flink 2 no longer has
         format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-        path = job._j_job_client.stopWithSavepoint(False, job_dir + "/savepoints", format_type).get()
+        path = job._j_job_client.stopWithSavepoint(False, savepoint_dir, format_type).get()
     except Exception as exc:  # the JVM was stopped with us (a signal to the whole process group)
         print(f"no savepoint ({type(exc).__name__}); the next start resumes from the last checkpoint", flush=True)
         raise SystemExit(1) from None
