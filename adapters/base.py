@@ -122,17 +122,23 @@ class TorchClassifierRunner:
         latency_ms = (time.perf_counter() - started) * 1000.0
         top = probs.topk(min(2, probs.shape[1]), dim=1)
         results = []
-        for row, values, indices in zip(probs, top.values.tolist(), top.indices.tolist(), strict=True):
+        extras = self.batch_extra_fields(probs)
+        for values, indices, extra in zip(top.values.tolist(), top.indices.tolist(), extras, strict=True):
             runner_up = values[1] if len(values) > 1 else 0.0
             results.append({
                 "label": self.labels[indices[0]],
                 "score": values[0],
                 "confidence": values[0] - runner_up,
                 "latency_ms_model": latency_ms,
-                **self.extra_fields(row),
+                **extra,
             })
         return results
 
     def extra_fields(self, probs: torch.Tensor) -> dict[str, Any]:
         """The runner's own result fields for one image, from its class probabilities."""
         return {}
+
+    def batch_extra_fields(self, probs: torch.Tensor) -> list[dict[str, Any]]:
+        """`extra_fields` for every row of a batch's probabilities [N, classes]; a runner may override it to do
+        the whole batch in a few tensor operations (per row, small tensor calls cost more than the work)."""
+        return [self.extra_fields(row) for row in probs]

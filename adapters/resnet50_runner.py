@@ -32,9 +32,14 @@ class ResNet50Runner(TorchClassifierRunner):
         self.model = model.eval()
 
     def extra_fields(self, probs: torch.Tensor) -> dict[str, Any]:
-        top = probs.topk(5)
-        pairs = zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        return {"top5": [{"label": self.labels[index], "score": score} for score, index in pairs]}
+        return self.batch_extra_fields(probs[None])[0]
+
+    def batch_extra_fields(self, probs: torch.Tensor) -> list[dict[str, Any]]:
+        top = probs.topk(5, dim=1)  # one call for the batch, not one per image
+        labels = self.labels
+        return [{"top5": [{"label": labels[index], "score": score} for score, index in zip(values, indices,
+                                                                                               strict=True)]}
+                for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 
 RUNNER = ResNet50Runner

@@ -1,5 +1,11 @@
 """The FastAPI app: thin routes over the InferenceEngine, which the lifespan builds once per process.
 
+The two infer routes are served by `InferRoutes`, a plain ASGI layer in front of FastAPI's routing: the bearer
+token, the body's size and deadline, one pydantic-core parse of the body, the engine, one orjson dump of its
+dict. FastAPI's request handling (dependency solving, validating the response it was handed, the middleware
+layers below) cost about a fifth of the GIL's time per image under load (bench/RESULTS.md, issue 10). FastAPI
+still declares the routes, so /docs and the OpenAPI schema describe them, and serves everything else.
+
     TEAM=fruit PORT=8000 python -m services.inference_http      (server.py: uvicorn with connection limits)
 
 Startup refuses (the process exits) when TEAM names no adapter or the weights cannot be loaded; warm-up then
@@ -13,15 +19,16 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,8 +36,17 @@ from adapters.base import Runner
 from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
-from services.inference_http.errors import NotReady, RequestTooLarge, ServiceError, TooManyItems, Unauthorized
-from services.inference_http.metrics import Metrics
+from services.inference_http.errors import (
+    BadRequest,
+    InternalError,
+    NotReady,
+    RequestTimeout,
+    RequestTooLarge,
+    ServiceError,
+    TooManyItems,
+    Unauthorized,
+)
+from services.inference_http.metrics import CONTENT_TYPE_LATEST, Metrics, mark_this_worker_dead
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
 
@@ -62,21 +78,6 @@ def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> InferenceEngine:
-    engine: InferenceEngine | None = request.app.state.engine
-    if engine is None:
-        raise NotReady("the service is starting")
-    return engine
-
-
-EngineDep = Annotated[InferenceEngine, Depends(get_engine)]
-
-
-def received_at(request: Request) -> float:
-    """When the request arrived (stamped by the metrics middleware, before the body was read)."""
-    return getattr(request.state, "received_at", None) or time.monotonic()
-
-
 # ---------------------------------------------------------------------------- routes
 
 
@@ -92,29 +93,40 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict[str, Any] = {"ready": not reasons, "team": request.app.state.settings.team}
     if engine:
         body.update(model_name=engine.model_name, model_tag=engine.model_tag, device=str(engine.device),
-                    max_batch_size=engine.batcher.max_batch_size)
+                    max_batch_size=engine.batcher.max_batch_size, workers=engine.settings.worker_count)
     body["reasons"] = reasons
     return JSONResponse(body, status_code=200 if not reasons else 503)
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def infer_json(body: InferRequest, request: Request, engine: EngineDep) -> InferResponse:
+async def infer_json(body: InferRequest) -> InferResponse:
     """Fetch `s3://bucket/key`, decode it and run the team's model on it."""
-    return await engine.infer(body, received_at(request))
+    raise InternalError("POST /infer_json is served by InferRoutes; this route only documents it")
 
 
-async def infer_batch(body: BatchRequest, request: Request, engine: EngineDep) -> BatchResponse:
+async def infer_batch(body: BatchRequest) -> BatchResponse:
     """Many objects in one request; each item answers `ok` or its own error, in request order."""
+    raise InternalError("POST /infer_batch is served by InferRoutes; this route only documents it")
+
+
+async def serve_infer_json(engine: InferenceEngine, body: bytes, received: float) -> dict[str, Any]:
+    return await engine.infer(InferRequest.model_validate_json(body), received)
+
+
+async def serve_infer_batch(engine: InferenceEngine, body: bytes, received: float) -> dict[str, Any]:
+    items = BatchRequest.model_validate_json(body).items
     limit = engine.settings.max_batch_items
-    if len(body.items) > limit:
-        raise TooManyItems(f"{len(body.items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)",
+    if len(items) > limit:
+        raise TooManyItems(f"{len(items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)",
                            limit=limit)
-    received = received_at(request)
-    items = await asyncio.gather(*(engine.infer_item(item, received) for item in body.items))
-    return BatchResponse(items=list(items))
+    return {"items": await asyncio.gather(*(engine.infer_item(item, received) for item in items))}
+
+
+INFER_HANDLERS = {"/infer_json": serve_infer_json, "/infer_batch": serve_infer_batch}
+assert tuple(INFER_HANDLERS) == INFER_ROUTES
 
 
 # ---------------------------------------------------------------------------- errors and metrics
@@ -135,22 +147,26 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return _error_of(exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+def _validation_problems(errors: Sequence[Any]) -> BadRequest:
     problems = []
-    for err in exc.errors():
+    for err in errors:
         if err.get("type") == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "")
-            problems.append(f"malformed JSON at position {err['loc'][-1]}: {detail}".rstrip(": "))
+            problems.append(f"malformed JSON: {detail}".rstrip(": "))
             continue
         where = ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body"
         problems.append(f"{where}: {err.get('msg', 'invalid')}")
-    return _error(422, "bad_request", "; ".join(problems) or "invalid request", "validate")
+    return BadRequest("; ".join(problems) or "invalid request")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _error_of(_validation_problems(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    names = {404: "route_not_found", 405: "method_not_allowed", 408: "request_timeout", 413: RequestTooLarge.type}
+    names = {404: "route_not_found", 405: "method_not_allowed", 408: RequestTimeout.type, 413: RequestTooLarge.type}
     return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail), "validate",
                   dict(exc.headers or {}))
 
@@ -160,55 +176,98 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal_error", f"{type(exc).__name__} (see the service log)", "infer")
 
 
-class RequestGuard:
-    """What every infer request must pass before its body is read: the bearer token (401 at once, so a caller
+def _json_default(value: Any) -> Any:
+    """What orjson does not serialise itself in a runner's result: numpy and torch scalars, tuples' kin."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class InferRoutes:
+    """Serves POST /infer_json and /infer_batch (see the module's docstring); other requests go to FastAPI.
+
+    What every infer request must pass before its body is read: the bearer token (401 at once, so a caller
     without it learns nothing from the body's validation), a size limit (413: from Content-Length before reading,
     else while reading), and a deadline for the body to arrive (408, so a client that sends it slowly does not
     hold a request open). All answer in the service's error shape, which tells the dispatcher the request was
-    refused, not the image. (Starlette's body limit answers 413 in plain text, hence this.)"""
+    refused, not the image."""
 
-    def __init__(self, app: ASGIApp, settings: ServiceSettings, routes: tuple[str, ...]) -> None:
-        self.app, self.routes = app, routes
+    def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
+        self.app = app
         self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else b""
         self.body_timeout_s = settings.body_timeout_s
         self.max_bytes = settings.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.routes:
+        handler = INFER_HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
             await self.app(scope, receive, send)
             return
-        if self.token:
-            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            scheme, _, credentials = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
-                error = Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
-                await _error_of(error)(scope, receive, send)
+        try:
+            self._check_token(scope)
+            if scope["method"] != "POST":
+                await self.app(scope, receive, send)  # FastAPI's 405
                 return
-        too_large = f"the request body is over MAX_REQUEST_BYTES={self.max_bytes}"
+            state = scope.setdefault("state", {})
+            received = state.get("received_at") or time.monotonic()
+            engine: InferenceEngine | None = scope["app"].state.engine
+            body = await self._body(scope, receive, received)
+            if engine is None:
+                raise NotReady("the service is starting")
+            payload = await handler(engine, body, received)
+        except ServiceError as exc:
+            await _error_of(exc)(scope, receive, send)
+            return
+        except ValidationError as exc:
+            await _error_of(_validation_problems(exc.errors()))(scope, receive, send)
+            return
+        except Exception as exc:  # noqa: BLE001  (a bug of ours: a 500 in the service's shape, the traceback logged)
+            await (await _unexpected_error(Request(scope), exc))(scope, receive, send)
+            return
+        content = orjson.dumps(payload, default=_json_default)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
+
+    def _check_token(self, scope: Scope) -> None:
+        if not self.token:
+            return
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, credentials = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
+            raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
+
+    async def _body(self, scope: Scope, receive: Receive, received: float) -> bytes:
+        too_large = RequestTooLarge(f"the request body is over MAX_REQUEST_BYTES={self.max_bytes}",
+                                    limit=self.max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await _error_of(RequestTooLarge(too_large, limit=self.max_bytes))(scope, receive, send)
-            return
-        deadline = scope.get("state", {}).get("received_at", time.monotonic()) + self.body_timeout_s
-        body_done, size = False, 0
-
-        async def guarded_receive() -> Message:
-            nonlocal body_done, size
-            if body_done:  # after the body, receive only waits for a disconnect: no deadline for that
-                return await receive()
-            try:
-                async with asyncio.timeout(deadline - time.monotonic()):
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + received + self.body_timeout_s
+                                          - time.monotonic()):
+                while True:
                     message = await receive()
-            except TimeoutError:
-                raise StarletteHTTPException(408, f"the request body did not arrive within "
-                                                  f"{self.body_timeout_s:g}s (BODY_TIMEOUT_S)") from None
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:  # (FastAPI lets only HTTPException out of reading the body)
-                raise StarletteHTTPException(413, too_large)
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
-
-        await self.app(scope, guarded_receive, send)
+                    if message["type"] != "http.request":  # the client went away
+                        raise BadRequest("the client disconnected before its request body arrived")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise too_large
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g}s "
+                                  f"(BODY_TIMEOUT_S)") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class MetricsMiddleware:
@@ -258,14 +317,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     log.info("team %s: %s (%s) loaded, device %s, max batch %d, max delay %gms", engine.team, engine.model_name,
              engine.model_tag, engine.device, engine.batcher.max_batch_size, settings.max_batch_delay_ms)
+    if settings.worker_count > 1:
+        # one of several workers on one port: it takes no connection before it is warm (uvicorn starts accepting
+        # when this startup returns), so no request meets a cold model while a warm worker could take it
+        await engine.warm_up()
+        if not engine.warmed:
+            await engine.close()
+            raise RuntimeError(f"warm-up failed: {engine.warmup_error}")
     app.state.engine = engine
-    warm_up = asyncio.create_task(engine.warm_up(), name="warm-up")
+    warm_up = asyncio.create_task(engine.warm_up(), name="warm-up") if not engine.warmed else None
     try:
         yield
     finally:
-        warm_up.cancel()
+        if warm_up is not None:
+            warm_up.cancel()
         app.state.engine = None
         await engine.close()
+        mark_this_worker_dead()
 
 
 def create_app(settings: ServiceSettings | None = None, runner: Runner | None = None) -> FastAPI:
@@ -276,7 +344,7 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
     app.state.settings, app.state.runner, app.state.engine = settings, runner, None
     app.state.metrics = Metrics()
 
-    # documents the bearer scheme in OpenAPI; RequestGuard enforces it before the body is read
+    # documents the bearer scheme in OpenAPI; InferRoutes enforces it before the body is read
     secured = [Depends(HTTPBearer(auto_error=False))]
     app.add_api_route("/infer_json", infer_json, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
@@ -291,7 +359,7 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     routes = {route.path for route in app.routes if hasattr(route, "path")}
-    app.add_middleware(RequestGuard, settings=settings, routes=INFER_ROUTES)
+    app.add_middleware(InferRoutes, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=routes)  # outermost: sees every answer
     return app
 

@@ -27,6 +27,14 @@ class ServiceError(Exception):
     def body(self) -> dict:
         return ErrorBody(error=self.detail()).model_dump()
 
+    def detail_dict(self) -> dict:
+        """`detail()` as the plain dict it serialises to (`limit` only when set), without building the model: the
+        hot path's per-item errors of /infer_batch."""
+        detail = {"type": self.type, "message": self.message, "stage": self.stage}
+        if self.limit is not None:
+            detail["limit"] = self.limit
+        return detail
+
 
 # --- the request itself (permanent)
 class BadRequest(ServiceError):
@@ -43,6 +51,12 @@ class RequestTooLarge(BadRequest):
     """A request body over MAX_REQUEST_BYTES (decided from Content-Length before it is read, when there is one)."""
 
     status, type = 413, "request_too_large"
+
+
+class RequestTimeout(BadRequest):
+    """The request body did not arrive within BODY_TIMEOUT_S: the client's pace, worth retrying."""
+
+    status, type = 408, "request_timeout"
 
 
 class Unauthorized(ServiceError):

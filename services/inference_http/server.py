@@ -4,17 +4,28 @@
 
 uvicorn closes idle keep-alive connections, but a connection that sends nothing, or sends its request head a
 byte at a time, is held for as long as the client likes. `HeadTimeoutProtocol` gives every request head a
-deadline; `RequestGuard` (app.py) gives the body one; `limit_concurrency` bounds connections and requests (503
+deadline; `InferRoutes` (app.py) gives the body one; `limit_concurrency` bounds connections and requests (503
 beyond it, which the dispatcher waits out like any overload).
+
+WORKERS (settings.py) sets how many worker processes share the port, each with the model on the same device:
+uvicorn's supervisor starts them, health-checks them and replaces one that dies while the others go on serving.
+Each takes connections only once warm (app.py's lifespan), and they report /metrics together through
+prometheus_client's multiprocess mode (metrics.py), in a fresh folder this process makes and removes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
+from functools import cache
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
+from services.inference_http.metrics import MULTIPROC_ENV
 from services.inference_http.settings import ServiceSettings
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -25,7 +36,6 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     `head_timeout_s` of the connection opening or of the request's first byte, else 408 and the connection
     closes. (httptools is what uvicorn[standard] runs; the hooks below are its parser's callbacks.)"""
 
-    head_timeout_s = 10.0
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -46,7 +56,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._head_timer = self.loop.call_later(_head_timeout_s(), self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -60,14 +70,38 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+@cache
+def _head_timeout_s() -> float:
+    """HEADER_TIMEOUT_S, read once per process (a worker process has only the environment to go on: uvicorn
+    hands it this class by its import path)."""
+    return ServiceSettings().header_timeout_s
+
+
 def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
-    protocol = type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": settings.header_timeout_s})
     return uvicorn.Config(
-        "services.inference_http.app:app", host=settings.host, port=settings.port, http=protocol,
+        "services.inference_http.app:app", host=settings.host, port=settings.port, http=HeadTimeoutProtocol,
         limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_s,
         access_log=settings.access_log, log_level=settings.log_level, timeout_graceful_shutdown=20,
+        workers=settings.worker_count,
     )
 
 
 def main() -> None:
-    uvicorn.Server(uvicorn_config(ServiceSettings())).run()
+    settings = ServiceSettings()
+    workers = settings.worker_count
+    if workers == 1:
+        uvicorn.Server(uvicorn_config(settings)).run()
+        return
+    os.environ["WORKERS"] = str(workers)  # the workers see the count this process decided
+    given = os.environ.get(MULTIPROC_ENV)
+    folder = given or tempfile.mkdtemp(prefix="imagery-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    for stale in os.scandir(folder):  # a previous run's counts must not add to this one's
+        if stale.name.endswith(".db"):
+            os.unlink(stale.path)
+    config = uvicorn_config(settings)
+    try:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)

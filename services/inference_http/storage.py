@@ -1,19 +1,29 @@
 """Fetching objects from MinIO, with failures mapped to honest errors.
 
-The minio SDK blocks; the engine calls `fetch` from a thread pool. An object's size is decided from the
-response's Content-Length before its body is read, so an oversized object costs one response header, not
-its bytes. Content encodings are not undone (`decode_content=False`): a gzip-encoded upload could otherwise
-expand without bound on the way in.
+The GET of an object goes through obstore (Rust's object_store: SigV4 signing, the HTTP client and the body's
+bytes all in Rust, on its own runtime, without the GIL) and is awaited on the event loop: no thread pool. With
+the minio SDK (urllib3, http.client, signing in Python) the fetch held the GIL for 28% to 48% of its time under
+load on an H100 and about 27% on a 2-core machine (bench/RESULTS.md, issue 10); that is what this replaces.
+
+An object's size is decided from the response's Content-Length before its body is read, so an oversized object
+costs one response header, not its bytes. Content encodings are not undone (object_store asks for none and
+decodes none): a gzip-encoded upload cannot expand on the way in. The readiness probe is a rare call and keeps
+the minio SDK, whose error codes it reads.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections import OrderedDict
+from datetime import timedelta
 
 import certifi
+import obstore
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
+from obstore.store import S3Store
 
 from services.inference_http.errors import (
     AccessDenied,
@@ -34,6 +44,11 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "XMinioServerNotInitialized", "XMinioStorageFull",
                       "XMinioReadQuorum", "XMinioWriteQuorum", "RequestTimeout"}
 _PROBE_BUCKET = "imagery-readiness-probe"
+# object_store reports S3's answer in its message: the status line, then the XML error body with its <Code>
+_STATUS_RE = re.compile(r"status code: (\d{3})")
+_CODE_RE = re.compile(r"<Code>([^<]{1,64})</Code>")
+# one obstore store per bucket (a store is bound to its bucket); a glob in ALLOWED_BUCKETS may admit many
+_MAX_STORES = 64
 
 
 def _pool(settings: ServiceSettings, *, size: int, retries: urllib3.Retry | bool,
@@ -51,53 +66,91 @@ class ObjectStore:
     def __init__(self, settings: ServiceSettings) -> None:
         self.endpoint = settings.minio_endpoint
         self.max_bytes = settings.max_object_bytes
-        credentials = dict(access_key=settings.minio_access_key,
-                           secret_key=settings.minio_secret_key.get_secret_value(),
-                           secure=settings.minio_secure, region=settings.minio_region)
-        # a couple of quick retries for connection blips; the dispatcher retries anything longer
-        retries = urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504),
-                                allowed_methods=None, raise_on_status=False)
-        self._client = Minio(self.endpoint, **credentials,
-                             http_client=_pool(settings, size=settings.fetch_concurrency + 4, retries=retries,
-                                               timeout_s=settings.storage_timeout_s))
-        self._probe = Minio(self.endpoint, **credentials,
+        self._store_config = dict(
+            endpoint=f"{'https' if settings.minio_secure else 'http'}://{settings.minio_endpoint}",
+            access_key_id=settings.minio_access_key,
+            secret_access_key=settings.minio_secret_key.get_secret_value(),
+            region=settings.minio_region or "us-east-1",  # MinIO's default region
+            virtual_hosted_style_request=False,  # MinIO serves path-style URLs
+            client_options={
+                "allow_http": not settings.minio_secure,
+                "timeout": timedelta(seconds=settings.storage_timeout_s),
+                "connect_timeout": timedelta(seconds=min(3.0, settings.storage_timeout_s)),
+            },
+            # a couple of quick retries for connection blips and 5xx; the dispatcher retries anything longer
+            retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=settings.storage_timeout_s),
+                          "backoff": {"init_backoff": timedelta(milliseconds=100),
+                                      "max_backoff": timedelta(seconds=1), "base": 2.0}},
+        )
+        self._stores: OrderedDict[str, S3Store] = OrderedDict()
+        self._probe = Minio(self.endpoint, access_key=settings.minio_access_key,
+                            secret_key=settings.minio_secret_key.get_secret_value(),
+                            secure=settings.minio_secure, region=settings.minio_region,
                             http_client=_pool(settings, size=2, retries=False, timeout_s=2.0))
         self._probe_ok_until = 0.0
 
-    def fetch(self, bucket: str, key: str) -> bytes:
-        """The object's bytes; raises a ServiceError subclass on every failure (blocking: call from a thread)."""
+    def _store(self, bucket: str) -> S3Store:
+        store = self._stores.get(bucket)
+        if store is None:
+            store = self._stores[bucket] = S3Store(bucket, **self._store_config)
+            if len(self._stores) > _MAX_STORES:
+                self._stores.popitem(last=False)
+        return store
+
+    async def fetch(self, bucket: str, key: str) -> bytes:
+        """The object's bytes; raises a ServiceError subclass on every failure."""
         try:
-            return self._fetch(bucket, key)
+            return await self._fetch(bucket, key)
         except StorageUnavailable:
             self._probe_ok_until = 0.0  # readiness must not vouch for storage from a cached answer now
             raise
 
-    def _fetch(self, bucket: str, key: str) -> bytes:
+    async def _fetch(self, bucket: str, key: str) -> bytes:
+        if key.startswith("/") or key.endswith("/"):  # object_store would drop the slash: another object
+            raise StorageRefused(f"storage refuses the name s3://{bucket}/{key}: a key cannot start or end with '/'")
         try:
-            response = self._client.get_object(bucket, key)
-        except S3Error as exc:
-            raise self._s3_error(exc, bucket, key) from exc
-        except ValueError as exc:  # the SDK's own checks of the names: nothing was sent
-            raise StorageRefused(f"the MinIO client refuses the name s3://{bucket}/{key}: {exc}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {exc}") from exc
+            store = self._store(bucket)
+        except Exception as exc:  # obstore's own check of the bucket's name: nothing was sent
+            raise StorageRefused(f"storage refuses the bucket name {bucket!r}: {_first_line(exc)}") from exc
         try:
-            length = response.headers.get("Content-Length")
-            if length is not None and int(length) > self.max_bytes:
-                response.close()  # drop the connection rather than read the body
-                raise ObjectTooLarge(f"s3://{bucket}/{key} is {int(length)} bytes; the limit is {self.max_bytes}")
-            data = response.read(self.max_bytes + 1, decode_content=False)
-            if len(data) > self.max_bytes:  # no (or a wrong) Content-Length: the capped read decides
-                response.close()
-                raise ObjectTooLarge(f"s3://{bucket}/{key} is over the limit of {self.max_bytes} bytes")
-            return data
-        except ServiceError:
-            raise
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            response.close()
-            raise StorageUnavailable(f"reading s3://{bucket}/{key} from {self.endpoint} failed: {exc}") from exc
-        finally:
-            response.release_conn()
+            result = await obstore.get_async(store, key)
+        except Exception as exc:
+            raise self._error(exc, bucket, key) from exc
+        size = result.meta["size"]
+        if size > self.max_bytes:  # the body is never read: dropping the result drops the connection
+            raise ObjectTooLarge(f"s3://{bucket}/{key} is {size} bytes; the limit is {self.max_bytes}")
+        try:
+            data = bytes(await result.bytes_async())
+        except Exception as exc:
+            raise StorageUnavailable(f"reading s3://{bucket}/{key} from {self.endpoint} failed: "
+                                     f"{_first_line(exc)}") from exc
+        if len(data) > self.max_bytes:  # (HTTP's framing holds the body to Content-Length; kept as a backstop)
+            raise ObjectTooLarge(f"s3://{bucket}/{key} is over the limit of {self.max_bytes} bytes")
+        return data
+
+    def _error(self, exc: Exception, bucket: str, key: str) -> ServiceError:
+        text = str(exc)
+        status_match, code_match = _STATUS_RE.search(text), _CODE_RE.search(text)
+        if status_match is None:
+            if isinstance(exc, ValueError):  # obstore's own checks of the key: nothing was sent
+                return StorageRefused(f"storage refuses the name s3://{bucket}/{key}: {_first_line(exc)}")
+            return StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {_first_line(exc)}")
+        status = int(status_match.group(1))
+        code = code_match.group(1) if code_match else ""
+        if code == "NoSuchBucket":
+            return BucketNotFound(f"no bucket {bucket!r}")
+        if code in _MISSING_CODES or (status == 404 and not code):
+            return ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+        if code in _CREDENTIAL_CODES:
+            return StorageUnavailable(f"MinIO at {self.endpoint} rejects our credentials ({code})")
+        if code == "AccessDenied":
+            return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user")
+        message = _s3_message(text) or _first_line(exc)
+        if code in _UNAVAILABLE_CODES or status == 503:
+            return StorageUnavailable(f"MinIO at {self.endpoint} answered {code or status}: {message}")
+        if 400 <= status < 500:  # MinIO answered, about this request: the name, the object, its state
+            return StorageRefused(f"MinIO refuses s3://{bucket}/{key}: {code or status}: {message}")
+        return StorageFailed(f"MinIO at {self.endpoint} failed on s3://{bucket}/{key}: {code or status}: {message}")
 
     def check(self, cache_s: float = 1.0) -> None:
         """Raise StorageUnavailable unless MinIO answers an authenticated call (result cached `cache_s`)."""
@@ -113,18 +166,11 @@ class ObjectStore:
             raise StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {exc}") from exc
         self._probe_ok_until = time.monotonic() + cache_s
 
-    def _s3_error(self, exc: S3Error, bucket: str, key: str) -> ServiceError:
-        if exc.code == "NoSuchBucket":
-            return BucketNotFound(f"no bucket {bucket!r}")
-        if exc.code in _MISSING_CODES:
-            return ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
-        if exc.code in _CREDENTIAL_CODES:
-            return StorageUnavailable(f"MinIO at {self.endpoint} rejects our credentials ({exc.code})")
-        if exc.code == "AccessDenied":
-            return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user")
-        status = getattr(exc.response, "status", 500)
-        if exc.code in _UNAVAILABLE_CODES or status == 503:
-            return StorageUnavailable(f"MinIO at {self.endpoint} answered {exc.code}: {exc.message}")
-        if 400 <= status < 500:  # MinIO answered, about this request: the name, the object, its state
-            return StorageRefused(f"MinIO refuses s3://{bucket}/{key}: {exc.code}: {exc.message}")
-        return StorageFailed(f"MinIO at {self.endpoint} failed on s3://{bucket}/{key}: {exc.code}: {exc.message}")
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0][:300]
+
+
+def _s3_message(text: str) -> str:
+    found = re.search(r"<Message>([^<]{1,300})</Message>", text)
+    return found.group(1) if found else ""

@@ -92,14 +92,14 @@ def test_names_storage_refuses_are_a_4xx_of_the_fetch_never_an_outage(stack_sett
                                         minio_access_key=stack_settings.minio_access_key,
                                         minio_secret_key=stack_settings.minio_secret_key))
     with pytest.raises(ServiceError) as err:
-        store.fetch(bucket, key)  # below the request's validation: what storage itself says
+        asyncio.run(store.fetch(bucket, key))  # below the request's validation: what storage itself says
     assert 400 <= err.value.status < 500 and err.value.stage == "fetch", (err.value.status, err.value.message)
 
 
 def test_the_reserved_bucket_is_a_4xx_too(stack_settings):
     store = ObjectStore(ServiceSettings(team="fruit", minio_endpoint=stack_settings.minio_endpoint))
     with pytest.raises(ServiceError) as err:
-        store.fetch("minio", "a.jpg")
+        asyncio.run(store.fetch("minio", "a.jpg"))
     assert 400 <= err.value.status < 500
 
 
