@@ -73,6 +73,8 @@ demo: setup
 
 bench: setup
 	$(PY) bench/service.py
+	$(PY) bench/service.py --cpu-cost
+	$(PY) bench/gpu_service.py --record
 	$(PY) bench/pipeline.py
 
 schemas: $(VENV)/.ready

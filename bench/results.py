@@ -63,9 +63,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], ali
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def append_results(title: str, table_md: str, notes: str = "", path: Path = RESULTS_FILE) -> Path:
+def append_results(title: str, table_md: str, notes: str = "", path: Path = RESULTS_FILE,
+                   measured_on: str | None = None) -> Path:
+    """`measured_on` names the machine when the numbers came from another one than this (a lent GPU machine)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- commit: {commit()}\n\n"
+    section = (f"\n## {title}\n\n- date: {stamp}\n- machine: {measured_on or machine()}\n- commit: {commit()}\n\n"
                f"{table_md.strip()}\n")
     if notes.strip():
         section += f"\n{notes.strip()}\n"

@@ -1,6 +1,7 @@
 """Inference service benchmark: dynamic batching on vs off, same images, same machine, one run.
 
     .venv/bin/python bench/service.py [--concurrency 1,4,16,32] [--duration 6] [--team fruit]
+    .venv/bin/python bench/service.py --cpu-cost [--workers 1]      (issue 10's goal 2; see `cpu_cost`)
 
 It starts one service process per mode (InferenceService) against the local stack's MinIO ("off" is
 MAX_BATCH_SIZE=1), then for each concurrency, alternating the modes, runs a closed loop of that many clients
@@ -20,6 +21,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -166,6 +168,163 @@ def measure(service: InferenceService, mode: str, bucket: str, keys: list[str], 
                  images_after - images_before)
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its live descendants (uvicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # a worker that ended meanwhile
+    return total
+
+
+def in_process_reference(team: str, weights: str, images: list[bytes], batch_size: int,
+                         seconds: float) -> dict[str, float]:
+    """The same images decoded and run in this process, no HTTP and no storage: decode + resize each image
+    (the service's own `decode_cpu`), stack `batch_size` of them, one forward pass; repeated for `seconds`.
+    Gives the decode + forward rate, and the CPU seconds per image of decoding and of the forward pass."""
+    import torch
+
+    from services.inference_http import decode, model_registry
+
+    runner = model_registry.get_model_runner(team, weights)
+    runner.to_device(torch.device("cpu"))
+    size = tuple(runner.input_size)
+    limits = 50_000_000, 500_000_000
+    for _ in range(2):  # warm-up
+        runner.run_batch(torch.stack([decode.decode_cpu(images[i % len(images)], size, *limits)
+                                      for i in range(batch_size)]))
+    decode_cpu = forward_cpu = 0.0
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        cpu0 = time.process_time()
+        batch = torch.stack([decode.decode_cpu(images[(done + i) % len(images)], size, *limits)
+                             for i in range(batch_size)])
+        cpu1 = time.process_time()
+        runner.run_batch(batch)
+        forward_cpu += time.process_time() - cpu1
+        decode_cpu += cpu1 - cpu0
+        done += batch_size
+    elapsed = time.perf_counter() - started
+    return {"img_s": done / elapsed, "decode_cpu_ms": decode_cpu / done * 1000,
+            "forward_cpu_ms": forward_cpu / done * 1000}
+
+
+async def batch_loop(base_url: str, bucket: str, keys: list[str], clients: int, items: int,
+                     seconds: float) -> tuple[int, int]:
+    """`clients` closed loops posting /infer_batch with `items` objects each: (images ok, items failed)."""
+    url = httpx.URL(base_url)
+    counter = itertools.count()
+    ok = failed = 0
+    end = time.monotonic() + seconds
+
+    async def client_loop() -> None:
+        nonlocal ok, failed
+        client = KeepAliveClient(url.host, url.port or 80)
+        try:
+            while time.monotonic() < end:
+                body = {"items": [{"bucket": bucket, "key": keys[next(counter) % len(keys)]} for _ in range(items)]}
+                status, payload = await client.post_json("/infer_batch", body)
+                good = payload.count(b'"ok":true') if status == 200 else 0
+                ok, failed = ok + good, failed + items - good
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    return ok, failed
+
+
+def cpu_cost(args: argparse.Namespace, settings: StackSettings, weights: str, bucket: str, keys: list[str],
+             images: list[bytes], env: dict[str, str]) -> int:
+    """Issue 10's goal 2: the service's CPU per image outside the forward pass, and its rate against the
+    in-process decode + forward rate of the same images, in one run on this machine.
+
+    The service runs at saturation (a closed loop of /infer_json clients, then of /infer_batch clients); its
+    CPU is read from /proc (the process and its workers). The forward pass's CPU per image is measured in this
+    process on the same images at the batch size the service formed (its mean, from `inference_batch_size`), so
+    outside = service CPU per image - forward CPU per image. Decoding is part of "outside" on a CPU-only machine;
+    the table shows it too (in-process), so what the service itself adds (HTTP, fetch, batching, JSON) is seen.
+    The load generator shares this machine's cores with the service (not with the in-process run)."""
+    service = InferenceService(settings, team=args.team, weights_path=weights, env=env,
+                               log_path=settings.logs_dir / f"bench-cost-{args.team}.log")
+    runs = [("/infer_json", args.cost_clients, 1), ("/infer_batch", args.cost_batch_clients, args.cost_items)]
+    measured = []
+    # the in-process reference runs before and after the service (on a shared machine, load drifts), averaged
+    before = in_process_reference(args.team, weights, images, args.max_batch_size, args.duration / 2)
+    with service.start():
+        pid = service.process.pid  # type: ignore[union-attr]
+        for route, clients, items in runs:
+            load = (closed_loop(service.base_url, bucket, keys, clients, args.warmup) if items == 1 else
+                    batch_loop(service.base_url, bucket, keys, clients, items, args.warmup))
+            asyncio.run(load)
+            with httpx.Client(base_url=service.base_url) as client:
+                passes0, images0 = batch_histogram(client)
+                cpu0, t0 = process_tree_cpu_s(pid), time.monotonic()
+                if items == 1:
+                    ok, errors, _, latencies = asyncio.run(
+                        closed_loop(service.base_url, bucket, keys, clients, args.duration))
+                else:
+                    ok, errors = asyncio.run(batch_loop(service.base_url, bucket, keys, clients, items,
+                                                        args.duration))
+                cpu1, t1 = process_tree_cpu_s(pid), time.monotonic()
+                passes1, images1 = batch_histogram(client)
+            mean_batch = (images1 - images0) / max(1.0, passes1 - passes0)
+            measured.append(dict(route=route, clients=clients, items=items, ok=ok, errors=errors,
+                                 img_s=ok / (t1 - t0), cpu_ms=(cpu1 - cpu0) / max(1, ok) * 1000,
+                                 mean_batch=mean_batch))
+            console.print(f"{route} x{clients} ({items} items): {ok / (t1 - t0):.1f} img/s, "
+                          f"{(cpu1 - cpu0) / max(1, ok) * 1000:.2f} ms CPU/img, mean batch {mean_batch:.1f}, "
+                          f"errors {errors}")
+    after = in_process_reference(args.team, weights, images, args.max_batch_size, args.duration / 2)
+    reference = {name: (before[name] + after[name]) / 2 for name in before}
+    console.print(f"in-process before the service {before['img_s']:.1f} img/s, after {after['img_s']:.1f}")
+    console.print(f"in-process decode + forward (batch {args.max_batch_size}): {reference['img_s']:.1f} img/s; "
+                  f"decode {reference['decode_cpu_ms']:.2f} ms CPU/img, forward {reference['forward_cpu_ms']:.2f}")
+    headers = ["route", "clients x items", "service img/s", "in-process img/s", "service / in-process",
+               "service CPU ms/img", "forward CPU ms/img", "outside forward ms/img", "of which decode",
+               "service's own (HTTP, fetch, batching, JSON)", "mean batch"]
+    rows = []
+    errors = 0
+    for m in measured:
+        forward = in_process_reference(args.team, weights, images, max(1, round(m["mean_batch"])),
+                                       min(3.0, args.duration))["forward_cpu_ms"]
+        outside = m["cpu_ms"] - forward
+        errors += m["errors"]
+        rows.append([m["route"], f"{m['clients']} x {m['items']}", f"{m['img_s']:.1f}",
+                     f"{reference['img_s']:.1f}", f"**{m['img_s'] / reference['img_s']:.2f}**",
+                     f"{m['cpu_ms']:.2f}", f"{forward:.2f}", f"**{outside:.2f}**",
+                     f"{reference['decode_cpu_ms']:.2f}", f"{outside - reference['decode_cpu_ms']:.2f}",
+                     f"{m['mean_batch']:.1f}"])
+    workers = env.get("WORKERS", "default")
+    title = (f"Goal 2 (issue 10): {args.team} service CPU per image outside the forward pass, and its rate vs "
+             f"in-process decode + forward, {args.image_size}px JPEGs, WORKERS={workers}")
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*[cell.strip("*") for cell in row])
+    console.print(table)
+    if not args.no_record:
+        command = shlex.join([".venv/bin/python", "bench/service.py", *args.argv])
+        notes = (f"Command: `{command}`. Service at saturation (closed loops, load generator on the same machine), "
+                 f"{args.duration:g} s measured per route after {args.warmup:g} s of warm-up; service CPU from "
+                 f"/proc (process and workers); forward CPU per image measured in-process at the service's mean "
+                 f"batch; in-process reference: decode_cpu + stack + run_batch of {args.max_batch_size}, one "
+                 f"thread plus torch's own, the mean of runs before ({before['img_s']:.1f} img/s) and after "
+                 f"({after['img_s']:.1f}) the service's. Goals: outside forward <= 0.5 ms/img; "
+                 f"service / in-process >= 0.80. Failed requests: {errors}.")
+        path = append_results(title, markdown_table(headers, rows), notes)
+        console.print(f"appended to {path}")
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--team", choices=sorted(WEIGHTS), default="fruit")
@@ -181,7 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra service setting for both modes (repeatable), e.g. --env FETCH_CONCURRENCY=8")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--cpu-cost", action="store_true",
+                        help="issue 10's goal 2 instead: CPU per image outside the forward pass, rate vs in-process")
+    parser.add_argument("--workers", default=None, help="WORKERS for the service (--cpu-cost; default: its own)")
+    parser.add_argument("--cost-clients", type=int, default=32, help="/infer_json clients (--cpu-cost)")
+    parser.add_argument("--cost-batch-clients", type=int, default=4, help="/infer_batch clients (--cpu-cost)")
+    parser.add_argument("--cost-items", type=int, default=32, help="items per /infer_batch request (--cpu-cost)")
     args = parser.parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     modes = [m for m in ("on", "off") if m in args.modes.split(",")]
 
@@ -201,13 +367,17 @@ def main(argv: list[str] | None = None) -> int:
                    "off": {"MAX_BATCH_SIZE": "1", "MAX_BATCH_DELAY_MS": "0"}}
     points: dict[tuple[str, int], Point] = {}
     try:
-        keys = []
+        keys, images = [], []
         for i in range(args.images):
             kind = KINDS[i % 2]
-            data = make_image(kind, 3_000_000 + i, args.image_size)
+            images.append(make_image(kind, 3_000_000 + i, args.image_size))
             keys.append(f"{kind}-{i:04d}.jpg")
-            minio.put_object(bucket, keys[-1], io.BytesIO(data), len(data), content_type="image/jpeg")
+            minio.put_object(bucket, keys[-1], io.BytesIO(images[-1]), len(images[-1]), content_type="image/jpeg")
         console.print(f"uploaded {len(keys)} {args.image_size}px JPEGs to s3://{bucket}")
+        if args.cpu_cost:
+            workers = {"WORKERS": args.workers} if args.workers else {}
+            return cpu_cost(args, settings, weights, bucket, keys, images,
+                            {**env_common, **env_by_mode["on"], **workers})
         # both services run side by side and the modes alternate at each point, so a drift in the machine's
         # load (other work on a shared box) hits both modes alike instead of biasing whichever ran second
         services = {mode: InferenceService(settings, team=args.team, weights_path=weights,

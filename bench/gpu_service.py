@@ -1,0 +1,482 @@
+"""Issue 10's goal 1: the resnet50 service on one GPU, fetch + decode + infer + JSON included, against the same
+GPU's hot-path ceiling measured in the same run. On a machine without a CUDA GPU it says so and measures nothing.
+
+    python bench/gpu_service.py [--configs '[{"WORKERS": "8", "MAX_BATCH_SIZE": "64"}]'] [--secs 8] [--record]
+        [--minio-binary PATH]     start this MinIO server for the run (a lent GPU machine has no stack of its own);
+                                  else the one at MINIO_ENDPOINT (default 127.0.0.1:9000, minioadmin) is used
+
+It uploads 64 photo-like 640x480 JPEGs (about 80 KB), starts the service as users do (`python -m
+services.inference_http`, TEAM=resnet50, DEVICE=cuda, each config's environment), drives it from separate
+load-generator processes over raw keep-alive HTTP/1.1 (so the generator is not what is measured): 1-client latency,
+/infer_json closed loops, /infer_batch closed loops, then Poisson arrivals at half the best /infer_json rate. For
+every closed loop it also reads the service's CPU (the process and its workers, from /proc) and its time in forward
+passes (`inference_forward_seconds`), so the table shows the CPU each image costs outside the forward pass (goal 2
+on a GPU). After the service stops, the ceiling: nvJPEG batch decode + resize + ResNet-50 fp16 channels_last, and
+the bare forward pass, no HTTP and no storage. Ported from the harness that measured issue 10's starting point.
+Writes the figures as JSON to $OUT/gpu_service.json (or /tmp) and, with --record, the tables to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.results import append_results, markdown_table  # noqa: E402
+
+PORT = 8000
+BUCKET = "resnet50-bench"  # one of the team's own buckets (ALLOWED_BUCKETS' default: TEAM and TEAM-*)
+KEYS = [f"img-{i:03d}.jpg" for i in range(64)]
+DEFAULT_CONFIGS = '[{"MAX_BATCH_SIZE": "64", "MAX_BATCH_DELAY_MS": "5"}]'  # WORKERS: the service's default
+GOAL_IMG_S = 6200  # goal 1: 75% of the hot-path ceiling measured on an H100 (issue 10)
+
+
+def log(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, flush=True)
+
+
+def cuda_device() -> str | None:
+    """The GPU's name, or None when torch sees no CUDA device (or there is no torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def make_jpegs() -> list[bytes]:
+    """Photo-like 640x480 JPEGs: smooth random colour fields, about 80 KB at quality 85."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in KEYS:
+        base = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        image = Image.fromarray(base).resize((640, 480), Image.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        out.append(buffer.getvalue())
+    return out
+
+
+def http_get(path: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# ---------------------------------------------------------------------------- MinIO and the service
+
+
+def start_minio(binary: str, data_dir: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MINIO_ROOT_USER": "minioadmin", "MINIO_ROOT_PASSWORD": "minioadmin"}
+    process = subprocess.Popen([binary, "server", data_dir, "--address", "127.0.0.1:9000", "--console-address",
+                                "127.0.0.1:9001", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:9000/minio/health/ready", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("MinIO did not become ready within 60 s")
+
+
+def upload(endpoint: str, access: str, secret: str) -> int:
+    from minio import Minio
+
+    client = Minio(endpoint, access, secret, secure=False)
+    if not client.bucket_exists(BUCKET):
+        client.make_bucket(BUCKET)
+    jpegs = make_jpegs()
+    for key, data in zip(KEYS, jpegs, strict=True):
+        client.put_object(BUCKET, key, io.BytesIO(data), len(data), content_type="image/jpeg")
+    return sum(map(len, jpegs)) // len(jpegs)
+
+
+def start_service(config: dict[str, str], endpoint: str, access: str, secret: str,
+                  log_path: Path) -> subprocess.Popen[bytes]:
+    """The service as users start it. A config's SERVICE_ROOT (not a setting) runs the service's code from another
+    checkout, e.g. an older commit's, so before and after are measured in one run on one machine."""
+    config = dict(config)
+    root = Path(config.pop("SERVICE_ROOT", REPO_ROOT)).resolve()
+    python_path = [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                 if p and Path(p).resolve() != REPO_ROOT]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
+           "TEAM": "resnet50", "WEIGHTS_PATH": str(REPO_ROOT / "weights" / "resnet50.pt"),
+           "DEVICE": "cuda", "MINIO_ENDPOINT": endpoint, "MINIO_ACCESS_KEY": access, "MINIO_SECRET_KEY": secret,
+           "HOST": "127.0.0.1", "PORT": str(PORT), "MAX_QUEUE": "8192", "REQUEST_TIMEOUT_MS": "60000",
+           "MAX_CONNECTIONS": "4096", "LOG_LEVEL": "warning", **config}
+    with log_path.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "services.inference_http"], env=env, cwd=root,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.monotonic()
+    while time.monotonic() - started < 600:
+        if process.poll() is not None:
+            raise SystemExit(f"the service exited while starting:\n{log_path.read_text()[-3000:]}")
+        try:
+            status, body = http_get("/readyz", timeout=2)
+            if status == 200:
+                workers = json.loads(body).get("workers", 1)
+                # every worker warms before it takes connections; wait until all count as ready
+                while metric("inference_ready") < workers and time.monotonic() - started < 600:
+                    time.sleep(0.5)
+                log(f"service ready in {time.monotonic() - started:.1f}s: {body[:200]!r}")
+                return process
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the service was not ready within 600 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def metrics() -> dict[str, float]:
+    _, body = http_get("/metrics", timeout=10)
+    values: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#") and "{" not in line.split(" ")[0]:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def metric(name: str) -> float:
+    return metrics().get(name, 0.0)
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its live descendants (the service's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+# ---------------------------------------------------------------------------- load generator (child processes)
+
+
+async def _connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", PORT)
+
+
+async def _post(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, body: bytes) -> tuple[int, bytes]:
+    reader, writer = conn
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
+    return status, await reader.readexactly(length)
+
+
+def _body(path: str, items: int, rnd: random.Random) -> bytes:
+    if path == "/infer_json":
+        return json.dumps({"bucket": BUCKET, "key": rnd.choice(KEYS)}).encode()
+    return json.dumps({"items": [{"bucket": BUCKET, "key": rnd.choice(KEYS)} for _ in range(items)]}).encode()
+
+
+def _closed_worker(path: str, items: int, connections: int, seconds: float, queue: mp.Queue) -> None:
+    async def main() -> None:
+        rnd = random.Random(os.getpid())
+        end = time.monotonic() + seconds
+        latencies: list[float] = []
+        images = errors = 0
+
+        async def client() -> None:
+            nonlocal images, errors
+            conn = await _connect()
+            while time.monotonic() < end:
+                sent = time.perf_counter()
+                status, payload = await _post(conn, path, _body(path, items, rnd))
+                if status == 200:
+                    ok = payload.count(b'"ok":true') if path == "/infer_batch" else 1
+                    images, errors = images + ok, errors + (items - ok if path == "/infer_batch" else 0)
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                else:
+                    errors += items
+            conn[1].close()
+
+        await asyncio.gather(*(client() for _ in range(connections)))
+        queue.put((images, errors, latencies))
+
+    asyncio.run(main())
+
+
+def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
+    """Poisson arrivals at `rate` /infer_json requests per second, each on a free pooled connection."""
+    async def main() -> None:
+        rnd = random.Random(os.getpid())
+        free: asyncio.Queue = asyncio.Queue()
+        for _ in range(64):
+            free.put_nowait(await _connect())
+        latencies: list[float] = []
+        errors = 0
+
+        async def one() -> None:
+            nonlocal errors
+            sent = time.perf_counter()
+            conn = await free.get()
+            status, _ = await _post(conn, "/infer_json", _body("/infer_json", 1, rnd))
+            free.put_nowait(conn)
+            if status == 200:
+                latencies.append((time.perf_counter() - sent) * 1000)
+            else:
+                errors += 1
+
+        tasks = []
+        end = time.monotonic() + seconds
+        next_at = time.monotonic()
+        while next_at < end:
+            next_at += rnd.expovariate(rate)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        queue.put((len(latencies), errors, latencies))
+
+    asyncio.run(main())
+
+
+def run_load(target, args_list: list[tuple], timeout_s: float) -> tuple[int, int, list[float]]:
+    queue: mp.Queue = mp.Queue()
+    procs = [mp.Process(target=target, args=(*args, queue)) for args in args_list]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=timeout_s) for _ in procs]
+    for proc in procs:
+        proc.join()
+    latencies = sorted(x for r in results for x in r[2])
+    return sum(r[0] for r in results), sum(r[1] for r in results), latencies
+
+
+def pct(latencies: list[float], q: float) -> float:
+    return round(latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))], 1) if latencies else float("nan")
+
+
+def closed(pid: int, path: str, items: int, procs: int, conns: int, seconds: float) -> dict:
+    run_load(_closed_worker, [(path, items, conns, 2.0)] * procs, 120)  # warm the connections and batch sizes
+    before, cpu0 = metrics(), process_tree_cpu_s(pid)
+    images, errors, latencies = run_load(_closed_worker, [(path, items, conns, seconds)] * procs, seconds + 120)
+    cpu1, after = process_tree_cpu_s(pid), metrics()
+    passes = after.get("inference_batch_size_count", 0) - before.get("inference_batch_size_count", 0)
+    in_passes = after.get("inference_batch_size_sum", 0) - before.get("inference_batch_size_sum", 0)
+    forward_s = after.get("inference_forward_seconds_total", 0) - before.get("inference_forward_seconds_total", 0)
+    result = dict(path=path, items=items, concurrency=procs * conns, img_s=round(images / seconds, 1), errors=errors,
+                  p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), mean_batch=round(in_passes / max(1, passes), 1),
+                  cpu_ms_per_img=round((cpu1 - cpu0) / max(1, images) * 1000, 3),
+                  outside_forward_ms_per_img=round((cpu1 - cpu0 - forward_s) / max(1, images) * 1000, 3))
+    log(result)
+    return result
+
+
+def profile(pid: int, procs: int, out_dir: Path) -> None:
+    """py-spy the service's first worker under /infer_json and then /infer_batch load: raw collapsed stacks of the
+    threads holding the GIL and of all threads, idle included (`py-spy record --gil | --idle --format raw`)."""
+    workers = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    target = next((w for w in workers if b"resource_tracker" not in Path(f"/proc/{w}/cmdline").read_bytes()), pid)
+    for path, items, conns in (("/infer_json", 1, 40), ("/infer_batch", 32, 4)):
+        queue: mp.Queue = mp.Queue()
+        load = [mp.Process(target=_closed_worker, args=(path, items, conns, 24.0, queue)) for _ in range(procs)]
+        for proc in load:
+            proc.start()
+        time.sleep(4)
+        for flag, tag in (("--gil", "gil"), ("--idle", "all")):
+            subprocess.run(["py-spy", "record", "-d", "8", "-r", "200", "--format", "raw", "--threads",
+                            "--nonblocking", flag, "-o", str(out_dir / f"prof_{path.strip('/')}_{tag}.txt"),
+                            "--pid", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        images = sum(queue.get(timeout=120)[0] for _ in load)
+        for proc in load:
+            proc.join()
+        log("profiled", path, "images", images)
+
+
+def open_loop(rate: float, procs: int, seconds: float) -> dict:
+    images, errors, latencies = run_load(_open_worker, [(rate / procs, seconds)] * procs, seconds + 120)
+    result = dict(path="open", offered_img_s=rate, done_img_s=round(images / seconds, 1), errors=errors,
+                  p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), p999_ms=pct(latencies, 99.9))
+    log(result)
+    return result
+
+
+# ---------------------------------------------------------------------------- the GPU's own ceiling
+
+
+def ceiling() -> dict[str, float]:
+    """nvJPEG batch decode + resize + ResNet-50 fp16 channels_last, and the bare forward, on the same images."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+    from torchvision.io import decode_jpeg
+
+    torch.backends.cudnn.benchmark = True
+    device = "cuda"
+    jpegs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in make_jpegs()]
+    model = torchvision.models.resnet50(weights=None).eval().to(device).half().to(memory_format=torch.channels_last)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1).half()
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1).half()
+    out: dict[str, float] = {}
+    for batch in (64, 128):
+        def step(batch: int = batch) -> None:
+            images = decode_jpeg([jpegs[i % len(jpegs)] for i in range(batch)], device=device)
+            x = torch.stack(images).half().div_(255)
+            x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=False)
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                model(x).float().softmax(1).max(1)
+
+        x0 = torch.randn(batch, 3, 224, 224, device=device).half().contiguous(memory_format=torch.channels_last)
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+        started, n = time.perf_counter(), 30
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+        out[f"hot path, batch {batch}"] = round(n * batch / (time.perf_counter() - started), 1)
+        with torch.inference_mode():
+            for _ in range(5):
+                model(x0)
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(n):
+                model(x0)
+            torch.cuda.synchronize()
+        out[f"bare forward, batch {batch}"] = round(n * batch / (time.perf_counter() - started), 1)
+    log("ceiling", out)
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def tables(results: dict) -> list[tuple[str, str]]:
+    """(title, markdown) for the goal-1 table and the ceiling."""
+    ceiling_img_s = max(v for k, v in results["ceiling"].items() if k.startswith("hot path"))
+    ceiling_img_s = ceiling_img_s if ceiling_img_s == ceiling_img_s else float("inf")  # nan: not measured
+    headers = ["config", "run", "clients x items", "img/s", "of ceiling", "p50 ms", "p99 ms", "mean batch",
+               "CPU ms/img", "outside forward ms/img", "errors"]
+    rows = []
+    for config in results["configs"]:
+        name = " ".join(f"{k}={v}" for k, v in config["env"].items()) or "defaults"
+        for run in config["runs"]:
+            if run["path"] == "open":
+                rows.append([name, f"open loop, Poisson {run['offered_img_s']:g}/s", "1", run["done_img_s"], "",
+                             run["p50_ms"], f"**{run['p99_ms']}**", "", "", "", run["errors"]])
+                continue
+            rows.append([name, run["path"], f"{run['concurrency']} x {run['items']}", f"**{run['img_s']}**",
+                         f"{run['img_s'] / ceiling_img_s:.2f}", run["p50_ms"], run["p99_ms"], run["mean_batch"],
+                         run["cpu_ms_per_img"], f"**{run['outside_forward_ms_per_img']}**", run["errors"]])
+    ceiling_rows = [[k, v] for k, v in results["ceiling"].items()]
+    return [(f"Goal 1 (issue 10): resnet50 service on {results['gpu']}, fetch + decode + infer + JSON",
+             markdown_table(headers, rows)),
+            ("the same GPU's ceiling in the same run (no HTTP, no storage)",
+             markdown_table(["what", "img/s"], ceiling_rows))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=os.environ.get("CONFIGS", DEFAULT_CONFIGS),
+                        help="JSON list of service environments, one service run each")
+    parser.add_argument("--secs", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--gen-procs", type=int, default=6, help="load-generator processes")
+    parser.add_argument("--json-conc", default="[256]", help="JSON list of /infer_json client counts")
+    parser.add_argument("--batch-runs", default="[[32, 24]]", help="JSON list of [items, clients] for /infer_batch")
+    parser.add_argument("--minio-binary", default=None, help="start this MinIO server for the run")
+    parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="only profile each config's service with py-spy")
+    parser.add_argument("--smoke-on-cpu", action="store_true",
+                        help="run the whole harness against a CPU service, no ceiling (checks the harness, not a GPU)")
+    args = parser.parse_args(argv)
+
+    gpu = "CPU (smoke run)" if args.smoke_on_cpu else cuda_device()
+    if gpu is None:
+        print("Goal 1 (issue 10) needs a CUDA GPU: torch sees none on this machine, so nothing was measured. "
+              "Run `python bench/gpu_service.py` where one is (bench/gpu_run.sh runs it on a bare GPU machine).")
+        return 0
+    endpoint = os.environ.get("MINIO_ENDPOINT", "127.0.0.1:9000")
+    access = os.environ.get("MINIO_ACCESS_KEY", "minioadmin")
+    secret = os.environ.get("MINIO_SECRET_KEY", "minioadmin")
+    out_dir = Path(os.environ.get("OUT", "/tmp"))
+    subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", "weights/resnet50.pt"],
+                   cwd=REPO_ROOT, check=True)
+    minio = start_minio(args.minio_binary, tempfile.mkdtemp(prefix="bench-minio-")) if args.minio_binary else None
+    results: dict = {"gpu": gpu, "cpus": os.cpu_count(), "configs": []}
+    try:
+        log("uploaded 64 JPEGs, mean bytes", upload(endpoint, access, secret))
+        for config in json.loads(args.configs):
+            if args.smoke_on_cpu:
+                config = {**config, "DEVICE": "cpu"}
+            service = start_service(config, endpoint, access, secret, out_dir / "gpu_service.log")
+            entry: dict = {"env": config, "runs": []}
+            try:
+                procs = args.gen_procs
+                if args.profile:
+                    profile(service.pid, procs, out_dir)
+                    continue
+                entry["runs"].append(closed(service.pid, "/infer_json", 1, 1, 1, args.secs))
+                for concurrency in json.loads(args.json_conc):
+                    entry["runs"].append(closed(service.pid, "/infer_json", 1, procs, max(1, concurrency // procs),
+                                                args.secs))
+                for items, clients in json.loads(args.batch_runs):
+                    generators = min(procs, clients)
+                    entry["runs"].append(closed(service.pid, "/infer_batch", items, generators,
+                                                max(1, clients // generators), args.secs))
+                best_json = max(r["img_s"] for r in entry["runs"] if r["path"] == "/infer_json")
+                entry["runs"].append(open_loop(round(best_json / 2), procs, args.secs))
+            finally:
+                stop(service)
+            results["configs"].append(entry)
+            (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
+    finally:
+        if minio is not None:
+            os.killpg(minio.pid, signal.SIGTERM)
+    if args.profile:
+        return 0
+    results["ceiling"] = {"hot path, not measured": float("nan")} if args.smoke_on_cpu else ceiling()
+    (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
+    for title, table in tables(results):
+        print(f"\n## {title}\n\n{table}")
+    if args.record:
+        for title, table in tables(results):
+            append_results(title, table, f"Command: `python bench/gpu_service.py {' '.join(argv or sys.argv[1:])}`; "
+                           f"{results['cpus']} cores. Goal: >= {GOAL_IMG_S} img/s, p99 < 50 ms at half that rate.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
