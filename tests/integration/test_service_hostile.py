@@ -7,6 +7,7 @@ storage is truly down; no client holds a connection or a CPU for longer than the
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import socket
 import time
@@ -101,6 +102,18 @@ def test_the_reserved_bucket_is_a_4xx_too(stack_settings):
     with pytest.raises(ServiceError) as err:
         asyncio.run(store.fetch("minio", "a.jpg"))
     assert 400 <= err.value.status < 500
+
+
+def test_a_content_encoded_object_comes_as_stored_never_inflated(stack_settings, minio, bucket):
+    """A gzip 'Content-Encoding' is not undone on the way in: the size limit holds for the bytes that arrive."""
+    inflated = bytes(range(256)) * 4096  # 1 MiB that gzip shrinks to a few KB
+    stored = gzip.compress(inflated)
+    minio.put_object(bucket, "bomb.bin", io.BytesIO(stored), len(stored), metadata={"Content-Encoding": "gzip"})
+    store = ObjectStore(ServiceSettings(team="fruit", minio_endpoint=stack_settings.minio_endpoint,
+                                        minio_access_key=stack_settings.minio_access_key,
+                                        minio_secret_key=stack_settings.minio_secret_key,
+                                        max_object_bytes=64 * 1024))
+    assert asyncio.run(store.fetch(bucket, "bomb.bin")) == stored
 
 
 @pytest.mark.parametrize("key", STORAGE_REFUSES)

@@ -20,3 +20,23 @@ def test_allowed_buckets_replaces_the_default_with_names_and_globs():
     assert settings.bucket_allowed("imagery-hot") and settings.bucket_allowed("shared-2026")
     assert not settings.bucket_allowed("fruit-hot")
     assert ServiceSettings(team="fruit", allowed_buckets="*").bucket_allowed("anything-at-all")
+
+
+def test_bucket_answers_are_the_same_when_asked_again():
+    settings = ServiceSettings(team="fruit")
+    assert [settings.bucket_allowed(b) for b in ("fruit-a", "orchard", "fruit-a", "orchard")] == [True, False] * 2
+
+
+def test_workers_are_set_or_default_to_one_on_the_cpu():
+    assert ServiceSettings(team="fruit", workers=3).worker_count == 3
+    assert ServiceSettings(team="fruit", device="cpu").worker_count == 1  # torch's threads take every core
+
+
+def test_with_a_gpu_the_default_is_half_the_cores_up_to_eight(monkeypatch):
+    from services.inference_http import settings as module
+
+    monkeypatch.setattr(module, "gpu_present", lambda: True)
+    for cores, workers in ((2, 1), (4, 2), (16, 8), (64, 8)):
+        monkeypatch.setattr(module, "usable_cores", lambda cores=cores: cores)
+        assert ServiceSettings(team="fruit").worker_count == workers
+    assert ServiceSettings(team="fruit", device="cpu").worker_count == 1
