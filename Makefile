@@ -75,6 +75,7 @@ bench: setup
 	$(PY) bench/service.py
 	$(PY) bench/service.py --cpu-cost
 	$(PY) bench/gpu_service.py --record
+	$(PY) bench/dispatcher.py
 	$(PY) bench/pipeline.py
 
 schemas: $(VENV)/.ready

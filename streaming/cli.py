@@ -99,9 +99,9 @@ def dispatch(ctx: typer.Context) -> None:
     import os
     import sys
 
-    from streaming.pipeline_run import JOB_FILE
+    from streaming.pipeline_run import local_job_command
 
-    os.execv(sys.executable, [sys.executable, str(JOB_FILE), *ctx.args])
+    os.execv(sys.executable, local_job_command(ctx.args))
 
 
 @app.command()

@@ -23,6 +23,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 JOB_FILE = REPO_ROOT / "streaming" / "flink" / "jobs" / "http_dispatcher.py"
 
 
+def local_job_command(args: list[str]) -> list[str]:
+    """`python http_dispatcher.py ARGS` on a local MiniCluster, with the connector jars this machine cached (a
+    cluster has them in lib/, so the job itself does not look for them)."""
+    if not any(a == "--connector-jars" or a.startswith("--connector-jars=") for a in args):
+        from streaming.local import install
+        from streaming.local.settings import StackSettings
+
+        args = ["--connector-jars", ",".join(str(p) for p in install.connector_jars(StackSettings())), *args]
+    return [sys.executable, str(JOB_FILE), *args]
+
+
 class DispatcherProcess:
     """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own session."""
 
@@ -35,7 +46,7 @@ class DispatcherProcess:
     def start(self) -> DispatcherProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(JOB_FILE), *self.args], stdout=log,
+            self.proc = subprocess.Popen(local_job_command(self.args), stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
                                          env={**os.environ, **self.env}, start_new_session=True)
         return self

@@ -12,10 +12,12 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-import httpx
+import orjson
 
-from schemas import BatchRequest, InferRequest
+from schemas import InferRequest
+from streaming.dispatch.http import Answer, HttpError, KeepAlivePool
 from streaming.dispatch.outcome import (
     WHOLE_REQUEST_TYPES,
     Outcome,
@@ -57,6 +59,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Transport(Protocol):
+    """What the client needs from HTTP: `KeepAlivePool` in the job; the unit tests bring their own."""
+
+    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _request_body(request: InferRequest) -> dict:
+    return {k: v for k, v in (("bucket", request.bucket), ("key", request.key), ("model_tag", request.model_tag),
+                              ("extra", request.extra)) if v is not None}
+
+
 class InferenceClient:
     def __init__(
         self,
@@ -67,18 +82,16 @@ class InferenceClient:
         max_batch_wait_ms: float = 5.0,
         max_connections: int = 64,
         auth_token: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.base_url = service_base_url(http_url)
         self.policy = policy
         self.items_per_request = items_per_request
         self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.timeout_s = timeout_s
         headers = {"authorization": f"Bearer {auth_token}"} if auth_token else {}
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), headers=headers,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-        )
+        self._http: Transport = transport or KeepAlivePool(
+            self.base_url, max_connections=max_connections, connect_timeout_s=min(5.0, timeout_s), headers=headers)
         self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -88,8 +101,10 @@ class InferenceClient:
         await self._http.aclose()
 
     async def _ready(self) -> bool:
-        response = await self._http.get(f"{self.base_url}/readyz", timeout=2.0)
-        return response.status_code == 200
+        try:
+            return (await self._http.request("GET", "/readyz", timeout_s=2.0)).status == 200
+        except HttpError:
+            return False
 
     @property
     def route(self) -> str:
@@ -98,9 +113,11 @@ class InferenceClient:
     async def _accepts_us(self) -> bool:
         """Whether the service takes our token on our route: an empty body must get the service's own 422 (auth
         and routing come before the body is read), not 401, 404 or an answer from something else."""
-        response = await self._http.post(f"{self.base_url}{self.route}", content=b"{}", timeout=5.0,
-                                         headers={"content-type": "application/json"})
-        return classify_response(response).verdict is Verdict.PERMANENT and response.status_code == 422
+        try:
+            response = await self._http.request("POST", self.route, b"{}", timeout_s=5.0)
+        except HttpError:
+            return False
+        return classify_response(response).verdict is Verdict.PERMANENT and response.status == 422
 
     async def infer(self, request: InferRequest) -> Success | Failure:
         attempts, suspect_503s, first_ms = 0, 0, _now_ms()
@@ -148,10 +165,9 @@ class InferenceClient:
 
     async def _post_one(self, request: InferRequest) -> Outcome:
         try:
-            response = await self._http.post(f"{self.base_url}/infer_json",
-                                             content=request.model_dump_json(exclude_none=True),
-                                             headers={"content-type": "application/json"})
-        except httpx.HTTPError as exc:
+            response = await self._http.request("POST", "/infer_json", orjson.dumps(_request_body(request)),
+                                                timeout_s=self.timeout_s)
+        except HttpError as exc:
             return classify_exception(exc)
         return _result_or_misconfigured(classify_response(response))
 
@@ -176,12 +192,11 @@ class InferenceClient:
                 future.set_result(outcome)
 
     async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
-        body = BatchRequest(items=requests).model_dump_json(exclude_none=True)
+        body = orjson.dumps({"items": [_request_body(request) for request in requests]})
         try:
-            response = await self._http.post(f"{self.base_url}/infer_batch", content=body,
-                                             headers={"content-type": "application/json"})
+            response = await self._http.request("POST", "/infer_batch", body, timeout_s=self.timeout_s)
             answer = self._split_batch(response, len(requests))
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             answer = classify_exception(exc)
         if not isinstance(answer, Outcome):
             return answer
@@ -199,7 +214,7 @@ class InferenceClient:
         return [answer] * len(requests)
 
     @staticmethod
-    def _split_batch(response: httpx.Response, n: int) -> Outcome | list[Outcome]:
+    def _split_batch(response: Answer, n: int) -> Outcome | list[Outcome]:
         """One outcome per item, or one Outcome when the answer is about the request as a whole."""
         whole = classify_response(response)
         items = (whole.body or {}).get("items") if whole.verdict is Verdict.SUCCESS else None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from schemas import limits, topics
 from streaming.dispatch import checkpoints
@@ -17,110 +17,122 @@ StartingOffsets = Literal["group", "earliest", "latest"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
 
+def option(default: Any, env: str, help: str) -> Any:
+    """A setting: its default, the seed/compose variable it is also read from, and its help. The flag is the field's
+    name with dashes (`--items-per-request`); its type and choices come from the annotation."""
+    return field(default=default, metadata={"env": env, "help": help})
+
+
 @dataclass(frozen=True)
 class DispatcherConfig:
-    bootstrap: str
-    team: str
-    http_url: str
-    input_topic: str
-    output_topic: str
-    dlq_topic: str
-    group_id: str
-    parallelism: int = 1
-    capacity: int = 64  # in-flight messages per parallel instance
-    items_per_request: int = 1  # 1: /infer_json per message; more: /infer_batch
-    max_batch_wait_ms: float = 5.0
-    request_timeout_s: float = 30.0
-    attempts: int = 5
-    backoff_ms: int = 200
-    backoff_max_ms: int = 10_000
-    delivery_guarantee: DeliveryGuarantee = "at-least-once"
-    checkpoint_interval_ms: int = 5_000
-    starting_offsets: StartingOffsets = "group"
-    auth_token: str | None = None
-    bundle_size: int = 0  # 0: 4 x capacity
-    bundle_time_ms: int = 200
-    job_name: str = ""
-    connector_jars: tuple[str, ...] | None = None  # None: the cached jars of connectors/connectors.txt
-    checkpoint_dir: str = ""  # "": checkpoints.default_checkpoint_dir()
-    resume: str = "latest"
-    max_message_bytes: int = limits.MAX_MESSAGE_BYTES
-    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES
-    restart_strategy: RestartStrategy = "exponential-delay"
+    """Every setting of the dispatcher, once: `parse_args` builds the command line and the environment from it."""
+
+    bootstrap: str = option("127.0.0.1:9092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers")
+    team: str = option("", "TEAM", "team name (required)")
+    http_url: str = option("http://127.0.0.1:8000/infer_json", "HTTP_URL", "the service's /infer_json URL")
+    input_topic: str = option("", "INPUT_TOPIC", "default imagery.new.<team>")
+    output_topic: str = option("", "OUTPUT_TOPIC", "default inference.results.<team>")
+    dlq_topic: str = option(topics.DLQ_TOPIC, "DLQ_TOPIC", "dead-letter topic")
+    group_id: str = option("", "GROUP_ID", "default http-dispatcher-<team>")
+    parallelism: int = option(1, "PARALLELISM", "Flink parallelism (give the input topic at least as many partitions)")
+    capacity: int = option(64, "CAPACITY", "images in flight at the service per parallel instance")
+    group_size: int = option(
+        64, "GROUP_SIZE", "most records of one partition handed to Python at once (PyFlink's operator costs about a "
+        "millisecond per element, whatever it holds)")
+    group_wait_ms: int = option(10, "GROUP_WAIT_MS", "longest a record waits for its group to fill")
+    items_per_request: int = option(1, "ITEMS_PER_REQUEST", "1 = /infer_json, more = /infer_batch")
+    max_batch_wait_ms: float = option(5.0, "MAX_BATCH_WAIT_MS", "how long /infer_batch waits to fill")
+    request_timeout_s: float = option(30.0, "REQUEST_TIMEOUT_S", "one HTTP request's timeout")
+    attempts: int = option(5, "ATTEMPTS", "tries per message for retryable failures (outages are not counted)")
+    backoff_ms: int = option(200, "BACKOFF_MS", "first retry delay; doubles per attempt, with jitter")
+    backoff_max_ms: int = option(10_000, "BACKOFF_MAX_MS", "retry delay cap")
+    delivery_guarantee: DeliveryGuarantee = option("at-least-once", "DELIVERY_GUARANTEE",
+                                                   "at-least-once | exactly-once")
+    checkpoint_interval_ms: int = option(5_000, "CHECKPOINT_INTERVAL_MS", "Flink checkpoint interval")
+    checkpoint_dir: str = option(
+        "", "CHECKPOINT_DIR", "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the "
+        "JobManager, the TaskManagers and the submitting client share; or s3://...); default: the local stack's "
+        "state folder")
+    resume: str = option(
+        "latest", "RESUME", "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at "
+        "first) | none (start from --starting-offsets) | a checkpoint or savepoint path")
+    starting_offsets: StartingOffsets = option(
+        "group", "STARTING_OFFSETS", "group (committed offsets of --group-id, earliest if none) | earliest | latest")
+    auth_token: str | None = option(None, "AUTH_TOKEN", "bearer token for the service, if it wants one")
+    bundle_size: int = option(
+        0, "BUNDLE_SIZE", "groups per Python bundle (results are handed on when a bundle ends); 0 = 4 x the groups "
+        "in flight")
+    bundle_time_ms: int = option(
+        25, "BUNDLE_TIME_MS", "longest a Python bundle stays open (it ends when its calls are answered, and only "
+        "then are its results handed on: short bundles, short latency)")
+    job_name: str = option("", "JOB_NAME", "Flink job name (default http-dispatcher-<team>)")
+    connector_jars: tuple[str, ...] = option(
+        (), "CONNECTOR_JARS", "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached "
+        "jars of connectors/connectors.txt); default none: a cluster's lib/ has them")
+    max_message_bytes: int = option(
+        limits.MAX_MESSAGE_BYTES, "MAX_MESSAGE_BYTES", "larger input records (key + value + headers) go to the DLQ as "
+        "message_too_large; at most a quarter of --max-record-bytes, so that every result and dead letter fits")
+    max_record_bytes: int = option(
+        limits.KAFKA_MAX_RECORD_BYTES, "MAX_RECORD_BYTES", "the producers' max.request.size; every record written is "
+        "built to fit (the topics and the broker must take records this large: Kafka's defaults do)")
+    restart_strategy: RestartStrategy = option(
+        "exponential-delay", "RESTART_STRATEGY",
+        "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)")
+    detached: bool = option(
+        False, "IMAGERY_DETACHED", "submit and return (for `flink run --detached`) instead of waiting for the job "
+        "and stopping it with a savepoint on SIGTERM")
 
     @property
     def name(self) -> str:
         return self.job_name or f"http-dispatcher-{self.team}"
 
     @property
+    def groups_in_flight(self) -> int:
+        """Groups the async operator holds. `capacity` bounds the images at the service (a semaphore in the
+        dispatcher); groups are small when the load is light (a few records per window), so as many groups as
+        images may be needed to keep `capacity` images in flight."""
+        return max(2, self.capacity)
+
+    @property
     def host(self) -> str:
         return socket.gethostname()
 
 
-# (flag, seed/compose variable, type, default, help); a default of None means "derived from --team"
-_OPTIONS: list[tuple[str, str, type, object, str]] = [
-    ("--bootstrap", "KAFKA_BOOTSTRAP", str, "127.0.0.1:9092", "Kafka bootstrap servers"),
-    ("--team", "TEAM", str, None, "team name (required)"),
-    ("--http-url", "HTTP_URL", str, "http://127.0.0.1:8000/infer_json", "the service's /infer_json URL"),
-    ("--input-topic", "INPUT_TOPIC", str, None, "default imagery.new.<team>"),
-    ("--output-topic", "OUTPUT_TOPIC", str, None, "default inference.results.<team>"),
-    ("--dlq-topic", "DLQ_TOPIC", str, topics.DLQ_TOPIC, "dead-letter topic"),
-    ("--group-id", "GROUP_ID", str, None, "default http-dispatcher-<team>"),
-    ("--parallelism", "PARALLELISM", int, 1, "Flink parallelism"),
-    ("--capacity", "CAPACITY", int, 64, "in-flight messages per parallel instance"),
-    ("--items-per-request", "ITEMS_PER_REQUEST", int, 1, "1 = /infer_json, more = /infer_batch"),
-    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, 5.0, "how long /infer_batch waits to fill"),
-    ("--request-timeout-s", "REQUEST_TIMEOUT_S", float, 30.0, "one HTTP request's timeout"),
-    ("--attempts", "ATTEMPTS", int, 5, "tries per message for retryable failures (outages are not counted)"),
-    ("--backoff-ms", "BACKOFF_MS", int, 200, "first retry delay; doubles per attempt, with jitter"),
-    ("--backoff-max-ms", "BACKOFF_MAX_MS", int, 10_000, "retry delay cap"),
-    ("--delivery-guarantee", "DELIVERY_GUARANTEE", str, "at-least-once", "at-least-once | exactly-once"),
-    ("--checkpoint-interval-ms", "CHECKPOINT_INTERVAL_MS", int, 5_000, "Flink checkpoint interval"),
-    ("--checkpoint-dir", "CHECKPOINT_DIR", str, "",
-     "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
-     "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder"),
-    ("--resume", "RESUME", str, "latest",
-     "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at first) | none "
-     "(start from --starting-offsets) | a checkpoint or savepoint path"),
-    ("--starting-offsets", "STARTING_OFFSETS", str, "group",
-     "group (committed offsets of --group-id, earliest if none) | earliest | latest"),
-    ("--auth-token", "AUTH_TOKEN", str, None, "bearer token for the service, if it wants one"),
-    ("--bundle-size", "BUNDLE_SIZE", int, 0,
-     "records per Python bundle (results are handed on when a bundle ends); 0 = 4 x capacity"),
-    ("--bundle-time-ms", "BUNDLE_TIME_MS", int, 200, "longest a Python bundle stays open"),
-    ("--job-name", "JOB_NAME", str, "", "Flink job name (default http-dispatcher-<team>)"),
-    ("--connector-jars", "CONNECTOR_JARS", str, None,
-     "comma-separated jar paths/URLs to add to the job; default: the cached jars from connectors/connectors.txt,"
-     " or none when the cluster's lib/ already has them (pass an empty string)"),
-    ("--max-message-bytes", "MAX_MESSAGE_BYTES", int, limits.MAX_MESSAGE_BYTES,
-     "larger input records (key + value + headers) go to the DLQ as message_too_large; at most a quarter of "
-     "--max-record-bytes, so that every result and dead letter fits"),
-    ("--max-record-bytes", "MAX_RECORD_BYTES", int, limits.KAFKA_MAX_RECORD_BYTES,
-     "the producers' max.request.size; every record written is built to fit (the topics and the broker must "
-     "take records this large: Kafka's defaults do)"),
-    ("--restart-strategy", "RESTART_STRATEGY", str, "exponential-delay",
-     "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)"),
-]
+def _converter(annotation: Any) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
+    """How a flag's text becomes the field's value, and its choices (from a Literal)."""
+    if get_origin(annotation) is Literal:
+        return str, get_args(annotation)
+    if annotation is bool:
+        return lambda text: text.strip().lower() in ("1", "true", "yes", "on"), None
+    if annotation in (int, float):
+        return annotation, None
+    if get_origin(annotation) is tuple:
+        return lambda text: tuple(item for item in text.split(",") if item), None
+    return str, None  # str, str | None
 
 
 def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> DispatcherConfig:
     env = dict(os.environ if env is None else env)
     parser = argparse.ArgumentParser(description="Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team")
-    for flag, var, typ, default, help_text in _OPTIONS:
+    hints = get_type_hints(DispatcherConfig)
+    for f in fields(DispatcherConfig):
+        convert, choices = _converter(hints[f.name])
+        var = f.metadata["env"]
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action="store_true", default=convert(env.get(var, "")),
+                                help=f"{f.metadata['help']} [env {var}=1]")
+            continue
+        default = env[var] if var in env else f.default
         # argparse runs `type` over string defaults too, so values from the environment are converted alike
-        parser.add_argument(flag, type=typ, default=env.get(var, default), help=f"{help_text} [env {var}]")
+        parser.add_argument(flag, type=convert, default=default, choices=choices, metavar=var,
+                            help=f"{f.metadata['help']} [env {var}]")
     ns = parser.parse_args(argv)
     if not ns.team:
         parser.error("--team (or TEAM) is required")
-    if ns.delivery_guarantee not in ("at-least-once", "exactly-once"):
-        parser.error("--delivery-guarantee must be at-least-once or exactly-once")
-    if ns.starting_offsets not in ("group", "earliest", "latest"):
-        parser.error("--starting-offsets must be group, earliest or latest")
-    for name in ("parallelism", "capacity", "items_per_request", "attempts"):
+    for name in ("parallelism", "capacity", "items_per_request", "attempts", "group_size", "group_wait_ms"):
         if getattr(ns, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if ns.restart_strategy not in ("exponential-delay", "none"):
-        parser.error("--restart-strategy must be exponential-delay or none")
     if ns.delivery_guarantee == "exactly-once" and 2 * ns.checkpoint_interval_ms > limits.KAFKA_MAX_TRANSACTION_MS:
         parser.error("with exactly-once, --checkpoint-interval-ms must be at most "
                      f"{limits.KAFKA_MAX_TRANSACTION_MS // 2} (a transaction stays open from one checkpoint to the "
@@ -135,5 +147,4 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
         "group_id": ns.group_id or f"http-dispatcher-{team}",
         "checkpoint_dir": checkpoints.as_uri(ns.checkpoint_dir) or checkpoints.default_checkpoint_dir(),
         "auth_token": ns.auth_token or None,
-        "connector_jars": None if ns.connector_jars is None else tuple(j for j in ns.connector_jars.split(",") if j),
     })

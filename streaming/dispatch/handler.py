@@ -26,12 +26,25 @@ def _now_ms() -> int:
 class Dispatcher:
     def __init__(self, client: InferenceClient, team: str, identity: DispatcherIdentity,
                  max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
-                 max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES) -> None:
+                 max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES, in_flight: int = 64) -> None:
         self.client = client
         self.team = team
         self.identity = identity
         self.max_message_bytes = max_message_bytes
         self.max_record_bytes = max_record_bytes
+        self.in_flight = in_flight
+        self._slots: asyncio.Semaphore | None = None  # made in the loop that awaits it
+
+    async def handle_group(self, records: list[KafkaInput]) -> list[Output]:
+        """Every record of a group handled on its own, at once (within the in-flight limit); outputs flattened."""
+        per_record = await asyncio.gather(*(self.handle(record) for record in records))
+        return [output for outputs in per_record for output in outputs]
+
+    async def _infer(self, request: InferRequest):
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.in_flight)
+        async with self._slots:  # at most `in_flight` images at the service, however many records are waiting
+            return await self.client.infer(request)
 
     async def handle(self, record: KafkaInput) -> list[Output]:
         """Every record yields outputs for exactly one place per image it names; it never raises."""
@@ -59,10 +72,11 @@ class Dispatcher:
         images = list(enumerate(messages))
         if len(images) > 1 and record.replayed_record is not None and record.replayed_record < len(images):
             images = [images[record.replayed_record]]
-        outcomes = await asyncio.gather(*(  # bucket and key were validated by the same rules just now
-            self.client.infer(InferRequest.model_construct(bucket=m.bucket, key=m.key, model_tag=m.model_tag))
-            for _, m in images
-        ))
+        requests = [  # bucket and key were validated by the same rules just now
+            InferRequest.model_construct(bucket=m.bucket, key=m.key, model_tag=m.model_tag) for _, m in images]
+        # (the common case, one image, without a task of its own: a task per message is a measurable cost)
+        outcomes = ([await self._infer(requests[0])] if len(requests) == 1 else
+                    await asyncio.gather(*(self._infer(request) for request in requests)))
         outputs = []
         for (index, msg), outcome in zip(images, outcomes, strict=True):
             if isinstance(outcome, Failure):

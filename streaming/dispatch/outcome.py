@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import httpx
+import orjson
+
+from streaming.dispatch.http import Answer, ConnectFailed, ConnectionBroken, RequestTimedOut
 
 
 class Verdict(str, Enum):
@@ -40,7 +42,7 @@ MISCONFIGURATION_TYPES = frozenset({"unauthorized", "route_not_found", "method_n
 WHOLE_REQUEST_TYPES = frozenset({"too_many_items", "request_too_large", "bad_request"})
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -48,12 +50,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP-date; the backoff policy decides instead
 
 
-def classify_response(response: httpx.Response) -> Outcome:
+def classify_response(response: Answer) -> Outcome:
     try:
-        body = response.json()
-    except ValueError:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
         body = None
-    return classify_status(response.status_code, body, response.text[:500] or response.reason_phrase,
+    return classify_status(response.status, body, response.body[:500].decode("utf-8", "replace"),
                            _retry_after(response))
 
 
@@ -92,8 +94,8 @@ def classify_status(status: int, body: object, text: str = "", retry_after_s: fl
 def classify_exception(exc: BaseException) -> Outcome:
     """Transport failures. A broken connection (refused, reset, closed mid-answer: a service stopping or
     restarting) is an outage, waited out; a request that timed out on a live connection is retryable."""
-    if isinstance(exc, (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout)):
+    if isinstance(exc, (ConnectFailed, ConnectionBroken)):
         return Outcome(Verdict.OUTAGE, "http", type(exc).__name__, str(exc) or repr(exc))
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, RequestTimedOut):
         return Outcome(Verdict.RETRYABLE, "timeout", type(exc).__name__, str(exc) or "request timed out")
     return Outcome(Verdict.RETRYABLE, "http", type(exc).__name__, str(exc) or repr(exc))

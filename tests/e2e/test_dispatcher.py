@@ -151,8 +151,9 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
     msgs = [{"id": f"{run}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(8)]
     produce_messages(bootstrap, inp, msgs)
     flink = str(stack.flink_home() / "bin" / "flink")
+    jars = ",".join(str(p) for p in stack.install.connector_jars(flink_cluster))  # this cluster's lib/ lacks them
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--items-per-request", "4")
+                           "--items-per-request", "4", "--connector-jars", jars)
     submitted = subprocess.run(
         ["bash", flink, "run", "--detached", "-m", f"{flink_cluster.host}:{flink_cluster.flink_rest_port}",
          "--python", "streaming/flink/jobs/http_dispatcher.py", *args],

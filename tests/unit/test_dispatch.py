@@ -23,9 +23,33 @@ from schemas import (
 from streaming.dispatch.client import Failure, InferenceClient, Success, service_base_url
 from streaming.dispatch.config import parse_args
 from streaming.dispatch.handler import Dispatcher
+from streaming.dispatch.http import Answer, ConnectFailed, ConnectionBroken, RequestTimedOut
 from streaming.dispatch.outcome import Verdict, classify_exception, classify_status
 from streaming.dispatch.records import KafkaInput, build_dead_letter, build_result, message_id
 from streaming.dispatch.retry import CircuitBreaker, RetryPolicy
+
+
+class MockService:
+    """The client's transport, answered by an httpx.MockTransport handler (request in, response or exception out)."""
+
+    def __init__(self, handler) -> None:
+        self._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://svc")
+
+    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0) -> Answer:
+        try:
+            response = await self._client.request(method, path, content=body,
+                                                  headers={"content-type": "application/json"})
+        except httpx.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise RequestTimedOut(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise ConnectionBroken(str(exc)) from exc
+        return Answer(response.status_code, response.content, dict(response.headers))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
 
 IDENTITY = DispatcherIdentity(job="http-dispatcher-fruit/0", group_id="g", host="h")
 RESPONSE = {"label": "defect", "score": 0.9, "confidence": 0.9, "latency_ms_model": 1.5, "team": "fruit",
@@ -64,9 +88,9 @@ def test_service_stage_wins_over_status_guess():
 
 
 def test_transport_errors():
-    assert classify_exception(httpx.ConnectError("refused")).verdict is Verdict.OUTAGE
-    assert classify_exception(httpx.ReadError("reset by peer")).verdict is Verdict.OUTAGE
-    timeout = classify_exception(httpx.ReadTimeout("slow"))
+    assert classify_exception(ConnectFailed("refused")).verdict is Verdict.OUTAGE
+    assert classify_exception(ConnectionBroken("reset by peer")).verdict is Verdict.OUTAGE
+    timeout = classify_exception(RequestTimedOut("slow"))
     assert (timeout.verdict, timeout.stage) == (Verdict.RETRYABLE, "timeout")
 
 
@@ -133,12 +157,42 @@ def test_config_from_seed_args_and_environment():
         "imagery.new.fruit", "inference.results.fruit", "dlq.inference.http")
     assert (cfg.group_id, cfg.parallelism, cfg.attempts, cfg.http_url) == (
         "http-dispatcher-fruit", 3, 7, "http://svc:8000/infer_json")
-    assert cfg.connector_jars is None
+    assert cfg.connector_jars == ()
     assert parse_args(["--team", "x", "--connector-jars", ""], env={}).connector_jars == ()
     with pytest.raises(SystemExit):
         parse_args([], env={})
     with pytest.raises(SystemExit):
         parse_args(["--team", "x", "--delivery-guarantee", "maybe"], env={})
+
+
+def test_every_setting_is_one_field_with_its_own_flag_and_variable():
+    from dataclasses import fields
+
+    from streaming.dispatch.config import DispatcherConfig
+
+    names = [f.metadata["env"] for f in fields(DispatcherConfig)]
+    assert len(names) == len(set(names)) and all(f.metadata["help"] for f in fields(DispatcherConfig))
+    env = {"TEAM": "fruit", "GROUP_SIZE": "8", "MAX_BATCH_WAIT_MS": "2.5", "CONNECTOR_JARS": "a.jar,b.jar",
+           "IMAGERY_DETACHED": "1", "DELIVERY_GUARANTEE": "exactly-once", "AUTH_TOKEN": ""}
+    cfg = parse_args([], env=env)
+    assert (cfg.group_size, cfg.max_batch_wait_ms, cfg.connector_jars, cfg.detached, cfg.delivery_guarantee,
+            cfg.auth_token) == (8, 2.5, ("a.jar", "b.jar"), True, "exactly-once", None)
+    assert parse_args(["--group-size", "4"], env=env).group_size == 4  # a flag wins over the variable
+    assert not parse_args(["--team", "x"], env={}).detached
+
+
+def test_the_dispatcher_never_imports_the_service_the_runners_or_torch():
+    import subprocess
+    import sys
+
+    probe = ("import sys, streaming.cli, streaming.dlq, streaming.dispatch.config, streaming.dispatch.handler, "
+             "streaming.dispatch.client, streaming.pipeline_run, streaming.kafka_io, streaming.scaffold, "
+             "streaming.flink.jobs.http_dispatcher; "
+             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('services', 'adapters', 'torch')); "
+             "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
 
 
 def test_base_url_from_seed_url():
@@ -149,7 +203,7 @@ def test_base_url_from_seed_url():
 def run_client(handler, **kwargs):
     async def go():
         client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
-                                 transport=httpx.MockTransport(handler), **kwargs)
+                                 transport=MockService(handler), **kwargs)
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(4)]
             return await asyncio.gather(*(client.infer(r) for r in requests)), client
@@ -239,7 +293,7 @@ def test_a_dead_letter_that_fits_keeps_everything():
 
 def dispatcher_with(handler, **kwargs) -> Dispatcher:
     client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
-                             transport=httpx.MockTransport(handler))
+                             transport=MockService(handler))
     return Dispatcher(client, "fruit", IDENTITY, **kwargs)
 
 
@@ -323,7 +377,7 @@ def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
 
     async def go():
         client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
-                                 transport=httpx.MockTransport(handler), auth_token="wrong")
+                                 transport=MockService(handler), auth_token="wrong")
         client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(5)]
@@ -361,7 +415,7 @@ def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_sp
 
     async def go():
         client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
-                                 transport=httpx.MockTransport(handler))
+                                 transport=MockService(handler))
         client.breaker = CircuitBreaker(client._ready, min_pause_s=0.01, max_pause_s=0.02)
         try:
             return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(4)))

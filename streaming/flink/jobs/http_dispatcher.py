@@ -1,6 +1,7 @@
 """http_dispatcher: one PyFlink job per team.
 
-    Kafka imagery.new.<team>  ->  parse + validate  ->  async HTTP to the inference service  ->  route
+    Kafka imagery.new.<team>  ->  group records (SQL window)  ->  parse + validate  ->  async HTTP to the inference
+    service  ->  route
         ok     -> Kafka inference.results.<team>   (key = the input's key)
         failed -> Kafka dlq.inference.http         (original bytes + error envelope + headers)
 
@@ -11,11 +12,16 @@ Runs the same two ways:
 Kafka is read and written through Flink's SQL Kafka connector because only it exposes what a dead letter
 needs (key, partition, offset, timestamp, headers) and writes headers; the logic in the middle is plain
 Python from streaming/dispatch/, called from PyFlink's async I/O operator.
+
+Records reach Python in groups (at most --group-size records of one partition, gathered for at most
+--group-wait-ms by a processing-time window in SQL), because PyFlink's operator costs about a millisecond per
+element whatever the element holds: one element per group lets one job keep up with Kafka. Each record in a
+group is still handled on its own (its own calls, result or dead letter); the window's contents are Flink state,
+so a checkpoint covers them like any other record in flight.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -64,8 +70,18 @@ def _epoch_ms(ts: Any) -> int | None:
     return int(ts)
 
 
+def _kafka_input(partition: int, row: Any) -> KafkaInput:
+    """One record of a group (the ROW of `GROUPED_RECORDS`)."""
+    k, v, topic, offset, ts, headers = row
+    return KafkaInput(
+        value=None if v is None else bytes(v), key=None if k is None else bytes(k), topic=topic, partition=partition,
+        offset=offset, timestamp_ms=_epoch_ms(ts),
+        headers={name: bytes(b or b"") for name, b in (headers or {}).items()},
+    )
+
+
 class InferAndRoute(AsyncFunction):
-    """Wraps `Dispatcher.handle` for Flink: Row in, routed Rows out."""
+    """Wraps `Dispatcher.handle_group` for Flink: a group of records in, their routed Rows out."""
 
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
@@ -73,12 +89,11 @@ class InferAndRoute(AsyncFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         cfg = self.config
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
         self._client_args = dict(
             http_url=cfg.http_url,
             policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
             timeout_s=cfg.request_timeout_s, items_per_request=cfg.items_per_request,
-            max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=max(cfg.capacity, 8),
+            max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
             auth_token=cfg.auth_token,
         )
         self._identity = DispatcherIdentity(
@@ -91,7 +106,7 @@ class InferAndRoute(AsyncFunction):
         if self.dispatcher is None:
             client = InferenceClient(**self._client_args)
             self.dispatcher = Dispatcher(client, self.config.team, self._identity, self.config.max_message_bytes,
-                                         self.config.max_record_bytes)
+                                         self.config.max_record_bytes, in_flight=self.config.capacity)
         return self.dispatcher
 
     def close(self) -> None:
@@ -99,13 +114,8 @@ class InferAndRoute(AsyncFunction):
         # close with the worker process. Dropping the reference is all that is left to do.
         self.dispatcher = None
 
-    async def async_invoke(self, row):
-        record = KafkaInput(
-            value=None if row.v is None else bytes(row.v), key=None if row.k is None else bytes(row.k),
-            topic=row.topic, partition=row.partition, offset=row.offset, timestamp_ms=_epoch_ms(row.ts),
-            headers={k: bytes(v or b"") for k, v in (row.headers or {}).items()},
-        )
-        outputs = await self._dispatcher().handle(record)
+    async def async_invoke(self, group):
+        outputs = await self._dispatcher().handle_group([_kafka_input(group.partition, r) for r in group.records])
         return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers) for o in outputs]
 
     def timeout(self, row):
@@ -144,7 +154,8 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
           `partition` INT METADATA VIRTUAL,
           `offset` BIGINT METADATA VIRTUAL,
           `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-          `headers` MAP<STRING, BYTES> METADATA VIRTUAL
+          `headers` MAP<STRING, BYTES> METADATA VIRTUAL,
+          `pt` AS PROCTIME()
         ) WITH ({_kafka_options(cfg, cfg.input_topic)},
           'properties.group.id' = '{cfg.group_id}',
           'properties.auto.offset.reset' = 'earliest',
@@ -157,9 +168,15 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
         CREATE TEMPORARY TABLE kafka_dlq (`k` BYTES, `v` BYTES, `headers` MAP<STRING, BYTES> METADATA)
         WITH ({_sink_options(cfg, cfg.dlq_topic, 'dlq')})""")
 
-    records = t_env.to_data_stream(t_env.from_path("kafka_input"))
+    # `offset / group_size` caps a group's size when a backlog puts thousands of records in one window. A group
+    # window (GROUP BY TUMBLE), not the TUMBLE table function: with the latter, records that were in open windows
+    # when a savepoint was taken never came out after the job resumed from it (tests/e2e/test_recovery.py).
+    groups = t_env.to_data_stream(t_env.sql_query(f"""
+        SELECT `partition`, ARRAY_AGG(ROW(k, v, `topic`, `offset`, ts, headers)) AS records
+        FROM kafka_input
+        GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`, `offset` / {cfg.group_size}"""))
     routed = AsyncDataStream.unordered_wait(
-        records, InferAndRoute(cfg), ASYNC_TIMEOUT, capacity=cfg.capacity, output_type=ROUTED_TYPE,
+        groups, InferAndRoute(cfg), ASYNC_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
     ).name("parse, infer over HTTP, route")
     t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
         .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
@@ -188,20 +205,14 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     conf.set_string("restart-strategy.type", cfg.restart_strategy)
     # The Python operator hands its outputs back to Flink when a bundle ends, and a bundle ends only after every
     # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
-    conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.capacity))
+    conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE
                              if cfg.delivery_guarantee == "exactly-once" else CheckpointingMode.AT_LEAST_ONCE)
-    jars = cfg.connector_jars
-    if jars is None:
-        from streaming.local import install
-        from streaming.local.settings import StackSettings
-
-        jars = tuple(str(p) for p in install.connector_jars(StackSettings()))
-    if jars:
-        env.add_jars(*(j if "://" in j else Path(j).resolve().as_uri() for j in jars))
+    if cfg.connector_jars:
+        env.add_jars(*(j if "://" in j else Path(j).resolve().as_uri() for j in cfg.connector_jars))
     return env
 
 
@@ -212,12 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
     os.environ.setdefault("LOG4J_PROPERTIES", str(LOCAL_LOG4J))
+    # PyFlink's local default ("loopback") runs every subtask's Python as threads of this process, under one GIL,
+    # so parallelism would gain nothing; a worker process per subtask is what a cluster does anyway.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
           f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
     env = make_environment(cfg, restore_from)
     result = build_pipeline(env, cfg).execute()
-    if os.environ.get("IMAGERY_DETACHED") != "1":
+    if not cfg.detached:
         savepoints = checkpoints.savepoint_dir(checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
         run_until_stopped(result.get_job_client(), savepoints)
         result.wait()

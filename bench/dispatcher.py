@@ -1,0 +1,221 @@
+"""The dispatcher's own pace (issue 9): one job against a fast stand-in endpoint (bench/standin.py, canned answers in
+the service's real shapes), next to Flink SQL Kafka -> Kafka with no Python, in the same run, on the same Kafka.
+
+    .venv/bin/python bench/dispatcher.py [--messages 20000] [--parallelism 1,2,4] [--items 1,32]
+
+Each job is started, warmed up with a few hundred messages, then given a burst of --messages published at once.
+rate = burst / (broker timestamp of the last output - time the burst started); CPU = user + system time of the
+job's processes (the JVM and its Python workers) over the burst, per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results import append_results  # noqa: E402
+from streaming import kafka_io  # noqa: E402
+from streaming.local import install, stack  # noqa: E402
+from streaming.local.processes import terminate  # noqa: E402
+from streaming.local.settings import StackSettings  # noqa: E402
+from streaming.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
+
+console = Console(width=150)
+BENCH = Path(__file__).resolve().parent
+WARM_UP = 500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of `root` and its descendants, by kind: the JVM and the Python processes."""
+    parents: dict[int, int] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = raw[raw.index("(") + 1: raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+        parents[int(entry.name)] = int(rest[1])
+        stats[int(entry.name)] = (comm, (int(rest[11]) + int(rest[12])) / CLK_TCK)
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid]
+        tree.update(children)
+        frontier.extend(children)
+    out = {"jvm": 0.0, "python": 0.0}
+    for pid in tree:
+        comm, cpu = stats.get(pid, ("", 0.0))
+        out["jvm" if comm == "java" else "python"] += cpu
+    return out
+
+
+def output_times(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """Broker timestamps of every record in `topic`, read once the job is done (so reading costs the job nothing)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    ends = kafka_io.end_offsets(bootstrap, topic)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    times, want = [], sum(ends.values())
+    deadline = time.monotonic() + 120
+    while len(times) < want and time.monotonic() < deadline:
+        for msg in consumer.consume(10_000, 1.0):
+            if not msg.error():
+                times.append(msg.timestamp()[1])
+    consumer.close()
+    return times
+
+
+@dataclass
+class Run:
+    name: str
+    parallelism: int
+    rate: float
+    cpu_jvm_ms: float
+    cpu_python_ms: float
+
+
+def publish_burst(bootstrap: str, topic: str, n: int, prefix: str, bucket: str) -> None:
+    values = [(f"{prefix}-{i}".encode(), b'{"id": "%s-%d", "bucket": "%s", "key": "img/%d.jpg"}'
+               % (prefix.encode(), i, bucket.encode(), i % 64)) for i in range(n)]
+    kafka_io.produce(bootstrap, topic, values)
+
+
+def wait_for(bootstrap: str, topic: str, total: int, job: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(kafka_io.end_offsets(bootstrap, topic).values()) < total:
+        if job.poll() is not None:
+            raise SystemExit(f"the job exited with {job.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{topic}: fewer than {total} records after {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_job) -> Run:
+    run = uuid.uuid4().hex[:8]
+    inp, out, dlq = f"bench.in.{run}", f"bench.out.{run}", f"bench.dlq.{run}"
+    kafka_io.create_topics(settings.bootstrap, [inp, out, dlq], partitions=parallelism)
+    log = settings.logs_dir / f"bench-dispatcher-{run}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as log_file:
+        job = subprocess.Popen(start_job(inp, out, dlq, run), stdout=log_file, stderr=subprocess.STDOUT,
+                               cwd=REPO_ROOT, start_new_session=True)
+    try:
+        publish_burst(settings.bootstrap, inp, WARM_UP, "warm", "fruit")
+        wait_for(settings.bootstrap, out, WARM_UP, job)
+        cpu_before = process_tree_cpu_s(job.pid)
+        started_ms = time.time() * 1000
+        publish_burst(settings.bootstrap, inp, n, "m", "fruit")
+        wait_for(settings.bootstrap, out, WARM_UP + n, job)
+        cpu_after = process_tree_cpu_s(job.pid)
+        times = sorted(output_times(settings.bootstrap, out, parallelism))
+        if sum(kafka_io.end_offsets(settings.bootstrap, dlq).values()):
+            raise SystemExit(f"{name}: dead letters in a benchmark run; see {log}")
+        rate = n / ((times[-1] - started_ms) / 1000)
+        cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in cpu_after}
+        console.print(f"{name} p={parallelism}: {rate:,.0f} msg/s; CPU per message: JVM {cpu['jvm']:.3f} ms, "
+                      f"Python {cpu['python']:.3f} ms")
+        return Run(name, parallelism, rate, cpu["jvm"], cpu["python"])
+    finally:
+        terminate(job)
+        kafka_io.delete_topics(settings.bootstrap, [inp, out, dlq])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per burst")
+    parser.add_argument("--parallelism", default="1,2,4", help="parallelism (= partitions) of the dispatcher runs")
+    parser.add_argument("--items", default="1,32", help="items per request of the p=1 runs (1 = /infer_json)")
+    parser.add_argument("--capacity", type=int, default=64)
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = parser.parse_args()
+    parallelisms = [int(p) for p in args.parallelism.split(",")]
+    items = [int(i) for i in args.items.split(",")]
+
+    settings = StackSettings()
+    started = stack.up(settings, flink=False, log=console.print)
+    jars = ",".join(str(p) for p in install.connector_jars(settings))
+    port = free_port()
+    standin = subprocess.Popen([sys.executable, str(BENCH / "standin.py"), "--port", str(port)], cwd=REPO_ROOT,
+                               start_new_session=True)
+    runs: list[Run] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the stand-in did not start")
+            time.sleep(0.1)
+
+        def passthrough(p: int):
+            return lambda inp, out, dlq, run: [sys.executable, str(BENCH / "jobs" / "sql_passthrough.py"),
+                                               settings.bootstrap, inp, out, str(p), jars]
+
+        def dispatcher(p: int, n_items: int):
+            return lambda inp, out, dlq, run: local_job_command([
+                "--connector-jars", jars, "--bootstrap", settings.bootstrap, "--team", "fruit",
+                "--http-url", f"http://127.0.0.1:{port}/infer_json", "--input-topic", inp, "--output-topic", out,
+                "--dlq-topic", dlq, "--group-id", f"bench-{run}", "--parallelism", str(p),
+                "--capacity", str(args.capacity), "--items-per-request", str(n_items), "--resume", "none"])
+
+        runs.append(measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1)))
+        for n_items in items:
+            runs.append(measure(settings, f"dispatcher vs stand-in, {n_items} item(s)/request", 1, args.messages,
+                                dispatcher(1, n_items)))
+        for p in (p for p in parallelisms if p != 1):
+            runs.append(measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p)))
+            runs.append(measure(settings, f"dispatcher vs stand-in, {max(items)} item(s)/request", p,
+                                args.messages, dispatcher(p, max(items))))
+    finally:
+        terminate(standin)
+        stack.down(settings, started, log=console.print)
+
+    base = {r.parallelism: r.rate for r in runs if r.name.startswith("Flink SQL")}
+    table = Table(title=f"dispatcher pace: bursts of {args.messages:,} messages, capacity {args.capacity}")
+    for col in ("job", "parallelism", "msg/s", "of SQL passthrough", "CPU ms/msg JVM", "CPU ms/msg Python"):
+        table.add_column(col, justify="right")
+    md = ["| job | parallelism | msg/s | of SQL passthrough (same p) | CPU ms/msg JVM | CPU ms/msg Python |",
+          "|---|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        cells = [r.name, str(r.parallelism), f"{r.rate:,.0f}", f"{r.rate / base[r.parallelism]:.0%}",
+                 f"{r.cpu_jvm_ms:.3f}", f"{r.cpu_python_ms:.3f}"]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    if not args.no_record:
+        append_results(f"Dispatcher pace vs Flink SQL passthrough (bursts of {args.messages:,})", "\n".join(md),
+                       notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
+                             f"--parallelism {args.parallelism} --items {args.items}`. Stand-in: bench/standin.py "
+                             "(canned answers, uvicorn + httptools, its own process). CPU: the job's JVM and Python "
+                             "worker processes, user + system, over the burst.")
+
+
+if __name__ == "__main__":
+    main()
