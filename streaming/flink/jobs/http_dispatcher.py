@@ -174,7 +174,8 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     groups = t_env.to_data_stream(t_env.sql_query(f"""
         SELECT `partition`, ARRAY_AGG(ROW(k, v, `topic`, `offset`, ts, headers)) AS records
         FROM kafka_input
-        GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`, `offset` / {cfg.group_size}"""))
+        GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`,
+                 `offset` / {cfg.group_size}"""))
     routed = AsyncDataStream.unordered_wait(
         groups, InferAndRoute(cfg), ASYNC_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
     ).name("parse, infer over HTTP, route")
