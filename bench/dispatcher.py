@@ -11,7 +11,6 @@ job's processes (the JVM and its Python workers) over the burst, per message.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import process_tree_cpu  # noqa: E402
 from bench.results import append_results  # noqa: E402
 from streaming import kafka_io  # noqa: E402
 from streaming.local import install, stack  # noqa: E402
@@ -37,7 +37,6 @@ from streaming.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
 console = Console(width=150)
 BENCH = Path(__file__).resolve().parent
 WARM_UP = 500
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -46,29 +45,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_tree_cpu_s(root: int) -> dict[str, float]:
-    """CPU seconds (user + system) of `root` and its descendants, by kind: the JVM and the Python processes."""
-    parents: dict[int, int] = {}
-    stats: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm, rest = raw[raw.index("(") + 1: raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
-        parents[int(entry.name)] = int(rest[1])
-        stats[int(entry.name)] = (comm, (int(rest[11]) + int(rest[12])) / CLK_TCK)
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [p for p, parent in parents.items() if parent == pid]
-        tree.update(children)
-        frontier.extend(children)
+def job_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the job's process tree by kind: the JVM, and the Python processes (client and workers)."""
     out = {"jvm": 0.0, "python": 0.0}
-    for pid in tree:
-        comm, cpu = stats.get(pid, ("", 0.0))
+    for comm, cpu in process_tree_cpu(pid):
         out["jvm" if comm == "java" else "python"] += cpu
     return out
 
@@ -126,11 +106,11 @@ def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_
     try:
         publish_burst(settings.bootstrap, inp, WARM_UP, "warm", "fruit")
         wait_for(settings.bootstrap, out, WARM_UP, job)
-        cpu_before = process_tree_cpu_s(job.pid)
+        cpu_before = job_cpu_s(job.pid)
         started_ms = time.time() * 1000
         publish_burst(settings.bootstrap, inp, n, "m", "fruit")
         wait_for(settings.bootstrap, out, WARM_UP + n, job)
-        cpu_after = process_tree_cpu_s(job.pid)
+        cpu_after = job_cpu_s(job.pid)
         times = sorted(output_times(settings.bootstrap, out, parallelism))
         if sum(kafka_io.end_offsets(settings.bootstrap, dlq).values()):
             raise SystemExit(f"{name}: dead letters in a benchmark run; see {log}")

@@ -36,6 +36,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
 
 PORT = 8000
@@ -169,22 +170,6 @@ def metrics() -> dict[str, float]:
 
 def metric(name: str) -> float:
     return metrics().get(name, 0.0)
-
-
-def process_tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its live descendants (the service's workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 # ---------------------------------------------------------------------------- load generator (child processes)

@@ -21,7 +21,6 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.fruit_defect.samples import KINDS, make_image  # noqa: E402
+from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
 from streaming.local import stack  # noqa: E402
 from streaming.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402
@@ -163,6 +163,16 @@ async def closed_loop(base_url: str, bucket: str, keys: list[str], concurrency: 
     return len(latencies), errors, time.monotonic() - started, latencies
 
 
+def show_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """The table on the console (the **bold** marks are for bench/RESULTS.md only)."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*[cell.strip("*") for cell in row])
+    console.print(table)
+
+
 def measure(service: InferenceService, mode: str, bucket: str, keys: list[str], concurrency: int,
             seconds: float, warmup_s: float) -> Point:
     asyncio.run(closed_loop(service.base_url, bucket, keys, concurrency, warmup_s))
@@ -173,22 +183,6 @@ def measure(service: InferenceService, mode: str, bucket: str, keys: list[str], 
         passes_after, images_after = batch_histogram(client)
     return Point(mode, concurrency, done, errors, elapsed, latencies, passes_after - passes_before,
                  images_after - images_before)
-
-
-def process_tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its live descendants (uvicorn's workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue  # a worker that ended meanwhile
-    return total
 
 
 def in_process_reference(team: str, weights: str, images: list[bytes], batch_size: int,
@@ -317,12 +311,7 @@ def cpu_cost(args: argparse.Namespace, settings: StackSettings, weights: str, bu
     workers = env.get("WORKERS", "default")
     title = (f"Goal 2 (issue 10): {args.team} service CPU per image outside the forward pass, and its rate vs "
              f"in-process decode + forward, {args.image_size}px JPEGs, WORKERS={workers}")
-    table = Table(title=title)
-    for header in headers:
-        table.add_column(header, justify="right")
-    for row in rows:
-        table.add_row(*[cell.strip("*") for cell in row])
-    console.print(table)
+    show_table(title, headers, rows)
     if not args.no_record:
         command = shlex.join([".venv/bin/python", "bench/service.py", *args.argv])
         notes = (f"Command: `{command}`. Service at saturation (closed loops, load generator on the same machine), "
@@ -433,12 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
     title = (f"{args.team} service, dynamic batching on (max {args.max_batch_size}, {args.delay_ms:g} ms) vs off, "
              f"/infer_json, {args.image_size}px JPEGs")
-    table = Table(title=title)
-    for header in headers:
-        table.add_column(header, justify="right")
-    for row in rows:
-        table.add_row(*[cell.strip("*") for cell in row])
-    console.print(table)
+    show_table(title, headers, rows)
     errors = sum(p.errors for p in points.values())
     if errors:
         console.print(f"[red]{errors} requests failed; see the service logs in {settings.logs_dir}[/red]")
