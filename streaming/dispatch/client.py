@@ -67,11 +67,6 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _request_body(request: InferRequest) -> dict:
-    return {k: v for k, v in (("bucket", request.bucket), ("key", request.key), ("model_tag", request.model_tag),
-                              ("extra", request.extra)) if v is not None}
-
-
 class InferenceClient:
     def __init__(
         self,
@@ -165,8 +160,8 @@ class InferenceClient:
 
     async def _post_one(self, request: InferRequest) -> Outcome:
         try:
-            response = await self._http.request("POST", "/infer_json", orjson.dumps(_request_body(request)),
-                                                timeout_s=self.timeout_s)
+            body = request.model_dump_json(exclude_none=True).encode()
+            response = await self._http.request("POST", "/infer_json", body, timeout_s=self.timeout_s)
         except HttpError as exc:
             return classify_exception(exc)
         return _result_or_misconfigured(classify_response(response))
@@ -192,7 +187,7 @@ class InferenceClient:
                 future.set_result(outcome)
 
     async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
-        body = orjson.dumps({"items": [_request_body(request) for request in requests]})
+        body = orjson.dumps({"items": [request.model_dump(exclude_none=True) for request in requests]})
         try:
             response = await self._http.request("POST", "/infer_batch", body, timeout_s=self.timeout_s)
             answer = self._split_batch(response, len(requests))
