@@ -16,10 +16,14 @@ PYTEST_ARGS ?=
 RUFF_VERSION := 0.17.6
 RUFF       := $(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/ruff
 
-.PHONY: setup deps up down status lint test test-faults test-gpu test-unit demo bench lock schemas clean
+.PHONY: setup deps up down status lint test test-faults test-gpu test-unit test-compose weights demo bench lock schemas clean
 
 setup: $(VENV)/.ready
 	$(PY) -m streaming.cli setup
+	$(MAKE) --no-print-directory weights
+
+# the fruit team's weights (made on this machine from synthetic samples); compose mounts ./weights
+weights: $(VENV)/.ready
 	$(PY) -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
 
 deps: $(DEPS)/.complete
@@ -61,6 +65,15 @@ test: setup lint
 
 test-faults: setup
 	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
+
+# compose.yaml on a real Docker engine (not in `make test`: the images take minutes to build). Installs Debian's
+# docker.io and builds Compose v2 when missing, and the local stand-ins for the official base images
+# (deploy/local-images/: this machine reaches no image registry); COMPOSE_ENV_FILE= (empty) uses the official ones.
+COMPOSE_ENV_FILE ?= deploy/local-images/images.env
+test-compose: setup
+	bash deploy/docker-engine.sh
+	$(if $(COMPOSE_ENV_FILE),bash deploy/local-images/build.sh)
+	IMAGERY_COMPOSE_ENV_FILE=$(or $(COMPOSE_ENV_FILE),/dev/null) $(PY) -m pytest tests/compose -s -p no:cacheprovider $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest tests/gpu $(PYTEST_ARGS)

@@ -10,13 +10,16 @@ import pytest
 import yaml
 from PIL import Image
 
-from streaming import scaffold
+from streaming import compose, scaffold
 
 
-def test_new_team_writes_a_working_runner_and_valid_compose_services(tmp_path):
-    compose = tmp_path / "compose.yaml"
-    shutil.copy(scaffold.REPO_ROOT / "compose.yaml", compose)
-    path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_file=compose)
+def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack(tmp_path):
+    repo = compose.ComposeFiles.in_repo()
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(repo.teams, tmp_path / "deploy" / "teams.yaml")
+    files = compose.ComposeFiles(tmp_path / "deploy" / "teams.yaml", tmp_path / "compose.yaml",
+                                 tmp_path / "compose.gpu.yaml")
+    path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
 
     spec = importlib.util.spec_from_file_location("orchard_west_runner", path)
     module = importlib.util.module_from_spec(spec)
@@ -27,16 +30,35 @@ def test_new_team_writes_a_working_runner_and_valid_compose_services(tmp_path):
     out = module.RUNNER().run(buf.getvalue())
     assert out["label"] == "bright" and {"score", "confidence", "latency_ms_model"} <= set(out)
 
-    services = yaml.safe_load(compose.read_text())["services"]
+    doc = yaml.safe_load(files.compose.read_text())
+    services = doc["services"]
     svc, job = services["orchard-west-inference-http"], services["flink-dispatcher-orchard-west"]
     assert svc["environment"]["TEAM"] == "orchard_west"
+    assert svc["environment"]["WEIGHTS_PATH"] == f"/app/weights/{scaffold.weights_file('orchard_west')}"
     assert job["environment"]["INPUT_TOPIC"] == "imagery.new.orchard_west"
     assert job["environment"]["HTTP_URL"] == "http://orchard-west-inference-http:8000/infer_json"
     assert job["image"] == services["flink-jobmanager"]["image"]  # the anchors resolved
-    assert "fruit-inference-http" in services
+    assert "fruit-inference-http" in services and "flink-dispatcher-fruit" in services
+    # its uploads' events: a MinIO target for its topic, and `init` makes its topics, bucket and checks its weights
+    assert services["minio"]["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_ORCHARD_WEST"] == "imagery.new.orchard_west"
+    assert f"orchard_west:4:{scaffold.weights_file('orchard_west')}" in services["init"]["command"]
+    # a port of its own on the host, and a slot for each of its subtasks
+    ports = [s["ports"][0] for name, s in services.items() if name.endswith("-inference-http")]
+    assert len(set(ports)) == len(ports)
+    slots = sum(t.parallelism for t in compose.load_teams(files.teams))
+    assert f"taskmanager.numberOfTaskSlots: {slots}" in services["flink-taskmanager"]["environment"]["FLINK_PROPERTIES"]
+    gpu = yaml.safe_load(files.gpu.read_text())["services"]
+    assert {"fruit-inference-http", "orchard-west-inference-http"} <= set(gpu)
 
     with pytest.raises(scaffold.ScaffoldError):
-        scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_file=compose)
+        scaffold.new_team("orchard_west", adapters_dir=tmp_path / "elsewhere", compose_files=files)
+
+
+def test_the_committed_compose_files_are_what_the_template_makes():
+    files = compose.ComposeFiles.in_repo()
+    rendered = compose.render(compose.load_teams(files.teams))
+    assert files.compose.read_text() == rendered["compose.yaml"], "compose.yaml is stale: run `imagery compose`"
+    assert files.gpu.read_text() == rendered["compose.gpu.yaml"], "compose.gpu.yaml is stale: run `imagery compose`"
 
 
 @pytest.mark.parametrize("bad", ["Fruit", "a", "9lives", "has-dash", "x" * 40])

@@ -1,0 +1,104 @@
+"""compose.yaml (and compose.gpu.yaml) from one template and the list of teams: deploy/compose.yaml.j2 and
+deploy/teams.yaml. `imagery new-team` adds a team to the list and regenerates; `imagery compose` regenerates after
+an edit; a unit test fails when the committed files and the template disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+from pydantic import BaseModel, Field
+
+from schemas import limits, topics
+from streaming.local.versions import FLINK_VERSION, KAFKA_VERSION
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIRST_HTTP_PORT = 28001
+
+
+class ComposeTeam(BaseModel):
+    """One team's entry in deploy/teams.yaml."""
+
+    team: str
+    weights: str = Field(description="the file in ./weights the team's service loads")
+    partitions: int = Field(4, ge=1)
+    parallelism: int = Field(2, ge=1)
+    http_port: int = Field(ge=1, le=65535)
+    items_per_request: int = Field(8, ge=1)
+
+    @property
+    def service(self) -> str:  # compose service names and bucket names have no '_'
+        return self.team.replace("_", "-")
+
+    @property
+    def bucket(self) -> str:
+        return self.service
+
+    @property
+    def target_id(self) -> str:
+        """The MinIO Kafka notification target's id (MINIO_NOTIFY_KAFKA_*_<ID>)."""
+        return self.team.upper()
+
+    @property
+    def input_topic(self) -> str:
+        return topics.input_topic(self.team)
+
+    @property
+    def group_id(self) -> str:
+        return f"http-dispatcher-{self.team}"
+
+
+@dataclass(frozen=True)
+class ComposeFiles:
+    teams: Path
+    compose: Path
+    gpu: Path
+    template_dir: Path = REPO_ROOT / "deploy"
+
+    @classmethod
+    def in_repo(cls, root: Path = REPO_ROOT) -> ComposeFiles:
+        return cls(root / "deploy" / "teams.yaml", root / "compose.yaml", root / "compose.gpu.yaml")
+
+
+def load_teams(path: Path) -> list[ComposeTeam]:
+    return [ComposeTeam(**entry) for entry in (yaml.safe_load(path.read_text()) or {}).get("teams") or []]
+
+
+def render(teams: list[ComposeTeam], template_dir: Path = REPO_ROOT / "deploy") -> dict[str, str]:
+    """{"compose.yaml": ..., "compose.gpu.yaml": ...} for these teams."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    context = {
+        "teams": teams,
+        "slots": sum(t.parallelism for t in teams) or 1,
+        "flink_version": FLINK_VERSION,
+        "kafka_version": KAFKA_VERSION,
+        "dlq_topic": topics.DLQ_TOPIC,
+        "max_transaction_ms": limits.KAFKA_MAX_TRANSACTION_MS,
+    }
+    return {name: env.get_template(f"{name}.j2").render(context) for name in ("compose.yaml", "compose.gpu.yaml")}
+
+
+def write(files: ComposeFiles) -> None:
+    rendered = render(load_teams(files.teams), files.template_dir)
+    files.compose.write_text(rendered["compose.yaml"])
+    files.gpu.write_text(rendered["compose.gpu.yaml"])
+
+
+def add_team(files: ComposeFiles, team: str, weights: str) -> ComposeTeam:
+    """Append `team` to the teams file (the next free host port) and regenerate both compose files."""
+    doc = yaml.safe_load(files.teams.read_text()) or {}
+    teams = load_teams(files.teams)
+    if any(t.team == team for t in teams):
+        raise ValueError(f"{files.teams} already has team {team}")
+    entry = ComposeTeam(team=team, weights=weights,
+                        http_port=max((t.http_port for t in teams), default=FIRST_HTTP_PORT - 1) + 1)
+    text = files.teams.read_text()
+    block = yaml.safe_dump([entry.model_dump()], sort_keys=False)
+    files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if doc.get("teams")
+                           else text + "teams:\n" + block)
+    write(files)
+    return entry

@@ -1,0 +1,80 @@
+"""What a team needs before its service and job start, made idempotently (the compose stack's `init`):
+its weights file is there, its topics exist with their partitions, its bucket exists and sends the
+s3:ObjectCreated events of uploads to its input topic, so that an upload alone starts the flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import topics
+from streaming import kafka_io
+
+
+class ProvisionError(RuntimeError):
+    """A team cannot start; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TeamSpec:
+    team: str
+    partitions: int
+    weights: str
+
+    @classmethod
+    def parse(cls, text: str) -> TeamSpec:
+        """TEAM:PARTITIONS:WEIGHTS_FILE, as compose.yaml's `init` passes them."""
+        try:
+            team, partitions, weights = text.split(":")
+            return cls(team, int(partitions), weights)
+        except ValueError as exc:
+            raise ProvisionError(f"{text!r} is not TEAM:PARTITIONS:WEIGHTS_FILE") from exc
+
+    @property
+    def bucket(self) -> str:  # a bucket name has no '_'
+        return self.team.replace("_", "-")
+
+    @property
+    def events_target(self) -> str:
+        """The ARN of the MinIO Kafka target compose.yaml declares for the team (MINIO_NOTIFY_KAFKA_*_<TEAM>)."""
+        return f"arn:minio:sqs::{self.team.upper()}:kafka"
+
+
+def check_weights(weights_dir: Path, teams: list[TeamSpec]) -> None:
+    missing = [t for t in teams if not (weights_dir / t.weights).is_file()]
+    if missing:
+        lines = [f"  weights/{t.weights} (team {t.team})" for t in missing]
+        raise ProvisionError(
+            "missing weights, so these teams' services cannot start:\n" + "\n".join(lines) + "\n"
+            "Put each team's file in ./weights (the fruit team's: `make weights`), then `docker compose up -d`.")
+
+
+def ensure_topics(bootstrap: str, teams: list[TeamSpec], dlq_partitions: int = 4) -> list[str]:
+    for t in teams:
+        kafka_io.create_topics(bootstrap, [topics.input_topic(t.team), topics.result_topic(t.team)], t.partitions)
+    kafka_io.create_topics(bootstrap, [topics.DLQ_TOPIC, topics.replay_ledger()], dlq_partitions)
+    return [name for t in teams for name in (topics.input_topic(t.team), topics.result_topic(t.team))]
+
+
+def ensure_bucket_events(client, team: TeamSpec) -> None:
+    """The team's bucket, with its uploads' events going to the team's input topic."""
+    from minio.notificationconfig import NotificationConfig, QueueConfig
+
+    if not client.bucket_exists(team.bucket):
+        client.make_bucket(team.bucket)
+    config = NotificationConfig(queue_config_list=[
+        QueueConfig(["s3:ObjectCreated:*"], config_id=f"imagery-{team.team}", queue=team.events_target)])
+    client.set_bucket_notification(team.bucket, config)
+
+
+def provision(bootstrap: str, minio_client, weights_dir: Path | None, teams: list[TeamSpec],
+              log=print) -> None:
+    if weights_dir is not None:
+        check_weights(weights_dir, teams)
+        log(f"weights: {', '.join(t.weights for t in teams)} present")
+    made = ensure_topics(bootstrap, teams)
+    log(f"topics: {', '.join(made)}, {topics.DLQ_TOPIC} exist")
+    for t in teams:
+        ensure_bucket_events(minio_client, t)
+        log(f"bucket {t.bucket}: uploads go to {topics.input_topic(t.team)}")
