@@ -5,6 +5,7 @@ s3:ObjectCreated events of uploads to its input topic, so that an upload alone s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def check_weights(weights_dir: Path, teams: list[TeamSpec]) -> None:
         raise ProvisionError(
             "missing weights, so these teams' services cannot start:\n" + "\n".join(lines) + "\n"
             "Put each team's file in ./weights (the fruit team's: `make weights`), then `docker compose up -d`.")
+    # init runs as a user of its own, as the services do: what it cannot read, they cannot either
+    unreadable = [t for t in teams if not os.access(weights_dir / t.weights, os.R_OK)]
+    if unreadable:
+        raise ProvisionError("the services cannot read " + ", ".join(f"weights/{t.weights}" for t in unreadable)
+                             + ": make them readable by others (chmod a+r)")
 
 
 def ensure_topics(bootstrap: str, teams: list[TeamSpec], dlq_partitions: int = 4) -> list[str]:

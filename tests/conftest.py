@@ -1,10 +1,9 @@
 """Session fixtures: the real stack comes up once; every test gets its own topics and buckets.
 
 By default the stack is the project's own (Kafka jars, MinIO built from source, Flink from the wheel) started
-on loopback, reused if `imagery up` already runs it. With IMAGERY_TEST_STACK=testcontainers and a Docker engine,
-Kafka and MinIO come from testcontainers instead; Flink is always the PyFlink wheel's. With
-IMAGERY_TEST_STACK=running the tests use what already runs at the IMAGERY_* addresses and start nothing (a GPU machine
-without Java runs tests/gpu against a MinIO started by hand).
+on loopback, reused if `imagery up` already runs it. With IMAGERY_TEST_STACK=running the tests use what already
+runs at the IMAGERY_* addresses and start nothing (a GPU machine without Java runs tests/gpu against a MinIO
+started by hand).
 """
 
 from __future__ import annotations
@@ -24,23 +23,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def _testcontainers_stack() -> Iterator[StackSettings]:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.minio import MinioContainer
-
-    with KafkaContainer().with_kraft() as kafka, MinioContainer() as minio:
-        kafka_host, kafka_port = kafka.get_bootstrap_server().rsplit(":", 1)
-        cfg = minio.get_config()
-        minio_host, minio_port = cfg["endpoint"].rsplit(":", 1)
-        yield StackSettings(host=kafka_host, kafka_port=int(kafka_port), minio_port=int(minio_port),
-                            minio_access_key=cfg["access_key"], minio_secret_key=cfg["secret_key"])
-
-
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[StackSettings]:
-    if os.environ.get("IMAGERY_TEST_STACK") == "testcontainers":
-        yield from _testcontainers_stack()
-        return
     settings = StackSettings()
     if os.environ.get("IMAGERY_TEST_STACK") == "running":  # what already runs at the IMAGERY_* addresses, as is
         yield settings

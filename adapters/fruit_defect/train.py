@@ -60,6 +60,10 @@ def _save_atomically(write, dest: Path) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes the file 0600: the compose service (a user of its own) could not read the weights
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -134,7 +134,7 @@ def minio_client() -> Minio:
 def upload(bucket: str, prefix: str, count: int, first_seed: int = 0) -> list[str]:
     client, keys = minio_client(), []
     for i in range(count):
-        data = make_image("fresh" if i % 2 else "rotten", first_seed + i)
+        data = make_image("clean" if i % 2 else "defect", first_seed + i)
         key = f"{prefix}/{i:04d}.jpg"
         client.put_object(bucket, key, io.BytesIO(data), len(data), content_type="image/jpeg")
         keys.append(key)
