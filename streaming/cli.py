@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
+from typing import get_args
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from schemas.dead_letter import Stage
 from streaming.local import install, stack
 from streaming.local.settings import StackSettings
 
@@ -119,62 +124,175 @@ def produce(team: str, bucket: str, keys: list[str], bootstrap: str | None = BOO
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
+# the dead letters' stages (schemas.dead_letter.Stage) as the choices of --stage
+DlqStage = enum.Enum("DlqStage", {stage: stage for stage in get_args(Stage)}, type=str)
+DLQ_TOPIC_OPTION = typer.Option(None, "--topic", help="the DLQ topic [default: dlq.inference.http]")
+DLQ_GROUP_OPTION = typer.Option(
+    None, "--group-id", help="read from this consumer group's committed offsets, and commit what was read once "
+    "done (shown, or replayed), so its next run sees only newer dead letters [default: no group, read it all]")
+DLQ_STAGE_OPTION = typer.Option(None, "--stage", help="only dead letters of this stage (repeatable)")
+DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this team (repeatable)")
+
+
+def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None):
+    from streaming import kafka_io
+    from streaming.dlq import read_letters
+
+    try:
+        return read_letters(bootstrap, dlq_topic, group_id=group_id)
+    except (kafka_io.NoSuchTopic, kafka_io.ReadStalled) as exc:
+        _fail(exc)
+
+
+def _dlq_positions(values: list[str], partitions: int) -> set[tuple[int, int]]:
+    """--offset values, `PARTITION:OFFSET` or `OFFSET` (for a DLQ of one partition), as (partition, offset)."""
+    positions = set()
+    for value in values:
+        partition, _, offset = value.rpartition(":")
+        if not offset.isdigit() or not (partition.isdigit() or partition == ""):
+            _fail(ValueError(f"--offset {value!r}: give PARTITION:OFFSET or, for a DLQ of one partition, OFFSET"))
+        if partition == "" and partitions > 1:
+            _fail(ValueError(f"--offset {value}: the DLQ has {partitions} partitions; give PARTITION:OFFSET"))
+        positions.add((int(partition or 0), int(offset)))
+    return positions
+
 
 @dlq_app.command("show")
-def dlq_show(team: str | None = None, stage: str | None = None, bootstrap: str | None = BOOTSTRAP,
-             topic: str = typer.Option(None, help="default dlq.inference.http"), limit: int = 50) -> None:
-    """List dead letters (newest last) with their stage, error and original value."""
+def dlq_show(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAGE_OPTION,
+             bootstrap: str | None = BOOTSTRAP, topic: str = DLQ_TOPIC_OPTION,
+             group_id: str | None = DLQ_GROUP_OPTION,
+             limit: int = typer.Option(50, help="show at most the newest LIMIT")) -> None:
+    """List the dead letters (oldest first): all of the DLQ up to its end when the command starts."""
     from schemas import topics
-    from streaming.dlq import read_dlq
+    from streaming import kafka_io
+    from streaming.dlq import select
 
-    entries = read_dlq(_bootstrap(bootstrap), topic or topics.DLQ_TOPIC, team=team, stage=stage)
-    table = Table(title=f"{topic or topics.DLQ_TOPIC}: {len(entries)} dead letters"
-                  + (f", last {limit} shown" if len(entries) > limit else ""))
+    dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
+    read = _dlq_read(servers, dlq_topic, group_id)
+    entries = select(read.entries, teams=team or (), stages=[s.value for s in stage or ()])
+    table = Table(title=f"{dlq_topic}: {len(entries)} dead letters"
+                  + (f", the newest {limit} shown" if len(entries) > limit else ""))
     for col in ("partition:offset", "team", "source", "stage", "type", "http", "tries", "message", "value"):
         table.add_column(col, overflow="fold")
-    for e in entries[-limit:]:
+    for e in entries[len(entries) - limit if len(entries) > limit else 0:]:
         d = e.letter
         table.add_row(f"{e.partition}:{e.offset}", d.team, f"{d.source.topic}@{d.source.offset}", d.error.stage,
                       d.error.type, str(d.error.http_status or "-"), str(d.error.attempts), d.error.message[:100],
                       (d.original_value_text or "<binary>")[:80]
                       + ("" if d.complete else f" ... ({d.original_value_bytes} bytes in all)"))
     console.print(table)
+    if group_id:
+        kafka_io.commit_offsets(servers, dlq_topic, group_id, read.end_offsets)
 
 
 @dlq_app.command("replay")
-def dlq_replay(team: str | None = None, stage: str | None = None,
-               offsets: list[int] = typer.Option(None, "--offset", help="only these DLQ offsets (repeatable)"),
-               bootstrap: str | None = BOOTSTRAP, topic: str = typer.Option(None, help="default dlq.inference.http"),
+def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAGE_OPTION,
+               offsets: list[str] = typer.Option(None, "--offset", help="only this dead letter, PARTITION:OFFSET "
+                                                 "(or OFFSET for a DLQ of one partition; repeatable)"),
+               replay_all: bool = typer.Option(False, "--all", help="with no --team/--stage/--offset: the whole DLQ"),
+               bootstrap: str | None = BOOTSTRAP, topic: str = DLQ_TOPIC_OPTION,
+               group_id: str | None = DLQ_GROUP_OPTION,
                to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
                again: bool = typer.Option(False, "--again", help="also entries replayed before"),
                max_replays: int = typer.Option(3, help="skip entries whose record was replayed this often already"),
                dry_run: bool = typer.Option(False, "--dry-run", help="list what would be replayed, replay nothing")
                ) -> None:
-    """Re-publish the original bytes, key and headers of matching dead letters, once: what was replayed is
-    recorded (dlq.inference.http.replayed) and skipped next time unless --again."""
+    """Re-publish the original bytes, key and headers of the chosen dead letters, once: what was replayed is
+    recorded (dlq.inference.http.replayed) and skipped next time unless --again. Choose with --team, --stage,
+    --offset, or --all for the whole DLQ."""
     from schemas import topics
-    from streaming.dlq import OriginalGone, plan, read_dlq, replay, replayed
+    from streaming import kafka_io
+    from streaming.dlq import OriginalGone, plan, replay, replayed, select
 
-    dlq_topic = topic or topics.DLQ_TOPIC
-    entries = read_dlq(_bootstrap(bootstrap), dlq_topic, team=team, stage=stage)
-    if offsets:
-        entries = [e for e in entries if e.offset in set(offsets)]
-    chosen = plan(entries, replayed(_bootstrap(bootstrap), dlq_topic), again=again, max_replays=max_replays)
-    if dry_run or chosen.skipped:
-        table = Table(title=f"{len(chosen.go)} to replay" + (" (dry run)" if dry_run else "")
-                      + f", {len(chosen.skipped)} skipped")
-        for col in ("partition:offset", "team", "stage", "replays", "to", "note"):
-            table.add_column(col, overflow="fold")
-        for e, why in [*((e, "") for e in chosen.go), *chosen.skipped]:
-            table.add_row(f"{e.partition}:{e.offset}", e.letter.team, e.letter.error.stage, str(e.replay_count),
-                          to or e.letter.source.topic, why or ("would replay" if dry_run else "replayed"))
-        console.print(table)
+    if not (team or stage or offsets or replay_all or dry_run):  # a dry run replays nothing: it may list them all
+        _fail(ValueError("say what to replay: --team, --stage or --offset, or --all for the whole DLQ "
+                         "(--dry-run lists what would go)"))
+    dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
+    read = _dlq_read(servers, dlq_topic, group_id)
+    entries = select(read.entries, teams=team or (), stages=[s.value for s in stage or ()],
+                     positions=_dlq_positions(offsets or [], len(read.end_offsets)))
+    chosen = plan(entries, replayed(servers, dlq_topic), again=again, max_replays=max_replays)
+    table = Table(title=f"{len(chosen.go)} to replay" + (" (dry run)" if dry_run else "")
+                  + f", {len(chosen.skipped)} skipped")
+    for col in ("partition:offset", "team", "stage", "type", "replays", "to", "note"):
+        table.add_column(col, overflow="fold")
+    for e, why in [*((e, "") for e in chosen.go), *chosen.skipped]:
+        table.add_row(f"{e.partition}:{e.offset}", e.letter.team, e.letter.error.stage, e.letter.error.type,
+                      str(e.replay_count), to or e.letter.source.topic,
+                      why or ("would replay" if dry_run else "replayed"))
     if dry_run:
+        console.print(table)
         return
     try:
-        console.print(f"replayed {replay(_bootstrap(bootstrap), chosen.go, to, dlq_topic)} dead letters")
+        count = replay(servers, chosen.go, to, dlq_topic)
     except OriginalGone as exc:
         _fail(exc)
+    console.print(table)
+    console.print(f"replayed {count} dead letters")
+    if group_id:
+        kafka_io.commit_offsets(servers, dlq_topic, group_id, read.end_offsets)
+
+
+@app.command()
+def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="the image"),
+          team: str = typer.Option(..., "--team", help="the team whose model should answer (checked: a service of "
+                                   "another team is refused)"),
+          url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="IMAGERY_SERVICE_URL",
+                                  help="the team's inference service"),
+          model_tag: str | None = typer.Option(None, "--model-tag"),
+          extra: str | None = typer.Option(None, "--extra", help="a JSON object for the runner, e.g. "
+                                           "'{\"min_score\": 0.5}'"),
+          token: str | None = typer.Option(None, "--token", envvar="AUTH_TOKEN", help="the service's bearer token"),
+          timeout_s: float = typer.Option(60.0, "--timeout-s")) -> None:
+    """Run TEAM's model on FILE, no MinIO needed: POST /infer_upload to its service (`imagery serve`), print the
+    answer as JSON."""
+    import json
+    import time
+
+    import httpx
+
+    from schemas.inference_api import INFER_UPLOAD_ROUTE, UPLOAD_FILE_FIELD
+
+    fields: dict[str, str] = {}
+    if model_tag:
+        fields["model_tag"] = model_tag
+    if extra:
+        try:
+            if not isinstance(json.loads(extra), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            _fail(ValueError(f"--extra must be a JSON object: {exc}"))
+        fields["extra"] = extra
+    base = url.rstrip("/")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
+            served = client.get("/healthz").json().get("team")
+            if served != team.strip().lower():
+                _fail(ValueError(f"the service at {base} serves team {served!r}, not {team!r}: point --url at "
+                                 f"{team}'s service"))
+            data, deadline = file.read_bytes(), time.monotonic() + timeout_s
+            while True:  # a service still warming up says so (503 not_ready): wait for it, within --timeout-s
+                answer = client.post(INFER_UPLOAD_ROUTE, data=fields,
+                                     files={UPLOAD_FILE_FIELD: (file.name, data, "application/octet-stream")})
+                retry_s = float(answer.headers.get("retry-after", "1") or 1)
+                if answer.status_code != 503 or "not_ready" not in answer.text \
+                        or time.monotonic() + retry_s > deadline:
+                    break
+                time.sleep(retry_s)
+    except httpx.TransportError as exc:
+        _fail(ConnectionError(f"no inference service answers at {base} ({exc}); start one with "
+                              f"`TEAM={team} imagery serve` or give --url"))
+    except ValueError as exc:  # /healthz answered something that is not the service's JSON
+        _fail(ValueError(f"{base}/healthz is not the inference service's ({exc})"))
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {"error": {"type": "not_json", "message": answer.text[:500]}}
+    if answer.status_code != 200:
+        error = body.get("error") or {}
+        _fail(RuntimeError(f"{answer.status_code} {error.get('type')}: {error.get('message')}"))
+    typer.echo(json.dumps(body, indent=2))  # plain JSON, for jq as much as for eyes
 
 
 @app.command("new-team")

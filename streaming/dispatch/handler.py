@@ -14,7 +14,7 @@ import time
 from schemas import DispatcherIdentity, ErrorEnvelope, InferRequest, InvalidMessage, decode_image_messages, limits
 from streaming.dispatch.client import Failure, InferenceClient
 from streaming.dispatch.outcome import Verdict
-from streaming.dispatch.records import KafkaInput, Output, build_dead_letter, build_result, record_budget
+from streaming.dispatch.records import KafkaInput, Output, build_dead_letter, build_result, infer_request, record_budget
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ class Dispatcher:
         images = list(enumerate(messages))
         if len(images) > 1 and record.replayed_record is not None and record.replayed_record < len(images):
             images = [images[record.replayed_record]]
-        requests = [  # bucket and key were validated by the same rules just now
-            InferRequest.model_construct(bucket=m.bucket, key=m.key, model_tag=m.model_tag) for _, m in images]
+        requests = [infer_request(m) for _, m in images]
         # (the common case, one image, without a task of its own: a task per message is a measurable cost)
         outcomes = ([await self._infer(requests[0])] if len(requests) == 1 else
                     await asyncio.gather(*(self._infer(request) for request in requests)))
