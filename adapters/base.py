@@ -4,8 +4,10 @@ An adapter is a module `adapters/<name>_runner.py` with two module-level names, 
 `RUNNER = <class>`; the registry finds it by that file name alone (no central list to edit).
 
 Every runner has the seed's interface (`Runner`): constructed as `RUNNER(weights_path=None, model_tag=None)`,
-called as `run(image_bytes_or_uri, model_tag=None, extra=None) -> dict` with at least the keys `label`,
-`score`, `confidence` and `latency_ms_model`. The service calls `run` one image at a time, from one thread.
+called as `run(image_bytes_or_uri, model_tag=None, extra=None) -> dict`: any JSON object (a classifier's
+`label`, `score`, `confidence` and `latency_ms_model` are recommended, and checked for type when present; a detector
+answers with its boxes, a segmenter with its mask: schemas.inference_api.RunnerOutput). `extra` is the request's
+own options (a message's `extra`). The service calls `run` one image at a time, from one thread.
 
 A runner that also has the `BatchRunner` members lets the service do the heavy lifting: it decodes the images
 (on the GPU when there is one), resizes them to `input_size`, stacks them into a uint8 batch on `device` and

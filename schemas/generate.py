@@ -18,6 +18,7 @@ from schemas import (
     InferRequest,
     InferResponse,
 )
+from schemas.inference_api import RunnerOutput
 
 HERE = Path(__file__).parent
 
@@ -31,6 +32,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "batch_request": BatchRequest,
     "batch_response": BatchResponse,
     "error_body": ErrorBody,
+    "runner_output": RunnerOutput,
 }
 
 

@@ -116,6 +116,9 @@ class ImageMessage(BaseModel):
     publish_ts_ms: int | None = Field(default=None, ge=0, description="producer's publish time, epoch ms")
     id: str | None = Field(default=None, description="producer's id; the dispatcher derives one if absent")
     model_tag: str | None = Field(default=None, description="optional model version/tag to ask for")
+    extra: dict[str, Any] | None = Field(
+        default=None, description="passed to the team's runner as `extra` (e.g. thresholds, a region of interest); "
+        "echoed in the result under `echo`")
 
     @field_validator("bucket")
     @classmethod
@@ -128,7 +131,11 @@ class ImageMessage(BaseModel):
         return check_object_key(value)
 
     def extra_fields(self) -> dict[str, Any]:
-        return dict(self.__pydantic_extra__ or {})
+        """What the result echoes: the unknown fields, and `extra` (which was one of them before the runner got it)."""
+        echoed = dict(self.__pydantic_extra__ or {})
+        if self.extra is not None:
+            echoed["extra"] = self.extra
+        return echoed
 
 
 def _from_s3_event(doc: dict[str, Any]) -> list[dict[str, Any]]:

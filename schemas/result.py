@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from schemas.inference_api import Timings
+from schemas.inference_api import RunnerOutput, Timings
 
 
 class SourceRecord(BaseModel):
@@ -19,8 +19,8 @@ class SourceRecord(BaseModel):
     key_b64: str | None = Field(default=None, description="the Kafka key, base64 (keys are bytes)")
 
 
-class InferenceResult(BaseModel):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+class InferenceResult(RunnerOutput):
+    """The input's identity, the runner's answer (any JSON object), the model, and timings."""
 
     # the input's identity
     id: str
@@ -29,11 +29,7 @@ class InferenceResult(BaseModel):
     key: str
     camera: str | None = None
     publish_ts_ms: int | None = None
-    # the runner's output (seed keys; the runner's own fields ride along as extra keys)
-    label: str
-    score: float
-    confidence: float
-    latency_ms_model: float
+    # the runner's output (RunnerOutput: the seed's keys when it has them, its own fields as extra keys)
     model_name: str
     model_tag: str | None = None
     batch_size: int
@@ -44,4 +40,5 @@ class InferenceResult(BaseModel):
     e2e_ms: float | None = Field(default=None, description="publish_ts_ms (or Kafka timestamp) to result")
     result_ts_ms: int
     source: SourceRecord
-    echo: dict[str, Any] = Field(default_factory=dict, description="the input's unknown fields, echoed")
+    echo: dict[str, Any] = Field(default_factory=dict, description="the input's unknown fields and its `extra`, "
+                                 "echoed")

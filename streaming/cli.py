@@ -311,6 +311,84 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add its se
                   f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz")
 
 
+# ---------------------------------------------------------------------------- monitoring: health, prometheus
+
+
+def _per_team(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for text in values or []:
+        team, sep, value = text.partition("=")
+        if not sep or not team or not value:
+            _fail(ValueError(f"{what} takes TEAM=VALUE, not {text!r}"))
+        out[team] = value
+    return out
+
+
+@app.command()
+def health(teams: list[str] = typer.Option(None, "--team", help="a team to check (repeatable) [default: every team "
+                                           "with an imagery.new.<team> topic]"),
+           services: list[str] = typer.Option(None, "--service", help="TEAM=URL of its inference service "
+                                              "(repeatable; implies --team)"),
+           topics_: list[str] = typer.Option(None, "--topic", help="TEAM=TOPIC when not imagery.new.<team>"),
+           groups: list[str] = typer.Option(None, "--group", help="TEAM=GROUP when not http-dispatcher-<team>"),
+           jobs: list[str] = typer.Option(None, "--job", help="TEAM=JOB NAME when not http-dispatcher-<team>"),
+           bootstrap: str | None = BOOTSTRAP,
+           flink_url: str | None = typer.Option(None, help="Flink REST URL [default: the local stack's]"),
+           max_lag: int = typer.Option(10_000, help="lag (records) above which a team's lag is a warning"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table")) -> None:
+    """One table of every part: Kafka, MinIO, Flink, and per team its job, /healthz, /readyz and consumer lag.
+    Exit status 1 when any part is down."""
+    import json
+
+    from streaming import health as h
+
+    service_urls, topic_of, group_of, job_of = (_per_team(services, "--service"), _per_team(topics_, "--topic"),
+                                                _per_team(groups, "--group"), _per_team(jobs, "--job"))
+    names = list(dict.fromkeys([*(teams or []), *service_urls]))
+    team_list = [h.Team(n, service_urls.get(n), topic_of.get(n, ""), group_of.get(n, ""), job_of.get(n, ""))
+                 for n in names] or None
+    report = h.check_all(StackSettings(), team_list, bootstrap=_bootstrap(bootstrap), flink_url=flink_url,
+                         max_lag=max_lag)
+    if as_json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        colour = {h.OK: "green", h.WARN: "yellow", h.DOWN: "red", h.UNKNOWN: "dim"}
+        table = Table(title="imagery health: " + ("[green]all up[/green]" if report.ok else "[red]DOWN[/red]"))
+        for col in ("part", "team", "status", "detail"):
+            table.add_column(col, overflow="fold", no_wrap=col != "detail")
+        for c in report.checks:
+            table.add_row(c.part, c.team or "-", f"[{colour[c.status]}]{c.status}[/{colour[c.status]}]", c.detail)
+        console.print(table)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def prometheus(services: list[str] = typer.Option(..., "--service", help="TEAM=HOST:PORT of an inference service "
+                                                  "(repeatable)"),
+               port: int = typer.Option(9090, help="Prometheus's own port"),
+               interval_s: float = typer.Option(5.0, "--interval", help="scrape and rule evaluation interval")) -> None:
+    """Run Prometheus (Debian's package) in the foreground, scraping the services and Flink's reporter ports with
+    ops/prometheus/alerts.yml; its UI and API on 127.0.0.1:PORT. Ctrl-C stops it and drops its data."""
+    from streaming.local import prometheus as prom
+
+    targets: dict[str, list[str]] = {}
+    for team, url in _per_team(services, "--service").items():
+        targets.setdefault(team, []).append(url.split("://")[-1].rstrip("/"))
+    server = prom.PrometheusServer(targets, port=port, interval_s=interval_s)
+    try:
+        server.start()
+    except prom.PrometheusError as exc:
+        _fail(exc)
+    console.print(f"Prometheus on {server.url} (alerts: {server.url}/alerts, config {server.storage}/prometheus.yml)")
+    try:
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.cleanup()
+
+
 def main() -> None:
     app()
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import get_args
 
 from pydantic import ValidationError
 
 from schemas import DeadLetter, topics
+from schemas.dead_letter import Stage
 from streaming import kafka_io
 
 DEFAULT_MAX_REPLAYS = 3
@@ -27,6 +29,7 @@ class DlqEntry:
     partition: int
     letter: DeadLetter
     headers: dict[str, bytes]
+    timestamp_ms: int | None = None
 
     @property
     def replay_count(self) -> int:
@@ -43,29 +46,65 @@ class OriginalGone(LookupError):
     """A dead letter kept only part of its record, and the input topic no longer holds the whole of it."""
 
 
-def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
-             stage: str | None = None, idle_s: float = 2.0, timeout_s: float = 60.0) -> list[DlqEntry]:
-    """Every parseable DLQ record (optionally of one team / stage), oldest first."""
+# the stages a dead letter can have (schemas.dead_letter.Stage), for the tools' choices
+STAGES: tuple[str, ...] = get_args(Stage)
+
+
+@dataclass
+class DlqRead:
+    """The DLQ's dead letters up to the end offsets taken when the read began, oldest first, and those offsets."""
+
+    entries: list[DlqEntry]
+    end_offsets: dict[int, int]
+
+
+def read_letters(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, group_id: str | None = None) -> DlqRead:
+    """Every parseable record of the DLQ, read by partition up to the end offsets taken at the start (all of it,
+    however large; no consumer group unless `group_id`: then from that group's committed offsets, see
+    kafka_io.read_to_end). Raises kafka_io.NoSuchTopic when there is no such topic."""
+    read = kafka_io.read_to_end(bootstrap, dlq_topic, group_id=group_id)
     entries = []
-    for rec in kafka_io.read_topic(bootstrap, dlq_topic, idle_s=idle_s, timeout_s=timeout_s):
+    for rec in read.records:
         try:
             letter = DeadLetter.model_validate_json(rec.value or b"")
         except ValidationError:
             continue  # not ours: the DLQ topic may be shared with other tools
-        if (team and letter.team != team) or (stage and letter.error.stage != stage):
-            continue
-        entries.append(DlqEntry(rec.offset, rec.partition, letter, rec.headers))
-    return entries
+        entries.append(DlqEntry(rec.offset, rec.partition, letter, rec.headers, rec.timestamp_ms))
+    entries.sort(key=lambda e: (e.timestamp_ms or 0, e.partition, e.offset))
+    return DlqRead(entries, read.end_offsets)
+
+
+def select(entries: Iterable[DlqEntry], *, teams: Collection[str] = (), stages: Collection[str] = (),
+           positions: Collection[tuple[int, int]] = ()) -> list[DlqEntry]:
+    """The entries of one of `teams`, at one of `stages` and at one of the (partition, offset) `positions`; an
+    empty collection does not filter."""
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage {', '.join(sorted(unknown))}; the stages are {', '.join(STAGES)}")
+    return [e for e in entries
+            if (not teams or e.letter.team in teams) and (not stages or e.letter.error.stage in stages)
+            and (not positions or (e.partition, e.offset) in positions)]
+
+
+def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
+             stage: str | None = None) -> list[DlqEntry]:
+    """Every parseable DLQ record (optionally of one team / stage), oldest first."""
+    return select(read_letters(bootstrap, dlq_topic).entries, teams=[team] if team else (),
+                  stages=[stage] if stage else ())
 
 
 def ledger_key(entry: DlqEntry) -> str:
     return f"{entry.partition}/{entry.offset}"
 
 
-def replayed(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, idle_s: float = 2.0) -> set[str]:
-    """The ledger keys of every entry of `dlq_topic` replayed so far."""
-    return {(rec.key or b"").decode(errors="replace")
-            for rec in kafka_io.read_topic(bootstrap, topics.replay_ledger(dlq_topic), idle_s=idle_s)}
+def replayed(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC) -> set[str]:
+    """The ledger keys of every entry of `dlq_topic` replayed so far (none before the first replay made the
+    ledger)."""
+    try:
+        records = kafka_io.read_to_end(bootstrap, topics.replay_ledger(dlq_topic)).records
+    except kafka_io.NoSuchTopic:
+        return set()
+    return {(rec.key or b"").decode(errors="replace") for rec in records}
 
 
 @dataclass

@@ -10,8 +10,16 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from schemas import limits
 
@@ -200,5 +208,105 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int
         meta = consumer.list_topics(topic, timeout=timeout_s)
         parts = meta.topics[topic].partitions if topic in meta.topics else {}
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
+    finally:
+        consumer.close()
+
+
+class NoSuchTopic(LookupError):
+    """The topic a read was asked for does not exist."""
+
+
+class ReadStalled(TimeoutError):
+    """A bounded read got nothing for too long while some partitions were still short of their end offsets."""
+
+
+@dataclass
+class TopicRead:
+    """Every record of a topic from its start (or a group's committed offsets) up to the end offsets taken when the
+    read began, with those end offsets (what a group commits, so its next read starts after them)."""
+
+    records: list[Record]
+    end_offsets: dict[int, int]
+
+
+def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeout_s: float) -> dict[int, int]:
+    """partition -> the offset a read stops at: the last stable offset under read_committed (records of open
+    transactions after it are not readable yet), else the high watermark."""
+    client = admin(bootstrap)
+    meta = client.list_topics(topic, timeout=timeout_s)
+    if topic not in meta.topics or meta.topics[topic].error is not None:
+        raise NoSuchTopic(f"there is no topic {topic!r} on {bootstrap}")
+    level = IsolationLevel.READ_COMMITTED if read_committed else IsolationLevel.READ_UNCOMMITTED
+    futures = client.list_offsets({TopicPartition(topic, p): OffsetSpec.latest()
+                                   for p in meta.topics[topic].partitions}, isolation_level=level,
+                                  request_timeout=timeout_s)
+    return {tp.partition: fut.result(timeout_s).offset for tp, fut in futures.items()}
+
+
+def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stall_timeout_s: float = 30.0,
+                read_committed: bool = True, timeout_s: float = 10.0) -> TopicRead:
+    """Every record of `topic`, partition by partition, up to the end offsets taken when the read starts: all of
+    it however large, whatever the broker's group rebalance delay, and nothing written after the start.
+
+    Without `group_id` no consumer group takes part (partitions are assigned, nothing is committed). With one,
+    each partition is read from the group's committed offset (from its start where there is none); committing is
+    the caller's (`commit_offsets`). Raises ReadStalled when nothing arrives for `stall_timeout_s` before the end
+    offsets are reached (the broker is gone, say): a partial answer is never returned as if it were the whole."""
+    ends = _stable_end_offsets(bootstrap, topic, read_committed, timeout_s)
+    consumer = Consumer({
+        # the client requires a group id; without `group_id` it only names this reader (assign() joins no group)
+        "bootstrap.servers": bootstrap, "group.id": group_id or f"imagery-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False, "enable.partition.eof": True,
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+    })
+    records: list[Record] = []
+    try:
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(ends)]
+        if group_id:
+            committed = consumer.committed([TopicPartition(topic, p) for p in sorted(ends)], timeout=timeout_s)
+            parts = [TopicPartition(topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING)
+                     for c in committed]
+        low = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0] for p in ends}
+        start = {tp.partition: max(tp.offset, low[tp.partition]) for tp in parts}
+        pending = {p for p in ends if start[p] < ends[p]}
+        consumer.assign([tp for tp in parts if tp.partition in pending])
+        last_progress = time.monotonic()
+
+        def finish(partition: int) -> None:
+            pending.discard(partition)
+            consumer.pause([TopicPartition(topic, partition)])  # fetch no further than its end
+
+        while pending:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if time.monotonic() - last_progress > stall_timeout_s:
+                    short = {p: ends[p] for p in sorted(pending)}
+                    raise ReadStalled(f"reading {topic}: nothing arrived for {stall_timeout_s:g}s with partitions "
+                                      f"short of their end offsets {short} ({len(records)} records read)")
+                continue
+            last_progress = time.monotonic()
+            partition = msg.partition()
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends.get(partition, 0):
+                    finish(partition)  # past the end (e.g. only a transaction marker was left)
+                elif msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {topic}: {msg.error()}")
+                continue
+            if partition not in pending or msg.offset() >= ends[partition]:
+                finish(partition)  # written after the read began: not ours to return
+                continue
+            records.append(_to_record(msg))
+            if msg.offset() >= ends[partition] - 1:
+                finish(partition)
+        return TopicRead(records, ends)
+    finally:
+        consumer.close()
+
+
+def commit_offsets(bootstrap: str, topic: str, group_id: str, offsets: dict[int, int], timeout_s: float = 10.0) -> None:
+    """Record `offsets` (partition -> next offset to read) as `group_id`'s position in `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
     finally:
         consumer.close()

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.base import Runner
 from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
+from schemas.inference_api import INFER_UPLOAD_ROUTE
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
 from services.inference_http.errors import (
@@ -49,10 +50,11 @@ from services.inference_http.errors import (
 from services.inference_http.metrics import CONTENT_TYPE_LATEST, Metrics, mark_this_worker_dead
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
+from services.inference_http.upload import FILE_FIELD, MULTIPART_OVERHEAD_BYTES, TEXT_FIELDS, parse_upload
 
 log = logging.getLogger("services.inference_http")
 
-INFER_ROUTES = ("/infer_json", "/infer_batch")
+INFER_ROUTES = ("/infer_json", "/infer_batch", INFER_UPLOAD_ROUTE)
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in {
         401: "missing or wrong bearer token (when AUTH_TOKEN is set); checked before the body is read",
@@ -112,11 +114,22 @@ async def infer_batch(body: BatchRequest) -> BatchResponse:
     raise InternalError("POST /infer_batch is served by InferRoutes; this route only documents it")
 
 
-async def serve_infer_json(engine: InferenceEngine, body: bytes, received: float) -> dict[str, Any]:
+async def infer_upload() -> InferResponse:
+    """Run the team's model on an uploaded image (multipart/form-data, `curl -F file=@image.jpg`): no storage,
+    the same limits (MAX_OBJECT_BYTES), decode, batching, runner and errors as /infer_json."""
+    raise InternalError("POST /infer_upload is served by InferRoutes; this route only documents it")
+
+
+async def serve_infer_json(engine: InferenceEngine, body: bytes, received: float, scope: Scope) -> dict[str, Any]:
     return await engine.infer(InferRequest.model_validate_json(body), received)
 
 
-async def serve_infer_batch(engine: InferenceEngine, body: bytes, received: float) -> dict[str, Any]:
+async def serve_infer_upload(engine: InferenceEngine, body: bytes, received: float, scope: Scope) -> dict[str, Any]:
+    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"").decode("latin-1")
+    return await engine.infer_upload(parse_upload(content_type, body), received)
+
+
+async def serve_infer_batch(engine: InferenceEngine, body: bytes, received: float, scope: Scope) -> dict[str, Any]:
     items = BatchRequest.model_validate_json(body).items
     limit = engine.settings.max_batch_items
     if len(items) > limit:
@@ -125,7 +138,18 @@ async def serve_infer_batch(engine: InferenceEngine, body: bytes, received: floa
     return {"items": await asyncio.gather(*(engine.infer_item(item, received) for item in items))}
 
 
-INFER_HANDLERS = {"/infer_json": serve_infer_json, "/infer_batch": serve_infer_batch}
+# the form /infer_upload takes, for OpenAPI (described by hand: FastAPI's Form() parameters need python-multipart,
+# which the route does without, see upload.py)
+UPLOAD_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": [FILE_FIELD], "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "the image"},
+        "model_tag": {"type": "string"},
+        "extra": {"type": "string", "description": "a JSON object, passed to the runner as `extra`"}}}}}}}
+assert set(UPLOAD_OPENAPI["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
+    FILE_FIELD, *TEXT_FIELDS}
+
+INFER_HANDLERS = {"/infer_json": serve_infer_json, "/infer_batch": serve_infer_batch,
+                  INFER_UPLOAD_ROUTE: serve_infer_upload}
 assert tuple(INFER_HANDLERS) == INFER_ROUTES
 
 
@@ -201,7 +225,10 @@ class InferRoutes:
         self.app = app
         self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else b""
         self.body_timeout_s = settings.body_timeout_s
-        self.max_bytes = settings.max_request_bytes
+        # an upload carries the image itself: its body may be as large as an object the service would fetch
+        self.max_bytes = {route: settings.max_request_bytes for route in INFER_ROUTES}
+        self.max_bytes[INFER_UPLOAD_ROUTE] = max(settings.max_request_bytes,
+                                              settings.max_object_bytes + MULTIPART_OVERHEAD_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = INFER_HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
@@ -216,10 +243,10 @@ class InferRoutes:
             state = scope.setdefault("state", {})
             received = state.get("received_at") or time.monotonic()
             engine: InferenceEngine | None = scope["app"].state.engine
-            body = await self._body(scope, receive, received)
+            body = await self._body(scope, receive, received, self.max_bytes[scope["path"]])
             if engine is None:
                 raise NotReady("the service is starting")
-            payload = await handler(engine, body, received)
+            payload = await handler(engine, body, received, scope)
         except ServiceError as exc:
             await _error_of(exc)(scope, receive, send)
             return
@@ -242,11 +269,11 @@ class InferRoutes:
         if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
 
-    async def _body(self, scope: Scope, receive: Receive, received: float) -> bytes:
-        too_large = RequestTooLarge(f"the request body is over MAX_REQUEST_BYTES={self.max_bytes}",
-                                    limit=self.max_bytes)
+    async def _body(self, scope: Scope, receive: Receive, received: float, max_bytes: int) -> bytes:
+        setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes["/infer_json"] else "MAX_REQUEST_BYTES"
+        too_large = RequestTooLarge(f"the request body is over {max_bytes} bytes ({setting})", limit=max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
-        if length.isdigit() and int(length) > self.max_bytes:
+        if length.isdigit() and int(length) > max_bytes:
             raise too_large
         chunks: list[bytes] = []
         size = 0
@@ -259,7 +286,7 @@ class InferRoutes:
                         raise BadRequest("the client disconnected before its request body arrived")
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_bytes:
+                    if size > max_bytes:
                         raise too_large
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -310,7 +337,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if runner is None:
             runner = await asyncio.to_thread(model_registry.get_model_runner, settings.team, settings.weights_path,
-                                             settings.model_tag)
+                                             settings.model_tag, module=settings.runner_module)
         engine = InferenceEngine(settings, runner, ObjectStore(settings), app.state.metrics)
     except model_registry.RegistryError as exc:
         log.error("refusing to start: %s", exc)
@@ -350,6 +377,8 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
                       responses=_ERROR_RESPONSES, dependencies=secured)
     app.add_api_route("/infer_batch", infer_batch, methods=["POST"], response_model=BatchResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
+    app.add_api_route(INFER_UPLOAD_ROUTE, infer_upload, methods=["POST"], response_model=InferResponse,
+                      responses=_ERROR_RESPONSES, dependencies=secured, openapi_extra=UPLOAD_OPENAPI)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"description": "not ready"}})
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response)

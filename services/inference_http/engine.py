@@ -13,7 +13,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from PIL import Image
 
 from adapters.base import BatchRunner, Runner
 from schemas import InferRequest
+from schemas.inference_api import check_runner_output
 from services.inference_http import decode
 from services.inference_http.batching import BatcherClosed, DynamicBatcher
 from services.inference_http.errors import (
@@ -30,6 +31,7 @@ from services.inference_http.errors import (
     DeadlineExceeded,
     InternalError,
     NotReady,
+    ObjectTooLarge,
     QueueFull,
     RunnerFailed,
     ServiceError,
@@ -59,6 +61,16 @@ class _Item:
     image: torch.Tensor | None = None  # decoded and resized (CPU decode)
     data: bytes | None = None  # still encoded (GPU decode, or a runner without run_batch)
     info: decode.ImageInfo | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image sent in the request itself (/infer_upload), with what /infer_json's body would carry."""
+
+    data: bytes
+    filename: str | None = None
+    model_tag: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -125,16 +137,33 @@ class InferenceEngine:
         """One image, end to end: the body of /infer_json (schemas.InferResponse's shape); raises a ServiceError
         for every failure. `received` is time.monotonic()."""
         try:
-            response = await self._admitted(request, _Trace(received))
+            response = await self._admitted(self._run_one, request, _Trace(received))
         except ServiceError as exc:
             self.metrics.images.labels(str(exc.status)).inc()
             raise
-        except Exception as exc:  # a bug of ours: still one item's 500, with the traceback in the log
-            log.exception("unexpected error on s3://%s/%s", request.bucket, request.key)
-            self.metrics.images.labels("500").inc()
-            raise InternalError(f"{type(exc).__name__} (see the service log)") from exc
+        except Exception as exc:
+            raise self._bug(exc, lambda: f"s3://{request.bucket}/{request.key}") from exc
         self._images_ok.inc()
         return response
+
+    async def infer_upload(self, upload: Upload, received: float) -> dict[str, Any]:
+        """One uploaded image (the body of /infer_upload): the same admission, limits, decode, batching, runner
+        and errors as `infer`, without storage. `received` is time.monotonic()."""
+        try:
+            response = await self._admitted(self._run_upload, upload, _Trace(received))
+        except ServiceError as exc:
+            self.metrics.images.labels(str(exc.status)).inc()
+            raise
+        except Exception as exc:
+            raise self._bug(exc, lambda: f"the upload {upload.filename!r}") from exc
+        self._images_ok.inc()
+        return response
+
+    def _bug(self, exc: Exception, what: Callable[[], str]) -> InternalError:
+        """A bug of ours: still one item's 500, counted, with the traceback in the log."""
+        log.error("unexpected error on %s", what(), exc_info=exc)
+        self.metrics.images.labels("500").inc()
+        return InternalError(f"{type(exc).__name__} (see the service log)")
 
     async def infer_item(self, request: InferRequest, received: float) -> dict[str, Any]:
         """`infer` for one item of /infer_batch (schemas.BatchItemOk or BatchItemError): its failure is its own."""
@@ -143,7 +172,8 @@ class InferenceEngine:
         except ServiceError as exc:
             return {"ok": False, "status": exc.status, "error": exc.detail_dict()}
 
-    async def _admitted(self, request: InferRequest, trace: _Trace) -> dict[str, Any]:
+    async def _admitted(self, run: Callable[[Any, _Trace], Awaitable[dict[str, Any]]], what: Any,
+                        trace: _Trace) -> dict[str, Any]:
         if not self.warmed:
             why = f"warm-up failed: {self.warmup_error}" if self.warmup_error else "the model is still warming up"
             raise NotReady(why, self.settings.retry_after_s)
@@ -157,7 +187,7 @@ class InferenceEngine:
         try:
             timeout_s = self.settings.request_timeout_ms / 1000.0
             async with asyncio.timeout(trace.received + timeout_s - time.monotonic()):
-                return await self._run_one(request, trace)
+                return await run(what, trace)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"no answer within REQUEST_TIMEOUT_MS={self.settings.request_timeout_ms:g} "
@@ -168,16 +198,30 @@ class InferenceEngine:
             self.batcher.poke()  # one fewer on its way: a batch waiting for it may go now
 
     async def _run_one(self, request: InferRequest, trace: _Trace) -> dict[str, Any]:
-        received = trace.received
         trace.stage = "fetch"
         if not self.settings.bucket_allowed(request.bucket):
             raise BucketNotAllowed(f"bucket {request.bucket!r} is not one of team {self.team}'s "
                                    f"({', '.join(self.settings.bucket_patterns)}; ALLOWED_BUCKETS)")
         async with self._fetch_slots:
             data = await self.store.fetch(request.bucket, request.key)
+        return await self._decode_and_run(data, request.model_tag, request.extra, trace,
+                                          {"bucket": request.bucket, "key": request.key})
+
+    async def _run_upload(self, upload: Upload, trace: _Trace) -> dict[str, Any]:
+        if len(upload.data) > self.settings.max_object_bytes:
+            raise ObjectTooLarge(f"the upload is {len(upload.data)} bytes, over MAX_OBJECT_BYTES="
+                                 f"{self.settings.max_object_bytes}", limit=self.settings.max_object_bytes)
+        return await self._decode_and_run(upload.data, upload.model_tag, upload.extra, trace,
+                                          {"filename": upload.filename} if upload.filename else {})
+
+    async def _decode_and_run(self, data: bytes, model_tag: str | None, extra: dict[str, Any] | None,
+                              trace: _Trace, source: dict[str, Any]) -> dict[str, Any]:
+        """Decode `data`, run it in a forward pass, and answer with the runner's dict plus what the service adds
+        (`source`: which object or upload it was)."""
+        received = trace.received
         fetched = time.monotonic()
         trace.stage = "decode"
-        item = _Item(model_tag=request.model_tag, extra=request.extra)
+        item = _Item(model_tag=model_tag, extra=extra)
         image_limits = self.settings.max_image_pixels, self.settings.max_jpeg_scan_pixels
         if self.batchable and not self.gpu_decode:
             item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, data, self.input_size,
@@ -201,7 +245,7 @@ class InferenceEngine:
         self._stage_infer.observe(done.infer_ms / 1000.0)
         if finished - received > self.settings.request_timeout_ms / 1000.0:
             raise TimeoutError  # finished, but too late: the caller has given up on this answer by now
-        return {**done.result, "team": self.team, "bucket": request.bucket, "key": request.key,
+        return {**done.result, "team": self.team, **source,
                 "model_name": self.model_name, "model_tag": self.model_tag, "batch_size": done.batch_size,
                 "timings": {"fetch_ms": (fetched - received) * 1000.0,
                             "decode_ms": (decoded - fetched) * 1000.0 + done.decode_ms,
@@ -349,23 +393,13 @@ class InferenceEngine:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-# the runner's keys that schemas.InferResponse requires, and the JSON types each must have
-_REQUIRED_RESULT_KEYS = (("label", (str,)), ("score", (float, int)), ("confidence", (float, int)),
-                         ("latency_ms_model", (float, int)))
-
-
 def _checked_result(result: Any) -> dict[str, Any] | RunnerFailed:
-    """The runner's result if it has the keys and types schemas.InferResponse requires (checked here, once,
-    instead of validating every response against the model), else RunnerFailed: an adapter bug, not the input's.
-    (A runner's own key that the service sets, e.g. `team`, is overwritten by the service's, as before.)"""
-    if not isinstance(result, dict):
-        return RunnerFailed(f"the runner returned {type(result).__name__}, not a dict")
-    for name, types in _REQUIRED_RESULT_KEYS:
-        value = result.get(name)
-        if not isinstance(value, types) or isinstance(value, bool):
-            return RunnerFailed(f"the runner returned a result without the required keys: {name!r} is "
-                                f"{type(value).__name__ if name in result else 'missing'}")
-    return result
+    """The runner's result if it is a runner's answer (schemas.check_runner_output: any JSON object, the seed's
+    recommended keys well typed when present; checked here, once, instead of validating every response against
+    the model), else RunnerFailed: an adapter bug, not the input's. (A runner's own key that the service sets,
+    e.g. `team`, is overwritten by the service's.)"""
+    problem = check_runner_output(result)
+    return result if problem is None else RunnerFailed(problem)
 
 
 def _warmup_jpeg(size: int = 320) -> bytes:

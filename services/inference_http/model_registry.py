@@ -75,22 +75,37 @@ def known_teams(package: str = ADAPTER_PACKAGE) -> list[str]:
     return sorted(discover(package))
 
 
-def runner_class(team: str, package: str = ADAPTER_PACKAGE) -> type:
-    teams = discover(package)
+def runner_class(team: str, package: str = ADAPTER_PACKAGE, module: str | None = None) -> type:
+    """The RUNNER of `team`'s adapter module: found in `package` by its TEAM, or `module` itself when given (a
+    runner that lives outside adapters/, e.g. in a team's own package: RUNNER_MODULE), which must declare `team`."""
     key = (team or "").strip().lower()
-    if key not in teams:
-        raise UnknownTeam(team, sorted(teams))
-    module = importlib.import_module(teams[key])
-    runner = getattr(module, "RUNNER", None)
+    if module:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise RegistryError(f"RUNNER_MODULE {module!r} cannot be found on the Python path")
+        declared = _declared_team(Path(spec.origin)) if spec.origin else None
+        if declared != key:
+            raise RegistryError(f"RUNNER_MODULE {module} declares TEAM = {declared!r}, not TEAM {key!r}")
+        name = module
+    else:
+        teams = discover(package)
+        if key not in teams:
+            raise UnknownTeam(team, sorted(teams))
+        name = teams[key]
+    runner = getattr(importlib.import_module(name), "RUNNER", None)
     if not isinstance(runner, type) or not callable(getattr(runner, "run", None)):
-        raise RegistryError(f"{teams[key]} declares TEAM = {key!r} but no RUNNER class with a run() method")
+        raise RegistryError(f"{name} declares TEAM = {key!r} but no RUNNER class with a run() method")
     return runner
 
 
 def get_model_runner(team: str, weights_path: str | None = None, model_tag: str | None = None,
-                     package: str = ADAPTER_PACKAGE) -> Runner:
-    """The seed's registry call: a ready runner for `team` (its weights loaded, on the CPU)."""
-    runner_cls = runner_class(team, package)
+                     package: str = ADAPTER_PACKAGE, module: str | None = None) -> Runner:
+    """The seed's registry call: a ready runner for `team` (its weights loaded, on the CPU); `module`: see
+    `runner_class`."""
+    runner_cls = runner_class(team, package, module)
     try:
         return runner_cls(weights_path=weights_path, model_tag=model_tag)
     except FileNotFoundError as exc:

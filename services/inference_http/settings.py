@@ -39,6 +39,9 @@ class ServiceSettings(BaseSettings):
     team: str = Field(default="", description="the team whose runner this service serves (TEAM)")
     weights_path: str | None = Field(default=None, description="the runner's weights; the runner has a default")
     model_tag: str | None = Field(default=None, description="passed to the runner's constructor")
+    runner_module: str | None = Field(
+        default=None, description="a module (dotted path, on the Python path) that sets TEAM and RUNNER, for a runner "
+        "kept outside adapters/ (e.g. in the team's own package); default: the adapters/*_runner.py declaring TEAM")
 
     # --- storage (the seed's variables)
     minio_endpoint: str = "127.0.0.1:9000"

@@ -17,6 +17,7 @@ from typing import Protocol
 import orjson
 
 from schemas import InferRequest
+from schemas.inference_api import service_response_keys
 from streaming.dispatch.http import Answer, HttpError, KeepAlivePool
 from streaming.dispatch.outcome import (
     WHOLE_REQUEST_TYPES,
@@ -230,9 +231,13 @@ class InferenceClient:
         return outcomes
 
 
+# what every answer of the service carries whatever its runner returns (a detector's result has no `label`)
+_SERVICE_KEYS = service_response_keys()
+
+
 def _result_or_misconfigured(outcome: Outcome) -> Outcome:
     """A success must carry a result; a 2xx without one comes from something that is not the service."""
-    if outcome.verdict is Verdict.SUCCESS and not ("label" in outcome.body and "timings" in outcome.body):  # type: ignore[operator]
+    if outcome.verdict is Verdict.SUCCESS and not _SERVICE_KEYS <= outcome.body.keys():  # type: ignore[union-attr]
         return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
                        "a 2xx answer without a result: is --http-url the inference service?", outcome.http_status)
     return outcome

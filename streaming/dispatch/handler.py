@@ -12,7 +12,8 @@ import logging
 import time
 
 from schemas import DispatcherIdentity, ErrorEnvelope, InferRequest, InvalidMessage, decode_image_messages, limits
-from streaming.dispatch.client import Failure, InferenceClient
+from streaming.dispatch.client import Failure, InferenceClient, Success
+from streaming.dispatch.metrics import DispatcherMetrics
 from streaming.dispatch.outcome import Verdict
 from streaming.dispatch.records import KafkaInput, Output, build_dead_letter, build_result, infer_request, record_budget
 
@@ -26,8 +27,11 @@ def _now_ms() -> int:
 class Dispatcher:
     def __init__(self, client: InferenceClient, team: str, identity: DispatcherIdentity,
                  max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
-                 max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES, in_flight: int = 64) -> None:
+                 max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES, in_flight: int = 64,
+                 metrics: DispatcherMetrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics or DispatcherMetrics()
+        self.metrics.breaker = getattr(client, "breaker", None)
         self.team = team
         self.identity = identity
         self.max_message_bytes = max_message_bytes
@@ -44,17 +48,26 @@ class Dispatcher:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.in_flight)
         async with self._slots:  # at most `in_flight` images at the service, however many records are waiting
-            return await self.client.infer(request)
+            self.metrics.call_started()
+            outcome = None
+            try:
+                outcome = await self.client.infer(request)
+                return outcome
+            finally:
+                self.metrics.call_finished(outcome.attempts if outcome is not None else 1,
+                                           outcome.http_ms if isinstance(outcome, Success) else None)
 
     async def handle(self, record: KafkaInput) -> list[Output]:
         """Every record yields outputs for exactly one place per image it names; it never raises."""
         try:
-            return await self._handle(record)
+            outputs = await self._handle(record)
         except Exception as exc:  # a case nobody foresaw must cost one dead letter, not a job that crash-loops
             log.exception("the dispatcher failed on %s-%d@%d", record.topic, record.partition, record.offset)
-            return [self._dead_letter(record, ErrorEnvelope(
+            outputs = [self._dead_letter(record, ErrorEnvelope(
                 stage="dispatch", type=type(exc).__name__, message=f"the dispatcher failed on this message: {exc}",
                 retryable=True, attempts=0))]
+        self.metrics.record_handled(len(outputs))
+        return outputs
 
     async def _handle(self, record: KafkaInput) -> list[Output]:
         if record.size_bytes > self.max_message_bytes:
@@ -93,9 +106,12 @@ class Dispatcher:
                     stage="infer", type="result_too_large", retryable=False, attempts=outcome.attempts,
                     message=f"the result is {result.size_bytes} bytes, over the {record_budget(self.max_record_bytes)}"
                             " a Kafka record can take (--max-record-bytes)"))
+            else:
+                self.metrics.result()
             outputs.append(result)
         return outputs
 
     def _dead_letter(self, record: KafkaInput, error: ErrorEnvelope, event_record: int | None = None) -> Output:
+        self.metrics.dead_letter(error.stage)
         return build_dead_letter(record, self.team, error, self.identity, _now_ms(), self.max_record_bytes,
                                  event_record)

@@ -13,6 +13,7 @@ from schemas import (
     ErrorEnvelope,
     ImageMessage,
     InferenceResult,
+    InferRequest,
     SourceRecord,
     limits,
     topics,
@@ -85,6 +86,12 @@ def message_id(msg: ImageMessage, record: KafkaInput, index: int) -> str:
     replay), stable across retries and replays. `index` tells apart the images of one S3 event."""
     base = msg.id or record.origin
     return base if index == 0 else f"{base}#{index}"
+
+
+def infer_request(msg: ImageMessage) -> InferRequest:
+    """What the service is asked for `msg`: its object, model tag and `extra` (for the runner)."""
+    # bucket and key were validated by the same rules when `msg` was decoded
+    return InferRequest.model_construct(bucket=msg.bucket, key=msg.key, model_tag=msg.model_tag, extra=msg.extra)
 
 
 def build_result(

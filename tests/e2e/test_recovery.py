@@ -92,7 +92,7 @@ def test_replaying_one_record_of_an_s3_event_twice_gives_that_image_one_result_a
 
             put(minio, bucket, "late.jpg", fruit_images.defect)  # the fix; then the operator replays, twice
             for _ in range(2):
-                chosen = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+                chosen = plan(read_dlq(bootstrap, dlq), replayed(bootstrap, dlq))
                 replay(bootstrap, chosen.go, dlq_topic=dlq)
             got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= 2, JOB_TIMEOUT_S, watch=job.check_alive)
             late = collect(bootstrap, out, dlq, lambda c: c.result_count > 2 or len(c.dead) > 1, 8,

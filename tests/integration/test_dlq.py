@@ -28,9 +28,9 @@ def test_replay_republishes_original_bytes_key_and_headers_with_a_count(bootstra
         kafka_io.produce(bootstrap, dlq, [(key, value)], headers=headers)
     kafka_io.produce(bootstrap, dlq, [b"not a dead letter"])  # other tools may share the topic
 
-    fetch_fruit = read_dlq(bootstrap, dlq, team="fruit", stage="fetch", idle_s=3)
+    fetch_fruit = read_dlq(bootstrap, dlq, team="fruit", stage="fetch")
     assert [e.letter.source.offset for e in fetch_fruit] == [0]
-    assert len(read_dlq(bootstrap, dlq, idle_s=3)) == 3
+    assert len(read_dlq(bootstrap, dlq)) == 3
 
     assert replay(bootstrap, fetch_fruit, target) == 1
     (again,) = kafka_io.read_topic(bootstrap, target, until=1, timeout_s=20)
@@ -49,7 +49,7 @@ def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_inpu
                                        offset=record.offset, headers=record.headers),
                             "fruit", error, DispatcherIdentity(job="j", group_id="g", host="h"), now_ms=1)
     kafka_io.produce(bootstrap, dlq, [(out.key, out.value, list(out.headers.items()))])
-    (entry,) = read_dlq(bootstrap, dlq, idle_s=3)
+    (entry,) = read_dlq(bootstrap, dlq)
     assert not entry.letter.complete and len(entry.letter.original_value()) < len(value)
 
     assert replay(bootstrap, [entry], target) == 1
@@ -62,11 +62,13 @@ def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_inpu
         replay(bootstrap, [DlqEntry(entry.offset, entry.partition, gone, entry.headers)], target)
 
 
-def dead_letters(bootstrap: str, dlq: str, values: list[bytes], headers: dict[str, bytes] | None = None) -> None:
+def dead_letters(bootstrap: str, dlq: str, values: list[bytes], headers: dict[str, bytes] | None = None,
+                 stage: str = "fetch", keyed: bool = False) -> None:
     identity = DispatcherIdentity(job="j", group_id="g", host="h")
-    error = ErrorEnvelope(stage="fetch", type="object_not_found", message="m", retryable=False, attempts=1)
-    outs = [build_dead_letter(KafkaInput(value=v, key=None, topic="imagery.new.x", partition=0, offset=i,
-                                         headers=headers or {}), "fruit", error, identity, now_ms=1)
+    error = ErrorEnvelope(stage=stage, type="object_not_found", message="m", retryable=False, attempts=1)
+    outs = [build_dead_letter(KafkaInput(value=v, key=f"k{i}".encode() if keyed else None, topic="imagery.new.x",
+                                         partition=0, offset=i, headers=headers or {}), "fruit", error, identity,
+                              now_ms=1)
             for i, v in enumerate(values)]
     kafka_io.produce(bootstrap, dlq, [(o.key, o.value, list(o.headers.items())) for o in outs])
 
@@ -76,14 +78,14 @@ def test_running_the_same_replay_twice_replays_each_entry_once(bootstrap, new_to
     ledger = topics.replay_ledger(dlq)
     try:
         dead_letters(bootstrap, dlq, [b"a", b"b"])
-        first = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+        first = plan(read_dlq(bootstrap, dlq), replayed(bootstrap, dlq))
         assert len(first.go) == 2 and replay(bootstrap, first.go, target, dlq) == 2
-        second = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq))
+        second = plan(read_dlq(bootstrap, dlq), replayed(bootstrap, dlq))
         assert not second.go and len(second.skipped) == 2
         assert all(why.startswith("replayed before") for _, why in second.skipped)
-        again = plan(read_dlq(bootstrap, dlq, idle_s=3), replayed(bootstrap, dlq), again=True)
+        again = plan(read_dlq(bootstrap, dlq), replayed(bootstrap, dlq), again=True)
         assert len(again.go) == 2
-        assert sorted(r.value for r in kafka_io.read_topic(bootstrap, target, idle_s=3)) == [b"a", b"b"]
+        assert sorted(r.value for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b"]
     finally:
         kafka_io.delete_topics(bootstrap, [ledger])
 
@@ -91,7 +93,7 @@ def test_running_the_same_replay_twice_replays_each_entry_once(bootstrap, new_to
 def test_a_record_replayed_too_often_is_not_replayed_again(bootstrap, new_topic):
     dlq = new_topic("dlq")
     dead_letters(bootstrap, dlq, [b"x"], headers={topics.HEADER_REPLAY_COUNT: b"3"})
-    (entry,) = read_dlq(bootstrap, dlq, idle_s=3)
+    (entry,) = read_dlq(bootstrap, dlq)
     assert not plan([entry], set()).go
     assert plan([entry], set(), max_replays=4).go == [entry]
 
@@ -107,5 +109,105 @@ def test_a_dry_run_lists_what_would_go_and_replays_nothing(bootstrap, new_topic)
                                       "--dry-run"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "1 to replay (dry run)" in result.output and "would replay" in result.output
-    assert not kafka_io.read_topic(bootstrap, target, idle_s=3)
+    assert not kafka_io.read_to_end(bootstrap, target).records
     assert not replayed(bootstrap, dlq)
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from streaming.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+
+
+def consumer_groups(bootstrap: str) -> set[str]:
+    client = kafka_io.admin(bootstrap)  # kept referenced: a collected client drops its pending requests
+    listed = client.list_consumer_groups(request_timeout=10).result(10)
+    return {group.group_id for group in listed.valid}
+
+
+def test_a_large_dlq_on_several_partitions_is_read_whole_without_a_consumer_group(bootstrap, new_topic):
+    dlq = new_topic("dlq", partitions=3)
+    values = [b'{"bucket": "fruit-x", "key": "%d.jpg"}' % i for i in range(3000)]
+    dead_letters(bootstrap, dlq, values, keyed=True)  # keyed: spread over the partitions
+    groups_before = consumer_groups(bootstrap)
+
+    entries = read_dlq(bootstrap, dlq)
+    assert sorted(e.letter.original_value() for e in entries) == sorted(values)
+    assert {e.partition for e in entries} == {0, 1, 2}
+    # no consumer group: nothing waits for a group rebalance (group.initial.rebalance.delay.ms), nothing is left
+    assert consumer_groups(bootstrap) - groups_before == set()
+
+
+def test_a_read_ends_at_the_last_stable_offset_past_transaction_markers(bootstrap, new_topic):
+    from confluent_kafka import Producer
+
+    topic = new_topic("ledger")
+    kafka_io.produce_in_transaction(bootstrap, [(topic, b"k1", b"v1", []), (topic, b"k2", b"v2", [])])
+    open_txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique_id()})
+    open_txn.init_transactions(10)
+    open_txn.begin_transaction()
+    open_txn.produce(topic, value=b"not committed yet")
+    open_txn.flush(10)
+    try:  # the committed records, at once: neither the marker nor the open transaction holds the read up
+        read = kafka_io.read_to_end(bootstrap, topic, stall_timeout_s=5)
+        assert [r.value for r in read.records] == [b"v1", b"v2"]
+    finally:
+        open_txn.abort_transaction(10)
+
+
+def unique_id() -> str:
+    import uuid
+
+    return f"test-open-txn-{uuid.uuid4().hex}"
+
+
+def test_replay_replays_only_what_is_asked(bootstrap, new_topic):
+    dlq, target = new_topic("dlq"), new_topic("replayed")
+    dead_letters(bootstrap, dlq, [b"a", b"b"], stage="fetch")
+    dead_letters(bootstrap, dlq, [b"c"], stage="decode")
+    common = ("--bootstrap", bootstrap, "--topic", dlq, "--to", target)
+    try:
+        refused = cli("dlq", "replay", *common)
+        assert refused.exit_code == 1 and "--all" in refused.output
+        unknown = cli("dlq", "replay", *common, "--stage", "fetc")
+        assert unknown.exit_code == 2 and "'fetc' is not one of" in unknown.output
+        assert not kafka_io.read_to_end(bootstrap, target).records and not replayed(bootstrap, dlq)
+
+        dry = cli("dlq", "replay", *common, "--stage", "decode", "--dry-run")
+        assert dry.exit_code == 0 and "1 to replay (dry run)" in dry.output and "0:2" in dry.output
+        assert not kafka_io.read_to_end(bootstrap, target).records
+
+        one = cli("dlq", "replay", *common, "--offset", "0:1")
+        assert one.exit_code == 0 and "replayed 1 dead letters" in one.output, one.output
+        assert [r.value for r in kafka_io.read_to_end(bootstrap, target).records] == [b"b"]
+
+        everything = cli("dlq", "replay", *common, "--all")
+        assert everything.exit_code == 0 and "replayed 2 dead letters" in everything.output, everything.output
+        # the entry replayed by --offset is skipped (replayed before); the other two go
+        assert sorted(r.value for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b", b"c"]
+    finally:
+        kafka_io.delete_topics(bootstrap, [topics.replay_ledger(dlq)])
+
+
+def test_show_with_a_group_shows_what_is_new_since_its_last_run(bootstrap, new_topic):
+    dlq, group = new_topic("dlq"), f"ops-{new_topic('g')}"
+    dead_letters(bootstrap, dlq, [b"a", b"b"])
+    try:
+        first = cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id", group)
+        assert first.exit_code == 0 and "2 dead letters" in first.output, first.output
+        assert "0 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id",
+                                       group).output
+        dead_letters(bootstrap, dlq, [b"c"])
+        assert "1 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id",
+                                       group).output
+        assert "3 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq).output  # no group
+    finally:
+        client = kafka_io.admin(bootstrap)  # kept referenced: a collected client drops its pending requests
+        client.delete_consumer_groups([group], request_timeout=10)[group].result(10)
+
+
+def test_show_names_a_dlq_topic_that_does_not_exist(bootstrap):
+    result = cli("dlq", "show", "--bootstrap", bootstrap, "--topic", "dlq.no-such-topic-here")
+    assert result.exit_code == 1 and "no topic 'dlq.no-such-topic-here'" in result.output

@@ -469,3 +469,38 @@ def test_settings_that_cannot_work_are_refused_at_start():
         parse_args(["--team", "x", "--max-message-bytes", "400000"], env={})
     cfg = parse_args(["--team", "x", "--checkpoint-dir", "/var/ckpt"], env={})
     assert (cfg.checkpoint_dir, cfg.resume) == ("file:///var/ckpt", "latest")
+
+
+def test_the_message_s_extra_reaches_the_service_and_is_echoed():
+    sent = []
+
+    def handler(request):
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=RESPONSE)
+    (out,) = handle(dispatcher_with(handler), b'{"bucket": "b-1", "key": "a.jpg", "extra": {"min_score": 0.5}}')
+    assert sent == [{"bucket": "b-1", "key": "a.jpg", "extra": {"min_score": 0.5}}]
+    assert InferenceResult.model_validate_json(out.value).echo == {"extra": {"min_score": 0.5}}
+
+
+def test_a_detector_s_answer_without_the_seed_keys_is_a_result():
+    detector = {k: v for k, v in RESPONSE.items() if k not in ("label", "score", "confidence", "latency_ms_model")}
+    detector["detections"] = [{"label": "spot", "score": 0.8, "box": [1, 2, 3, 4]}]
+    for items in (1, 4):  # /infer_json and /infer_batch
+        def handler(request):
+            if request.url.path == "/infer_batch":
+                n = len(json.loads(request.content)["items"])
+                return httpx.Response(200, json={"items": [{"ok": True, "result": detector}] * n})
+            return httpx.Response(200, json=detector)
+        client = InferenceClient("http://svc/infer_json", transport=MockService(handler), items_per_request=items)
+        outcome = asyncio.run(client.infer(InferRequest(bucket="b-1", key="a.jpg")))
+        assert isinstance(outcome, Success) and outcome.response["detections"][0]["box"] == [1, 2, 3, 4]
+
+
+def test_a_2xx_without_the_service_s_own_keys_is_not_the_service():
+    from streaming.dispatch.client import _result_or_misconfigured
+    from streaming.dispatch.outcome import Outcome
+
+    judged = _result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200, body={"label": "x"}))
+    assert judged.verdict is Verdict.MISCONFIGURED and judged.type == "not_the_service"
+    detector = {k: v for k, v in RESPONSE.items() if k != "label"}
+    assert _result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200, body=detector)).verdict is Verdict.SUCCESS

@@ -120,3 +120,37 @@ def test_schema_check_detects_drift(tmp_path, monkeypatch):
     assert generate.main(["--check"]) == 0
     (tmp_path / "image_message.schema.json").write_text("{}")
     assert generate.main(["--check"]) == 1
+
+
+def test_extra_must_be_an_object_and_is_echoed():
+    msg = one(b'{"bucket": "imagery-hot", "key": "a.jpg", "extra": {"min_score": 0.5}, "site": "n"}')
+    assert msg.extra == {"min_score": 0.5}
+    assert msg.extra_fields() == {"site": "n", "extra": {"min_score": 0.5}}
+    with pytest.raises(InvalidMessage) as err:
+        one(b'{"bucket": "imagery-hot", "key": "a.jpg", "extra": "min_score=0.5"}')
+    assert err.value.stage == "validate" and "extra" in err.value.message
+
+
+@pytest.mark.parametrize("result", [
+    {"detections": [{"label": "spot", "score": 0.9, "box": [0, 0, 4, 4]}], "count": 1},  # a detector's
+    {"mask_rle": [0, 5, 3], "classes": ["bg", "rot"]},  # a segmenter's
+    {"label": "clean", "score": 1, "confidence": 0.5, "latency_ms_model": 2.0, "probabilities": {}},  # the seed's
+    {},
+])
+def test_a_runner_may_answer_with_any_json_object(result):
+    from schemas.inference_api import check_runner_output
+
+    assert check_runner_output(result) is None
+
+
+@pytest.mark.parametrize("result, fragment", [
+    ([{"label": "x"}], "list, not a dict"),
+    ({"label": 3}, "'label' is int"),
+    ({"score": "0.9"}, "'score' is str"),
+    ({"confidence": True}, "'confidence' is bool"),
+    ({"latency_ms_model": [1]}, "'latency_ms_model' is list"),
+])
+def test_the_recommended_keys_are_checked_when_present(result, fragment):
+    from schemas.inference_api import check_runner_output
+
+    assert fragment in (check_runner_output(result) or "")
