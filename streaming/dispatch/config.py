@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from schemas import limits, topics
 from streaming.dispatch import checkpoints
+from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
@@ -78,6 +79,10 @@ class DispatcherConfig:
     restart_strategy: RestartStrategy = option(
         "exponential-delay", "RESTART_STRATEGY",
         "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)")
+    prometheus_port: str = option(
+        PROMETHEUS_PORTS, "PROMETHEUS_PORT", "port range of Flink's Prometheus reporter when the job runs on a local "
+        "MiniCluster (each JobManager/TaskManager takes the first free one); empty: no reporter. A cluster's own "
+        "config decides there")
     detached: bool = option(
         False, "IMAGERY_DETACHED", "submit and return (for `flink run --detached`) instead of waiting for the job "
         "and stopping it with a savepoint on SIGTERM")

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from schemas import limits
+from streaming.dispatch.metrics import reporter_options
 from streaming.local import install
 from streaming.local.processes import log_tail
 from streaming.local.settings import StackSettings
@@ -324,6 +325,9 @@ def flink_conf_dir(settings: StackSettings) -> Path:
         "taskmanager.numberOfTaskSlots": 4,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
+        # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each take
+        # the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
+        **reporter_options(),
     })
     (conf / "config.yaml").write_text(yaml.safe_dump(config, default_flow_style=False, width=10_000))
     return conf

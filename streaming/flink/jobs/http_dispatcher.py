@@ -48,6 +48,7 @@ from streaming.dispatch import checkpoints
 from streaming.dispatch.client import InferenceClient
 from streaming.dispatch.config import DispatcherConfig, parse_args
 from streaming.dispatch.handler import Dispatcher
+from streaming.dispatch.metrics import DispatcherMetrics, reporter_options
 from streaming.dispatch.records import KafkaInput
 from streaming.dispatch.retry import RetryPolicy
 
@@ -86,6 +87,7 @@ class InferAndRoute(AsyncFunction):
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
         self.dispatcher: Dispatcher | None = None
+        self.metrics: DispatcherMetrics | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         cfg = self.config
@@ -98,15 +100,19 @@ class InferAndRoute(AsyncFunction):
         )
         self._identity = DispatcherIdentity(
             job=f"{cfg.name}/{runtime_context.get_index_of_this_subtask()}", group_id=cfg.group_id, host=cfg.host)
-        # (No Flink gauge for a pause: PyFlink hands Python metrics to Flink when a bundle finishes, and a paused
-        # bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
+        # Flink's metrics (the Flink UI, and Prometheus through the reporter): what metrics.py says they can show.
+        # (No live gauge for a pause or an outage: PyFlink hands Python metrics to Flink when a bundle finishes, and
+        # a paused bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
+        self.metrics = DispatcherMetrics()
+        self.metrics.register(runtime_context.get_metrics_group())
 
     def _dispatcher(self) -> Dispatcher:
         # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
         if self.dispatcher is None:
             client = InferenceClient(**self._client_args)
             self.dispatcher = Dispatcher(client, self.config.team, self._identity, self.config.max_message_bytes,
-                                         self.config.max_record_bytes, in_flight=self.config.capacity)
+                                         self.config.max_record_bytes, in_flight=self.config.capacity,
+                                         metrics=self.metrics)
         return self.dispatcher
 
     def close(self) -> None:
@@ -209,6 +215,10 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
+    # Flink's Prometheus reporter for a local MiniCluster (a cluster takes its reporters from its own config, as
+    # streaming/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
+    for key, value in reporter_options(cfg.prometheus_port).items():
+        conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE
@@ -228,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     # PyFlink's local default ("loopback") runs every subtask's Python as threads of this process, under one GIL,
     # so parallelism would gain nothing; a worker process per subtask is what a cluster does anyway.
     os.environ.setdefault("_python_worker_execution_mode", "process")
+    if cfg.prometheus_port:
+        _put_reporter_on_local_classpath()
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
           f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
@@ -237,6 +249,19 @@ def main(argv: list[str] | None = None) -> None:
         savepoints = checkpoints.savepoint_dir(checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
         run_until_stopped(result.get_job_client(), savepoints)
         result.wait()
+
+
+def _put_reporter_on_local_classpath() -> None:
+    """A local MiniCluster finds no plugins (it reports "Available factories: []"), so the Prometheus reporter jar
+    of the wheel's plugins/ goes on the local JVM's classpath, through the one variable PyFlink's launcher adds to it
+    (HADOOP_CLASSPATH). Under `flink run` the JVM is already running and this changes nothing."""
+    import pyflink
+
+    plugin = Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus"
+    jars = sorted(plugin.glob("flink-metrics-prometheus-*.jar"))
+    if jars:
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(
+            p for p in (str(jars[-1]), os.environ.get("HADOOP_CLASSPATH", "")) if p)
 
 
 def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:

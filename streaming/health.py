@@ -1,0 +1,223 @@
+"""`imagery health`: every part of the pipeline in one table, and whether any of it is down.
+
+Parts: Kafka (the broker answers metadata), MinIO (its liveness route), Flink (the REST API, TaskManagers and
+slots), and per team: its dispatcher job's state on Flink, its service's `/healthz` and `/readyz`, and its consumer
+lag (the group's committed offsets on the input topic against the topic's end offsets).
+
+Statuses: `ok`; `warn` (works, but look: lag over the limit, a job still starting, offsets not committed yet);
+`down` (broken: the exit status is 1); `unknown` (not checked: no service URL given, or Flink itself is down).
+A team's names (input topic, consumer group, job name) follow the dispatcher's own defaults (DispatcherConfig),
+each overridable per team.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import httpx
+
+from schemas import topics
+from streaming.dispatch.config import parse_args
+from streaming.local.settings import StackSettings
+
+OK, WARN, DOWN, UNKNOWN = "ok", "warn", "down", "unknown"
+TIMEOUT_S = 5.0
+DEFAULT_MAX_LAG = 10_000
+
+
+@dataclass
+class Check:
+    part: str  # kafka, minio, flink, job, healthz, readyz, lag
+    team: str  # "" for the shared parts
+    status: str
+    detail: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Team:
+    name: str
+    service_url: str | None = None
+    input_topic: str = ""
+    group_id: str = ""
+    job_name: str = ""
+
+    def __post_init__(self) -> None:
+        defaults = parse_args(["--team", self.name], env={})  # the dispatcher's own names, defined there once
+        self.input_topic = self.input_topic or defaults.input_topic
+        self.group_id = self.group_id or defaults.group_id
+        self.job_name = self.job_name or defaults.name
+        self.service_url = self.service_url.rstrip("/") if self.service_url else None
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != DOWN for c in self.checks)
+
+    def as_json(self) -> dict:
+        return {"ok": self.ok, "checked_at_ms": int(time.time() * 1000), "checks": [asdict(c) for c in self.checks]}
+
+
+def _guard(part: str, team: str, check: Callable[[], Check]) -> Check:
+    try:
+        return check()
+    except Exception as exc:  # every failure of a probe is that part being down, said in one line
+        return Check(part, team, DOWN, f"{type(exc).__name__}: {str(exc)[:200] or repr(exc)}")
+
+
+# ---------------------------------------------------------------------------- shared parts
+
+
+def check_kafka(bootstrap: str) -> tuple[Check, set[str]]:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=TIMEOUT_S)
+    except Exception as exc:
+        return Check("kafka", "", DOWN, f"{bootstrap}: {exc}"), set()
+    names = set(meta.topics)
+    return Check("kafka", "", OK, f"{bootstrap}: {len(meta.brokers)} broker(s), {len(names)} topics",
+                 {"brokers": len(meta.brokers), "topics": len(names)}), names
+
+
+def check_minio(endpoint: str, secure: bool = False) -> Check:
+    def probe() -> Check:
+        url = f"{'https' if secure else 'http'}://{endpoint}/minio/health/live"
+        status = httpx.get(url, timeout=TIMEOUT_S).status_code
+        return Check("minio", "", OK if status == 200 else DOWN, f"{endpoint}: /minio/health/live {status}")
+    return _guard("minio", "", probe)
+
+
+def flink_jobs(rest_url: str) -> tuple[Check, list[dict] | None]:
+    try:
+        overview = httpx.get(f"{rest_url}/overview", timeout=TIMEOUT_S).raise_for_status().json()
+        jobs = httpx.get(f"{rest_url}/jobs/overview", timeout=TIMEOUT_S).raise_for_status().json()["jobs"]
+    except Exception as exc:
+        return Check("flink", "", DOWN, f"{rest_url}: {type(exc).__name__}: {str(exc)[:200]}"), None
+    tms, slots = overview.get("taskmanagers", 0), overview.get("slots-total", 0)
+    detail = (f"{rest_url}: Flink {overview.get('flink-version', '?')}, {tms} TaskManager(s), "
+              f"{overview.get('slots-available', 0)}/{slots} slots free, {overview.get('jobs-running', 0)} running")
+    return Check("flink", "", OK if tms and slots else DOWN, detail + ("" if tms else ": no TaskManager"),
+                 {k: overview.get(k) for k in ("taskmanagers", "slots-total", "slots-available", "jobs-running")}), jobs
+
+
+# ---------------------------------------------------------------------------- per team
+
+
+def check_job(team: Team, jobs: list[dict] | None) -> Check:
+    if jobs is None:
+        return Check("job", team.name, UNKNOWN, f"{team.job_name}: Flink does not answer")
+    mine = sorted((j for j in jobs if j.get("name") == team.job_name), key=lambda j: j.get("start-time", 0))
+    running = [j for j in mine if j.get("state") == "RUNNING"]
+    data = {"job_name": team.job_name, "jobs": [{"id": j["jid"], "state": j["state"]} for j in mine]}
+    if len(running) > 1:
+        return Check("job", team.name, DOWN, f"{team.job_name}: {len(running)} jobs RUNNING at once (doubled: "
+                     f"results are written twice; cancel all but one)", data)
+    if running:
+        up_s = (time.time() * 1000 - running[0].get("start-time", 0)) / 1000
+        return Check("job", team.name, OK, f"{team.job_name}: RUNNING for {_duration(up_s)} ({running[0]['jid']})",
+                     data)
+    if not mine:
+        return Check("job", team.name, DOWN, f"{team.job_name}: no such job on this Flink", data)
+    last = mine[-1]
+    starting = last.get("state") in ("INITIALIZING", "CREATED", "RECONCILING")
+    return Check("job", team.name, WARN if starting else DOWN, f"{team.job_name}: {last['state']} ({last['jid']})",
+                 data)
+
+
+def check_healthz(team: Team) -> Check:
+    if not team.service_url:
+        return Check("healthz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
+
+    def probe() -> Check:
+        answer = httpx.get(f"{team.service_url}/healthz", timeout=TIMEOUT_S)
+        body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+        if answer.status_code == 200 and body.get("ok") is True and body.get("team") == team.name:
+            return Check("healthz", team.name, OK, f"{team.service_url}: {answer.text.strip()}")
+        return Check("healthz", team.name, DOWN, f"{team.service_url}: {answer.status_code} {answer.text[:200]}")
+    return _guard("healthz", team.name, probe)
+
+
+def check_readyz(team: Team) -> Check:
+    if not team.service_url:
+        return Check("readyz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
+
+    def probe() -> Check:
+        answer = httpx.get(f"{team.service_url}/readyz", timeout=TIMEOUT_S)
+        status = OK if answer.status_code == 200 else DOWN
+        return Check("readyz", team.name, status, f"{team.service_url}: {answer.status_code} {answer.text[:200]}")
+    return _guard("readyz", team.name, probe)
+
+
+def consumer_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, dict[str, int]]:
+    """Per partition: the group's committed offset (-1: none), the low and the end offsets, and the lag."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
+                         "log_level": 0})
+    try:  # committed() reads the group's offsets without joining it
+        meta = consumer.list_topics(topic, timeout=TIMEOUT_S)
+        partitions = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=TIMEOUT_S)
+        out = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=TIMEOUT_S)
+            position = tp.offset if tp.offset >= 0 else low
+            out[tp.partition] = {"committed": tp.offset, "low": low, "end": high, "lag": max(0, high - position)}
+        return out
+    finally:
+        consumer.close()
+
+
+def check_lag(bootstrap: str, team: Team, topic_names: set[str], max_lag: int) -> Check:
+    if team.input_topic not in topic_names:
+        return Check("lag", team.name, UNKNOWN, f"{team.input_topic}: no such topic")
+
+    def probe() -> Check:
+        parts = consumer_lag(bootstrap, team.input_topic, team.group_id)
+        lag = sum(p["lag"] for p in parts.values())
+        data = {"topic": team.input_topic, "group_id": team.group_id, "lag": lag,
+                "partitions": {str(k): v for k, v in parts.items()}}
+        detail = f"{lag} records behind on {team.input_topic} (group {team.group_id}, {len(parts)} partitions)"
+        if any(p["committed"] < 0 for p in parts.values()) and lag:
+            return Check("lag", team.name, WARN, detail + "; no committed offsets yet", data)
+        return Check("lag", team.name, WARN if lag > max_lag else OK, detail + (
+            f", over {max_lag}" if lag > max_lag else ""), data)
+    return _guard("lag", team.name, probe)
+
+
+# ---------------------------------------------------------------------------- all of it
+
+
+def discover_teams(topic_names: Iterable[str]) -> list[str]:
+    return sorted(t[len(topics.INPUT_TOPIC_PREFIX):] for t in topic_names
+                  if t.startswith(topics.INPUT_TOPIC_PREFIX) and len(t) > len(topics.INPUT_TOPIC_PREFIX))
+
+
+def check_all(settings: StackSettings, teams: list[Team] | None = None, bootstrap: str | None = None,
+              flink_url: str | None = None, max_lag: int = DEFAULT_MAX_LAG) -> Report:
+    """`teams` None: every team with an input topic (imagery.new.<team>) on the broker."""
+    bootstrap = bootstrap or settings.bootstrap
+    kafka, topic_names = check_kafka(bootstrap)
+    flink, jobs = flink_jobs(flink_url or settings.flink_rest_url)
+    checks = [kafka, check_minio(settings.minio_endpoint), flink]
+    for team in teams if teams is not None else [Team(name) for name in discover_teams(topic_names)]:
+        checks += [check_job(team, jobs), check_healthz(team), check_readyz(team),
+                   check_lag(bootstrap, team, topic_names, max_lag) if kafka.status == OK else
+                   Check("lag", team.name, UNKNOWN, "Kafka does not answer")]
+    return Report(checks)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,238 @@
+"""Monitoring on real parts: a dispatcher job on the standalone Flink cluster (with Flink's Prometheus reporter),
+a fruit service, and Debian's Prometheus scraping both with ops/prometheus/alerts.yml.
+
+One pipeline run (module fixture) serves every test: the dispatcher's metrics match what landed in Kafka, every
+dashboard query and every metric an alert reads returns series, `imagery health` reports every part, and stopping
+the service fires ImageryServiceDown and makes `imagery health` exit 1 (the last test: it stops the service).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import yaml
+
+from streaming import kafka_io
+from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
+from streaming.local import stack
+from streaming.local.inference_service import InferenceService
+from streaming.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
+from streaming.local.settings import StackSettings
+from streaming.pipeline_run import Collected, collect, produce_messages
+from tests.conftest import remove_bucket, unique
+from tests.service_fixtures import FRUIT_SERVICE_ENV
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not shutil.which("prometheus"),
+                                                 reason="needs Debian's prometheus (.ci/run installs it)")]
+
+TIMEOUT_S = 240
+SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}")
+
+
+@dataclass
+class Run:
+    settings: StackSettings
+    service: InferenceService
+    prometheus: PrometheusServer
+    job_name: str
+    job_label: str  # job_name as Flink's reporter writes it
+    job_id: str
+    input_topic: str
+    group_id: str
+    produced: int
+    got: Collected
+
+
+def wait_for(what: str, check, timeout_s: float = 90.0, every_s: float = 1.0):
+    """`check()` until it returns something truthy, or fail saying what was awaited and what was seen last."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        last = check()
+        if last and (not isinstance(last, tuple) or last[0]):
+            return last
+        time.sleep(every_s)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s (last: {last!r})"[:3000])
+
+
+@pytest.fixture(scope="module")
+def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_factory) -> Run:
+    settings = flink_cluster
+    tmp = tmp_path_factory.mktemp("monitoring")
+    inp, out, dlq = unique("in"), unique("out"), unique("dlq")
+    kafka_io.create_topics(settings.bootstrap, [inp, out, dlq])
+    minio = stack.minio_client(settings)
+    bucket = unique("fruit-mon")
+    minio.make_bucket(bucket)
+    service = InferenceService(settings, "fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV,
+                               log_path=tmp / "service.log").start()
+    prometheus = PrometheusServer({"fruit": [f"{service.host}:{service.port}"]}, interval_s=1.0,
+                                  storage=tmp / "prometheus").start()
+    job_name, group_id = unique("monitored"), unique("g")
+    job_id = None
+    try:
+        for i in range(6):
+            data = fruit_images.make("defect" if i % 2 else "clean", i)
+            minio.put_object(bucket, f"img/{i}.jpg", io.BytesIO(data), len(data))
+        good = [{"id": f"ok-{i}", "bucket": bucket, "key": f"img/{i % 6}.jpg"} for i in range(24)]
+        bad = [b"not json", {"id": "no-bucket", "key": "img/0.jpg"},
+               {"id": "missing-1", "bucket": bucket, "key": "nowhere/1.jpg"},
+               {"id": "missing-2", "bucket": bucket, "key": "nowhere/2.jpg"}]
+        produced = produce_messages(settings.bootstrap, inp, [*good, *bad])
+        jars = ",".join(str(p) for p in stack.install.connector_jars(settings))  # this cluster's lib/ lacks them
+        submitted = subprocess.run(
+            ["bash", str(stack.flink_home() / "bin" / "flink"), "run", "--detached",
+             "-m", f"{settings.host}:{settings.flink_rest_port}", "--python", "streaming/flink/jobs/http_dispatcher.py",
+             "--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url", f"{service.base_url}/infer_json",
+             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", group_id,
+             "--job-name", job_name, "--resume", "none", "--checkpoint-interval-ms", "1000",
+             "--backoff-ms", "50", "--connector-jars", jars],
+            env={**os.environ, **stack.flink_env(settings), "IMAGERY_DETACHED": "1"},
+            capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
+        got = collect(settings.bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= produced, TIMEOUT_S)
+        assert len(got.results) == len(good) and len(got.dead) == len(bad), (len(got.results), len(got.dead))
+        yield Run(settings, service, prometheus, job_name, re.sub(r"[^A-Za-z0-9_]", "_", job_name), job_id, inp,
+                  group_id, produced, got)
+    finally:
+        if job_id:
+            httpx.patch(f"{settings.flink_rest_url}/jobs/{job_id}?mode=cancel", timeout=10)
+        prometheus.cleanup()
+        service.stop()
+        remove_bucket(minio, bucket)
+        kafka_io.delete_topics(settings.bootstrap, [inp, out, dlq])
+
+
+def value(run: Run, expr: str) -> float | None:
+    series = run.prometheus.query(expr)
+    return float(series[0]["value"][1]) if series else None
+
+
+def test_dispatcher_metrics_count_what_landed_in_kafka(run: Run):
+    """The job's own numbers, through Flink's reporter and Prometheus, equal what the topics hold."""
+    sel = f'{{job_name="{run.job_label}"}}'
+    stages = Counter(d.error.stage for d in run.got.dead)
+    expected = {f"sum({PROMETHEUS_PREFIX}records{sel})": run.produced,
+                f"sum({PROMETHEUS_PREFIX}results{sel})": len(run.got.results),
+                f"sum({PROMETHEUS_PREFIX}dead_letters_total{sel})": len(run.got.dead),
+                **{f'sum({PROMETHEUS_STAGE_PREFIX}dead_letters{{job_name="{run.job_label}", stage="{s}"}})': n
+                   for s, n in stages.items()}}
+    assert set(stages) == {"parse", "validate", "fetch"}, stages
+
+    def seen():
+        now = {expr: value(run, expr) for expr in expected}
+        return now == expected, now
+    wait_for("the dispatcher's counts in Prometheus", seen)
+    # the HTTP latency of the calls, from the dispatcher's side, and how many were in flight at once
+    assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p95_ms{sel})") > 0
+    assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p50_ms{sel})") <= value(
+        run, f"max({PROMETHEUS_PREFIX}http_latency_p99_ms{sel})")
+    assert value(run, f"sum({PROMETHEUS_PREFIX}http_calls{sel})") == len(run.got.results) + stages["fetch"]
+    # Flink's own metrics beside them: the job is up, its source's lag is 0 once everything was read
+    assert value(run, f"max(flink_jobmanager_job_uptime{sel})") > 0
+    wait_for("the source's pendingRecords at 0",
+             lambda: value(run, f"sum(flink_taskmanager_job_task_operator_pendingRecords{sel})") == 0)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel["title"], target["expr"].replace("$__rate_interval", "1m"))
+            for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_every_dashboard_query_returns_series(run: Run):
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+
+    def empty():
+        missing = [(title, expr) for title, expr in queries if not run.prometheus.query(expr)]
+        return not missing, missing
+    wait_for("every dashboard query returns series", empty)
+    for title in ("Dead letters by stage", "Service latency p50 / p95 / p99"):  # two, as the dashboard shows them
+        for expr in [expr for t, expr in queries if t == title]:
+            print(f"\n{title}: {expr}\n" + "\n".join(
+                f"  {s['metric']} {s['value'][1]}" for s in run.prometheus.query(expr)))
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_check_and_read_live_series(run: Run):
+    """promtool accepts the rules, Prometheus loaded every one, each evaluates, and reads metrics that exist."""
+    checked = subprocess.run(["promtool", "check", "rules", str(ALERT_RULES)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    loaded = {r["name"]: r for r in run.prometheus.rules() if r["type"] == "alerting"}
+    rules = alert_rules()
+    assert set(loaded) == {r["alert"] for r in rules}
+    assert all(r["health"] == "ok" for r in loaded.values()), [(n, r.get("lastError")) for n, r in loaded.items()]
+    for rule in rules:
+        run.prometheus.query(rule["expr"])  # evaluates (raises on an error)
+        # every metric it reads has series, with every label it matches on (a value may match nothing while all
+        # is well: no 5xx, no 429)
+        selectors = [(name, re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", labels))
+                     for name, labels in SELECTOR.findall(rule["expr"])]
+        assert selectors, rule["alert"]
+
+        def live(selectors=selectors):
+            missing = []
+            for name, label_names in selectors:
+                series = run.prometheus.query(name)
+                if not any(set(label_names) <= set(s["metric"]) for s in series):
+                    missing.append((name, label_names))
+            return not missing, missing
+        wait_for(f"{rule['alert']} reads live series", live, timeout_s=30)
+    firing = [a for a in run.prometheus.alerts() if a["state"] == "firing"]
+    assert not firing, firing  # a healthy run fires nothing
+
+
+def health(run: Run, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "health", "--service", f"fruit={run.service.base_url}",
+         "--topic", f"fruit={run.input_topic}", "--group", f"fruit={run.group_id}", "--job", f"fruit={run.job_name}",
+         "--bootstrap", run.settings.bootstrap, "--flink-url", run.settings.flink_rest_url, *extra],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_health_reports_every_part_up(run: Run):
+    def all_ok():  # the lag is 0 once the job committed its offsets at a checkpoint
+        done = health(run, "--json")
+        report = json.loads(done.stdout)
+        return done.returncode == 0 and all(c["status"] == "ok" for c in report["checks"]), report
+    _, report = wait_for("imagery health --json all ok", all_ok, timeout_s=60)
+    by_part = {c["part"]: c for c in report["checks"]}
+    assert set(by_part) == {"kafka", "minio", "flink", "job", "healthz", "readyz", "lag"}
+    assert by_part["lag"]["data"]["lag"] == 0 and by_part["job"]["data"]["jobs"][0]["id"] == run.job_id
+    table = health(run)
+    assert table.returncode == 0 and "all up" in table.stdout, table.stdout
+    print(table.stdout)
+
+
+def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
+    instance = f"{run.service.host}:{run.service.port}"
+    run.service.stop()
+
+    def firing():
+        alerts = [a for a in run.prometheus.alerts()
+                  if a["labels"]["alertname"] == "ImageryServiceDown" and a["labels"].get("instance") == instance]
+        return bool(alerts) and alerts[0]["state"] == "firing", alerts
+    _, alerts = wait_for("ImageryServiceDown firing", firing, timeout_s=120)
+    assert alerts[0]["labels"]["team"] == "fruit" and alerts[0]["labels"]["severity"] == "page"
+    print(json.dumps(alerts, indent=2))
+    done = health(run, "--json")
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and report["ok"] is False
+    status = {c["part"]: c["status"] for c in report["checks"]}
+    assert status["healthz"] == status["readyz"] == "down"
+    assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
