@@ -19,6 +19,8 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     shutil.copy(repo.teams, tmp_path / "deploy" / "teams.yaml")
     files = compose.ComposeFiles(tmp_path / "deploy" / "teams.yaml", tmp_path / "compose.yaml",
                                  tmp_path / "compose.gpu.yaml")
+    compose.write(files)
+    before = yaml.safe_load(files.compose.read_text())["services"]
     path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
 
     spec = importlib.util.spec_from_file_location("orchard_west_runner", path)
@@ -47,6 +49,10 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     assert len(set(ports)) == len(ports)
     slots = sum(t.parallelism for t in compose.load_teams(files.teams))
     assert f"taskmanager.numberOfTaskSlots: {slots}" in services["flink-taskmanager"]["environment"]["FLINK_PROPERTIES"]
+    # what a running stack keeps when a team joins (`docker compose up -d` recreates only what changed): the
+    # JobManager (no HA: a restart loses the jobs) and the other teams' services and dispatchers
+    for kept in ("flink-jobmanager", "kafka", "fruit-inference-http", "flink-dispatcher-fruit"):
+        assert services[kept] == before[kept], kept
     gpu = yaml.safe_load(files.gpu.read_text())["services"]
     assert {"fruit-inference-http", "orchard-west-inference-http"} <= set(gpu)
 
