@@ -9,6 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   echo ">> installing Debian's docker.io and debootstrap"
+  as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap
 fi
 

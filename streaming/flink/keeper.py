@@ -39,7 +39,7 @@ def submit(jobmanager: str, env: dict[str, str]) -> None:
     subprocess.run(command, env={**env, "IMAGERY_DETACHED": "1"}, check=True)
 
 
-def keep(jobmanager: str, interval_s: float, once: bool = False) -> None:
+def keep(jobmanager: str, interval_s: float) -> None:
     name = parse_args([], env=dict(os.environ)).name
     with httpx.Client(base_url=f"http://{jobmanager}", timeout=10) as rest:
         while True:
@@ -57,8 +57,6 @@ def keep(jobmanager: str, interval_s: float, once: bool = False) -> None:
                 for extra in alive[1:]:
                     print(f"cancelling {extra['jid']}: a second job named {name} beside {alive[0]['jid']}", flush=True)
                     rest.patch(f"/jobs/{extra['jid']}", params={"mode": "cancel"})
-            if once:
-                return
             time.sleep(interval_s)
 
 
@@ -66,9 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobmanager", default=os.environ.get("FLINK_JOBMANAGER", "flink-jobmanager:8081"))
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the cluster")
-    parser.add_argument("--once", action="store_true", help="look (and submit) once, then exit")
     args = parser.parse_args(argv)
-    keep(args.jobmanager, args.interval, args.once)
+    keep(args.jobmanager, args.interval)
 
 
 if __name__ == "__main__":
