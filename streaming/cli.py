@@ -380,6 +380,10 @@ def prometheus(services: list[str] = typer.Option(..., "--service", help="TEAM=H
     except prom.PrometheusError as exc:
         _fail(exc)
     console.print(f"Prometheus on {server.url} (alerts: {server.url}/alerts, config {server.storage}/prometheus.yml)")
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a SIGTERM stops it as Ctrl-C does, with the cleanup
     try:
         assert server.process is not None
         server.process.wait()
