@@ -53,6 +53,9 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     # JobManager (no HA: a restart loses the jobs) and the other teams' services and dispatchers
     for kept in ("flink-jobmanager", "kafka", "fruit-inference-http", "flink-dispatcher-fruit"):
         assert services[kept] == before[kept], kept
+    # each image is built once, by one service: the others run it
+    built = [s["image"] for s in services.values() if "build" in s]
+    assert sorted(built) == sorted({s["image"] for s in services.values() if s["image"].startswith("imagery-")})
     gpu = yaml.safe_load(files.gpu.read_text())["services"]
     assert {"fruit-inference-http", "orchard-west-inference-http"} <= set(gpu)
 
