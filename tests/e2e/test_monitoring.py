@@ -26,10 +26,10 @@ import yaml
 from streaming import kafka_io
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from streaming.local import stack
-from streaming.local.inference_service import InferenceService
+from streaming.local.inference_service import InferenceService, free_port
 from streaming.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
 from streaming.local.settings import StackSettings
-from streaming.pipeline_run import Collected, collect, produce_messages
+from streaming.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
 from tests.conftest import remove_bucket, unique
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
@@ -236,3 +236,27 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     status = {c["part"]: c["status"] for c in report["checks"]}
     assert status["healthz"] == status["readyz"] == "down"
     assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
+
+
+def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic, minio, bucket, fruit_service,
+                                                            fruit_images, tmp_path):
+    """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port)."""
+    inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
+    data = fruit_images["clean"]
+    minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
+    produced = produce_messages(bootstrap, inp, [{"bucket": bucket, "key": "a.jpg"}] * 2 + [b"not json"])
+    port = free_port()
+    args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}/infer_json",
+            "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
+            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port)]
+    with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
+        def scraped():
+            job.check_alive()
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return False, "no answer"
+            found = {m.group(1): float(m.group(2)) for m in re.finditer(
+                rf"^{PROMETHEUS_PREFIX}(records|results|dead_letters_total)\{{[^}}]*\}} (\S+)$", text, re.M)}
+            return found == {"records": produced, "results": 2, "dead_letters_total": 1}, found
+        wait_for("the local job's reporter serves its counts", scraped, timeout_s=TIMEOUT_S)
