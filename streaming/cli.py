@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from schemas.dead_letter import Stage
 from streaming.local import install, stack
 from streaming.local.settings import StackSettings
+
+if TYPE_CHECKING:
+    from streaming.dlq import DlqRead
 
 app = typer.Typer(help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
                   no_args_is_help=True, add_completion=False)
@@ -134,7 +137,7 @@ DLQ_STAGE_OPTION = typer.Option(None, "--stage", help="only dead letters of this
 DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this team (repeatable)")
 
 
-def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None):
+def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None) -> DlqRead:
     from streaming import kafka_io
     from streaming.dlq import read_letters
 
@@ -142,6 +145,7 @@ def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None):
         return read_letters(bootstrap, dlq_topic, group_id=group_id)
     except (kafka_io.NoSuchTopic, kafka_io.ReadStalled) as exc:
         _fail(exc)
+        raise  # (_fail exits)
 
 
 def _dlq_positions(values: list[str], partitions: int) -> set[tuple[int, int]]:

@@ -233,7 +233,8 @@ def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeou
     """partition -> the offset a read stops at: the last stable offset under read_committed (records of open
     transactions after it are not readable yet), else the high watermark."""
     client = admin(bootstrap)
-    meta = client.list_topics(topic, timeout=timeout_s)
+    # every topic's metadata, not the one topic's: asking for it by name creates it on a broker that auto-creates
+    meta = client.list_topics(timeout=timeout_s)
     if topic not in meta.topics or meta.topics[topic].error is not None:
         raise NoSuchTopic(f"there is no topic {topic!r} on {bootstrap}")
     level = IsolationLevel.READ_COMMITTED if read_committed else IsolationLevel.READ_UNCOMMITTED

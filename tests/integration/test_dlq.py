@@ -10,6 +10,7 @@ from schemas import DispatcherIdentity, ErrorEnvelope, topics
 from streaming import kafka_io
 from streaming.dispatch.records import KafkaInput, build_dead_letter
 from streaming.dlq import DlqEntry, OriginalGone, plan, read_dlq, replay, replayed
+from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +139,8 @@ def test_a_large_dlq_on_several_partitions_is_read_whole_without_a_consumer_grou
     assert {e.partition for e in entries} == {0, 1, 2}
     # no consumer group: nothing waits for a group rebalance (group.initial.rebalance.delay.ms), nothing is left
     assert consumer_groups(bootstrap) - groups_before == set()
+    ambiguous = cli("dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--offset", "5", "--dry-run")
+    assert ambiguous.exit_code == 1 and "3 partitions; give PARTITION:OFFSET" in ambiguous.output
 
 
 def test_a_read_ends_at_the_last_stable_offset_past_transaction_markers(bootstrap, new_topic):
@@ -145,7 +148,7 @@ def test_a_read_ends_at_the_last_stable_offset_past_transaction_markers(bootstra
 
     topic = new_topic("ledger")
     kafka_io.produce_in_transaction(bootstrap, [(topic, b"k1", b"v1", []), (topic, b"k2", b"v2", [])])
-    open_txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique_id()})
+    open_txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("test-open-txn")})
     open_txn.init_transactions(10)
     open_txn.begin_transaction()
     open_txn.produce(topic, value=b"not committed yet")
@@ -155,12 +158,6 @@ def test_a_read_ends_at_the_last_stable_offset_past_transaction_markers(bootstra
         assert [r.value for r in read.records] == [b"v1", b"v2"]
     finally:
         open_txn.abort_transaction(10)
-
-
-def unique_id() -> str:
-    import uuid
-
-    return f"test-open-txn-{uuid.uuid4().hex}"
 
 
 def test_replay_replays_only_what_is_asked(bootstrap, new_topic):
@@ -208,6 +205,8 @@ def test_show_with_a_group_shows_what_is_new_since_its_last_run(bootstrap, new_t
         client.delete_consumer_groups([group], request_timeout=10)[group].result(10)
 
 
-def test_show_names_a_dlq_topic_that_does_not_exist(bootstrap):
-    result = cli("dlq", "show", "--bootstrap", bootstrap, "--topic", "dlq.no-such-topic-here")
-    assert result.exit_code == 1 and "no topic 'dlq.no-such-topic-here'" in result.output
+def test_show_names_a_dlq_topic_that_does_not_exist_and_creates_none(bootstrap):
+    name = unique("dlq.no-such-topic")
+    for _ in range(2):  # the second time too: the first did not create it (the broker auto-creates topics)
+        result = cli("dlq", "show", "--bootstrap", bootstrap, "--topic", name)
+        assert result.exit_code == 1 and f"no topic '{name}'" in result.output, result.output

@@ -56,10 +56,10 @@ class PickyDetector(SpotsDetector):
 
 
 @asynccontextmanager
-async def spots_service(stack_settings, runner: Any = None) -> AsyncIterator[httpx.AsyncClient]:
+async def spots_service(stack_settings, runner: Any = None, **settings_: Any) -> AsyncIterator[httpx.AsyncClient]:
     settings = ServiceSettings(team="spots", runner_module=SPOTS_MODULE, minio_endpoint=stack_settings.minio_endpoint,
                                minio_access_key=stack_settings.minio_access_key,
-                               minio_secret_key=stack_settings.minio_secret_key, warmup_batches=1)
+                               minio_secret_key=stack_settings.minio_secret_key, warmup_batches=1, **settings_)
     app = create_app(settings, runner=runner)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service",
@@ -125,3 +125,15 @@ def test_runner_module_serves_a_runner_kept_outside_adapters():
         get_model_runner("fruit", module=SPOTS_MODULE)
     with pytest.raises(RegistryError, match="cannot be found"):
         get_model_runner("spots", module="tests.runners.no_such_runner")
+
+
+def test_an_upload_needs_the_bearer_token_like_the_other_infer_routes(stack_settings):
+    image = {"file": ("two.png", spots_image({(2, 5): 0}))}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with spots_service(stack_settings, auth_token="s3cret") as client:
+            return (await client.post("/infer_upload", files=image),
+                    await client.post("/infer_upload", files=image, headers={"authorization": "Bearer s3cret"}))
+    refused, served = asyncio.run(scenario())
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
+    assert served.status_code == 200 and served.json()["detections"] == [BLACK_CELL]
