@@ -75,12 +75,14 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
     bucket = unique("fruit-mon")
     minio.make_bucket(bucket)
     service = InferenceService(settings, "fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV,
-                               log_path=tmp / "service.log").start()
+                               log_path=tmp / "service.log")
     prometheus = PrometheusServer({"fruit": [f"{service.host}:{service.port}"]}, interval_s=1.0,
-                                  storage=tmp / "prometheus").start()
+                                  storage=tmp / "prometheus")
     job_name, group_id = unique("monitored"), unique("g")
     job_id = None
     try:
+        service.start()
+        prometheus.start()
         for i in range(6):
             data = fruit_images.make("defect" if i % 2 else "clean", i)
             minio.put_object(bucket, f"img/{i}.jpg", io.BytesIO(data), len(data))
