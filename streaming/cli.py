@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -300,19 +301,54 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
 
 
 @app.command("new-team")
-def new_team(team: str, compose: bool = typer.Option(True, help="also add its services to compose.yaml")) -> None:
-    """Scaffold a team: adapters/<team>_runner.py and its <team>-inference-http + flink-dispatcher-<team>."""
+def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack")) -> None:
+    """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml."""
+    from streaming import compose as compose_files
     from streaming import scaffold
 
+    files = compose_files.ComposeFiles.in_repo() if compose else None
     try:
-        path = scaffold.new_team(team, compose_file=scaffold.REPO_ROOT / "compose.yaml" if compose else None)
+        path = scaffold.new_team(team, compose_files=files)
     except scaffold.ScaffoldError as exc:
         _fail(exc)
-    console.print(f"wrote {path}" + (" and added two services to compose.yaml" if compose else ""))
-    if not compose:
-        console.print(scaffold.compose_services(team), highlight=False, markup=False)
-    console.print(f"next: fill in {path.name}, put weights in weights/{team}_best.pt, "
-                  f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz")
+    console.print(f"wrote {path}" + (" and added the team to deploy/teams.yaml and compose.yaml" if compose else ""))
+    console.print(f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
+                  f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
+                  + ("; on compose: `docker compose up -d`" if compose else ""))
+
+
+@app.command("compose")
+def compose_command() -> None:
+    """Regenerate compose.yaml and compose.gpu.yaml from deploy/compose.yaml.j2 and deploy/teams.yaml."""
+    from streaming import compose
+
+    files = compose.ComposeFiles.in_repo()
+    compose.write(files)
+    console.print(f"wrote {files.compose} and {files.gpu} for {len(compose.load_teams(files.teams))} team(s)")
+
+
+@app.command()
+def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGHTS_FILE, one per team"),
+              bootstrap: str | None = BOOTSTRAP,
+              minio: str | None = typer.Option(None, envvar="MINIO_ENDPOINT",
+                                               help="MinIO host:port [default: the local stack's]"),
+              weights_dir: Path | None = typer.Option(None, help="check each team's weights file here")) -> None:
+    """Make what teams need before they start: topics with their partitions, buckets whose uploads' events go to
+    the teams' input topics, and (with --weights-dir) check their weights. Idempotent: compose's `init` runs it."""
+    from minio import Minio
+
+    from streaming.provision import ProvisionError, TeamSpec
+    from streaming.provision import provision as run_provision
+
+    try:
+        specs = [TeamSpec.parse(text) for text in teams]
+        local = StackSettings()
+        client = Minio(minio or local.minio_endpoint,
+                       access_key=os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key),
+                       secret_key=os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key), secure=False)
+        run_provision(_bootstrap(bootstrap), client, weights_dir, specs, log=console.print)
+    except ProvisionError as exc:
+        _fail(exc)
 
 
 # ---------------------------------------------------------------------------- monitoring: health, prometheus
