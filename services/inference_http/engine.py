@@ -136,26 +136,22 @@ class InferenceEngine:
     async def infer(self, request: InferRequest, received: float) -> dict[str, Any]:
         """One image, end to end: the body of /infer_json (schemas.InferResponse's shape); raises a ServiceError
         for every failure. `received` is time.monotonic()."""
-        try:
-            response = await self._admitted(self._run_one, request, _Trace(received))
-        except ServiceError as exc:
-            self.metrics.images.labels(str(exc.status)).inc()
-            raise
-        except Exception as exc:
-            raise self._bug(exc, lambda: f"s3://{request.bucket}/{request.key}") from exc
-        self._images_ok.inc()
-        return response
+        return await self._counted(self._run_one, request, received, lambda: f"s3://{request.bucket}/{request.key}")
 
     async def infer_upload(self, upload: Upload, received: float) -> dict[str, Any]:
         """One uploaded image (the body of /infer_upload): the same admission, limits, decode, batching, runner
         and errors as `infer`, without storage. `received` is time.monotonic()."""
+        return await self._counted(self._run_upload, upload, received, lambda: f"the upload {upload.filename!r}")
+
+    async def _counted(self, run: Callable, item: Any, received: float, what: Callable[[], str]) -> dict[str, Any]:
+        """One item through admission and `run`, counted by its outcome; a bug of ours is that item's 500."""
         try:
-            response = await self._admitted(self._run_upload, upload, _Trace(received))
+            response = await self._admitted(run, item, _Trace(received))
         except ServiceError as exc:
             self.metrics.images.labels(str(exc.status)).inc()
             raise
         except Exception as exc:
-            raise self._bug(exc, lambda: f"the upload {upload.filename!r}") from exc
+            raise self._bug(exc, what) from exc
         self._images_ok.inc()
         return response
 
