@@ -319,12 +319,13 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
 
 @app.command("compose")
 def compose_command() -> None:
-    """Regenerate compose.yaml and compose.gpu.yaml from deploy/compose.yaml.j2 and deploy/teams.yaml."""
+    """Regenerate compose.yaml, compose.gpu.yaml and deploy/prometheus.yml from deploy/ (template and teams)."""
     from streaming import compose
 
     files = compose.ComposeFiles.in_repo()
     compose.write(files)
-    console.print(f"wrote {files.compose} and {files.gpu} for {len(compose.load_teams(files.teams))} team(s)")
+    console.print(f"wrote {files.compose}, {files.gpu} and {files.prometheus} for "
+                  f"{len(compose.load_teams(files.teams))} team(s)")
 
 
 @app.command()

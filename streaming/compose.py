@@ -1,6 +1,6 @@
-"""compose.yaml (and compose.gpu.yaml) from one template and the list of teams: deploy/compose.yaml.j2 and
-deploy/teams.yaml. `imagery new-team` adds a team to the list and regenerates; `imagery compose` regenerates after
-an edit; a unit test fails when the committed files and the template disagree.
+"""compose.yaml (with compose.gpu.yaml and deploy/prometheus.yml) from one template and the list of teams:
+deploy/compose.yaml.j2 and deploy/teams.yaml. `imagery new-team` adds a team to the list and regenerates;
+`imagery compose` regenerates after an edit; a unit test fails when the committed files and the template disagree.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import yaml
 from pydantic import BaseModel, Field
 
 from schemas import limits, topics
+from streaming.dispatch.metrics import REPORTER_FACTORY
+from streaming.local import prometheus
 from streaming.local.versions import FLINK_VERSION, KAFKA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_HTTP_PORT = 28001
+# every Flink container of the stack runs one reporter, so it always gets the range's first port
+FLINK_REPORTER_PORT = int(prometheus.port_range()[0])
 
 
 class ComposeTeam(BaseModel):
@@ -56,19 +60,35 @@ class ComposeFiles:
     teams: Path
     compose: Path
     gpu: Path
+    prometheus: Path
     template_dir: Path = REPO_ROOT / "deploy"
 
     @classmethod
     def in_repo(cls, root: Path = REPO_ROOT) -> ComposeFiles:
-        return cls(root / "deploy" / "teams.yaml", root / "compose.yaml", root / "compose.gpu.yaml")
+        return cls(root / "deploy" / "teams.yaml", root / "compose.yaml", root / "compose.gpu.yaml",
+                   root / "deploy" / "prometheus.yml")
 
 
 def load_teams(path: Path) -> list[ComposeTeam]:
     return [ComposeTeam(**entry) for entry in (yaml.safe_load(path.read_text()) or {}).get("teams") or []]
 
 
+def prometheus_config(teams: list[ComposeTeam]) -> str:
+    """The stack's Prometheus: the local one's config (streaming/local/prometheus.py), with each team's service by
+    its compose name, and Flink's JobManager and TaskManagers found by DNS (so scaled TaskManagers are scraped)."""
+    config = prometheus.config({t.team: [f"{t.service}-inference-http:8000"] for t in teams}, interval_s=15,
+                               rule_files=[Path("/etc/prometheus/alerts.yml")])
+    for job in config["scrape_configs"]:
+        if job["job_name"] == prometheus.FLINK_JOB:
+            job.pop("static_configs")
+            job["dns_sd_configs"] = [{"names": ["flink-jobmanager", "flink-taskmanager"], "type": "A",
+                                      "port": FLINK_REPORTER_PORT}]
+    header = "# GENERATED with compose.yaml by `imagery compose` (streaming/compose.py): do not edit\n"
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
 def render(teams: list[ComposeTeam], template_dir: Path = REPO_ROOT / "deploy") -> dict[str, str]:
-    """{"compose.yaml": ..., "compose.gpu.yaml": ...} for these teams."""
+    """{"compose.yaml": ..., "compose.gpu.yaml": ..., "prometheus.yml": ...} for these teams."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     context = {
@@ -78,14 +98,18 @@ def render(teams: list[ComposeTeam], template_dir: Path = REPO_ROOT / "deploy") 
         "kafka_version": KAFKA_VERSION,
         "dlq_topic": topics.DLQ_TOPIC,
         "max_transaction_ms": limits.KAFKA_MAX_TRANSACTION_MS,
+        "reporter_factory": REPORTER_FACTORY,
+        "reporter_port": FLINK_REPORTER_PORT,
     }
-    return {name: env.get_template(f"{name}.j2").render(context) for name in ("compose.yaml", "compose.gpu.yaml")}
+    rendered = {name: env.get_template(f"{name}.j2").render(context) for name in ("compose.yaml", "compose.gpu.yaml")}
+    return {**rendered, "prometheus.yml": prometheus_config(teams)}
 
 
 def write(files: ComposeFiles) -> None:
     rendered = render(load_teams(files.teams), files.template_dir)
     files.compose.write_text(rendered["compose.yaml"])
     files.gpu.write_text(rendered["compose.gpu.yaml"])
+    files.prometheus.write_text(rendered["prometheus.yml"])
 
 
 def add_team(files: ComposeFiles, team: str, weights: str) -> ComposeTeam:

@@ -1,9 +1,9 @@
 #!/bin/bash
 # Builds local stand-ins for the official base images, for a Docker engine that reaches no image registry
 # (only Debian's mirror, PyPI and Maven Central): a Debian bookworm base made with debootstrap, then Python,
-# Java, Flink (from the PyFlink wheel), Kafka (the local stack's Maven jars) and MinIO (the local stack's
-# `go install` build). compose.yaml then builds and runs on them with `--env-file deploy/local-images/images.env`,
-# which swaps only the image sources. Each image is rebuilt only when its version label changes.
+# Java, Flink (from the PyFlink wheel), Kafka (the local stack's Maven jars), MinIO (the local stack's
+# `go install` build) and Prometheus (Debian's package). compose.yaml then builds and runs on them with
+# `--env-file deploy/local-images/images.env`, which swaps only the image sources. Each image is rebuilt only when its version label changes.
 #
 # Needs: root (debootstrap), docker, and `make setup` done (the Kafka jars and MinIO binary in the cache).
 set -euo pipefail
@@ -59,4 +59,5 @@ build imagery-local/java:17-$suite "17-$suite" java.Dockerfile
 build imagery-local/flink:java17 "$FLINK_VERSION" flink.Dockerfile "$here/flink-entrypoint.sh"
 build imagery-local/kafka "$KAFKA_VERSION" kafka.Dockerfile "$host/libs" "$host/ready" "$here/kafka-run.sh" "$here/kafka-tool.sh"
 build imagery-local/minio "$MINIO_VERSION" minio.Dockerfile "$host/minio" "$here/mc-ready.sh"
+build imagery-local/prometheus "2.42-$suite" prometheus.Dockerfile
 echo ">> local base images ready; use: docker compose --env-file deploy/local-images/images.env ..."

@@ -36,9 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = "imagery-compose-test"
 # host ports of their own, so that a local stack (`imagery up`) or a user's compose stack may run beside the test
 PORTS = {"KAFKA_HOST_PORT": "39092", "MINIO_HOST_PORT": "39000", "MINIO_CONSOLE_HOST_PORT": "39001",
-         "FLINK_HOST_PORT": "38081"}
+         "FLINK_HOST_PORT": "38081", "PROMETHEUS_HOST_PORT": "39090"}
 BOOTSTRAP = f"localhost:{PORTS['KAFKA_HOST_PORT']}"
 FLINK = f"http://localhost:{PORTS['FLINK_HOST_PORT']}"
+PROMETHEUS = f"http://localhost:{PORTS['PROMETHEUS_HOST_PORT']}"
 ENV_FILE = Path(os.environ.get("IMAGERY_COMPOSE_ENV_FILE", REPO / "deploy" / "local-images" / "images.env"))
 
 
@@ -177,6 +178,21 @@ def assert_exactly_once(team: str, timeout_s: float = 300) -> tuple[int, int]:
     return len(results), len(letters)
 
 
+def prometheus_value(expr: str, at_least: float, timeout_s: float = 120) -> float:
+    """Until the stack's Prometheus answers `expr` with a value of at least `at_least` (a deadline)."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": expr}, timeout=5).json()
+            values = [float(s["value"][1]) for s in last["data"]["result"]]
+            if values and sum(values) >= at_least:
+                return sum(values)
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last = exc
+        time.sleep(3)
+    raise AssertionError(f"{expr}: not {at_least} after {timeout_s} s; last answer: {last}")
+
+
 def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, checkout):
     step("build the images")
     compose("build")
@@ -191,6 +207,12 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
                      + [{"bucket": "fruit", "key": "first/no-such-image.jpg"}, b"{not json"])
     results, letters = assert_exactly_once("fruit")
     assert (results, letters) == (18, 2)
+
+    step("the stack's Prometheus: the service, Flink and the dispatcher's own numbers, and the alert rules")
+    prometheus_value('up{job="imagery-inference", team="fruit"}', 1)
+    prometheus_value('sum(flink_taskmanager_job_task_operator_imagery_records{job_name="http-dispatcher-fruit"})', 20)
+    rules = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    assert sum(len(group["rules"]) for group in rules) >= 10
 
     step("a second team joins: imagery new-team apples, its weights, docker compose up -d --build")
     subprocess.run([sys.executable, "-m", "streaming.cli", "new-team", "apples"], cwd=checkout, check=True,

@@ -18,7 +18,7 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     (tmp_path / "deploy").mkdir()
     shutil.copy(repo.teams, tmp_path / "deploy" / "teams.yaml")
     files = compose.ComposeFiles(tmp_path / "deploy" / "teams.yaml", tmp_path / "compose.yaml",
-                                 tmp_path / "compose.gpu.yaml")
+                                 tmp_path / "compose.gpu.yaml", tmp_path / "deploy" / "prometheus.yml")
     compose.write(files)
     before = yaml.safe_load(files.compose.read_text())["services"]
     path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
@@ -56,6 +56,10 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     # each image is built once, by one service: the others run it
     built = [s["image"] for s in services.values() if "build" in s]
     assert sorted(built) == sorted({s["image"] for s in services.values() if s["image"].startswith("imagery-")})
+    # the stack's Prometheus scrapes its service too, with its team's label
+    scraped = yaml.safe_load(files.prometheus.read_text())["scrape_configs"]
+    assert {"targets": ["orchard-west-inference-http:8000"], "labels": {"team": "orchard_west"}} in next(
+        job["static_configs"] for job in scraped if job["job_name"] == "imagery-inference")
     gpu = yaml.safe_load(files.gpu.read_text())["services"]
     assert {"fruit-inference-http", "orchard-west-inference-http"} <= set(gpu)
 
@@ -68,6 +72,7 @@ def test_the_committed_compose_files_are_what_the_template_makes():
     rendered = compose.render(compose.load_teams(files.teams))
     assert files.compose.read_text() == rendered["compose.yaml"], "compose.yaml is stale: run `imagery compose`"
     assert files.gpu.read_text() == rendered["compose.gpu.yaml"], "compose.gpu.yaml is stale: run `imagery compose`"
+    assert files.prometheus.read_text() == rendered["prometheus.yml"], "prometheus.yml is stale: run `imagery compose`"
 
 
 @pytest.mark.parametrize("bad", ["Fruit", "a", "9lives", "has-dash", "x" * 40])
