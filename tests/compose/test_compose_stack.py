@@ -227,6 +227,16 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
     time.sleep(25)  # two rounds of each keeper's look at the cluster: still one job per team
     assert live_jobs() == jobs
 
+    step("imagery health, as the README has it for compose: every part up")
+    health = subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "health", "--bootstrap", BOOTSTRAP, "--flink-url", FLINK,
+         "--service", "fruit=http://localhost:28001", "--service", "apples=http://localhost:28002"],
+        env={**os.environ, "IMAGERY_MINIO_PORT": PORTS["MINIO_HOST_PORT"], "COLUMNS": "160"},
+        capture_output=True, text=True, timeout=120)
+    print(health.stdout, flush=True)
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "http-dispatcher-apples" in health.stdout and "http-dispatcher-fruit" in health.stdout
+
     step("restart the JobManager (the jobs are lost without HA: the keepers resubmit from the checkpoints)")
     compose("restart", "flink-jobmanager")
     upload("fruit", "third", 6, first_seed=200)
