@@ -210,7 +210,8 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
 
     step("the stack's Prometheus: the service, Flink and the dispatcher's own numbers, and the alert rules")
     prometheus_value('up{job="imagery-inference", team="fruit"}', 1)
-    prometheus_value('sum(flink_taskmanager_job_task_operator_imagery_records{job_name="http-dispatcher-fruit"})', 20)
+    # (Flink's reporter turns the '-' of label values into '_')
+    prometheus_value('sum(flink_taskmanager_job_task_operator_imagery_records{job_name="http_dispatcher_fruit"})', 20)
     rules = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert sum(len(group["rules"]) for group in rules) >= 10
 
