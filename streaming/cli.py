@@ -103,13 +103,19 @@ def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def dispatch(ctx: typer.Context) -> None:
-    """Run the dispatcher job on a local MiniCluster; arguments as http_dispatcher.py (--team, --http-url, ...)."""
-    import os
+def dispatch(ctx: typer.Context,
+             jobmanager: str | None = typer.Option(
+                 None, "--jobmanager", help="HOST:PORT of a Flink cluster's REST API: submit the job there "
+                 "(detached) instead of running it on a local MiniCluster (`imagery up --flink` starts one at "
+                 "127.0.0.1:8081)")) -> None:
+    """Run the dispatcher job; arguments as http_dispatcher.py (--team, --http-url, ...)."""
     import sys
 
-    from streaming.pipeline_run import local_job_command
+    from streaming.pipeline_run import cluster_job_command, local_job_command
 
+    if jobmanager:
+        argv, env = cluster_job_command(ctx.args, jobmanager)
+        os.execvpe(argv[0], argv, {**os.environ, **env})
     os.execv(sys.executable, local_job_command(ctx.args))
 
 

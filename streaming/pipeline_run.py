@@ -23,15 +23,32 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 JOB_FILE = REPO_ROOT / "streaming" / "flink" / "jobs" / "http_dispatcher.py"
 
 
-def local_job_command(args: list[str]) -> list[str]:
-    """`python http_dispatcher.py ARGS` on a local MiniCluster, with the connector jars this machine cached (a
-    cluster has them in lib/, so the job itself does not look for them)."""
-    if not any(a == "--connector-jars" or a.startswith("--connector-jars=") for a in args):
-        from streaming.local import install
-        from streaming.local.settings import StackSettings
+def _with_connector_jars(args: list[str]) -> list[str]:
+    """ARGS with the connector jars this machine cached, unless ARGS name their own (`--connector-jars ""` for a
+    cluster whose lib/ has them: the job itself never looks for them)."""
+    if any(a == "--connector-jars" or a.startswith("--connector-jars=") for a in args):
+        return args
+    from streaming.local import install
+    from streaming.local.settings import StackSettings
 
-        args = ["--connector-jars", ",".join(str(p) for p in install.connector_jars(StackSettings())), *args]
-    return [sys.executable, str(JOB_FILE), *args]
+    return ["--connector-jars", ",".join(str(p) for p in install.connector_jars(StackSettings())), *args]
+
+
+def local_job_command(args: list[str]) -> list[str]:
+    """`python http_dispatcher.py ARGS` on a local MiniCluster."""
+    return [sys.executable, str(JOB_FILE), *_with_connector_jars(args)]
+
+
+def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], dict[str, str]]:
+    """`flink run --detached` of the job on the cluster at JOBMANAGER (host:port of its REST API), from this venv's
+    PyFlink, and the environment it needs: the job's jars ship with it, so the cluster needs none in lib/."""
+    from streaming.local import stack
+    from streaming.local.settings import StackSettings
+
+    flink = stack.flink_home() / "bin" / "flink"
+    argv = ["bash", str(flink), "run", "--detached", "-m", jobmanager, "--python", str(JOB_FILE),
+            *_with_connector_jars(args)]
+    return argv, {**stack.flink_env(StackSettings()), "IMAGERY_DETACHED": "1"}
 
 
 class DispatcherProcess:

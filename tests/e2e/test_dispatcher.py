@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
+import sys
 import uuid
 
 import httpx
@@ -150,14 +150,13 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
     put(minio, bucket, "a.jpg", fruit_images["defect"])
     msgs = [{"id": f"{run}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(8)]
     produce_messages(bootstrap, inp, msgs)
-    flink = str(stack.flink_home() / "bin" / "flink")
-    jars = ",".join(str(p) for p in stack.install.connector_jars(flink_cluster))  # this cluster's lib/ lacks them
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--items-per-request", "4", "--connector-jars", jars)
+                           "--items-per-request", "4")
+    # `imagery dispatch --jobmanager`, as the README has it: the job's jars ship with it (this cluster's lib/ lacks
+    # them)
     submitted = subprocess.run(
-        ["bash", flink, "run", "--detached", "-m", f"{flink_cluster.host}:{flink_cluster.flink_rest_port}",
-         "--python", "streaming/flink/jobs/http_dispatcher.py", *args],
-        env={**os.environ, **stack.flink_env(flink_cluster), "IMAGERY_DETACHED": "1"},
+        [sys.executable, "-m", "streaming.cli", "dispatch", "--jobmanager",
+         f"{flink_cluster.host}:{flink_cluster.flink_rest_port}", *args],
         capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
