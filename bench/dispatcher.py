@@ -11,7 +11,6 @@ job's processes (the JVM and its Python workers) over the burst, per message.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from bench.procs import process_tree_cpu  # noqa: E402
 from bench.results import append_results  # noqa: E402
 from streaming import kafka_io  # noqa: E402
 from streaming.local import install, stack  # noqa: E402
+from streaming.local.inference_service import free_port  # noqa: E402
 from streaming.local.processes import terminate  # noqa: E402
 from streaming.local.settings import StackSettings  # noqa: E402
 from streaming.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
@@ -37,12 +37,6 @@ from streaming.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
 console = Console(width=150)
 BENCH = Path(__file__).resolve().parent
 WARM_UP = 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def job_cpu_s(pid: int) -> dict[str, float]:

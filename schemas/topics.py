@@ -1,4 +1,5 @@
-"""Kafka topic and header names: the one place each is defined."""
+"""Names both sides use (Kafka topics and headers, the dispatcher's group, a team's bucket): the one place
+each is defined."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def input_topic(team: str) -> str:
 
 def result_topic(team: str) -> str:
     return RESULT_TOPIC_PREFIX + team
+
+
+def dispatcher_group(team: str) -> str:
+    """The team's dispatcher: its Kafka consumer group and its Flink job name, by default."""
+    return f"http-dispatcher-{team}"
+
+
+def team_bucket(team: str) -> str:
+    """The team's own bucket (its service reads it and `<bucket>-*` by default): a bucket name has no '_'."""
+    return team.replace("_", "-")
 
 
 def replay_ledger(dlq_topic: str = DLQ_TOPIC) -> str:

@@ -16,11 +16,12 @@ from schemas import limits, topics
 from streaming.dispatch.metrics import REPORTER_FACTORY
 from streaming.local import prometheus
 from streaming.local.versions import FLINK_VERSION, KAFKA_VERSION
+from streaming.provision import events_target_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_HTTP_PORT = 28001
 # every Flink container of the stack runs one reporter, so it always gets the range's first port
-FLINK_REPORTER_PORT = int(prometheus.port_range()[0])
+FLINK_REPORTER_PORT = prometheus.port_range()[0]
 
 
 class ComposeTeam(BaseModel):
@@ -34,17 +35,16 @@ class ComposeTeam(BaseModel):
     items_per_request: int = Field(8, ge=1)
 
     @property
-    def service(self) -> str:  # compose service names and bucket names have no '_'
+    def service(self) -> str:  # compose service names have no '_'
         return self.team.replace("_", "-")
 
     @property
     def bucket(self) -> str:
-        return self.service
+        return topics.team_bucket(self.team)
 
     @property
     def target_id(self) -> str:
-        """The MinIO Kafka notification target's id (MINIO_NOTIFY_KAFKA_*_<ID>)."""
-        return self.team.upper()
+        return events_target_id(self.team)
 
     @property
     def input_topic(self) -> str:
@@ -52,7 +52,7 @@ class ComposeTeam(BaseModel):
 
     @property
     def group_id(self) -> str:
-        return f"http-dispatcher-{self.team}"
+        return topics.dispatcher_group(self.team)
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,12 @@ class ComposeFiles:
                    root / "deploy" / "prometheus.yml")
 
 
+def _teams(text: str) -> list[ComposeTeam]:
+    return [ComposeTeam(**entry) for entry in (yaml.safe_load(text) or {}).get("teams") or []]
+
+
 def load_teams(path: Path) -> list[ComposeTeam]:
-    return [ComposeTeam(**entry) for entry in (yaml.safe_load(path.read_text()) or {}).get("teams") or []]
+    return _teams(path.read_text())
 
 
 def prometheus_config(teams: list[ComposeTeam]) -> str:
@@ -113,16 +117,16 @@ def write(files: ComposeFiles) -> None:
 
 
 def add_team(files: ComposeFiles, team: str, weights: str) -> ComposeTeam:
-    """Append `team` to the teams file (the next free host port) and regenerate both compose files."""
-    doc = yaml.safe_load(files.teams.read_text()) or {}
-    teams = load_teams(files.teams)
+    """Append `team` to the teams file (the next free host port; the file's comments kept) and regenerate the
+    compose files."""
+    text = files.teams.read_text()
+    teams = _teams(text)
     if any(t.team == team for t in teams):
         raise ValueError(f"{files.teams} already has team {team}")
     entry = ComposeTeam(team=team, weights=weights,
                         http_port=max((t.http_port for t in teams), default=FIRST_HTTP_PORT - 1) + 1)
-    text = files.teams.read_text()
     block = yaml.safe_dump([entry.model_dump()], sort_keys=False)
-    files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if doc.get("teams")
+    files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if teams
                            else text + "teams:\n" + block)
     write(files)
     return entry

@@ -13,6 +13,11 @@ from schemas import topics
 from streaming import kafka_io
 
 
+def events_target_id(team: str) -> str:
+    """The id of the team's MinIO Kafka notification target (MINIO_NOTIFY_KAFKA_*_<ID> in compose.yaml)."""
+    return team.upper()
+
+
 class ProvisionError(RuntimeError):
     """A team cannot start; the message says what is missing and how to fix it."""
 
@@ -33,13 +38,13 @@ class TeamSpec:
             raise ProvisionError(f"{text!r} is not TEAM:PARTITIONS:WEIGHTS_FILE") from exc
 
     @property
-    def bucket(self) -> str:  # a bucket name has no '_'
-        return self.team.replace("_", "-")
+    def bucket(self) -> str:
+        return topics.team_bucket(self.team)
 
     @property
     def events_target(self) -> str:
-        """The ARN of the MinIO Kafka target compose.yaml declares for the team (MINIO_NOTIFY_KAFKA_*_<TEAM>)."""
-        return f"arn:minio:sqs::{self.team.upper()}:kafka"
+        """The ARN of the MinIO Kafka target compose.yaml declares for the team."""
+        return f"arn:minio:sqs::{events_target_id(self.team)}:kafka"
 
 
 def check_weights(weights_dir: Path, teams: list[TeamSpec]) -> None:

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas import topics
+
 
 def gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible, without importing torch (the server's parent process never does)."""
@@ -106,7 +108,7 @@ class ServiceSettings(BaseSettings):
     @cached_property
     def bucket_patterns(self) -> tuple[str, ...]:
         given = tuple(p.strip() for p in self.allowed_buckets.split(",") if p.strip())
-        own = self.team.replace("_", "-")  # a bucket name has no '_'
+        own = topics.team_bucket(self.team)
         return given or (own, f"{own}-*")
 
     def bucket_allowed(self, bucket: str) -> bool:

@@ -89,7 +89,7 @@ class DispatcherConfig:
 
     @property
     def name(self) -> str:
-        return self.job_name or f"http-dispatcher-{self.team}"
+        return self.job_name or topics.dispatcher_group(self.team)
 
     @property
     def groups_in_flight(self) -> int:
@@ -149,7 +149,7 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
         **vars(ns),
         "input_topic": ns.input_topic or topics.input_topic(team),
         "output_topic": ns.output_topic or topics.result_topic(team),
-        "group_id": ns.group_id or f"http-dispatcher-{team}",
+        "group_id": ns.group_id or topics.dispatcher_group(team),
         "checkpoint_dir": checkpoints.as_uri(ns.checkpoint_dir) or checkpoints.default_checkpoint_dir(),
         "auth_token": ns.auth_token or None,
     })

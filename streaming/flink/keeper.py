@@ -16,13 +16,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from streaming.dispatch.config import parse_args
+from streaming.pipeline_run import JOB_FILE
 
-JOB_FILE = Path(__file__).resolve().parent / "jobs" / "http_dispatcher.py"
 # a job in any of these states holds (or will hold) the team's partitions; others are gone for good
 ALIVE = {"INITIALIZING", "CREATED", "RUNNING", "FAILING", "CANCELLING", "RESTARTING", "RECONCILING", "SUSPENDED"}
 

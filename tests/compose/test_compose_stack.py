@@ -13,6 +13,7 @@ that reaches no registry; `make test-compose` builds those images first), or an 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -163,11 +164,10 @@ def outcomes(team: str, expected: int, timeout_s: float = 300) -> tuple[list, li
 
 def assert_exactly_once(team: str, timeout_s: float = 300) -> tuple[int, int]:
     """Every input record of the team ends in its results or the DLQ, once."""
-    import json
-
     wanted = input_offsets(team)
     results, letters = outcomes(team, len(wanted), timeout_s)
-    got = [(json.loads(r.value)["source"]["partition"], json.loads(r.value)["source"]["offset"]) for r in results]
+    sources = [json.loads(r.value)["source"] for r in results]
+    got = [(source["partition"], source["offset"]) for source in sources]
     got += [(int(r.headers[topics.HEADER_PARTITION]), int(r.headers[topics.HEADER_OFFSET])) for r in letters]
     doubled = sorted({x for x in got if got.count(x) > 1})
     assert not doubled, f"{team}: {len(doubled)} input records ended twice, e.g. {doubled[:5]}"

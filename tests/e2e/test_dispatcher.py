@@ -14,7 +14,7 @@ import pytest
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from streaming.local import stack
-from streaming.local.inference_service import InferenceService
+from streaming.local.inference_service import InferenceService, free_port
 from streaming.local.settings import StackSettings
 from streaming.pipeline_run import DispatcherProcess, collect, produce_messages
 from tests.conftest import remove_bucket, unique
@@ -111,7 +111,7 @@ def test_minio_upload_with_bucket_notification_flows_through(
         stack_settings, bootstrap, new_topic, fruit_weights, fruit_images, tmp_path):
     """No producer code: MinIO itself publishes the S3 event to the team's input topic."""
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     notify = StackSettings(state_dir=tmp_path / "state", minio_port=ports[0], minio_console_port=ports[1],
                            kafka_port=stack_settings.kafka_port)
     comp = stack.minio_component(notify, name="minio-notify", extra_env={
@@ -167,11 +167,3 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
     assert sorted(got.results) == sorted(m["id"] for m in msgs) and not got.dead
     assert got.result_count == len(msgs)
     assert all(r["label"] == "defect" for r in got.results.values())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -13,6 +13,7 @@ from minio.error import S3Error
 
 from streaming import kafka_io
 from streaming.local import stack
+from streaming.local.inference_service import free_port
 from streaming.local.settings import StackSettings
 
 pytestmark = pytest.mark.integration
@@ -42,12 +43,6 @@ def test_minio_put_get_and_missing_object(minio, bucket):
     assert err.value.code == "NoSuchKey"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streaming.cli", *args], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -55,8 +50,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def test_cli_up_status_down_leaves_no_process(tmp_path, stack_settings):
     """A second, separate stack (own ports, own state folder) goes up, reports itself, and goes away whole."""
-    ports = {"KAFKA_PORT": _free_port(), "KAFKA_CONTROLLER_PORT": _free_port(), "MINIO_PORT": _free_port(),
-             "MINIO_CONSOLE_PORT": _free_port()}
+    ports = {"KAFKA_PORT": free_port(), "KAFKA_CONTROLLER_PORT": free_port(), "MINIO_PORT": free_port(),
+             "MINIO_CONSOLE_PORT": free_port()}
     env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"),
            **{f"IMAGERY_{k}": str(v) for k, v in ports.items()}}
     up = _cli(env, "up")
@@ -87,7 +82,7 @@ def test_port_taken_is_a_clear_error(tmp_path):
         port = squatter.getsockname()[1]
         env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"),
                "IMAGERY_KAFKA_PORT": str(port),
-               "IMAGERY_KAFKA_CONTROLLER_PORT": str(_free_port())}
+               "IMAGERY_KAFKA_CONTROLLER_PORT": str(free_port())}
         result = _cli(env, "up")
     assert result.returncode == 1
     assert f"port {port} (kafka)" in result.stdout and "already in use" in result.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 
@@ -13,12 +12,7 @@ import pytest
 import uvicorn
 
 from streaming.dispatch.http import ConnectFailed, ConnectionBroken, KeepAlivePool, RequestTimedOut
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from streaming.local.inference_service import free_port
 
 
 async def echo_app(scope, receive, send):
