@@ -244,6 +244,86 @@ def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_ST
         kafka_io.commit_offsets(servers, dlq_topic, group_id, read.end_offsets)
 
 
+def _offsets_option(values: list[str] | None, flag: str) -> dict[int, int] | None:
+    """--from/--to values, PARTITION:OFFSET, as partition -> offset (None when none was given)."""
+    if not values:
+        return None
+    offsets = {}
+    for value in values:
+        partition, _, offset = value.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            _fail(ValueError(f"{flag} {value!r}: give PARTITION:OFFSET"))
+        offsets[int(partition)] = int(offset)
+    return offsets
+
+
+@app.command()
+def audit(team: str = typer.Option(..., "--team", help="the team whose dispatcher job is audited"),
+          bootstrap: str | None = BOOTSTRAP,
+          input_topic: str = typer.Option(None, help="default imagery.new.<team>"),
+          output_topic: str = typer.Option(None, help="default inference.results.<team>"),
+          dlq_topic: str = typer.Option(None, help="default dlq.inference.http"),
+          group_id: str = typer.Option(None, help="the job's consumer group, whose committed offsets end the "
+                                       "range [default: http-dispatcher-<team>]"),
+          start: list[str] = typer.Option(None, "--from", help="PARTITION:OFFSET where the range starts "
+                                          "(repeatable) [default: each partition's first record]"),
+          end: list[str] = typer.Option(None, "--to", help="PARTITION:OFFSET where the range ends, exclusive "
+                                        "(repeatable) [default: the group's committed offsets]"),
+          as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
+          repair_missing: bool = typer.Option(False, "--repair", help="re-publish each missing record once, as "
+                                              "a replay (a second audit finds it pending, then landed)")) -> None:
+    """Where every input record of a team's job landed: counts, and the records missing, duplicated or still
+    pending. Exits 1 when anything is missing or duplicated."""
+    import json
+    import sys
+
+    from schemas import topics
+    from streaming import kafka_io
+    from streaming.audit import AuditError, describe, repair
+    from streaming.audit import audit as run_audit
+
+    def progress(topic: str, done: int, total: int) -> None:
+        print(f"audit: {topic}: {done:,} of {total:,} records read", file=sys.stderr, flush=True)
+
+    servers = _bootstrap(bootstrap)
+    try:
+        report = run_audit(servers, team, input_topic=input_topic, output_topic=output_topic,
+                           dlq_topic=dlq_topic or topics.DLQ_TOPIC, group_id=group_id,
+                           start=_offsets_option(start, "--from"), end=_offsets_option(end, "--to"),
+                           progress=progress)
+        if repair_missing:
+            repair(servers, report)
+    except (AuditError, kafka_io.ReadStalled) as exc:
+        _fail(exc)
+        raise  # (_fail exits)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        table = Table(title=f"imagery audit: {team} ({report.input_topic}, group {report.group_id})")
+        table.add_column("what", no_wrap=True)
+        table.add_column("count", justify="right")
+        table.add_column("detail")
+        ranges = ", ".join(f"{p}:[{lo},{hi})" for p, (lo, hi) in sorted(report.ranges.items()))
+        rows = [("input records", report.records, ranges), ("images", report.units, ""),
+                ("results", report.results, report.output_topic), ("dead letters", report.dead_letters,
+                                                                   report.dlq_topic),
+                ("through a replay", report.replayed, ""),
+                ("missing", len(report.missing), describe(report.missing)),
+                ("duplicated", len(report.duplicated), describe(u for u, _ in report.duplicated)),
+                ("pending", len(report.pending), describe(report.pending))]
+        if repair_missing:
+            rows.append(("repaired", len(report.repaired), describe(report.repaired)))
+        for what, count, detail in rows:
+            style = "red" if what in ("missing", "duplicated") and count else ""
+            table.add_row(what, f"[{style}]{count}[/{style}]" if style else str(count), detail)
+        console.print(table)
+        console.print("[green]clean: every image landed exactly once[/green]" if report.clean else
+                      "[red]not clean[/red]" + (": repaired records are re-published; audit again once the job "
+                                                "has handled them" if report.repaired else ""))
+    if not report.clean:
+        raise typer.Exit(1)
+
+
 @app.command()
 def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="the image"),
           team: str = typer.Option(..., "--team", help="the team whose model should answer (checked: a service of "

@@ -129,16 +129,21 @@ def plan(entries: Iterable[DlqEntry], already: set[str], *, again: bool = False,
 
 
 def replay_headers(letter: DeadLetter, headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The headers of the replay of `letter`'s record (replay_headers_for)."""
+    source = letter.source
+    return replay_headers_for(f"{source.topic}-{source.partition}-{source.offset}", letter.event_record, headers)
+
+
+def replay_headers_for(origin: str, event_record: int | None, headers: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """The original `headers` (the error facts dropped), a replay count one higher than before, the record it
-    replays (kept from the first replay on, so message ids stay the same) and, for one record of an S3 event,
-    which one."""
+    replays (`origin`, topic-partition-offset: kept from the first replay on, so message ids stay the same) and,
+    for one record of an S3 event, which one."""
     own = (topics.HEADER_REPLAY_COUNT, topics.HEADER_REPLAY_RECORD)
     kept = {k: v for k, v in headers.items() if not k.startswith(topics.HEADER_PREFIX) and k not in own}
-    kept.setdefault(topics.HEADER_REPLAY_OF,
-                    f"{letter.source.topic}-{letter.source.partition}-{letter.source.offset}".encode())
+    kept.setdefault(topics.HEADER_REPLAY_OF, origin.encode())
     kept[topics.HEADER_REPLAY_COUNT] = str(replay_count(headers) + 1).encode()
-    if letter.event_record is not None:
-        kept[topics.HEADER_REPLAY_RECORD] = str(letter.event_record).encode()
+    if event_record is not None:
+        kept[topics.HEADER_REPLAY_RECORD] = str(event_record).encode()
     return list(kept.items())
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     IsolationLevel,
     KafkaError,
@@ -254,24 +253,66 @@ def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stal
     the caller's (`commit_offsets`). Raises ReadStalled when nothing arrives for `stall_timeout_s` before the end
     offsets are reached (the broker is gone, say): a partial answer is never returned as if it were the whole."""
     ends = _stable_end_offsets(bootstrap, topic, read_committed, timeout_s)
+    starts = committed_offsets(bootstrap, topic, group_id, list(ends), timeout_s) if group_id else {}
+    records = list(iter_range(bootstrap, topic, starts, ends, group_id=group_id, stall_timeout_s=stall_timeout_s,
+                              read_committed=read_committed, timeout_s=timeout_s))
+    return TopicRead(records, ends)
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """A partition's offsets: its first (`low`), the last stable offset (`stable`: below it every transaction is
+    decided; records of open transactions start there) and the next to be written (`high`)."""
+
+    low: int
+    stable: int
+    high: int
+
+
+def watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, Watermarks]:
+    """partition -> its Watermarks. Raises NoSuchTopic."""
+    stable = _stable_end_offsets(bootstrap, topic, True, timeout_s)
+    high = _stable_end_offsets(bootstrap, topic, False, timeout_s)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-reader-{uuid.uuid4().hex}"})
+    try:
+        return {p: Watermarks(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0],
+                              stable[p], high[p]) for p in sorted(high)}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, topic: str, group_id: str, partitions: list[int],
+                      timeout_s: float = 10.0) -> dict[int, int]:
+    """partition -> `group_id`'s committed offset in `topic` (the next record it reads); partitions where the group
+    has committed nothing are left out."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+        return {c.partition: c.offset for c in committed if c.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[int, int], *,
+               group_id: str | None = None, stall_timeout_s: float = 30.0, read_committed: bool = True,
+               timeout_s: float = 10.0) -> Iterator[Record]:
+    """The records of `topic` from `starts` (partition -> offset; a partition left out: from its first record) up to
+    `ends` (partition -> offset, exclusive; only these partitions are read), one at a time: a read of any size in
+    bounded memory. Assigned, not subscribed: no group takes part (`group_id` only names the reader). Raises
+    ReadStalled when nothing arrives for `stall_timeout_s` while partitions are short of their ends."""
     consumer = Consumer({
-        # the client requires a group id; without `group_id` it only names this reader (assign() joins no group)
+        # the client requires a group id; assign() joins no group with it
         "bootstrap.servers": bootstrap, "group.id": group_id or f"imagery-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False, "enable.partition.eof": True,
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
     })
-    records: list[Record] = []
     try:
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(ends)]
-        if group_id:
-            committed = consumer.committed([TopicPartition(topic, p) for p in sorted(ends)], timeout=timeout_s)
-            parts = [TopicPartition(topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING)
-                     for c in committed]
         low = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0] for p in ends}
-        start = {tp.partition: max(tp.offset, low[tp.partition]) for tp in parts}
+        start = {p: max(starts.get(p, low[p]), low[p]) for p in ends}
         pending = {p for p in ends if start[p] < ends[p]}
-        consumer.assign([tp for tp in parts if tp.partition in pending])
+        consumer.assign([TopicPartition(topic, p, start[p]) for p in sorted(pending)])
         last_progress = time.monotonic()
+        count = 0
 
         def finish(partition: int) -> None:
             pending.discard(partition)
@@ -283,7 +324,7 @@ def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stal
                 if time.monotonic() - last_progress > stall_timeout_s:
                     short = {p: ends[p] for p in sorted(pending)}
                     raise ReadStalled(f"reading {topic}: nothing arrived for {stall_timeout_s:g}s with partitions "
-                                      f"short of their end offsets {short} ({len(records)} records read)")
+                                      f"short of their end offsets {short} ({count} records read)")
                 continue
             last_progress = time.monotonic()
             partition = msg.partition()
@@ -296,10 +337,10 @@ def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stal
             if partition not in pending or msg.offset() >= ends[partition]:
                 finish(partition)  # written after the read began: not ours to return
                 continue
-            records.append(_to_record(msg))
+            count += 1
+            yield _to_record(msg)
             if msg.offset() >= ends[partition] - 1:
                 finish(partition)
-        return TopicRead(records, ends)
     finally:
         consumer.close()
 

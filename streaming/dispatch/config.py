@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -90,6 +91,21 @@ class DispatcherConfig:
     @property
     def name(self) -> str:
         return self.job_name or topics.dispatcher_group(self.team)
+
+    def transactional_id_prefix(self, sink: str) -> str:
+        """The Kafka transactional-id prefix of one of the job's exactly-once sinks (`results`, `dlq`): one per job
+        identity, the same across every restart of that job.
+
+        A job is its consumer group (its checkpoints are kept per group, streaming/dispatch/checkpoints.py) writing
+        to its output topics. Two jobs that shared a prefix would each, at start and on recovery, fence and abort
+        the other's open transactions (the connector probes `<prefix>-<subtask>-<checkpoint id>` upward from its
+        restored checkpoint), and the connector drops a committable whose producer was fenced: results lost in
+        silence. So the prefix names the group, readable for `kafka-transactions.sh`, plus a digest of the group and
+        every topic the job reads and writes. A change of topics is a new identity; the connector still aborts the
+        old prefix's lingering transactions when it restores a state written under it."""
+        identity = "\0".join((self.group_id, self.input_topic, self.output_topic, self.dlq_topic))
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        return f"imagery-{self.group_id}-{digest}-{sink}"
 
     @property
     def groups_in_flight(self) -> int:

@@ -91,21 +91,22 @@ class Dispatcher:
                     await asyncio.gather(*(self._infer(request) for request in requests)))
         outputs = []
         for (index, msg), outcome in zip(images, outcomes, strict=True):
+            event_record = index if len(messages) > 1 else None
             if isinstance(outcome, Failure):
                 o = outcome.outcome
                 outputs.append(self._dead_letter(record, ErrorEnvelope(
                     stage=o.stage, type=o.type, message=o.message, http_status=o.http_status,
                     retryable=o.verdict is Verdict.RETRYABLE, attempts=outcome.attempts,
                     first_attempt_ms=outcome.first_attempt_ms, last_attempt_ms=outcome.last_attempt_ms,
-                ), event_record=index if len(messages) > 1 else None))
+                ), event_record=event_record))
                 continue
             result = build_result(msg, record, index, self.team, outcome.response, outcome.http_ms,
-                                  outcome.attempts, _now_ms())
+                                  outcome.attempts, _now_ms(), event_record)
             if result.size_bytes > record_budget(self.max_record_bytes):
                 result = self._dead_letter(record, ErrorEnvelope(
                     stage="infer", type="result_too_large", retryable=False, attempts=outcome.attempts,
                     message=f"the result is {result.size_bytes} bytes, over the {record_budget(self.max_record_bytes)}"
-                            " a Kafka record can take (--max-record-bytes)"))
+                            " a Kafka record can take (--max-record-bytes)"), event_record)
             else:
                 self.metrics.result()
             outputs.append(result)

@@ -96,7 +96,7 @@ def infer_request(msg: ImageMessage) -> InferRequest:
 
 def build_result(
     msg: ImageMessage, record: KafkaInput, index: int, team: str, response: dict, http_ms: float, attempts: int,
-    now_ms: int,
+    now_ms: int, event_record: int | None = None,
 ) -> Output:
     """The service's answer merged with the input's identity and the dispatcher's timings."""
     origin_ms = msg.publish_ts_ms or record.timestamp_ms
@@ -113,6 +113,7 @@ def build_result(
         "e2e_ms": None if origin_ms is None else float(now_ms - origin_ms),
         "result_ts_ms": now_ms,
         "source": record.source(),
+        "event_record": event_record,
         "echo": msg.extra_fields(),
     })
     return Output(dlq=False, key=record.key, value=result.model_dump_json(exclude_none=True).encode())

@@ -165,6 +165,20 @@ def test_config_from_seed_args_and_environment():
         parse_args(["--team", "x", "--delivery-guarantee", "maybe"], env={})
 
 
+def test_each_job_identity_has_its_own_transactional_id_prefix_stable_across_restarts():
+    base = ["--team", "fruit", "--delivery-guarantee", "exactly-once"]
+    prod = parse_args(base, env={})
+    assert prod.transactional_id_prefix("results") == parse_args(base, env={}).transactional_id_prefix("results")
+    assert prod.transactional_id_prefix("results") != prod.transactional_id_prefix("dlq")
+    assert prod.transactional_id_prefix("results").startswith("imagery-http-dispatcher-fruit-")
+    # a canary or a staging job of the same team (same job name): another group, or other topics
+    others = [parse_args([*base, *more], env={}) for more in (
+        ["--group-id", "canary"], ["--output-topic", "staging.results"], ["--input-topic", "staging.in"],
+        ["--dlq-topic", "staging.dlq"])]
+    prefixes = {cfg.transactional_id_prefix("results") for cfg in [prod, *others]}
+    assert len(prefixes) == 1 + len(others)
+
+
 def test_every_setting_is_one_field_with_its_own_flag_and_variable():
     from dataclasses import fields
 
@@ -446,6 +460,7 @@ def test_each_record_of_an_s3_event_has_its_own_id_and_its_own_dead_letter():
     results = [InferenceResult.model_validate_json(o.value) for o in outputs if not o.dlq]
     (letter,) = [DeadLetter.model_validate_json(o.value) for o in outputs if o.dlq]
     assert sorted(r.id for r in results) == ["in-0-1", "in-0-1#2"] and letter.event_record == 1
+    assert sorted(r.event_record for r in results) == [0, 2], "each result says which record of the event it is"
 
     asked.clear()  # the replay of that dead letter: the same event, one record, the first record's identity
     record = KafkaInput(value=s3_event("a.jpg", "gone.jpg", "c.jpg"), key=None, topic="in", partition=0, offset=9,

@@ -140,11 +140,12 @@ def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
     opts = (_kafka_options(cfg, topic) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
             f", 'properties.max.request.size' = '{cfg.max_record_bytes}'")
     if cfg.delivery_guarantee == "exactly-once":
-        # One prefix per team, job and sink. A transaction stays open from one checkpoint to the next, and an outage
-        # holds checkpoints back for as long as it lasts, with results already written in the open transaction: so
-        # the broker's longest timeout (transaction.max.timeout.ms; a higher value is refused at start). An outage
-        # longer than that fails the job, which restarts from its last checkpoint and loses nothing.
-        opts += (f", 'sink.transactional-id-prefix' = 'imagery-{cfg.team}-{cfg.name}-{role}'"
+        # One prefix per job identity and sink (DispatcherConfig.transactional_id_prefix says why). A transaction
+        # stays open from one checkpoint to the next, and an outage holds checkpoints back for as long as it lasts,
+        # with results already written in the open transaction: so the broker's longest timeout
+        # (transaction.max.timeout.ms; a higher value is refused at start). An outage longer than that fails the job,
+        # which restarts from its last checkpoint and loses nothing.
+        opts += (f", 'sink.transactional-id-prefix' = '{cfg.transactional_id_prefix(role)}'"
                  f", 'properties.transaction.timeout.ms' = '{limits.KAFKA_MAX_TRANSACTION_MS}'")
     return opts
 
