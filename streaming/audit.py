@@ -341,13 +341,21 @@ def describe(units: Iterable[Unit], limit: int = 20) -> str:
     return text + (f" ... and {len(units) - limit} more" if len(units) > limit else "")
 
 
-def wait_until_clean(bootstrap: str, team: str, timeout_s: float, **kwargs) -> AuditReport:
-    """Audit until nothing is missing or pending (the job caught up), or the deadline: the last report either way.
-    (Duplicates never go away: a report with any is returned at once.)"""
+def wait_until_caught_up(bootstrap: str, input_topic: str, group_id: str, timeout_s: float,
+                         watch: Callable[[], None] = lambda: None) -> dict[int, int]:
+    """Wait until `group_id` has committed every record of `input_topic` written so far (Flink commits a job's
+    offsets when a checkpoint completes; a stop with a savepoint commits none), calling `watch` between looks;
+    the committed offsets. Raises TimeoutError at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
-        report = audit(bootstrap, team, **kwargs)
-        if report.duplicated or (not report.missing and not report.pending) or time.monotonic() > deadline:
-            return report
-        time.sleep(1.0)
-
+        watch()
+        ends = {p: m.high for p, m in kafka_io.watermarks(bootstrap, input_topic).items()}
+        committed = kafka_io.committed_offsets(bootstrap, input_topic, group_id, list(ends))
+        short = {p: end for p, end in ends.items() if committed.get(p, 0) < end}
+        # a transaction's commit marker takes an offset of its own and is never handed to the job: a partition
+        # whose only records left are markers is done
+        if not short or not any(True for _ in kafka_io.iter_range(bootstrap, input_topic, committed, short)):
+            return committed
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{group_id} has committed {committed} of {input_topic}, whose ends are {ends}")
+        time.sleep(0.5)

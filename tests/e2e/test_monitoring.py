@@ -97,6 +97,7 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
              "--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url", f"{service.base_url}/infer_json",
              "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", group_id,
              "--job-name", job_name, "--resume", "none", "--checkpoint-interval-ms", "1000",
+             "--delivery-guarantee", "exactly-once",  # as production runs it: the sinks' commit metrics exist
              "--backoff-ms", "50", "--connector-jars", jars],
             env={**os.environ, **stack.flink_env(settings), "IMAGERY_DETACHED": "1"},
             capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)

@@ -1,0 +1,330 @@
+"""What operators do to a running dispatcher, under continuous load, with the audit as the oracle (`make test-faults`).
+
+A producer writes steadily for the whole scenario while the job is stopped with a savepoint and resumed, killed and
+resumed, run beside a second job of the same team, rescaled, upgraded, and stopped and resubmitted on the standalone
+cluster, again and again at varied moments (right after a start, before its first checkpoint, too). Then the
+producer stops, the job catches up, and `imagery audit` (streaming/audit.py) must find every input record landed
+exactly once: nothing missing, nothing doubled, nothing pending, and no dead letter (no fault is the message's).
+Each scenario adds a row to the fault-suite table in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import NewPartitions
+
+from bench.results import append_results, markdown_table
+from streaming import kafka_io
+from streaming.audit import AuditReport, audit, describe, wait_until_caught_up
+from streaming.local import stack
+from streaming.pipeline_run import DispatcherProcess
+from tests.e2e.test_dispatcher import dispatcher_args, put
+
+pytestmark = pytest.mark.faults
+
+CYCLES = int(os.environ.get("IMAGERY_FAULT_CYCLES", "20"))
+RATE_PER_S = 40
+CATCH_UP_S = 600
+ROWS: list[list[object]] = []
+# the moments of a stop, in seconds after the job process started: before the job runs (a MiniCluster takes ~10 s
+# to start here), before its first checkpoint (every 2 s), and later
+MOMENTS_S = (0.5, 6.0, 12.0, 15.0, 20.0)
+
+
+class SteadyProducer(threading.Thread):
+    """`RATE_PER_S` messages a second, each with a unique id, keyed so that they spread over the partitions."""
+
+    def __init__(self, bootstrap: str, topic: str, bucket: str) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.bucket, self.run_id = topic, bucket, uuid.uuid4().hex[:8]
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                                  "topic.metadata.refresh.interval.ms": 1000})  # sees added partitions
+        self.done = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.done.is_set():
+            due = int((time.monotonic() - started) * RATE_PER_S)
+            while self.sent < due:
+                msg = {"id": f"{self.run_id}-{self.sent}", "bucket": self.bucket, "key": f"img-{self.sent % 8}.jpg"}
+                self.producer.produce(self.topic, key=msg["id"].encode(), value=json.dumps(msg).encode())
+                self.sent += 1
+            self.producer.poll(0)
+            self.done.wait(0.05)
+        assert self.producer.flush(30) == 0
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join(60)
+        return self.sent
+
+
+@dataclass
+class Job:
+    """One deployment of the dispatcher (a local MiniCluster process), restarted by the scenario."""
+
+    name: str
+    args: list[str]
+    tmp_path: Path
+    proc: DispatcherProcess | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, *extra: str) -> Job:
+        self.starts += 1
+        log = self.tmp_path / f"{self.name}-{self.starts}.log"
+        self.logs.append(log)
+        self.proc = DispatcherProcess([*self.args, *extra], log).start()
+        return self
+
+    def stop_with_savepoint(self) -> None:
+        assert self.proc is not None
+        self.proc.stop_with_savepoint()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    @property
+    def group(self) -> str:
+        return self.args[self.args.index("--group-id") + 1]
+
+    def topic(self, flag: str) -> str:
+        return self.args[self.args.index(flag) + 1]
+
+
+def caught_up_audit(bootstrap: str, job: Job, watch: Callable[[], None]) -> AuditReport:
+    """Wait until the job's group has committed every input record (the producer has stopped), then audit."""
+    inp = job.topic("--input-topic")
+    wait_until_caught_up(bootstrap, inp, job.group, CATCH_UP_S, watch)
+    return audit(bootstrap, "fruit", input_topic=inp, output_topic=job.topic("--output-topic"),
+                 dlq_topic=job.topic("--dlq-topic"), group_id=job.group)
+
+
+def restarted(job: Job, stop: Callable[[Job], None], cycles: int, *extra: str) -> None:
+    """`cycles` times: let the job run to a moment of MOMENTS_S, stop it with `stop`, start it again."""
+    for i in range(cycles):
+        time.sleep(MOMENTS_S[i % len(MOMENTS_S)])
+        stop(job)
+        job.start(*extra)
+
+
+def savepoint(job: Job) -> None:
+    job.stop_with_savepoint()
+
+
+def kill(job: Job) -> None:
+    job.kill()
+
+
+@dataclass
+class Scenario:
+    bootstrap: str
+    new_job: Callable[..., Job]
+    new_topic: Callable[..., str]
+    producers: list[SteadyProducer]
+    jobs: list[Job] = field(default_factory=list)
+    cycles: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def savepoint_cycles(s: Scenario) -> None:
+    job = s.new_job()
+    restarted(job, savepoint, CYCLES)
+    s.cycles = CYCLES
+
+
+def kill_cycles(s: Scenario) -> None:
+    job = s.new_job()
+    restarted(job, kill, CYCLES)
+    s.cycles = CYCLES
+
+
+def two_jobs_of_one_team(s: Scenario) -> None:
+    """A canary beside production: the same team and job name, other group and topics, on one broker."""
+    first, second = s.new_job(), s.new_job()
+    for i in range(3):
+        for job in (first, second):
+            time.sleep(MOMENTS_S[i % len(MOMENTS_S)] + 4)
+            job.stop_with_savepoint()
+            job.start()
+    s.cycles = 6
+
+
+def rescaled(s: Scenario) -> None:
+    """Up: the input topic gains a partition and the job resumes at parallelism 2; then down to 1 again."""
+    job = s.new_job()
+    time.sleep(15)
+    job.stop_with_savepoint()
+    inp = job.topic("--input-topic")
+    futures = kafka_io.admin(s.bootstrap).create_partitions([NewPartitions(inp, 2)])
+    futures[inp].result(30)
+    job.start("--parallelism", "2")
+    time.sleep(20)
+    job.stop_with_savepoint()
+    job.start("--parallelism", "1")
+    time.sleep(10)
+    s.cycles = 2
+    s.notes.append("1 -> 2 partitions; parallelism 1 -> 2 -> 1")
+
+
+def upgraded(s: Scenario) -> None:
+    """Resumed from a savepoint with other --group-size, --items-per-request and bundle settings: it restores."""
+    job = s.new_job()
+    changes = [("--items-per-request", "4"), ("--group-size", "16", "--group-wait-ms", "25"),
+               ("--bundle-size", "8", "--bundle-time-ms", "50")]
+    for change in changes:
+        time.sleep(12)
+        job.stop_with_savepoint()
+        job.start(*change)
+    for log in job.logs[1:]:
+        assert "savepoint-" in _resumed_from(log), f"{log.name} did not resume from the savepoint"
+    s.cycles = len(changes)
+    s.notes.append("items per request 1 -> 4, group size 64 -> 16, bundle 4x -> 8 groups / 50 ms: each restored")
+
+
+def _resumed_from(log: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if "resuming from" in text or "no checkpoint to resume" in text:
+            return text.split("resuming from", 1)[1].splitlines()[0] if "resuming from" in text else ""
+        time.sleep(0.5)
+    return ""
+
+
+SCENARIOS: dict[str, Callable[[Scenario], None]] = {
+    f"stop with a savepoint and resume, {CYCLES} times": savepoint_cycles,
+    f"kill -9 and resume, {CYCLES} times": kill_cycles,
+    "two jobs of one team, each stopped and resumed 3 times": two_jobs_of_one_team,
+    "rescaled with a new input partition": rescaled,
+    "upgraded: other grouping, batching, bundles": upgraded,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table() -> Iterator[None]:
+    yield
+    if not ROWS:
+        return
+    headers = ["operator action", "cycles", "input records", "results", "DLQ", "missing", "duplicated", "pending",
+               "audit", "s"]
+    md = markdown_table(headers, ROWS)
+    print("\n" + md)
+    append_results("Fault suite: operator actions under continuous load", md,
+                   f"Command: `make test-faults` (tests/faults/test_operator_actions.py; {RATE_PER_S} messages/s "
+                   "throughout, unique ids; the fruit service; exactly-once; checkpoints every 2 s; the job "
+                   f"stopped at {', '.join(f'{m:g}' for m in MOMENTS_S)} s after each start in turn; the oracle is "
+                   "`imagery audit` once the job caught up).")
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_an_operator_action_loses_nothing_and_doubles_nothing(
+        name, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    for i in range(8):
+        put(minio, bucket, f"img-{i}.jpg", fruit_images.make(("clean", "defect")[i % 2], i))
+    scenario: Scenario
+
+    def new_job() -> Job:
+        inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
+        producer = SteadyProducer(bootstrap, inp, bucket)
+        producer.start()
+        scenario.producers.append(producer)
+        args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee",
+                               "exactly-once", "--capacity", "32", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+        job = Job(f"job{len(scenario.jobs)}", args, tmp_path).start()
+        scenario.jobs.append(job)
+        return job
+
+    scenario = Scenario(bootstrap, new_job, new_topic, [])
+    started = time.monotonic()
+    reports: list[AuditReport] = []
+    try:
+        SCENARIOS[name](scenario)
+        for producer in scenario.producers:
+            producer.stop()
+        for job in scenario.jobs:
+            reports.append(caught_up_audit(bootstrap, job, job.proc.check_alive if job.proc else lambda: None))
+    finally:
+        for producer in scenario.producers:
+            producer.stop()
+        for job in scenario.jobs:
+            job.stop()
+    sent = sum(p.sent for p in scenario.producers)
+    missing = sum(len(r.missing) for r in reports)
+    duplicated = sum(len(r.duplicated) for r in reports)
+    pending = sum(len(r.pending) for r in reports)
+    clean = all(r.clean and not r.pending for r in reports)
+    ROWS.append([name + (f" ({'; '.join(scenario.notes)})" if scenario.notes else ""), scenario.cycles,
+                 sum(r.records for r in reports), sum(r.results for r in reports),
+                 sum(r.dead_letters for r in reports), missing, duplicated, pending,
+                 "clean" if clean else "NOT clean", f"{time.monotonic() - started:.0f}"])
+    assert sum(r.records for r in reports) == sent, "every record produced was audited"
+    for r in reports:
+        assert not r.missing, f"missing: {describe(r.missing)}"
+        assert not r.duplicated, f"duplicated: {r.duplicated[:5]}"
+        assert not r.pending and not r.dead_letters
+
+
+def test_stop_and_resubmit_on_the_standalone_cluster(
+        flink_cluster, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    """`flink stop --savepointPath` and a new `flink run` (through `imagery dispatch --jobmanager`), 3 times."""
+    for i in range(8):
+        put(minio, bucket, f"img-{i}.jpg", fruit_images.make(("clean", "defect")[i % 2], i))
+    inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
+    producer = SteadyProducer(bootstrap, inp, bucket)
+    producer.start()
+    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
+                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    group = args[args.index("--group-id") + 1]
+    savepoints = tmp_path / "checkpoints" / group / "savepoints"
+    jobmanager = f"{flink_cluster.host}:{flink_cluster.flink_rest_port}"
+    flink = ["bash", str(stack.flink_home() / "bin" / "flink")]
+    env = {**os.environ, **stack.flink_env(flink_cluster)}
+    started = time.monotonic()
+    job_id = None
+    cycles = 3
+
+    def submit() -> str:
+        done = subprocess.run([sys.executable, "-m", "streaming.cli", "dispatch", "--jobmanager", jobmanager, *args],
+                              capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
+
+    try:
+        job_id = submit()
+        for i in range(cycles):
+            time.sleep(MOMENTS_S[(i + 2) % len(MOMENTS_S)])
+            stopped = subprocess.run([*flink, "stop", "-m", jobmanager, "--savepointPath", savepoints.as_uri(),
+                                      job_id], capture_output=True, text=True, timeout=300, env=env)
+            assert stopped.returncode == 0 and "Savepoint completed" in stopped.stdout, stopped.stdout + stopped.stderr
+            job_id = submit()  # --resume latest: the savepoint just taken
+        producer.stop()
+        report = caught_up_audit(bootstrap, Job("cluster", args, tmp_path), lambda: None)
+    finally:
+        producer.stop()
+        if job_id:
+            subprocess.run([*flink, "cancel", "-m", jobmanager, job_id], capture_output=True, timeout=120, env=env)
+    ROWS.append(["standalone cluster: flink stop --savepointPath, flink run", cycles, report.records, report.results,
+                 report.dead_letters, len(report.missing), len(report.duplicated), len(report.pending),
+                 "clean" if report.clean and not report.pending else "NOT clean", f"{time.monotonic() - started:.0f}"])
+    assert report.records == producer.sent
+    assert report.clean and not report.pending and not report.dead_letters, report.as_dict()
