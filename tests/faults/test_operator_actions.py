@@ -141,6 +141,7 @@ class Scenario:
     new_job: Callable[..., Job]
     new_topic: Callable[..., str]
     producers: list[SteadyProducer]
+    checkpoint_dir: Path
     jobs: list[Job] = field(default_factory=list)
     cycles: int = 0
     notes: list[str] = field(default_factory=list)
@@ -150,6 +151,9 @@ def savepoint_cycles(s: Scenario) -> None:
     job = s.new_job()
     restarted(job, savepoint, CYCLES)
     s.cycles = CYCLES
+    taken = sum("stopped with a savepoint at" in log.read_text() for log in job.logs[:-1])
+    s.notes.append(f"{taken} stops took a savepoint; the others came before the job ran, and it resumed from its "
+                   "last checkpoint")
 
 
 def kill_cycles(s: Scenario) -> None:
@@ -172,13 +176,13 @@ def two_jobs_of_one_team(s: Scenario) -> None:
 def rescaled(s: Scenario) -> None:
     """Up: the input topic gains a partition and the job resumes at parallelism 2; then down to 1 again."""
     job = s.new_job()
-    time.sleep(15)
+    checkpointed(job, s.checkpoint_dir)
     job.stop_with_savepoint()
     inp = job.topic("--input-topic")
-    futures = kafka_io.admin(s.bootstrap).create_partitions([NewPartitions(inp, 2)])
-    futures[inp].result(30)
+    client = kafka_io.admin(s.bootstrap)  # kept referenced: a collected client cancels its futures
+    client.create_partitions([NewPartitions(inp, 2)])[inp].result(30)
     job.start("--parallelism", "2")
-    time.sleep(20)
+    checkpointed(job, s.checkpoint_dir)
     job.stop_with_savepoint()
     job.start("--parallelism", "1")
     time.sleep(10)
@@ -192,13 +196,27 @@ def upgraded(s: Scenario) -> None:
     changes = [("--items-per-request", "4"), ("--group-size", "16", "--group-wait-ms", "25"),
                ("--bundle-size", "8", "--bundle-time-ms", "50")]
     for change in changes:
-        time.sleep(12)
+        checkpointed(job, s.checkpoint_dir)  # a job that runs: its stop takes a savepoint to upgrade from
         job.stop_with_savepoint()
         job.start(*change)
     for log in job.logs[1:]:
         assert "savepoint-" in _resumed_from(log), f"{log.name} did not resume from the savepoint"
     s.cycles = len(changes)
     s.notes.append("items per request 1 -> 4, group size 64 -> 16, bundle 4x -> 8 groups / 50 ms: each restored")
+
+
+def checkpointed(job: Job, checkpoint_dir: Path, timeout_s: float = 180) -> None:
+    """Wait until the job's current run has completed a checkpoint (it runs; a stop now takes a savepoint)."""
+    since = time.time()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert job.proc is not None
+        job.proc.check_alive()
+        done = [m for m in (checkpoint_dir / job.group).glob("*/chk-*/_metadata") if m.stat().st_mtime > since]
+        if done:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{job.name} completed no checkpoint within {timeout_s:g} s")
 
 
 def _resumed_from(log: Path) -> str:
@@ -254,7 +272,7 @@ def test_an_operator_action_loses_nothing_and_doubles_nothing(
         scenario.jobs.append(job)
         return job
 
-    scenario = Scenario(bootstrap, new_job, new_topic, [])
+    scenario = Scenario(bootstrap, new_job, new_topic, [], tmp_path / "checkpoints")
     started = time.monotonic()
     reports: list[AuditReport] = []
     try:

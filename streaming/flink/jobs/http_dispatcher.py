@@ -280,8 +280,11 @@ def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:
         # PyFlink 2.2's JobClient.stop_with_savepoint calls a Java signature Flink 2 no longer has
         format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
         path = job._j_job_client.stopWithSavepoint(False, savepoint_dir, format_type).get()
-    except Exception as exc:  # the JVM was stopped with us (a signal to the whole process group)
-        print(f"no savepoint ({type(exc).__name__}); the next start resumes from the last checkpoint", flush=True)
+    except Exception as exc:  # the JVM was stopped with us (a signal to the whole process group), or the job was
+        # not running yet (a stop right after a start): no savepoint, and nothing lost either way
+        java = getattr(exc, "java_exception", None)
+        why = str(java.toString()) if java is not None else type(exc).__name__
+        print(f"no savepoint ({why[:500]}); the next start resumes from the last checkpoint", flush=True)
         raise SystemExit(1) from None
     print(f"stopped with a savepoint at {path}; the next start resumes from it", flush=True)
 
