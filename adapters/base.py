@@ -58,6 +58,23 @@ class BatchRunner(Runner, Protocol):
         ignore the tags: the service reports the runner's `model_tag`, the model that really ran)."""
 
 
+@runtime_checkable
+class CompilableRunner(Protocol):
+    """A batch runner whose forward pass the service may compile during warm-up (TorchClassifierRunner is one)."""
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """The eager forward pass: uint8 images [N, 3, *input_size] on the device -> float32 scores [N, classes]."""
+
+    def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
+        """From now on, run_batch runs `probabilities` compiled (torch.compile); it compiles at its first call."""
+
+    def eager_forward(self) -> None:
+        """Back to the eager `probabilities` (the compiled one failed its check)."""
+
+    def forward_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """What run_batch runs: `probabilities`, compiled or not."""
+
+
 def existing_file(path: str | Path) -> str:
     """`path` if it is a file; else FileNotFoundError naming it (torch's own errors for this vary)."""
     if not Path(path).is_file():
@@ -99,6 +116,7 @@ class TorchClassifierRunner:
         self.model_tag = model_tag
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        self.forward_scores = self.probabilities
 
     def to_device(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -115,12 +133,27 @@ class TorchClassifierRunner:
         image = imaging.resize(imaging.decode_rgb(read_image_source(image_bytes_or_uri)), self.input_size)
         return self.run_batch(image[None].to(self.device), [model_tag], [extra])[0]
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, 3, *input_size] on the device -> class probabilities, float32 [N, classes], on the
+        device: normalisation, the model and the softmax, the part `compile_forward` compiles as one graph (so the
+        normalisation and the softmax fuse into the kernels around them)."""
+        logits = self.model(imaging.to_model_input(images, self.mean, self.std, self.dtype))
+        return torch.softmax(logits.float(), dim=1)
+
+    def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
+        """torch.compile `probabilities` for run_batch. dynamic=True: one graph for every batch size from 2 up
+        (size 1 is specialised, so two compilations in all), instead of one per size the batcher forms."""
+        self.forward_scores = torch.compile(self.probabilities, backend=backend, dynamic=True,
+                                            mode=None if mode == "default" else mode)
+
+    def eager_forward(self) -> None:
+        self.forward_scores = self.probabilities
+
     @torch.inference_mode()
     def run_batch(self, images: torch.Tensor, model_tags: Sequence[str | None] | None = None,
                   extras: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        logits = self.model(imaging.to_model_input(images, self.mean, self.std, self.dtype))
-        probs = torch.softmax(logits.float(), dim=1).cpu()  # .cpu() waits for the GPU: the latency is real
+        probs = self.forward_scores(images).cpu()  # .cpu() waits for the GPU: the latency is real
         latency_ms = (time.perf_counter() - started) * 1000.0
         top = probs.topk(min(2, probs.shape[1]), dim=1)
         results = []
