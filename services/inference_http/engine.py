@@ -68,9 +68,6 @@ class InferenceEngine:
         self.in_flight = 0
         self.submitted = 0  # admitted images handed to the path and not yet back
         self.path = make_path(lambda: self.in_flight - self.submitted)
-        info = self.path.info
-        self.model_name, self.model_tag, self.device = info.name, info.tag, info.device
-        self.max_batch_size = info.max_batch_size
         self._fetch_slots = asyncio.Semaphore(settings.fetch_concurrency)
         # the metrics' children, resolved once (a .labels() call takes a lock and a dict lookup per image)
         self._images_ok = metrics.images.labels("200")
@@ -78,6 +75,23 @@ class InferenceEngine:
             metrics.stage_seconds.labels(stage) for stage in ("fetch", "decode", "infer"))
         self.warmed = False
         self.warmup_error: str | None = None
+
+    # what the path says about the model (a front learns it from the scheduler when it connects, at warm-up)
+    @property
+    def model_name(self) -> str:
+        return self.path.info.name
+
+    @property
+    def model_tag(self) -> str | None:
+        return self.path.info.tag
+
+    @property
+    def device(self) -> str:
+        return self.path.info.device
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.path.info.max_batch_size
 
     @property
     def forward(self) -> str:
@@ -133,6 +147,7 @@ class InferenceEngine:
                             f"retry later", self.settings.retry_after_s)
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
+        self.path.poke()  # one more on its way (a scheduler learns that some are coming)
         try:
             timeout_s = self.settings.request_timeout_ms / 1000.0
             async with asyncio.timeout(trace.received + timeout_s - time.monotonic()):

@@ -128,7 +128,8 @@ class ForwardPath(ABC):
         return ""
 
     def poke(self) -> None:
-        """An admitted item will not come after all: a batch waiting for it may go now."""
+        """The engine admitted an image, or one left without reaching the path: a batch waiting for company asks
+        again whether any is coming."""
         return None
 
     def not_ready(self) -> list[str]:

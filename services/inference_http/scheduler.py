@@ -125,9 +125,10 @@ class Scheduler:
         return self
 
     def stop(self, timeout_s: float = 20) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _main(self) -> None:
         try:
@@ -227,7 +228,7 @@ class SchedulerClient(ForwardPath):
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._hello: asyncio.Future[ModelInfo] | None = None
-        self._reported = 0
+        self._coming = False  # what the scheduler was last told: this front has images on their way to it
         self._closed = False
 
     async def prepare(self, data: bytes, model_tag: str | None, extra: dict[str, Any] | None) -> Item:
@@ -242,7 +243,8 @@ class SchedulerClient(ForwardPath):
         future: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         header = orjson.dumps([item.model_tag, item.extra, item.info.format, item.info.width, item.info.height])
-        self._reported = upstream = max(0, self.upstream())
+        upstream = max(0, self.upstream())
+        self._coming = upstream > 0
         writer.write(FRAME.pack(b"R", upstream, request_id, len(header), len(item.data)) + header)
         writer.write(item.data)
         try:
@@ -253,9 +255,11 @@ class SchedulerClient(ForwardPath):
                 writer.write(FRAME.pack(b"C", max(0, self.upstream()), request_id, 0, 0))
 
     def poke(self) -> None:
+        """The engine admitted an image, or one left: tell the scheduler when "images on their way here" turns
+        true or false (only then: one small frame per change, not per image)."""
         upstream = max(0, self.upstream())
-        if upstream < self._reported and self._writer is not None and not self._writer.is_closing():
-            self._reported = upstream
+        if (upstream > 0) != self._coming and self._writer is not None and not self._writer.is_closing():
+            self._coming = upstream > 0
             self._writer.write(FRAME.pack(b"U", upstream, 0, 0, 0))
 
     async def warm_up(self, sample: bytes) -> str:
