@@ -141,9 +141,11 @@ class TorchClassifierRunner:
         return torch.softmax(logits.float(), dim=1)
 
     def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
-        """torch.compile `probabilities` for run_batch. dynamic=True: one graph for every batch size from 2 up
-        (size 1 is specialised, so two compilations in all), instead of one per size the batcher forms."""
-        self.forward_scores = torch.compile(self.probabilities, backend=backend, dynamic=True,
+        """torch.compile `probabilities` for run_batch. Two compilations in all, not one per batch size: the first
+        call specialises on its size (warm-up starts at 1), the second size makes torch recompile with the batch
+        dimension alone dynamic (`dynamic=None`, automatic dynamic shapes; `dynamic=True` would make the image's
+        height and width symbolic too), and every later size reuses that graph."""
+        self.forward_scores = torch.compile(self.probabilities, backend=backend,
                                             mode=None if mode == "default" else mode)
 
     def eager_forward(self) -> None:

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 FRAME = struct.Struct("!cIQII")
 REPLY = struct.Struct("!QI")
 HELLO_ID = 0
+# how much a connection buffers before it stops reading: asyncio's default (64 KiB, pausing beyond twice that) is
+# less than two 80 KB images, so the scheduler's loop would pause and resume the socket for nearly every frame
+STREAM_LIMIT = 8 * 1024 * 1024
 
 
 def json_default(value: Any) -> Any:
@@ -70,11 +73,31 @@ def json_default(value: Any) -> Any:
 # ---------------------------------------------------------------------------- the scheduler (server's parent)
 
 
+class _Coalescing:
+    """Writes of one event-loop turn go out together: one sendmsg for a batch's answers to a front, or for the
+    requests a front's handlers sent in one turn, instead of a system call per image."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._out: list[bytes] = []
+
+    def send(self, *parts: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.extend(parts)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if not self.writer.is_closing():
+            self.writer.writelines(out)
+
+
 class _Front:
     """One front's connection, as the scheduler sees it."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.out = _Coalescing(writer)
         self.upstream = 0
         self.pending: dict[int, asyncio.Future] = {}
 
@@ -98,7 +121,7 @@ class _Front:
                 log.error("the batch failed", exc_info=result)
                 result = InternalError(f"{type(result).__name__} (see the service log)")
             body = orjson.dumps({"e": to_wire(result)})
-        self.writer.write(REPLY.pack(request_id, len(body)) + body)
+        self.out.send(REPLY.pack(request_id, len(body)), body)
 
 
 class Scheduler:
@@ -162,7 +185,7 @@ class Scheduler:
                  time.monotonic() - started, what, path.info.forward)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
-        server = await asyncio.start_unix_server(self._serve_front, path=self.socket_path)
+        server = await asyncio.start_unix_server(self._serve_front, path=self.socket_path, limit=STREAM_LIMIT)
         self.ready.set()
         try:
             async with server:
@@ -200,6 +223,8 @@ class Scheduler:
                     path.poke()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the front went away (it exited, or crashed): its images are not waited for
+        except asyncio.CancelledError:
+            pass  # the scheduler is stopping
         finally:
             self._fronts.discard(front)
             for future in front.pending.values():
@@ -226,6 +251,7 @@ class SchedulerClient(ForwardPath):
         self._ids = itertools.count(HELLO_ID + 1)
         self._pending: dict[int, asyncio.Future[Done]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._out: _Coalescing | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._hello: asyncio.Future[ModelInfo] | None = None
         self._coming = False  # what the scheduler was last told: this front has images on their way to it
@@ -245,22 +271,23 @@ class SchedulerClient(ForwardPath):
         header = orjson.dumps([item.model_tag, item.extra, item.info.format, item.info.width, item.info.height])
         upstream = max(0, self.upstream())
         self._coming = upstream > 0
-        writer.write(FRAME.pack(b"R", upstream, request_id, len(header), len(item.data)) + header)
-        writer.write(item.data)
+        out = self._out
+        assert out is not None
+        out.send(FRAME.pack(b"R", upstream, request_id, len(header), len(item.data)), header, item.data)
         try:
             return await future
         finally:
             if self._pending.pop(request_id, None) is not None and not writer.is_closing():
                 # still pending, so the caller gave up (deadline): the scheduler skips it if not yet in a batch
-                writer.write(FRAME.pack(b"C", max(0, self.upstream()), request_id, 0, 0))
+                out.send(FRAME.pack(b"C", max(0, self.upstream()), request_id, 0, 0))
 
     def poke(self) -> None:
         """The engine admitted an image, or one left: tell the scheduler when "images on their way here" turns
         true or false (only then: one small frame per change, not per image)."""
         upstream = max(0, self.upstream())
-        if (upstream > 0) != self._coming and self._writer is not None and not self._writer.is_closing():
+        if (upstream > 0) != self._coming and self._out is not None and not self._out.writer.is_closing():
             self._coming = upstream > 0
-            self._writer.write(FRAME.pack(b"U", upstream, 0, 0, 0))
+            self._out.send(FRAME.pack(b"U", upstream, 0, 0, 0))
 
     async def warm_up(self, sample: bytes) -> str:
         """Connect (waiting while the scheduler compiles and warms the model), then send a few images through the
@@ -273,7 +300,7 @@ class SchedulerClient(ForwardPath):
     async def _connect(self, wait: bool) -> None:
         while not self._closed:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=STREAM_LIMIT)
             except (FileNotFoundError, ConnectionError):
                 if not wait:
                     raise
@@ -282,7 +309,7 @@ class SchedulerClient(ForwardPath):
             self._hello = asyncio.get_running_loop().create_future()
             self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
             self.info = await self._hello
-            self._writer = writer
+            self._writer, self._out = writer, _Coalescing(writer)
             return
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -305,7 +332,7 @@ class SchedulerClient(ForwardPath):
             pass
         finally:
             writer.close()
-            self._writer = None
+            self._writer = self._out = None
             lost = NotReady("the scheduler went away before answering", self.settings.retry_after_s)
             for future in self._pending.values():
                 if not future.done():
