@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import torch
 
-from adapters.base import TorchClassifierRunner
 from adapters.fruit_defect.model import FruitDefectNet
 from adapters.fruit_defect_runner import FruitRunner
 from services.inference_http.errors import NotAnImage, NotReady
@@ -207,9 +206,6 @@ class TinyClassifier(FruitRunner):
         super().__init__(weights_path)
         torch.manual_seed(0)
         self.model = FruitDefectNet().eval()
-
-    def to_device(self, device: torch.device) -> None:
-        TorchClassifierRunner.to_device(self, device)  # not FruitRunner's: it freezes TorchScript
 
 
 def test_a_compiled_forward_pass_is_checked_against_eager_and_serves(fruit_weights, fruit_images):
