@@ -126,7 +126,10 @@ class TorchClassifierRunner:
             self.model = self.model.to(self.device).half().to(memory_format=torch.channels_last)
         else:
             self.dtype = torch.float32
-            self.model = self.model.to(self.device).float()
+            # channels_last on the CPU too: oneDNN's convolutions are faster in it (measured on a 2-core Xeon: the
+            # fruit model 15.6 -> 5.3 ms at batch 32 and 0.74 -> 0.53 ms at batch 1; ResNet-50 1.2-1.9x), the same
+            # outputs within 3e-5
+            self.model = self.model.to(self.device).float().to(memory_format=torch.channels_last)
 
     def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -137,7 +140,8 @@ class TorchClassifierRunner:
         """uint8 images [N, 3, *input_size] on the device -> class probabilities, float32 [N, classes], on the
         device: normalisation, the model and the softmax, the part `compile_forward` compiles as one graph (so the
         normalisation and the softmax fuse into the kernels around them)."""
-        logits = self.model(imaging.to_model_input(images, self.mean, self.std, self.dtype))
+        x = imaging.to_model_input(images, self.mean, self.std, self.dtype)
+        logits = self.model(x.contiguous(memory_format=torch.channels_last))  # (to_model_input did it on CUDA)
         return torch.softmax(logits.float(), dim=1)
 
     def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
