@@ -195,6 +195,26 @@ class LocalPath(ForwardPath):
         if compiling:
             await in_thread(self._infer_pool, runner.compile_forward, backend, self.settings.compile_mode)
         sizes = warmup_sizes(self.batcher.max_batch_size)
+        try:
+            await self._warm_sizes(sample, sizes)
+        except RuntimeError:
+            if not compiling:
+                raise
+            # compiling itself failed (no C compiler for Triton's launcher, an unsupported operator...): the eager
+            # pass still serves, and /readyz says so; a failure of the eager pass is the warm-up's failure
+            log.exception("the compiled forward pass failed during warm-up; serving the eager one")
+            assert isinstance(runner, CompilableRunner)
+            runner.eager_forward()
+            compiling = False
+            self.forward = f"eager (compiling with {backend} failed at warm-up: see the log)"
+            self.info = dataclasses.replace(self.info, forward=self.forward)
+            await self._warm_sizes(sample, sizes)
+        if compiling:
+            self.forward = await in_thread(self._infer_pool, self._check_compiled, backend, sample)
+            self.info = dataclasses.replace(self.info, forward=self.forward)
+        return f"batch sizes {sizes}"
+
+    async def _warm_sizes(self, sample: bytes, sizes: list[int]) -> None:
         for batch_size in sizes:
             for _ in range(max(1, self.settings.warmup_batches)):
                 items = [await self.prepare(sample, None, None) for _ in range(batch_size)]
@@ -204,10 +224,6 @@ class LocalPath(ForwardPath):
                     raise RuntimeError(f"warm-up forward pass failed: {failed[0].message}")
         if self.device.type == "cuda":
             await in_thread(self._infer_pool, torch.cuda.synchronize, self.device)
-        if compiling:
-            self.forward = await in_thread(self._infer_pool, self._check_compiled, backend, sample)
-            self.info = dataclasses.replace(self.info, forward=self.forward)
-        return f"batch sizes {sizes}"
 
     def _compile_backend(self) -> str:
         backend = self.settings.compile

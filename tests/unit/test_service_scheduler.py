@@ -242,3 +242,25 @@ def test_a_compiled_forward_pass_that_disagrees_with_eager_is_dropped(fruit_weig
     forward = asyncio.run(asyncio.wait_for(main(), 60))
     assert forward.startswith("eager (compiled aot_eager differed"), forward
     assert runner.forward_scores == runner.probabilities
+
+
+def test_a_forward_pass_that_fails_to_compile_leaves_the_eager_one_serving(fruit_weights, fruit_images, monkeypatch):
+    runner = TinyClassifier(str(fruit_weights))
+
+    def failing_compile(backend: str = "inductor", mode: str = "default") -> None:
+        def compiled(images):
+            raise RuntimeError("InductorError: no C compiler for Triton's launcher")  # what a bare machine raises
+        runner.forward_scores = compiled
+
+    monkeypatch.setattr(runner, "compile_forward", failing_compile)
+
+    async def main():
+        path = local_path(settings(compile="inductor", max_batch_size=2), runner, Metrics())
+        await path.warm_up(fruit_images.clean)
+        done = await path.run(await path.prepare(fruit_images.defect, None, None))
+        await path.close()
+        return path.info.forward, done
+
+    forward, done = asyncio.run(asyncio.wait_for(main(), 60))
+    assert forward.startswith("eager (compiling with inductor failed"), forward
+    assert done.result["label"] in ("clean", "defect")
