@@ -243,8 +243,13 @@ class LocalPath(ForwardPath):
             decode.decode_cpu(photo_like_jpeg(seed), size, *self.limits) for seed in range(1, COMPILE_CHECK_IMAGES)]
         batch = torch.stack(images).to(self.device)
         with torch.inference_mode():
-            compiled = runner.forward_scores(batch).float()
             eager = runner.probabilities(batch).float()
+            try:
+                compiled = runner.forward_scores(batch).float()
+            except Exception:  # noqa: BLE001  (as at warm-up: the eager pass serves)
+                log.exception("the compiled forward pass failed on the check images; serving the eager one")
+                runner.eager_forward()
+                return f"eager (compiling with {backend} failed on the check images: see the log)"
         diff = float((compiled - eager).abs().max())
         top = eager.topk(min(2, eager.shape[1]), dim=1).values
         decisive = (top[:, 0] - top[:, -1]) > COMPILE_TOLERANCE
