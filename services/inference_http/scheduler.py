@@ -48,7 +48,16 @@ from services.inference_http import decode
 from services.inference_http.batching import BatcherClosed
 from services.inference_http.errors import InternalError, NotReady, ServiceError, from_wire, to_wire
 from services.inference_http.metrics import Metrics
-from services.inference_http.paths import Done, ForwardPath, Item, LocalPath, ModelInfo, in_thread, local_path
+from services.inference_http.paths import (
+    Done,
+    ForwardPath,
+    Item,
+    LocalPath,
+    ModelInfo,
+    in_thread,
+    local_path,
+    photo_like_jpeg,
+)
 from services.inference_http.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -169,13 +178,11 @@ class Scheduler:
         return any(front.upstream > 0 for front in self._fronts)
 
     async def _serve(self) -> None:
-        from services.inference_http.engine import _warmup_jpeg
-
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         path = self.path = local_path(self.settings, self.runner, self.metrics, self._more_coming, batch_decode=True)
         started = time.monotonic()
         try:
-            what = await path.warm_up(_warmup_jpeg())
+            what = await path.warm_up(photo_like_jpeg(0))
         except Exception as exc:  # noqa: BLE001
             log.exception("scheduler warm-up failed")
             self._fail(f"warm-up failed: {type(exc).__name__}: {exc}")
