@@ -58,6 +58,23 @@ class BatchRunner(Runner, Protocol):
         ignore the tags: the service reports the runner's `model_tag`, the model that really ran)."""
 
 
+@runtime_checkable
+class CompilableRunner(Protocol):
+    """A batch runner whose forward pass the service may compile during warm-up (TorchClassifierRunner is one)."""
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """The eager forward pass: uint8 images [N, 3, *input_size] on the device -> float32 scores [N, classes]."""
+
+    def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
+        """From now on, run_batch runs `probabilities` compiled (torch.compile); it compiles at its first call."""
+
+    def eager_forward(self) -> None:
+        """Back to the eager `probabilities` (the compiled one failed its check)."""
+
+    def forward_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """What run_batch runs: `probabilities`, compiled or not."""
+
+
 def existing_file(path: str | Path) -> str:
     """`path` if it is a file; else FileNotFoundError naming it (torch's own errors for this vary)."""
     if not Path(path).is_file():
@@ -99,6 +116,7 @@ class TorchClassifierRunner:
         self.model_tag = model_tag
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        self.forward_scores = self.probabilities
 
     def to_device(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -108,19 +126,40 @@ class TorchClassifierRunner:
             self.model = self.model.to(self.device).half().to(memory_format=torch.channels_last)
         else:
             self.dtype = torch.float32
-            self.model = self.model.to(self.device).float()
+            # channels_last on the CPU too: oneDNN's convolutions are faster in it (measured on a 2-core Xeon: the
+            # fruit model 15.6 -> 5.3 ms at batch 32 and 0.74 -> 0.53 ms at batch 1; ResNet-50 1.2-1.9x), the same
+            # outputs within 3e-5
+            self.model = self.model.to(self.device).float().to(memory_format=torch.channels_last)
 
     def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
         image = imaging.resize(imaging.decode_rgb(read_image_source(image_bytes_or_uri)), self.input_size)
         return self.run_batch(image[None].to(self.device), [model_tag], [extra])[0]
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, 3, *input_size] on the device -> class probabilities, float32 [N, classes], on the
+        device: normalisation, the model and the softmax, the part `compile_forward` compiles as one graph (so the
+        normalisation and the softmax fuse into the kernels around them)."""
+        x = imaging.to_model_input(images, self.mean, self.std, self.dtype)
+        logits = self.model(x.contiguous(memory_format=torch.channels_last))  # (to_model_input did it on CUDA)
+        return torch.softmax(logits.float(), dim=1)
+
+    def compile_forward(self, backend: str = "inductor", mode: str = "default") -> None:
+        """torch.compile `probabilities` for run_batch. Two compilations in all, not one per batch size: the first
+        call specialises on its size (warm-up starts at 1), the second size makes torch recompile with the batch
+        dimension alone dynamic (`dynamic=None`, automatic dynamic shapes; `dynamic=True` would make the image's
+        height and width symbolic too), and every later size reuses that graph."""
+        self.forward_scores = torch.compile(self.probabilities, backend=backend,
+                                            mode=None if mode == "default" else mode)
+
+    def eager_forward(self) -> None:
+        self.forward_scores = self.probabilities
+
     @torch.inference_mode()
     def run_batch(self, images: torch.Tensor, model_tags: Sequence[str | None] | None = None,
                   extras: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        logits = self.model(imaging.to_model_input(images, self.mean, self.std, self.dtype))
-        probs = torch.softmax(logits.float(), dim=1).cpu()  # .cpu() waits for the GPU: the latency is real
+        probs = self.forward_scores(images).cpu()  # .cpu() waits for the GPU: the latency is real
         latency_ms = (time.perf_counter() - started) * 1000.0
         top = probs.topk(min(2, probs.shape[1]), dim=1)
         results = []

@@ -46,6 +46,20 @@ from streaming.local.settings import StackSettings  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80 columns
 
+class ServiceFrom(InferenceService):
+    """The service run from another checkout's code (`root`: the code before a change), on this checkout's
+    interpreter and dependencies, so before and after are measured in one run, alternately."""
+
+    def __init__(self, root: Path, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.root = root.resolve()
+
+    def command(self) -> list[str]:
+        # -c, not -m: `-m` would put the working directory (this checkout) first on sys.path
+        return [sys.executable, "-c", f"import runpy, sys; sys.path.insert(0, {str(self.root)!r}); "
+                "runpy.run_module('services.inference_http', run_name='__main__', alter_sys=True)"]
+
+
 WEIGHTS = {  # team -> (weights file, the command that makes it)
     "fruit": ("weights/fruit_cls_best.ts", ["-m", "adapters.fruit_defect.train", "--out"]),
     "resnet50": ("weights/resnet50.pt", ["-m", "adapters.resnet50_weights", "--out"]),
@@ -340,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256, help="width and height of the JPEGs")
     parser.add_argument("--max-batch-size", type=int, default=32, help="MAX_BATCH_SIZE with batching on")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="MAX_BATCH_DELAY_MS with batching on")
-    parser.add_argument("--modes", default="on,off", help="which of on,off to run")
+    parser.add_argument("--modes", default="on,off", help="which of before,on,off to run (before: --before's code, "
+                        "batching on)")
+    parser.add_argument("--before", default=None, metavar="ROOT",
+                        help="a checkout of the code before (mode `before`): its service runs beside this one's")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra service setting for both modes (repeatable), e.g. --env FETCH_CONCURRENCY=8")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
@@ -353,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    modes = [m for m in ("on", "off") if m in args.modes.split(",")]
+    modes = [m for m in ("before", "on", "off") if m in args.modes.split(",")]
+    if "before" in modes and not args.before:
+        raise SystemExit("mode `before` needs --before ROOT (a checkout of the code before, e.g. `git worktree add "
+                         "--detach ../before main`)")
 
     settings = StackSettings()
     try:
@@ -369,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                   **dict(item.split("=", 1) for item in args.env)}
     env_by_mode = {"on": {"MAX_BATCH_SIZE": str(args.max_batch_size), "MAX_BATCH_DELAY_MS": str(args.delay_ms)},
                    "off": {"MAX_BATCH_SIZE": "1", "MAX_BATCH_DELAY_MS": "0"}}
+    env_by_mode["before"] = env_by_mode["on"]
     points: dict[tuple[str, int], Point] = {}
     try:
         keys, images = [], []
@@ -384,9 +405,15 @@ def main(argv: list[str] | None = None) -> int:
                             {**env_common, **env_by_mode["on"], **workers})
         # both services run side by side and the modes alternate at each point, so a drift in the machine's
         # load (other work on a shared box) hits both modes alike instead of biasing whichever ran second
-        services = {mode: InferenceService(settings, team=args.team, weights_path=weights,
-                                           env={**env_common, **env_by_mode[mode]},
-                                           log_path=settings.logs_dir / f"bench-service-{args.team}-{mode}.log")
+        # the code before reads the weights its own trainer made (the fruit model's file format changed: issue 19)
+        before_weights = str(Path(args.before) / WEIGHTS[args.team][0]) if args.before else weights
+        services = {mode: (ServiceFrom(Path(args.before), settings, team=args.team, weights_path=before_weights,
+                                       env={**env_common, **env_by_mode[mode]},
+                                       log_path=settings.logs_dir / f"bench-service-{args.team}-{mode}.log")
+                           if mode == "before" else
+                           InferenceService(settings, team=args.team, weights_path=weights,
+                                            env={**env_common, **env_by_mode[mode]},
+                                            log_path=settings.logs_dir / f"bench-service-{args.team}-{mode}.log"))
                     for mode in modes}
         with contextlib.ExitStack() as running:
             for service in services.values():
@@ -408,20 +435,28 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["clients"]
     for mode in modes:
         headers += [f"{mode}: img/s", f"{mode}: p50 ms", f"{mode}: p99 ms", f"{mode}: batch"]
-    if modes == ["on", "off"]:
+    if "on" in modes and "off" in modes:
         headers.append("on/off img/s")
+    if "on" in modes and "before" in modes:
+        headers.append("on/before img/s")
     rows = []
     for concurrency in concurrencies:
         row: list[str] = [str(concurrency)]
         for mode in modes:
             p = points[(mode, concurrency)]
             row += [f"{p.rate:.1f}", f"{p.percentile(50):.1f}", f"{p.percentile(99):.1f}", f"{p.mean_batch:.1f}"]
-        if modes == ["on", "off"]:
+        if "on" in modes and "off" in modes:
             row.append(f"**{points[('on', concurrency)].rate / points[('off', concurrency)].rate:.2f}**")
+        if "on" in modes and "before" in modes:
+            row.append(f"**{points[('on', concurrency)].rate / points[('before', concurrency)].rate:.2f}**")
         rows.append(row)
 
     title = (f"{args.team} service, dynamic batching on (max {args.max_batch_size}, {args.delay_ms:g} ms) vs off, "
              f"/infer_json, {args.image_size}px JPEGs")
+    if "before" in modes:
+        title = (f"{args.team} service, this code (on) vs the code before ({args.before}), both batching (max "
+                 f"{args.max_batch_size}, {args.delay_ms:g} ms){' and off' if 'off' in modes else ''}, /infer_json, "
+                 f"{args.image_size}px JPEGs")
     show_table(title, headers, rows)
     errors = sum(p.errors for p in points.values())
     if errors:

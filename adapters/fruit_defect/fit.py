@@ -1,4 +1,4 @@
-"""The training itself (torch): data from the generator, a deterministic loop, TorchScript out.
+"""The training itself (torch): data from the generator, a deterministic loop, a state dict out.
 
 Run through `python -m adapters.fruit_defect.train`, which decides whether training is needed at all.
 """
@@ -6,10 +6,10 @@ Run through `python -m adapters.fruit_defect.train`, which decides whether train
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,6 +20,7 @@ from torch import nn
 from adapters import imaging
 from adapters.fruit_defect import model as fruit_model
 from adapters.fruit_defect.samples import DEFAULT_SIZE, KINDS, make_image
+from adapters.fruit_defect.train import WEIGHTS_FORMAT
 
 TRAIN_FIRST_SEED = 0
 VAL_FIRST_SEED = 1_000_000  # held out from training; tests use seeds from 2_000_000 on
@@ -65,7 +66,7 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> floa
     return correct / len(images)
 
 
-def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[torch.jit.ScriptModule, dict]:
+def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
     workers = max(1, min(4, os.cpu_count() or 1))
@@ -109,13 +110,10 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple
     }
     if accuracy < MIN_VAL_ACCURACY:
         raise SystemExit(f"validation accuracy {accuracy:.4f} is below {MIN_VAL_ACCURACY}: not saving the model")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        return torch.jit.script(net.eval()), meta
+    return net.eval(), meta
 
 
-def save(scripted: torch.jit.ScriptModule, extra_files: dict[str, str], path: Path) -> None:
-    with warnings.catch_warnings():
-        # TorchScript is deprecated upstream, but it is the format teams ship (`*.ts`, as in the seed)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        torch.jit.save(scripted, str(path), _extra_files=extra_files)
+def save(net: nn.Module, meta: dict, path: Path) -> None:
+    """The weights as a state dict with the metadata beside it (train.WEIGHTS_FORMAT), not TorchScript: torch.jit
+    is deprecated in torch 2.11, and a state dict loads with `weights_only=True` (no code runs from the file)."""
+    torch.save({"format": WEIGHTS_FORMAT, "meta": json.dumps(meta, indent=2), "state_dict": net.state_dict()}, path)

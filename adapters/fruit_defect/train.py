@@ -1,4 +1,4 @@
-"""Train the fruit classifier on generated images and save it as TorchScript (with its metadata inside).
+"""Train the fruit classifier on generated images and save it as a state dict (with its metadata inside).
 
     python -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
 
@@ -12,17 +12,21 @@ made by the same code. Those checks need no torch; the training itself is in fit
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-META_NAME = "meta.json"  # the extra file inside the TorchScript archive
+WEIGHTS_FORMAT = "imagery.fruit_defect.state_dict/1"  # {"format", "meta": JSON text, "state_dict"}, torch.save'd
+META_NAME = "meta.json"  # the extra file inside a TorchScript archive (the format of the weights made before)
 
 # the code that determines the weights (torch is imported only when training is really needed)
 _HERE = Path(__file__).resolve().parent
@@ -41,13 +45,40 @@ def code_hash(args: argparse.Namespace) -> str:
 
 
 def read_meta(path: Path) -> dict | None:
-    """The metadata stored inside a TorchScript file, read without torch (it is a zip archive)."""
+    """The metadata stored inside a weights file, read without torch (torch.save and TorchScript both write zip
+    archives): a state-dict file's pickle read with its tensors left out, or a TorchScript archive's extra file."""
     try:
         with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.endswith(f"/extra/{META_NAME}"))
-            return json.loads(archive.read(name))
-    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+            names = archive.namelist()
+            extra = next((n for n in names if n.endswith(f"/extra/{META_NAME}")), None)
+            if extra is not None:
+                return json.loads(archive.read(extra))
+            saved = _TensorlessUnpickler(io.BytesIO(archive.read(next(n for n in names if n.endswith("/data.pkl")))))
+            loaded = saved.load()
+            if isinstance(loaded, dict) and loaded.get("format") == WEIGHTS_FORMAT:
+                return json.loads(loaded["meta"])
+            return None
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError, pickle.UnpicklingError):
         return None
+
+
+class _TensorlessUnpickler(pickle.Unpickler):
+    """Unpickles torch.save's data.pkl without torch: every torch object (tensors, their storages) becomes None,
+    and nothing outside torch but OrderedDict is accepted, so no code from the file runs."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201  (pickle's own signature)
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch" or module.startswith("torch."):
+            return _nothing
+        raise pickle.UnpicklingError(f"{module}.{name} is not expected in a weights file")
+
+    def persistent_load(self, pid: object) -> None:
+        return None
+
+
+def _nothing(*args: object, **kwargs: object) -> None:
+    return None
 
 
 def cache_dir() -> Path:
@@ -95,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training the fruit classifier (code hash {key}) ...", flush=True)
     from adapters.fruit_defect import fit  # torch, only now
 
-    scripted, meta = fit.train(args, log=lambda line: print(line, flush=True))
+    net, meta = fit.train(args, log=lambda line: print(line, flush=True))
     meta["code_hash"] = key
-    _save_atomically(lambda tmp: fit.save(scripted, {META_NAME: json.dumps(meta, indent=2)}, tmp), cached)
+    _save_atomically(lambda tmp: fit.save(net, meta, tmp), cached)
     _save_atomically(lambda tmp: shutil.copyfile(cached, tmp), args.out)
     print(f"saved {args.out} (validation accuracy {meta['val_accuracy']:.4f}, {meta['train_seconds']}s); "
           f"cached at {cached}")

@@ -48,6 +48,8 @@ from services.inference_http.errors import (
     Unauthorized,
 )
 from services.inference_http.metrics import CONTENT_TYPE_LATEST, Metrics, mark_this_worker_dead
+from services.inference_http.paths import local_path
+from services.inference_http.scheduler import SchedulerClient, json_default
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
 from services.inference_http.upload import FILE_FIELD, MULTIPART_OVERHEAD_BYTES, TEXT_FIELDS, parse_upload
@@ -95,7 +97,8 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict[str, Any] = {"ready": not reasons, "team": request.app.state.settings.team}
     if engine:
         body.update(model_name=engine.model_name, model_tag=engine.model_tag, device=str(engine.device),
-                    max_batch_size=engine.batcher.max_batch_size, workers=engine.settings.worker_count)
+                    max_batch_size=engine.max_batch_size, workers=engine.settings.worker_count,
+                    forward=engine.forward)
     body["reasons"] = reasons
     return JSONResponse(body, status_code=200 if not reasons else 503)
 
@@ -200,15 +203,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal_error", f"{type(exc).__name__} (see the service log)", "infer")
 
 
-def _json_default(value: Any) -> Any:
-    """What orjson does not serialise itself in a runner's result: numpy and torch scalars, tuples' kin."""
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -256,7 +250,7 @@ class InferRoutes:
         except Exception as exc:  # noqa: BLE001  (a bug of ours: a 500 in the service's shape, the traceback logged)
             await (await _unexpected_error(Request(scope), exc))(scope, receive, send)
             return
-        content = orjson.dumps(payload, default=_json_default)
+        content = orjson.dumps(payload, default=json_default)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
@@ -334,16 +328,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runner: Runner | None = app.state.runner
     if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics: Metrics = app.state.metrics
     try:
-        if runner is None:
-            runner = await asyncio.to_thread(model_registry.get_model_runner, settings.team, settings.weights_path,
-                                             settings.model_tag, module=settings.runner_module)
-        engine = InferenceEngine(settings, runner, ObjectStore(settings), app.state.metrics)
+        if settings.scheduler_socket and runner is None:
+            # a front of a multi-process service: the model lives in the scheduler (server.py), not here
+            engine = InferenceEngine(settings, lambda upstream: SchedulerClient(settings, upstream),
+                                     ObjectStore(settings), metrics)
+        else:
+            if runner is None:
+                runner = await asyncio.to_thread(model_registry.get_model_runner, settings.team,
+                                                 settings.weights_path, settings.model_tag,
+                                                 module=settings.runner_module)
+            local = runner
+            engine = InferenceEngine(
+                settings, lambda upstream: local_path(settings, local, metrics, lambda: upstream() > 0),
+                ObjectStore(settings), metrics)
     except model_registry.RegistryError as exc:
         log.error("refusing to start: %s", exc)
         raise
     log.info("team %s: %s (%s) loaded, device %s, max batch %d, max delay %gms", engine.team, engine.model_name,
-             engine.model_tag, engine.device, engine.batcher.max_batch_size, settings.max_batch_delay_ms)
+             engine.model_tag, engine.device, engine.max_batch_size, settings.max_batch_delay_ms)
     if settings.worker_count > 1:
         # one of several workers on one port: it takes no connection before it is warm (uvicorn starts accepting
         # when this startup returns), so no request meets a cold model while a warm worker could take it

@@ -12,6 +12,10 @@ request at low load runs at once instead of paying the window for company that i
 
 A caller that stops waiting (its deadline passed, its client went away) cancels its future; the item is
 then skipped instead of taking a place in the next batch.
+
+With `concurrency=2` a second batch is formed while the first still runs, so a handler made of two stages (decode,
+then the forward pass under a lock of its own) decodes batch k+1 while batch k is in its forward pass; the third
+batch waits until the first is done. The default, 1, is the one-batch-at-a-time behaviour above.
 """
 
 from __future__ import annotations
@@ -47,11 +51,13 @@ class _Entry(Generic[T, R]):
 class DynamicBatcher(Generic[T, R]):
     def __init__(self, handler: BatchHandler[T, R], *, max_batch_size: int, max_delay_s: float,
                  on_depth: Callable[[int], None] | None = None,
-                 more_coming: Callable[[], bool] | None = None) -> None:
+                 more_coming: Callable[[], bool] | None = None, concurrency: int = 1) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_delay_s < 0:
             raise ValueError("max_delay_s must not be negative")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.handler = handler
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
@@ -61,6 +67,8 @@ class DynamicBatcher(Generic[T, R]):
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
 
     @property
     def depth(self) -> int:
@@ -69,15 +77,22 @@ class DynamicBatcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Queue `item`; return its result once the batch holding it has run (or raise its exception)."""
+        return await self.submit_future(item)
+
+    def submit_future(self, item: T) -> asyncio.Future[R]:
+        """`submit` without a coroutine: the future the batch resolves (cancel it to withdraw the item). The
+        scheduler takes thousands of items a second from its sockets; a task per item would cost more than the
+        item's own work there."""
         if self._closed:
             raise BatcherClosed("the batcher is closed")
+        loop = asyncio.get_running_loop()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
-        entry: _Entry[T, R] = _Entry(item, asyncio.get_running_loop().create_future())
+            self._worker = loop.create_task(self._run(), name="dynamic-batcher")
+        entry: _Entry[T, R] = _Entry(item, loop.create_future())
         self._pending.append(entry)
         self._on_depth(len(self._pending))
         self._arrived.set()
-        return await entry.future
+        return entry.future
 
     def poke(self) -> None:
         """Make a waiting batcher ask `more_coming` again (call it when an expected item will not come)."""
@@ -86,10 +101,12 @@ class DynamicBatcher(Generic[T, R]):
     async def close(self) -> None:
         """Stop taking items; items still waiting fail with BatcherClosed. A running batch is cancelled."""
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in (self._worker, *self._running):
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._worker
+                await task
             except asyncio.CancelledError:
                 pass
         while self._pending:
@@ -99,11 +116,25 @@ class DynamicBatcher(Generic[T, R]):
         self._on_depth(0)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wait_for_batch()
-            batch = self._take_batch()
-            if batch:
-                await self._run_batch(batch)
+            await self._slots.acquire()
+            try:
+                await self._wait_for_batch()
+                batch = self._take_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     async def _wait_for_batch(self) -> None:
         while not self._pending:

@@ -101,12 +101,18 @@ def probe(data: bytes, max_pixels: int, max_scan_pixels: int | None = None) -> I
 def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int,
                max_scan_pixels: int | None = None) -> torch.Tensor:
     """Probe, decode and resize on the CPU: uint8 [3, *size] (blocking: call from a thread)."""
+    return decode_cpu_probed(data, size, max_pixels, max_scan_pixels)[1]
+
+
+def decode_cpu_probed(data: bytes, size: tuple[int, int], max_pixels: int,
+                      max_scan_pixels: int | None = None) -> tuple[ImageInfo, torch.Tensor]:
+    """`decode_cpu`, and what the header said."""
     info = probe(data, max_pixels, max_scan_pixels)
     try:
         image = imaging.decode_rgb(data)
     except Exception as exc:  # as in probe: whatever the decoder raises, the bytes are not a usable image
         raise NotAnImage(f"the {info.format} data does not decode ({type(exc).__name__}: {exc})") from exc
-    return imaging.resize(image, size)
+    return info, imaging.resize(image, size)
 
 
 def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int],
@@ -116,6 +122,7 @@ def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int
     Returns, in order, uint8 [3, *size] tensors on `device`, or the NotAnImage for an item that does not
     decode. A JPEG nvJPEG cannot take (CMYK, some progressive files) falls back to the CPU decoder."""
     out: list[torch.Tensor | ServiceError | None] = [None] * len(items)
+    decoded_at: dict[int, torch.Tensor] = {}
     jpegs = [i for i, (_, info) in enumerate(items) if info.format in JPEG_FORMATS]
     if jpegs:
         encoded = [torch.frombuffer(bytearray(items[i][0]), dtype=torch.uint8) for i in jpegs]
@@ -135,9 +142,9 @@ def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int
         for i, image in zip(jpegs, decoded, strict=True):
             if image is not None:
                 by_shape.setdefault(tuple(image.shape), []).append(i)
-                out[i] = image
+                decoded_at[i] = image
         for indices in by_shape.values():
-            resized = imaging.resize(torch.stack([out[i] for i in indices]), size)  # type: ignore[misc]
+            resized = imaging.resize(torch.stack([decoded_at[i] for i in indices]), size)
             for i, image in zip(indices, resized, strict=True):
                 out[i] = image
     for i, (data, info) in enumerate(items):
@@ -146,4 +153,4 @@ def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int
                 out[i] = imaging.resize(imaging.decode_rgb(data), size).to(device)
             except Exception as exc:
                 out[i] = NotAnImage(f"the {info.format} data does not decode ({type(exc).__name__}: {exc})")
-    return out  # type: ignore[return-value]
+    return [image if image is not None else NotAnImage("the image did not decode") for image in out]

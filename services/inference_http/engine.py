@@ -1,31 +1,22 @@
-"""The hot path: admit -> fetch (async) -> decode (threads, or batched on the GPU) -> dynamic batch -> runner.
+"""The hot path: admit -> fetch (async) -> a forward path (paths.py: decode, dynamic batch, runner) -> the answer.
 
 One `InferenceEngine` per process, made by the app's lifespan. The event loop never blocks: MinIO fetches are
-awaited on it (obstore does the I/O in Rust, off the GIL), CPU decodes run in a pool sized for the cores, and
-every runner call in one dedicated thread (one model, one forward pass at a time; torch uses its own threads
-inside it). Results are plain dicts, serialised once by the route (no second validation of what the service
+awaited on it (obstore does the I/O in Rust, off the GIL), and the forward path does its decoding and forward
+passes in threads of its own, or, in a front of a multi-process service, in the one scheduler that owns the device
+(scheduler.py). Results are plain dicts, serialised once by the route (no second validation of what the service
 built itself: a pydantic model per response cost about 10% of the GIL's time under load).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import torch
-from PIL import Image
-
-from adapters.base import BatchRunner, Runner
 from schemas import InferRequest
-from schemas.inference_api import check_runner_output
-from services.inference_http import decode
-from services.inference_http.batching import BatcherClosed, DynamicBatcher
 from services.inference_http.errors import (
     BucketNotAllowed,
     DeadlineExceeded,
@@ -33,34 +24,16 @@ from services.inference_http.errors import (
     NotReady,
     ObjectTooLarge,
     QueueFull,
-    RunnerFailed,
     ServiceError,
 )
 from services.inference_http.metrics import Metrics
-from services.inference_http.settings import ServiceSettings, usable_cores
+from services.inference_http.paths import ForwardPath, photo_like_jpeg, resolve_device
+from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
 
+__all__ = ["InferenceEngine", "Upload", "resolve_device"]
+
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE=cuda but torch sees no CUDA device")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-@dataclass
-class _Item:
-    """One image on its way into a forward pass."""
-
-    model_tag: str | None
-    extra: dict[str, Any] | None
-    image: torch.Tensor | None = None  # decoded and resized (CPU decode)
-    data: bytes | None = None  # still encoded (GPU decode, or a runner without run_batch)
-    info: decode.ImageInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -81,55 +54,49 @@ class _Trace:
     stage: str = "admission"
 
 
-@dataclass
-class _Done:
-    """What the forward pass gives back for one item."""
-
-    result: dict[str, Any]
-    batch_size: int
-    started: float  # time.monotonic() when its batch began
-    decode_ms: float  # the batch's GPU decode (0 when decoded on the CPU before queueing)
-    infer_ms: float
-
-
 class InferenceEngine:
-    def __init__(self, settings: ServiceSettings, runner: Runner, store: ObjectStore, metrics: Metrics) -> None:
+    """Admission, fetch, deadlines, timings and counts around a forward path. `make_path(upstream)` builds the
+    path; `upstream()` tells it how many admitted images are still on their way to it (fetching, probing), so a
+    batch waits for company only when some is coming."""
+
+    def __init__(self, settings: ServiceSettings, make_path: Callable[[Callable[[], int]], ForwardPath],
+                 store: ObjectStore, metrics: Metrics) -> None:
         self.settings = settings
-        self.runner = runner
         self.store = store
         self.metrics = metrics
         self.team = settings.team
-        self.model_name: str = getattr(runner, "model_name", None) or getattr(runner, "name", None) \
-            or type(runner).__name__
-        self.model_tag: str | None = getattr(runner, "model_tag", None)
-        self.batchable = isinstance(runner, BatchRunner)
-        self.device = resolve_device(settings.device)
-        self.input_size: tuple[int, int] | None = None
-        if isinstance(runner, BatchRunner):
-            runner.to_device(self.device)
-            self.input_size = (int(runner.input_size[0]), int(runner.input_size[1]))
-        self.gpu_decode = self.batchable and self.device.type == "cuda"
-        if self.device.type == "cpu" and settings.worker_count > 1:
-            # the workers share the cores: each takes its part for torch's threads instead of all of them
-            torch.set_num_threads(max(1, usable_cores() // settings.worker_count))
+        self.in_flight = 0
+        self.submitted = 0  # admitted images handed to the path and not yet back
+        self.path = make_path(lambda: self.in_flight - self.submitted)
         self._fetch_slots = asyncio.Semaphore(settings.fetch_concurrency)
         # the metrics' children, resolved once (a .labels() call takes a lock and a dict lookup per image)
         self._images_ok = metrics.images.labels("200")
         self._stage_fetch, self._stage_decode, self._stage_infer = (
             metrics.stage_seconds.labels(stage) for stage in ("fetch", "decode", "infer"))
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
-        self.batcher: DynamicBatcher[_Item, _Done | ServiceError] = DynamicBatcher(
-            self._run_batch,
-            max_batch_size=settings.max_batch_size if self.batchable else 1,
-            max_delay_s=settings.max_batch_delay_ms / 1000.0,
-            on_depth=metrics.queue_depth.set,
-            # while the batcher waits no batch runs, so admitted items not in its queue are still upstream
-            more_coming=lambda: self.in_flight > self.batcher.depth,
-        )
-        self.in_flight = 0
         self.warmed = False
         self.warmup_error: str | None = None
+
+    # what the path says about the model (a front learns it from the scheduler when it connects, at warm-up)
+    @property
+    def model_name(self) -> str:
+        return self.path.info.name
+
+    @property
+    def model_tag(self) -> str | None:
+        return self.path.info.tag
+
+    @property
+    def device(self) -> str:
+        return self.path.info.device
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.path.info.max_batch_size
+
+    @property
+    def forward(self) -> str:
+        """How the forward pass runs (eager, compiled), as the path found at warm-up."""
+        return self.path.info.forward
 
     # ------------------------------------------------------------------ requests
 
@@ -180,6 +147,7 @@ class InferenceEngine:
                             f"retry later", self.settings.retry_after_s)
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
+        self.path.poke()  # one more on its way (a scheduler learns that some are coming)
         try:
             timeout_s = self.settings.request_timeout_ms / 1000.0
             async with asyncio.timeout(trace.received + timeout_s - time.monotonic()):
@@ -191,7 +159,7 @@ class InferenceEngine:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)
-            self.batcher.poke()  # one fewer on its way: a batch waiting for it may go now
+            self.path.poke()  # one fewer on its way: a batch waiting for it may go now
 
     async def _run_one(self, request: InferRequest, trace: _Trace) -> dict[str, Any]:
         trace.stage = "fetch"
@@ -217,22 +185,14 @@ class InferenceEngine:
         received = trace.received
         fetched = time.monotonic()
         trace.stage = "decode"
-        item = _Item(model_tag=model_tag, extra=extra)
-        image_limits = self.settings.max_image_pixels, self.settings.max_jpeg_scan_pixels
-        if self.batchable and not self.gpu_decode:
-            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, data, self.input_size,
-                                               *image_limits)
-        else:  # decoded in the forward pass's thread: batched on the GPU, or by the runner itself
-            item.info = await self._in_thread(self._decode_pool, decode.probe, data, *image_limits)
-            item.data = data
+        item = await self.path.prepare(data, model_tag, extra)
         decoded = time.monotonic()
         trace.stage = "infer"  # queued for, or in, a forward pass
+        self.submitted += 1
         try:
-            done = await self.batcher.submit(item)
-        except BatcherClosed as exc:
-            raise NotReady(str(exc), self.settings.retry_after_s) from exc
-        if isinstance(done, ServiceError):
-            raise done
+            done = await self.path.run(item)
+        finally:
+            self.submitted -= 1
         finished = time.monotonic()
         queue_s = max(0.0, done.started - decoded)
         self.metrics.queue_seconds.observe(queue_s)
@@ -248,127 +208,22 @@ class InferenceEngine:
                             "queue_ms": queue_s * 1000.0, "infer_ms": done.infer_ms,
                             "total_ms": (finished - received) * 1000.0}}
 
-    @staticmethod
-    async def _in_thread(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-    # ------------------------------------------------------------------ forward passes
-
-    async def _run_batch(self, items: list[_Item]) -> list[_Done | ServiceError]:
-        return await self._in_thread(self._infer_pool, self._forward, items)
-
-    def _forward(self, items: list[_Item], record: bool = True) -> list[_Done | ServiceError]:
-        """One forward pass for `items` (in the inference thread). Per-item failures are returned, not raised."""
-        started = time.monotonic()
-        if not self.batchable:
-            return [self._run_single(item, started, record) for item in items]
-        out: list[_Done | ServiceError | None] = [None] * len(items)
-        if self.gpu_decode:
-            images = decode.decode_batch_cuda([(item.data, item.info) for item in items],  # type: ignore[misc]
-                                              self.input_size, self.device)  # type: ignore[arg-type]
-            torch.cuda.synchronize(self.device)  # so decode_ms is the decode's, not queued into infer_ms
-        else:
-            images = [item.image for item in items]  # type: ignore[misc]
-        decode_ms = (time.monotonic() - started) * 1000.0
-        ok = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
-        for i, image in enumerate(images):
-            if isinstance(image, ServiceError):
-                out[i] = image
-        if ok:
-            batch = torch.stack([images[i] for i in ok]).to(self.device)  # type: ignore[misc]
-            infer_started = time.monotonic()
-            results = self._run_batch_isolated(batch, [items[i] for i in ok])
-            infer_ms = (time.monotonic() - infer_started) * 1000.0
-            if record:
-                self.metrics.batch_size.observe(len(ok))
-            for i, result in zip(ok, results, strict=True):
-                if not isinstance(result, ServiceError):
-                    result = _checked_result(result)
-                out[i] = result if isinstance(result, ServiceError) else _Done(result, len(ok), started, decode_ms,
-                                                                               infer_ms)
-        if record:
-            self.metrics.forward_seconds.inc(time.monotonic() - started)
-        return out  # type: ignore[return-value]
-
-    def _run_batch_isolated(self, batch: torch.Tensor, items: list[_Item]) -> list[dict[str, Any] | ServiceError]:
-        """`run_batch` on the whole batch; if it raises, once per item, so only the failing items fail."""
-        runner: BatchRunner = self.runner  # type: ignore[assignment]
-        try:
-            results = runner.run_batch(batch, [item.model_tag for item in items], [item.extra for item in items])
-            if len(results) != len(items):
-                raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} images")
-            return list(results)
-        except Exception:
-            if len(items) == 1:
-                return [self._runner_failed()]
-        isolated: list[dict[str, Any] | ServiceError] = []
-        for index, item in enumerate(items):
-            try:
-                isolated.append(runner.run_batch(batch[index:index + 1], [item.model_tag], [item.extra])[0])
-            except Exception:
-                isolated.append(self._runner_failed())
-        return isolated
-
-    def _run_single(self, item: _Item, started: float, record: bool) -> _Done | ServiceError:
-        """A runner without run_batch: the seed's run(), one image per call."""
-        try:
-            result = self.runner.run(item.data, item.model_tag, item.extra)
-        except Exception:
-            return self._runner_failed()
-        if record:
-            self.metrics.forward_seconds.inc(time.monotonic() - started)
-        result = _checked_result(result)
-        if isinstance(result, ServiceError):
-            return result
-        if record:
-            self.metrics.batch_size.observe(1)
-        return _Done(result, 1, started, 0.0, (time.monotonic() - started) * 1000.0)
-
-    def _runner_failed(self) -> RunnerFailed:
-        log.exception("the %s runner raised", self.team)
-        return RunnerFailed(f"the {self.team} runner failed on this image (see the service log)")
-
     # ------------------------------------------------------------------ lifecycle
 
     async def warm_up(self) -> None:
-        """Run forward passes at each batch size the batcher can form (powers of two up to the maximum), through
-        the same decode path as requests: lazy initialisation, allocator growth and kernel selection happen
-        here instead of in the first requests. Readiness waits for this."""
+        """Warm the path through the same prepare and batch handler as requests (paths.LocalPath.warm_up; in a
+        front, through the scheduler). Readiness waits for this."""
         started = time.monotonic()
         try:
-            sample = _warmup_jpeg()
-            size = 1
-            sizes = []
-            while size < self.batcher.max_batch_size:
-                sizes.append(size)
-                size *= 2
-            sizes.append(self.batcher.max_batch_size)
-            for batch_size in sizes:
-                for _ in range(self.settings.warmup_batches):
-                    items = [await self._warmup_item(sample) for _ in range(batch_size)]
-                    results = await self._in_thread(self._infer_pool, self._forward, items, False)
-                    failed = [r for r in results if isinstance(r, ServiceError)]
-                    if failed:
-                        raise RuntimeError(f"warm-up forward pass failed: {failed[0].message}")
-            if self.device.type == "cuda":
-                await self._in_thread(self._infer_pool, torch.cuda.synchronize)
+            what = await self.path.warm_up(_warmup_jpeg())
         except Exception as exc:
             self.warmup_error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed; the service stays unready")
             return
         self.warmed = True
         self.metrics.ready.set(1)
-        log.info("team %s: %s (%s) warmed up on %s in %.1fs (batch sizes %s)", self.team, self.model_name,
-                 self.model_tag, self.device, time.monotonic() - started, sizes)
-
-    async def _warmup_item(self, sample: bytes) -> _Item:
-        item = _Item(model_tag=None, extra=None)
-        if self.batchable and not self.gpu_decode:
-            item.image = await self._in_thread(self._decode_pool, decode.decode_cpu, sample, self.input_size,
-                                               self.settings.max_image_pixels)
-        else:
-            item.info, item.data = decode.probe(sample, self.settings.max_image_pixels), sample
-        return item
+        log.info("team %s: %s (%s) warmed up on %s in %.1fs (%s; forward pass: %s)", self.team, self.model_name,
+                 self.model_tag, self.device, time.monotonic() - started, what, self.forward)
 
     async def readiness(self) -> list[str]:
         """Why the service is not ready; empty when it is."""
@@ -377,6 +232,7 @@ class InferenceEngine:
             reasons.append(f"warm-up failed: {self.warmup_error}")
         elif not self.warmed:
             reasons.append("the model is warming up")
+        reasons += self.path.not_ready()
         try:
             await asyncio.to_thread(self.store.check)  # not the fetch pool: a busy service must still answer
         except ServiceError as exc:
@@ -384,25 +240,8 @@ class InferenceEngine:
         return reasons
 
     async def close(self) -> None:
-        await self.batcher.close()
-        for pool in (self._decode_pool, self._infer_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+        await self.path.close()
 
 
-def _checked_result(result: Any) -> dict[str, Any] | RunnerFailed:
-    """The runner's result if it is a runner's answer (schemas.check_runner_output: any JSON object, the seed's
-    recommended keys well typed when present; checked here, once, instead of validating every response against
-    the model), else RunnerFailed: an adapter bug, not the input's. (A runner's own key that the service sets,
-    e.g. `team`, is overwritten by the service's.)"""
-    problem = check_runner_output(result)
-    return result if problem is None else RunnerFailed(problem)
-
-
-def _warmup_jpeg(size: int = 320) -> bytes:
-    """A photo-sized JPEG with real entropy (a flat image would decode unrealistically fast)."""
-    gradient = torch.linspace(0, 255, size).to(torch.uint8)
-    noise = torch.randint(0, 64, (size, size, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    pixels = (noise + gradient[None, :, None] // 2 + gradient[:, None, None] // 4).numpy()
-    out = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=90)
-    return out.getvalue()
+def _warmup_jpeg() -> bytes:
+    return photo_like_jpeg(0)

@@ -158,3 +158,24 @@ class RunnerFailed(ServiceError):
     """The runner raised: a bug in the adapter (or a model that cannot take this input)."""
 
     status, type, stage = 500, "runner_error", "infer"
+
+
+def to_wire(exc: ServiceError) -> list:
+    """`exc` as plain JSON values, for the scheduler's answer to a front (see `from_wire`)."""
+    return [type(exc).__name__, exc.message, exc.headers, exc.limit]
+
+
+def from_wire(value: list) -> ServiceError:
+    """The ServiceError `to_wire` described, of the same class (so the same status, type and stage)."""
+    name, message, headers, limit = value
+    cls = _ERROR_CLASSES.get(name, InternalError)
+    exc = cls.__new__(cls)
+    ServiceError.__init__(exc, message, headers=headers, limit=limit)
+    return exc
+
+
+def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
+
+
+_ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServiceError)}

@@ -7,25 +7,32 @@ byte at a time, is held for as long as the client likes. `HeadTimeoutProtocol` g
 deadline; `InferRoutes` (app.py) gives the body one; `limit_concurrency` bounds connections and requests (503
 beyond it, which the dispatcher waits out like any overload).
 
-WORKERS (settings.py) sets how many worker processes share the port, each with the model on the same device:
-uvicorn's supervisor starts them, health-checks them and replaces one that dies while the others go on serving.
-Each takes connections only once warm (app.py's lifespan), and they report /metrics together through
-prometheus_client's multiprocess mode (metrics.py), in a fresh folder this process makes and removes.
+WORKERS (settings.py) sets how many worker processes share the port. With more than one, this process loads the
+model once and runs the scheduler (scheduler.py) in a thread beside uvicorn's supervisor: the one owner of the
+device, batching across every worker. The workers are HTTP fronts that feed it over a Unix socket; the supervisor
+starts them, health-checks them and replaces one that dies while the others go on serving. Each takes connections
+only once the scheduler and it are warm (app.py's lifespan), and all of them, the scheduler too, report /metrics
+together through prometheus_client's multiprocess mode (metrics.py), in a fresh folder this process makes and
+removes. If the scheduler fails (the model does not load or warm up), the service stops: nothing could serve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
 from functools import cache
 
 import uvicorn
+from prometheus_client import values
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
-from services.inference_http.metrics import MULTIPROC_ENV
+from services.inference_http import model_registry
+from services.inference_http.metrics import MULTIPROC_ENV, Metrics
+from services.inference_http.scheduler import Scheduler
 from services.inference_http.settings import ServiceSettings
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -99,9 +106,28 @@ def main() -> None:
     for stale in os.scandir(folder):  # a previous run's counts must not add to this one's
         if stale.name.endswith(".db"):
             os.unlink(stale.path)
+    # prometheus_client chose how to store values when it was imported, before the folder was set: the scheduler
+    # in this process writes to the folder like the workers do (its batch sizes, forward time, queue depth)
+    values.ValueClass = values.get_value_class()
+    socket_dir = tempfile.mkdtemp(prefix="imagery-scheduler-")
+    os.environ["SCHEDULER_SOCKET"] = socket_path = os.path.join(socket_dir, "scheduler.sock")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runner = model_registry.get_model_runner(settings.team, settings.weights_path, settings.model_tag,
+                                                 module=settings.runner_module)
+    except model_registry.RegistryError as exc:
+        raise SystemExit(f"refusing to start: {exc}") from exc
+    scheduler = Scheduler(settings, runner, Metrics(), socket_path)
     config = uvicorn_config(settings)
     try:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        scheduler.on_failure = supervisor.should_exit.set
+        scheduler.start()
+        supervisor.run()
     finally:
+        scheduler.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
         if not given:
             shutil.rmtree(folder, ignore_errors=True)
+    if scheduler.error:
+        raise SystemExit(f"the scheduler failed, so the service stopped: {scheduler.error}")

@@ -15,7 +15,7 @@ from schemas import topics
 
 
 def gpu_present() -> bool:
-    """Whether an NVIDIA GPU is visible, without importing torch (the server's parent process never does)."""
+    """Whether an NVIDIA GPU is visible, without importing torch (cheap: it decides the worker count)."""
     return Path("/dev/nvidiactl").exists() and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1")
 
 
@@ -78,11 +78,22 @@ class ServiceSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     decode_threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)
     warmup_batches: int = Field(default=2, ge=0, description="warm-up forward passes per batch size")
+    compile: Literal["auto", "off", "inductor", "aot_eager"] = Field(
+        default="auto", description="torch.compile the forward pass during warm-up, checked against eager (the same "
+        "top-1); auto: inductor on a GPU, off on the CPU (compiling there takes minutes of the cores it would "
+        "save); aot_eager: trace without generating code (tests)")
+    compile_mode: str = Field(default="default", description="torch.compile's mode (default, reduce-overhead, "
+                              "max-autotune-no-cudagraphs)")
 
     # --- processes
-    workers: int = Field(default=0, ge=0, description="worker processes, each with its own copy of the model on the "
-                         "same device, serving one port; 0: the default from the cores and the GPU "
+    workers: int = Field(default=0, ge=0, description="HTTP worker processes serving one port; with more than one, "
+                         "the model lives once, in the server's own process (the scheduler, scheduler.py), and the "
+                         "workers are fronts that feed it; 0: the default from the cores and the GPU "
                          "(settings.default_workers)")
+
+    # --- set by server.py for its worker processes, not by users
+    scheduler_socket: str | None = Field(default=None, description="the Unix socket of the scheduler that owns the "
+                                         "model (WORKERS > 1): this process is an HTTP front")
 
     # --- HTTP
     auth_token: SecretStr | None = Field(default=None, description="if set, infer routes need this bearer token")

@@ -94,3 +94,47 @@ def test_the_service_on_cuda_labels_and_batches(stack_settings, fruit_weights, m
     results = asyncio.run(main())
     assert [r["result"]["label"] for r in results] == ["clean", "defect"] * 8
     assert max(r["result"]["batch_size"] for r in results) > 1
+
+
+def test_the_pipelined_path_decodes_on_its_own_stream_and_answers_as_sequential(fruit_weights, fruit_images):
+    from services.inference_http.metrics import Metrics
+    from services.inference_http.paths import PipelinedBatchPath, local_path
+    from services.inference_http.settings import ServiceSettings
+
+    settings = ServiceSettings(team="fruit", device="cuda", max_batch_size=8, max_batch_delay_ms=1,
+                               warmup_batches=1, compile="off")
+    blobs = [fruit_images.make(kind, i) for i in range(8) for kind in ("clean", "defect")]
+
+    async def main():
+        path = local_path(settings, FruitRunner(str(fruit_weights)), Metrics())
+        assert isinstance(path, PipelinedBatchPath) and path.decode_stream != path.forward_stream
+        await path.warm_up(fruit_images.clean)
+        done = await asyncio.gather(*(path.run(await path.prepare(data, None, None)) for data in blobs))
+        await path.close()
+        return done
+
+    done = asyncio.run(main())
+    assert [d.result["label"] for d in done] == ["clean", "defect"] * 8
+    assert max(d.batch_size for d in done) > 1
+
+
+def test_the_compiled_forward_pass_gives_eager_s_top1_on_the_gpu(tmp_path, fruit_images):
+    import subprocess
+    import sys
+
+    from adapters.resnet50_runner import ResNet50Runner
+
+    weights = tmp_path / "resnet50.pt"
+    subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", str(weights)], check=True)
+    runner = ResNet50Runner(str(weights))
+    runner.to_device(torch.device("cuda"))
+    blobs = [fruit_images.make(kind, i) for i in range(16) for kind in ("clean", "defect")]
+    images = torch.stack([decode.decode_cpu(data, (224, 224), LIMIT) for data in blobs]).cuda()
+    with torch.inference_mode():
+        eager = runner.probabilities(images)
+        runner.compile_forward("inductor")
+        compiled = runner.forward_scores(images)
+    assert float((compiled - eager).abs().max()) < 0.02
+    top = eager.topk(2, dim=1).values
+    decisive = (top[:, 0] - top[:, 1]) > 0.02
+    assert bool(((compiled.argmax(1) == eager.argmax(1)) | ~decisive).all())
