@@ -19,6 +19,7 @@ import pytest
 
 from bench.results import append_results, markdown_table
 from streaming import kafka_io
+from streaming.audit import audit, wait_until_caught_up
 from streaming.local import stack
 from streaming.local.inference_service import InferenceService
 from streaming.pipeline_run import Collected, DispatcherProcess, collect
@@ -127,12 +128,12 @@ def table() -> Iterator[None]:
     yield
     if not ROWS:
         return
-    headers = ["fault", "guarantee", "messages", "results", "DLQ", "missing", "duplicated", "drain s"]
+    headers = ["fault", "guarantee", "messages", "results", "DLQ", "missing", "duplicated", "audit", "drain s"]
     md = markdown_table(headers, ROWS)
     print("\n" + md)
     append_results("Fault suite", md, f"Command: `make test-faults` ({MESSAGES} messages per run, unique ids, "
                    "counted afterwards from the result topic read_committed and the DLQ; the fruit service; "
-                   "8 items per request; checkpoints every 2 s).")
+                   "8 items per request; checkpoints every 2 s; `imagery audit` once the job caught up).")
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -160,16 +161,23 @@ def test_a_fault_loses_nothing_duplicates_nothing_under_exactly_once_and_fills_n
                       watch=run.job.check_alive)
         drain_s = time.monotonic() - started
         final = collect(bootstrap, out, dlq, lambda c: False, 8)  # late duplicates, if any, show up by now
+        group = args[args.index("--group-id") + 1]
+        wait_until_caught_up(bootstrap, inp, group, DRAIN_TIMEOUT_S, watch=run.job.check_alive)
+        report = audit(bootstrap, "fruit", input_topic=inp, output_topic=out, dlq_topic=dlq, group_id=group)
     finally:
         run.job.stop()
         run.service.stop()
     dead_ids = {json.loads(d.original_value()).get("id") for d in final.dead}
     missing = len(set(ids) - set(final.results) - dead_ids)
     duplicated = final.result_count - len(final.results)
-    ROWS.append([name, guarantee, len(ids), final.result_count, len(final.dead), missing, duplicated,
+    verdict = "clean" if report.clean and not report.pending else (
+        f"{len(report.missing)} missing, {len(report.duplicated)} duplicated, {len(report.pending)} pending")
+    ROWS.append([name, guarantee, len(ids), final.result_count, len(final.dead), missing, duplicated, verdict,
                  f"{drain_s:.0f}"])
+    assert report.records == len(ids) and not report.missing, report.as_dict()  # the audit, the suite's oracle
     assert len(got.results) + len(got.dead) >= len(ids)
     assert missing == 0, f"{missing} messages never landed"
     assert not final.dead, [d.error for d in final.dead[:3]]
     if guarantee == "exactly-once":
         assert duplicated == 0, f"{duplicated} duplicates under exactly-once"
+        assert report.clean and not report.pending, report.as_dict()
