@@ -4,6 +4,7 @@ wrote are found; `--repair` re-publishes the lost records, the running job handl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -56,7 +57,10 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
         doubled = kafka_io.read_to_end(bootstrap, out).records[0]
         kafka_io.produce(bootstrap, out, [(doubled.key, doubled.value)])
         code, found = audit_cli()
-        assert code == 1 and not found["clean"]
+        table = subprocess.run(cli, capture_output=True, text=True, timeout=120, cwd=stack.install.REPO_ROOT,
+                               env={**os.environ, "COLUMNS": "120"})
+        print(table.stdout)  # as the README shows it
+        assert code == 1 and not found["clean"] and table.returncode == 1 and "not clean" in table.stdout
         assert found["missing"] == [str(Unit(inp, 0, o)) for o in sorted(firsts)]
         assert [d["unit"] for d in found["duplicated"]] == [
             str(Unit(inp, 0, json.loads(doubled.value)["source"]["offset"]))]
