@@ -228,19 +228,29 @@ class TopicRead:
     end_offsets: dict[int, int]
 
 
-def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeout_s: float) -> dict[int, int]:
-    """partition -> the offset a read stops at: the last stable offset under read_committed (records of open
-    transactions after it are not readable yet), else the high watermark."""
-    client = admin(bootstrap)
+def _partition_offsets(client: AdminClient, bootstrap: str, topic: str, timeout_s: float,
+                       *specs: tuple[OffsetSpec, bool]) -> list[dict[int, int]]:
+    """For each (spec, read_committed) of `specs`, partition -> that offset of `topic`, from one metadata request.
+    Raises NoSuchTopic."""
     # every topic's metadata, not the one topic's: asking for it by name creates it on a broker that auto-creates
     meta = client.list_topics(timeout=timeout_s)
     if topic not in meta.topics or meta.topics[topic].error is not None:
         raise NoSuchTopic(f"there is no topic {topic!r} on {bootstrap}")
-    level = IsolationLevel.READ_COMMITTED if read_committed else IsolationLevel.READ_UNCOMMITTED
-    futures = client.list_offsets({TopicPartition(topic, p): OffsetSpec.latest()
-                                   for p in meta.topics[topic].partitions}, isolation_level=level,
-                                  request_timeout=timeout_s)
-    return {tp.partition: fut.result(timeout_s).offset for tp, fut in futures.items()}
+    answers = []
+    for spec, read_committed in specs:
+        level = IsolationLevel.READ_COMMITTED if read_committed else IsolationLevel.READ_UNCOMMITTED
+        futures = client.list_offsets({TopicPartition(topic, p): spec for p in meta.topics[topic].partitions},
+                                      isolation_level=level, request_timeout=timeout_s)
+        answers.append({tp.partition: fut.result(timeout_s).offset for tp, fut in futures.items()})
+    return answers
+
+
+def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeout_s: float) -> dict[int, int]:
+    """partition -> the offset a read stops at: the last stable offset under read_committed (records of open
+    transactions after it are not readable yet), else the high watermark."""
+    client = admin(bootstrap)  # kept referenced while its futures are awaited
+    (ends,) = _partition_offsets(client, bootstrap, topic, timeout_s, (OffsetSpec.latest(), read_committed))
+    return ends
 
 
 def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stall_timeout_s: float = 30.0,
@@ -270,15 +280,11 @@ class Watermarks:
 
 
 def watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, Watermarks]:
-    """partition -> its Watermarks. Raises NoSuchTopic."""
-    stable = _stable_end_offsets(bootstrap, topic, True, timeout_s)
-    high = _stable_end_offsets(bootstrap, topic, False, timeout_s)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-reader-{uuid.uuid4().hex}"})
-    try:
-        return {p: Watermarks(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0],
-                              stable[p], high[p]) for p in sorted(high)}
-    finally:
-        consumer.close()
+    """partition -> its Watermarks, from one admin client. Raises NoSuchTopic."""
+    client = admin(bootstrap)  # kept referenced while its futures are awaited
+    low, stable, high = _partition_offsets(client, bootstrap, topic, timeout_s, (OffsetSpec.earliest(), False),
+                                           (OffsetSpec.latest(), True), (OffsetSpec.latest(), False))
+    return {p: Watermarks(low[p], stable[p], high[p]) for p in sorted(high)}
 
 
 def committed_offsets(bootstrap: str, topic: str, group_id: str, partitions: list[int],
