@@ -19,7 +19,7 @@ RUFF       := $(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/ruff
 .PHONY: setup deps up down status lint test test-faults test-gpu test-unit test-compose weights demo bench lock schemas clean
 
 setup: $(VENV)/.ready
-	$(PY) -m streaming.cli setup
+	$(PY) -m imagery.cli setup
 	$(MAKE) --no-print-directory weights
 
 # the fruit team's weights (made on this machine from synthetic samples); compose mounts ./weights
@@ -97,7 +97,7 @@ schemas: $(VENV)/.ready
 # Re-resolve the whole tree from pyproject.toml's pins into requirements.lock.
 lock:
 	rm -rf /tmp/imagery-lock && $(PYTHON) -m venv /tmp/imagery-lock
-	/tmp/imagery-lock/bin/pip install -q '.[service,dispatcher,dev]'
+	/tmp/imagery-lock/bin/pip install -q '.[service,dispatcher,tools,dev]'
 	/tmp/imagery-lock/bin/pip freeze --all --exclude imagery-pipeline | grep -v '^pip==' > requirements.lock
 
 clean:

@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import process_tree_cpu  # noqa: E402
 from bench.results import append_results  # noqa: E402
-from streaming import kafka_io  # noqa: E402
-from streaming.local import install, stack  # noqa: E402
-from streaming.local.inference_service import free_port  # noqa: E402
-from streaming.local.processes import terminate  # noqa: E402
-from streaming.local.settings import StackSettings  # noqa: E402
-from streaming.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
+from imagery import kafka_io  # noqa: E402
+from imagery.local import install, stack  # noqa: E402
+from imagery.local.inference_service import free_port  # noqa: E402
+from imagery.local.processes import terminate  # noqa: E402
+from imagery.local.settings import StackSettings  # noqa: E402
+from imagery.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
 
 console = Console(width=150)
 BENCH = Path(__file__).resolve().parent

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import append_results  # noqa: E402
 from bench.service import closed_loop  # noqa: E402
-from streaming import kafka_io  # noqa: E402
+from imagery import kafka_io  # noqa: E402
+from imagery.local import stack  # noqa: E402
+from imagery.local.inference_service import InferenceService  # noqa: E402
+from imagery.local.settings import StackSettings  # noqa: E402
+from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages  # noqa: E402
 from streaming.dispatch.http import KeepAlivePool  # noqa: E402
-from streaming.local import stack  # noqa: E402
-from streaming.local.inference_service import InferenceService  # noqa: E402
-from streaming.local.settings import StackSettings  # noqa: E402
-from streaming.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages  # noqa: E402
 
 console = Console(width=150)
 

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.fruit_defect.samples import KINDS, make_image  # noqa: E402
 from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
-from streaming.local import stack  # noqa: E402
-from streaming.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402
-from streaming.local.settings import StackSettings  # noqa: E402
+from imagery.local import stack  # noqa: E402
+from imagery.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402
+from imagery.local.settings import StackSettings  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80 columns
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from streaming import kafka_io
-from streaming.local import stack
-from streaming.local.settings import StackSettings
+from imagery import kafka_io
+from imagery.local import stack
+from imagery.local.settings import StackSettings
 
 
 def unique(prefix: str) -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from adapters.fruit_defect.samples import make_image
-from streaming.local.inference_service import REPO_ROOT, InferenceService
-from streaming.local.settings import StackSettings
+from imagery.local.inference_service import REPO_ROOT, InferenceService
+from imagery.local.settings import StackSettings
 
 __all__ = ["FruitImages", "fruit_images", "fruit_service", "fruit_weights", "FRUIT_SERVICE_ENV"]
 

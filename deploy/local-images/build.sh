@@ -12,7 +12,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${IMAGERY_CACHE_DIR:-$HOME/.cache/imagery}
 py=${PYTHON:-$repo/.venv/bin/python}
 read -r KAFKA_VERSION FLINK_VERSION MINIO_VERSION < <(cd "$repo" && "$py" -c \
-  'from streaming.local.versions import *; print(KAFKA_VERSION, FLINK_VERSION, MINIO_VERSION)')
+  'from imagery.local.versions import *; print(KAFKA_VERSION, FLINK_VERSION, MINIO_VERSION)')
 suite=bookworm
 ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 

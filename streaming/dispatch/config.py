@@ -70,7 +70,7 @@ class DispatcherConfig:
     job_name: str = option("", "JOB_NAME", "Flink job name (default http-dispatcher-<team>)")
     connector_jars: tuple[str, ...] = option(
         (), "CONNECTOR_JARS", "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached "
-        "jars of connectors/connectors.txt); default none: a cluster's lib/ has them")
+        "jars of streaming/flink/connectors.txt); default none: a cluster's lib/ has them")
     max_message_bytes: int = option(
         limits.MAX_MESSAGE_BYTES, "MAX_MESSAGE_BYTES", "larger input records (key + value + headers) go to the DLQ as "
         "message_too_large; at most a quarter of --max-record-bytes, so that every result and dead letter fits")

@@ -20,7 +20,7 @@ import time
 import httpx
 
 from streaming.dispatch.config import parse_args
-from streaming.pipeline_run import JOB_FILE
+from streaming.flink.jobs import JOB_FILE
 
 # a job in any of these states holds (or will hold) the team's partitions; others are gone for good
 ALIVE = {"INITIALIZING", "CREATED", "RUNNING", "FAILING", "CANCELLING", "RESTARTING", "RECONCILING", "SUSPENDED"}

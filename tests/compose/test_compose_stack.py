@@ -26,10 +26,10 @@ import pytest
 from minio import Minio
 
 from adapters.fruit_defect.samples import make_image
+from imagery import kafka_io
+from imagery.compose import ComposeFiles, load_teams
+from imagery.pipeline_run import produce_messages
 from schemas import topics
-from streaming import kafka_io
-from streaming.compose import ComposeFiles, load_teams
-from streaming.pipeline_run import produce_messages
 
 pytestmark = pytest.mark.compose
 
@@ -216,7 +216,7 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
     assert sum(len(group["rules"]) for group in rules) >= 10
 
     step("a second team joins: imagery new-team apples, its weights, docker compose up -d --build")
-    subprocess.run([sys.executable, "-m", "streaming.cli", "new-team", "apples"], cwd=checkout, check=True,
+    subprocess.run([sys.executable, "-m", "imagery.cli", "new-team", "apples"], cwd=checkout, check=True,
                    env={**os.environ, "PYTHONPATH": str(checkout)})
     (checkout / "weights" / "apples_best.pt").write_bytes(b"the template runner loads no weights")
     compose("up", "-d", "--build")
@@ -230,7 +230,7 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
 
     step("imagery health, as the README has it for compose: every part up")
     health = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "health", "--bootstrap", BOOTSTRAP, "--flink-url", FLINK,
+        [sys.executable, "-m", "imagery.cli", "health", "--bootstrap", BOOTSTRAP, "--flink-url", FLINK,
          "--service", "fruit=http://localhost:28001", "--service", "apples=http://localhost:28002"],
         env={**os.environ, "IMAGERY_MINIO_PORT": PORTS["MINIO_HOST_PORT"], "COLUMNS": "160"},
         capture_output=True, text=True, timeout=120)

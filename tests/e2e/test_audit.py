@@ -12,10 +12,10 @@ import uuid
 import pytest
 from confluent_kafka import TopicPartition
 
-from streaming import kafka_io
-from streaming.audit import Unit, audit, wait_until_caught_up
-from streaming.local import stack
-from streaming.pipeline_run import DispatcherProcess, collect
+from imagery import kafka_io
+from imagery.audit import Unit, audit, wait_until_caught_up
+from imagery.local import stack
+from imagery.pipeline_run import DispatcherProcess, collect
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
                            "--checkpoint-dir", str(tmp_path / "checkpoints"))
     group = args[args.index("--group-id") + 1]
-    cli = [sys.executable, "-m", "streaming.cli", "audit", "--team", "fruit", "--bootstrap", bootstrap,
+    cli = [sys.executable, "-m", "imagery.cli", "audit", "--team", "fruit", "--bootstrap", bootstrap,
            "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", group]
 
     def audit_cli(*extra: str) -> tuple[int, dict]:

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
-from streaming.local import stack
-from streaming.local.inference_service import InferenceService, free_port
-from streaming.local.settings import StackSettings
-from streaming.pipeline_run import DispatcherProcess, collect, produce_messages
+from imagery.local import stack
+from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.settings import StackSettings
+from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from tests.conftest import remove_bucket, unique
 
 pytestmark = pytest.mark.e2e
@@ -155,7 +155,7 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
     # `imagery dispatch --jobmanager`, as the README has it: the job's jars ship with it (this cluster's lib/ lacks
     # them)
     submitted = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "dispatch", "--jobmanager",
+        [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager",
          f"{flink_cluster.host}:{flink_cluster.flink_rest_port}", *args],
         capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]

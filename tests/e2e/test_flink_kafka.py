@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming import kafka_io
-from streaming.local import install
+from imagery import kafka_io
+from imagery.local import install
 
 pytestmark = pytest.mark.e2e
 

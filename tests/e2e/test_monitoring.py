@@ -22,13 +22,13 @@ import httpx
 import pytest
 import yaml
 
-from streaming import kafka_io
+from imagery import kafka_io
+from imagery.local import stack
+from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
+from imagery.local.settings import StackSettings
+from imagery.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
-from streaming.local import stack
-from streaming.local.inference_service import InferenceService, free_port
-from streaming.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
-from streaming.local.settings import StackSettings
-from streaming.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
 from tests.conftest import remove_bucket, unique
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
@@ -201,7 +201,7 @@ def test_alert_rules_check_and_read_live_series(run: Run):
 
 def health(run: Run, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "health", "--service", f"fruit={run.service.base_url}",
+        [sys.executable, "-m", "imagery.cli", "health", "--service", f"fruit={run.service.base_url}",
          "--topic", f"fruit={run.input_topic}", "--group", f"fruit={run.group_id}", "--job", f"fruit={run.job_name}",
          "--bootstrap", run.settings.bootstrap, "--flink-url", run.settings.flink_rest_url, *extra],
         capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})

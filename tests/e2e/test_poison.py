@@ -13,10 +13,10 @@ from collections import Counter
 
 import pytest
 
+from imagery import kafka_io
+from imagery.local.inference_service import InferenceService
+from imagery.pipeline_run import DispatcherProcess, collect
 from schemas import DeadLetter
-from streaming import kafka_io
-from streaming.local.inference_service import InferenceService
-from streaming.pipeline_run import DispatcherProcess, collect
 from tests.conftest import remove_bucket, unique
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 from tests.hostile_inputs import progressive_jpeg_with_scans

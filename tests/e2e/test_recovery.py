@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from streaming import kafka_io
-from streaming.audit import audit, wait_until_caught_up
-from streaming.pipeline_run import DispatcherProcess, collect
+from imagery import kafka_io
+from imagery.audit import audit, wait_until_caught_up
+from imagery.pipeline_run import DispatcherProcess, collect
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 
 pytestmark = pytest.mark.e2e

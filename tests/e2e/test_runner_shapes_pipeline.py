@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from streaming.cli import app
-from streaming.local.inference_service import InferenceService
-from streaming.pipeline_run import DispatcherProcess, collect, produce_messages
+from imagery.cli import app
+from imagery.local.inference_service import InferenceService
+from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from tests.conftest import remove_bucket, unique
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.results import append_results, markdown_table
-from streaming import kafka_io
-from streaming.audit import audit, wait_until_caught_up
-from streaming.local import stack
-from streaming.local.inference_service import InferenceService
-from streaming.pipeline_run import Collected, DispatcherProcess, collect
+from imagery import kafka_io
+from imagery.audit import audit, wait_until_caught_up
+from imagery.local import stack
+from imagery.local.inference_service import InferenceService
+from imagery.pipeline_run import Collected, DispatcherProcess, collect
 from tests.e2e.test_dispatcher import dispatcher_args, put
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 

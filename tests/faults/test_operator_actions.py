@@ -3,7 +3,7 @@
 A producer writes steadily for the whole scenario while the job is stopped with a savepoint and resumed, killed and
 resumed, run beside a second job of the same team, rescaled, upgraded, and stopped and resubmitted on the standalone
 cluster, again and again at varied moments (right after a start, before its first checkpoint, too). Then the
-producer stops, the job catches up, and `imagery audit` (streaming/audit.py) must find every input record landed
+producer stops, the job catches up, and `imagery audit` (imagery/audit.py) must find every input record landed
 exactly once: nothing missing, nothing doubled, nothing pending, and no dead letter (no fault is the message's).
 Each scenario adds a row to the fault-suite table in bench/RESULTS.md.
 """
@@ -27,10 +27,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import NewPartitions
 
 from bench.results import append_results, markdown_table
-from streaming import kafka_io
-from streaming.audit import AuditReport, audit, describe, wait_until_caught_up
-from streaming.local import stack
-from streaming.pipeline_run import DispatcherProcess
+from imagery import kafka_io
+from imagery.audit import AuditReport, audit, describe, wait_until_caught_up
+from imagery.local import stack
+from imagery.pipeline_run import DispatcherProcess
 from tests.e2e.test_dispatcher import dispatcher_args, put
 
 pytestmark = pytest.mark.faults
@@ -322,7 +322,7 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
     cycles = 3
 
     def submit() -> str:
-        done = subprocess.run([sys.executable, "-m", "streaming.cli", "dispatch", "--jobmanager", jobmanager, *args],
+        done = subprocess.run([sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
                               capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)

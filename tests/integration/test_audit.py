@@ -9,12 +9,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from imagery import kafka_io
+from imagery.audit import Unit, audit, repair
+from imagery.cli import app
+from imagery.dlq import read_dlq, replay
 from schemas import DispatcherIdentity, ErrorEnvelope, decode_image_messages, topics
-from streaming import kafka_io
-from streaming.audit import Unit, audit, repair
-from streaming.cli import app
 from streaming.dispatch.records import KafkaInput, build_dead_letter, build_result
-from streaming.dlq import read_dlq, replay
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

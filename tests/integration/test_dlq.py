@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from imagery import kafka_io
+from imagery.dlq import DlqEntry, OriginalGone, plan, read_dlq, replay, replayed
 from schemas import DispatcherIdentity, ErrorEnvelope, topics
-from streaming import kafka_io
 from streaming.dispatch.records import KafkaInput, build_dead_letter
-from streaming.dlq import DlqEntry, OriginalGone, plan, read_dlq, replay, replayed
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def test_a_record_replayed_too_often_is_not_replayed_again(bootstrap, new_topic)
 def test_a_dry_run_lists_what_would_go_and_replays_nothing(bootstrap, new_topic):
     from typer.testing import CliRunner
 
-    from streaming.cli import app
+    from imagery.cli import app
 
     dlq, target = new_topic("dlq"), new_topic("replayed")
     dead_letters(bootstrap, dlq, [b'{"bucket": "fruit-x", "key": "a.jpg"}'])
@@ -117,7 +117,7 @@ def test_a_dry_run_lists_what_would_go_and_replays_nothing(bootstrap, new_topic)
 def cli(*args: str):
     from typer.testing import CliRunner
 
-    from streaming.cli import app
+    from imagery.cli import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
 

@@ -10,9 +10,9 @@ import sys
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streaming import kafka_io
-from streaming.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
-from streaming.local.inference_service import free_port
+from imagery import kafka_io
+from imagery.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
+from imagery.local.inference_service import free_port
 from tests.conftest import unique
 
 
@@ -54,7 +54,7 @@ def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, n
     assert lag.data["lag"] == 2
 
     done = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "health", "--json", "--service", f"fruit={nowhere}",
+        [sys.executable, "-m", "imagery.cli", "health", "--json", "--service", f"fruit={nowhere}",
          "--topic", f"fruit={topic}", "--group", f"fruit={group}", "--bootstrap", bootstrap, "--flink-url", nowhere],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr

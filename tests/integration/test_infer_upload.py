@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from streaming.cli import app
-from streaming.local.inference_service import InferenceService, free_port
+from imagery.cli import app
+from imagery.local.inference_service import InferenceService, free_port
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration

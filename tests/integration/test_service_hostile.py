@@ -15,12 +15,12 @@ import time
 import httpx
 import pytest
 
+from imagery.local.inference_service import InferenceService
 from schemas import ErrorBody, InferRequest
 from services.inference_http.errors import ServiceError
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
 from streaming.dispatch.client import InferenceClient, Success
-from streaming.local.inference_service import InferenceService
 from tests.conftest import remove_bucket, unique
 from tests.hostile_inputs import progressive_jpeg_with_scans
 from tests.service_fixtures import FRUIT_SERVICE_ENV

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from imagery.local.inference_service import InferenceService, InferenceServiceError
 from schemas import BatchResponse, ErrorBody, InferResponse
-from streaming.local.inference_service import InferenceService, InferenceServiceError
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import sys
 import pytest
 from minio.error import S3Error
 
-from streaming import kafka_io
-from streaming.local import stack
-from streaming.local.inference_service import free_port
-from streaming.local.settings import StackSettings
+from imagery import kafka_io
+from imagery.local import stack
+from imagery.local.inference_service import free_port
+from imagery.local.settings import StackSettings
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def test_minio_put_get_and_missing_object(minio, bucket):
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streaming.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "imagery.cli", *args], env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -14,15 +15,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _top_level_imports(folder: Path) -> set[str]:
+def _top_level_imports_of(path: Path) -> set[str]:
     names = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
     return names
+
+
+def _top_level_imports(folder: Path) -> set[str]:
+    return set().union(*(_top_level_imports_of(path) for path in folder.rglob("*.py")))
 
 
 def _normalized(name: str) -> str:
@@ -34,9 +38,40 @@ def test_the_dispatcher_side_declares_every_package_it_imports():
     declared = {_normalized(re.split(r"[=<>\[; ]", spec)[0])
                 for spec in project["dependencies"] + project["optional-dependencies"]["dispatcher"]}
     providers = importlib.metadata.packages_distributions()
-    ours = {"schemas", "streaming", "adapters", "services", "tests", "bench"}
+    ours = {"schemas", "streaming"}
     imported = (_top_level_imports(REPO / "streaming") | _top_level_imports(REPO / "schemas")) - ours
     third_party = {name for name in imported if name not in sys.stdlib_module_names}
     undeclared = {name: providers.get(name) for name in third_party
                   if not {_normalized(d) for d in providers.get(name, [name])} & declared}
     assert not undeclared, f"imported by streaming/ or schemas/ but not in pyproject's base or dispatcher: {undeclared}"
+
+
+def _modules_under(package: str) -> list[str]:
+    root = REPO / package
+    return sorted(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                  for path in root.rglob("*.py"))
+
+
+def test_streaming_is_the_dispatcher_alone():
+    """Every module under streaming/ (found, not listed) imports none of the service, the runners, torch or the
+    tooling: statically (any import statement, even one inside a function) and when imported for real."""
+    forbidden = {"services", "adapters", "torch", "imagery"}
+    static = {path.relative_to(REPO).as_posix(): _top_level_imports_of(path) & forbidden
+              for path in (REPO / "streaming").rglob("*.py")}
+    assert not {p: bad for p, bad in static.items() if bad}
+    modules = _modules_under("streaming")
+    assert "streaming.flink.jobs.http_dispatcher" in modules and "streaming.flink.keeper" in modules
+    probe = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+             f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(forbidden)!r})))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_the_tooling_never_imports_the_service_the_runners_or_torch():
+    """The CLI starts in a fraction of a second and runs where torch is not installed."""
+    probe = (f"import importlib, sys; [importlib.import_module(m) for m in {_modules_under('imagery')!r}]; "
+             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('services', 'adapters', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

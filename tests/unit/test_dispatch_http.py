@@ -11,8 +11,8 @@ import time
 import pytest
 import uvicorn
 
+from imagery.local.inference_service import free_port
 from streaming.dispatch.http import ConnectFailed, ConnectionBroken, KeepAlivePool, RequestTimedOut
-from streaming.local.inference_service import free_port
 
 
 async def echo_app(scope, receive, send):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from streaming.local import stack
+from imagery.local import stack
 
 
 def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):

@@ -95,7 +95,7 @@ def test_the_scaffolded_runner_is_found_and_runs(adapter_package):
 
     from PIL import Image
 
-    from streaming.scaffold import runner_source
+    from imagery.scaffold import runner_source
 
     name, package = adapter_package
     write(package, "orchard_runner.py", runner_source("orchard"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.provision import ProvisionError, TeamSpec, check_weights
+from imagery.provision import ProvisionError, TeamSpec, check_weights
 
 
 def test_a_team_spec_names_its_bucket_and_minio_events_target():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from streaming import compose, scaffold
+from imagery import compose, scaffold
 
 
 def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack(tmp_path):

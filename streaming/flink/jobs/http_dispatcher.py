@@ -217,7 +217,7 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
     # Flink's Prometheus reporter for a local MiniCluster (a cluster takes its reporters from its own config, as
-    # streaming/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
+    # imagery/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
     for key, value in reporter_options(cfg.prometheus_port).items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

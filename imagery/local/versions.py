@@ -1,6 +1,6 @@
 """Pinned versions of the parts the local stack installs: the one place each is defined.
 
-The Flink connector jars are pinned in connectors/connectors.txt; apache-flink itself in pyproject.toml
+The Flink connector jars are pinned in streaming/flink/connectors.txt; apache-flink itself in pyproject.toml
 (a unit test checks that FLINK_VERSION below and the installed wheel agree).
 """
 

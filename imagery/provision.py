@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagery import kafka_io
 from schemas import topics
-from streaming import kafka_io
 
 
 def events_target_id(team: str) -> str:

@@ -17,13 +17,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from imagery.local.inference_service import free_port
+from imagery.local.processes import log_tail, terminate
+from imagery.repo import ALERT_RULES
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
-from streaming.local.inference_service import free_port
-from streaming.local.processes import log_tail, terminate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ALERT_RULES = REPO_ROOT / "ops" / "prometheus" / "alerts.yml"
-DASHBOARD = REPO_ROOT / "ops" / "grafana" / "imagery-pipeline.json"
 SERVICE_JOB = "imagery-inference"  # the scrape job of the inference services (the alerts name it)
 FLINK_JOB = "flink"  # the scrape job of Flink's reporter ports
 DEFAULT_PORT = 9090

@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from imagery import kafka_io
+from imagery.dlq import replay_headers_for
 from schemas import InvalidMessage, decode_image_messages, topics
-from streaming import kafka_io
-from streaming.dlq import replay_headers_for
 
 Progress = Callable[[str, int, int], None]  # (what, records read, records to read)
 

@@ -8,7 +8,6 @@ downloads checked against Maven Central's published SHA-1.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,13 +17,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from streaming.local.settings import StackSettings
-from streaming.local.versions import KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
+from imagery.local.settings import StackSettings
+from imagery.local.versions import KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
+from streaming.flink import connectors
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = Path(__file__).with_name("kafka-broker.pom.xml")
-CONNECTORS_LIST = REPO_ROOT / "connectors" / "connectors.txt"
-MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 
 console = Console(stderr=True)
 
@@ -41,18 +38,8 @@ def minio_binary(settings: StackSettings) -> Path:
     return settings.cache_dir / "minio" / MINIO_VERSION / "minio"
 
 
-def connector_coordinates() -> list[tuple[str, str, str]]:
-    coords = []
-    for line in CONNECTORS_LIST.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            group, artifact, version = line.split(":")
-            coords.append((group, artifact, version))
-    return coords
-
-
 def connector_jars(settings: StackSettings) -> list[Path]:
-    return [settings.cache_dir / "connectors" / f"{a}-{v}.jar" for _, a, v in connector_coordinates()]
+    return connectors.jar_paths(settings.cache_dir / "connectors")
 
 
 def _require(tool: str, hint: str) -> str:
@@ -128,24 +115,14 @@ def _download(url: str, dest: Path) -> None:
 
 
 def ensure_connectors(settings: StackSettings) -> list[Path]:
-    jars = []
-    for (group, artifact, version), jar in zip(connector_coordinates(), connector_jars(settings), strict=True):
-        jars.append(jar)
-        if jar.exists():
-            continue
-        jar.parent.mkdir(parents=True, exist_ok=True)
-        url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}.jar"
-        console.print(f"[bold]Fetching Flink connector {artifact} {version} from Maven Central[/bold]")
-        with urllib.request.urlopen(url + ".sha1", timeout=60) as resp:
-            expected = resp.read().decode().split()[0].strip()
-        part = jar.with_name(jar.name + ".download")
-        _download(url, part)
-        actual = hashlib.sha1(part.read_bytes()).hexdigest()
-        if actual != expected:
-            part.unlink()
-            raise InstallError(f"{jar.name}: SHA-1 {actual} does not match Maven Central's {expected}")
-        part.rename(jar)
-    return jars
+    def download(name: str, url: str, dest: Path) -> None:
+        console.print(f"[bold]Fetching Flink connector {name} from Maven Central[/bold]")
+        _download(url, dest)
+
+    try:
+        return connectors.fetch(settings.cache_dir / "connectors", download)
+    except connectors.ConnectorError as exc:
+        raise InstallError(str(exc)) from exc
 
 
 def ensure_all(settings: StackSettings) -> None:

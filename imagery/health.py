@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from imagery.local.settings import StackSettings
 from schemas import topics
 from streaming.dispatch.config import parse_args
-from streaming.local.settings import StackSettings
 
 OK, WARN, DOWN, UNKNOWN = "ok", "warn", "down", "unknown"
 TIMEOUT_S = 5.0

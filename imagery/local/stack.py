@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from imagery.local import install
+from imagery.local.processes import log_tail
+from imagery.local.settings import StackSettings
+from imagery.local.versions import KAFKA_VERSION
 from schemas import limits
 from streaming.dispatch.metrics import reporter_options
-from streaming.local import install
-from streaming.local.processes import log_tail
-from streaming.local.settings import StackSettings
-from streaming.local.versions import KAFKA_VERSION
 
 READY_TIMEOUT_S = 120.0
 

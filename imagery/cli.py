@@ -11,12 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imagery.local import install, stack
+from imagery.local.settings import StackSettings
 from schemas.dead_letter import Stage
-from streaming.local import install, stack
-from streaming.local.settings import StackSettings
 
 if TYPE_CHECKING:
-    from streaming.dlq import DlqRead
+    from imagery.dlq import DlqRead
 
 app = typer.Typer(help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
                   no_args_is_help=True, add_completion=False)
@@ -82,7 +82,7 @@ def _print_status(settings: StackSettings) -> None:
 @app.command()
 def demo(count: int = typer.Option(12, help="sample images to generate")) -> None:
     """Run the whole pipeline on sample images (with a few bad messages); print the results and the DLQ."""
-    from streaming.demo import run_demo
+    from imagery.demo import run_demo
 
     try:
         ok = run_demo(count=count, console=console)
@@ -111,7 +111,7 @@ def dispatch(ctx: typer.Context,
     """Run the dispatcher job; arguments as http_dispatcher.py (--team, --http-url, ...)."""
     import sys
 
-    from streaming.pipeline_run import cluster_job_command, local_job_command
+    from imagery.pipeline_run import cluster_job_command, local_job_command
 
     if jobmanager:
         argv, env = cluster_job_command(ctx.args, jobmanager)
@@ -123,8 +123,8 @@ def dispatch(ctx: typer.Context,
 def produce(team: str, bucket: str, keys: list[str], bootstrap: str | None = BOOTSTRAP,
             camera: str | None = None) -> None:
     """Publish one {bucket, key} message per KEY to imagery.new.<team>."""
+    from imagery.pipeline_run import produce_messages
     from schemas import topics
-    from streaming.pipeline_run import produce_messages
 
     n = produce_messages(_bootstrap(bootstrap), topics.input_topic(team),
                          [{"bucket": bucket, "key": k, **({"camera": camera} if camera else {})} for k in keys])
@@ -145,8 +145,8 @@ DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this t
 
 
 def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None) -> DlqRead:
-    from streaming import kafka_io
-    from streaming.dlq import read_letters
+    from imagery import kafka_io
+    from imagery.dlq import read_letters
 
     try:
         return read_letters(bootstrap, dlq_topic, group_id=group_id)
@@ -174,9 +174,9 @@ def dlq_show(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAG
              group_id: str | None = DLQ_GROUP_OPTION,
              limit: int = typer.Option(50, help="show at most the newest LIMIT")) -> None:
     """List the dead letters (oldest first): all of the DLQ up to its end when the command starts."""
+    from imagery import kafka_io
+    from imagery.dlq import select
     from schemas import topics
-    from streaming import kafka_io
-    from streaming.dlq import select
 
     dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
     read = _dlq_read(servers, dlq_topic, group_id)
@@ -211,9 +211,9 @@ def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_ST
     """Re-publish the original bytes, key and headers of the chosen dead letters, once: what was replayed is
     recorded (dlq.inference.http.replayed) and skipped next time unless --again. Choose with --team, --stage,
     --offset, or --all for the whole DLQ."""
+    from imagery import kafka_io
+    from imagery.dlq import OriginalGone, plan, replay, replayed, select
     from schemas import topics
-    from streaming import kafka_io
-    from streaming.dlq import OriginalGone, plan, replay, replayed, select
 
     if not (team or stage or offsets or replay_all or dry_run):  # a dry run replays nothing: it may list them all
         _fail(ValueError("say what to replay: --team, --stage or --offset, or --all for the whole DLQ "
@@ -277,10 +277,10 @@ def audit(team: str = typer.Option(..., "--team", help="the team whose dispatche
     import json
     import sys
 
+    from imagery import kafka_io
+    from imagery.audit import AuditError, describe, repair
+    from imagery.audit import audit as run_audit
     from schemas import topics
-    from streaming import kafka_io
-    from streaming.audit import AuditError, describe, repair
-    from streaming.audit import audit as run_audit
 
     def progress(topic: str, done: int, total: int) -> None:
         print(f"audit: {topic}: {done:,} of {total:,} records read", file=sys.stderr, flush=True)
@@ -389,8 +389,8 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
 @app.command("new-team")
 def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack")) -> None:
     """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml."""
-    from streaming import compose as compose_files
-    from streaming import scaffold
+    from imagery import compose as compose_files
+    from imagery import scaffold
 
     files = compose_files.ComposeFiles.in_repo() if compose else None
     try:
@@ -406,7 +406,7 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
 @app.command("compose")
 def compose_command() -> None:
     """Regenerate compose.yaml, compose.gpu.yaml and deploy/prometheus.yml from deploy/ (template and teams)."""
-    from streaming import compose
+    from imagery import compose
 
     files = compose.ComposeFiles.in_repo()
     compose.write(files)
@@ -424,8 +424,8 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
     the teams' input topics, and (with --weights-dir) check their weights. Idempotent: compose's `init` runs it."""
     from minio import Minio
 
-    from streaming.provision import ProvisionError, TeamSpec
-    from streaming.provision import provision as run_provision
+    from imagery.provision import ProvisionError, TeamSpec
+    from imagery.provision import provision as run_provision
 
     try:
         specs = [TeamSpec.parse(text) for text in teams]
@@ -467,7 +467,7 @@ def health(teams: list[str] = typer.Option(None, "--team", help="a team to check
     Exit status 1 when any part is down."""
     import json
 
-    from streaming import health as h
+    from imagery import health as h
 
     service_urls, topic_of, group_of, job_of = (_per_team(services, "--service"), _per_team(topics_, "--topic"),
                                                 _per_team(groups, "--group"), _per_team(jobs, "--job"))
@@ -496,7 +496,7 @@ def prometheus(services: list[str] = typer.Option(..., "--service", help="TEAM=H
                interval_s: float = typer.Option(5.0, "--interval", help="scrape and rule evaluation interval")) -> None:
     """Run Prometheus (Debian's package) in the foreground, scraping the services and Flink's reporter ports with
     ops/prometheus/alerts.yml; its UI and API on 127.0.0.1:PORT. Ctrl-C stops it and drops its data."""
-    from streaming.local import prometheus as prom
+    from imagery.local import prometheus as prom
 
     targets: dict[str, list[str]] = {}
     for team, url in _per_team(services, "--service").items():

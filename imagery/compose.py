@@ -12,13 +12,13 @@ import jinja2
 import yaml
 from pydantic import BaseModel, Field
 
+from imagery.local import prometheus
+from imagery.local.versions import FLINK_VERSION, KAFKA_VERSION
+from imagery.provision import events_target_id
+from imagery.repo import DEPLOY_DIR, REPO_ROOT
 from schemas import limits, topics
 from streaming.dispatch.metrics import REPORTER_FACTORY
-from streaming.local import prometheus
-from streaming.local.versions import FLINK_VERSION, KAFKA_VERSION
-from streaming.provision import events_target_id
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_HTTP_PORT = 28001
 # every Flink container of the stack runs one reporter, so it always gets the range's first port
 FLINK_REPORTER_PORT = prometheus.port_range()[0]
@@ -61,7 +61,7 @@ class ComposeFiles:
     compose: Path
     gpu: Path
     prometheus: Path
-    template_dir: Path = REPO_ROOT / "deploy"
+    template_dir: Path = DEPLOY_DIR
 
     @classmethod
     def in_repo(cls, root: Path = REPO_ROOT) -> ComposeFiles:
@@ -78,7 +78,7 @@ def load_teams(path: Path) -> list[ComposeTeam]:
 
 
 def prometheus_config(teams: list[ComposeTeam]) -> str:
-    """The stack's Prometheus: the local one's config (streaming/local/prometheus.py), with each team's service by
+    """The stack's Prometheus: the local one's config (imagery/local/prometheus.py), with each team's service by
     its compose name, and Flink's JobManager and TaskManagers found by DNS (so scaled TaskManagers are scraped)."""
     config = prometheus.config({t.team: [f"{t.service}-inference-http:8000"] for t in teams}, interval_s=15,
                                rule_files=[Path("/etc/prometheus/alerts.yml")])
@@ -87,11 +87,11 @@ def prometheus_config(teams: list[ComposeTeam]) -> str:
             job.pop("static_configs")
             job["dns_sd_configs"] = [{"names": ["flink-jobmanager", "flink-taskmanager"], "type": "A",
                                       "port": FLINK_REPORTER_PORT}]
-    header = "# GENERATED with compose.yaml by `imagery compose` (streaming/compose.py): do not edit\n"
+    header = "# GENERATED with compose.yaml by `imagery compose` (imagery/compose.py): do not edit\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
-def render(teams: list[ComposeTeam], template_dir: Path = REPO_ROOT / "deploy") -> dict[str, str]:
+def render(teams: list[ComposeTeam], template_dir: Path = DEPLOY_DIR) -> dict[str, str]:
     """{"compose.yaml": ..., "compose.gpu.yaml": ..., "prometheus.yml": ...} for these teams."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagery import kafka_io
+from imagery.local.processes import log_tail, terminate
+from imagery.repo import REPO_ROOT
 from schemas import DeadLetter
-from streaming import kafka_io
-from streaming.local.processes import log_tail, terminate
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-JOB_FILE = REPO_ROOT / "streaming" / "flink" / "jobs" / "http_dispatcher.py"
+from streaming.flink.jobs import JOB_FILE
 
 
 def _with_connector_jars(args: list[str]) -> list[str]:
@@ -28,8 +27,8 @@ def _with_connector_jars(args: list[str]) -> list[str]:
     cluster whose lib/ has them: the job itself never looks for them)."""
     if any(a == "--connector-jars" or a.startswith("--connector-jars=") for a in args):
         return args
-    from streaming.local import install
-    from streaming.local.settings import StackSettings
+    from imagery.local import install
+    from imagery.local.settings import StackSettings
 
     return ["--connector-jars", ",".join(str(p) for p in install.connector_jars(StackSettings())), *args]
 
@@ -42,8 +41,8 @@ def local_job_command(args: list[str]) -> list[str]:
 def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], dict[str, str]]:
     """`flink run --detached` of the job on the cluster at JOBMANAGER (host:port of its REST API), from this venv's
     PyFlink, and the environment it needs: the job's jars ship with it, so the cluster needs none in lib/."""
-    from streaming.local import stack
-    from streaming.local.settings import StackSettings
+    from imagery.local import stack
+    from imagery.local.settings import StackSettings
 
     flink = stack.flink_home() / "bin" / "flink"
     argv = ["bash", str(flink), "run", "--detached", "-m", jobmanager, "--python", str(JOB_FILE),

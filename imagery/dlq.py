@@ -16,9 +16,9 @@ from typing import get_args
 
 from pydantic import ValidationError
 
+from imagery import kafka_io
 from schemas import DeadLetter, topics
 from schemas.dead_letter import Stage
-from streaming import kafka_io
 
 DEFAULT_MAX_REPLAYS = 3
 

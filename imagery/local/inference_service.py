@@ -18,10 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from streaming.local.processes import log_tail, terminate
-from streaming.local.settings import StackSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from imagery.local.processes import log_tail, terminate
+from imagery.local.settings import StackSettings
+from imagery.repo import REPO_ROOT
 
 
 class InferenceServiceError(RuntimeError):

@@ -18,12 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from imagery import kafka_io
+from imagery.local import stack
+from imagery.local.inference_service import InferenceService
+from imagery.local.settings import StackSettings
+from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages
 from schemas import topics
-from streaming import kafka_io
-from streaming.local import stack
-from streaming.local.inference_service import InferenceService
-from streaming.local.settings import StackSettings
-from streaming.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages
 
 TEAM = "fruit"
 DEMO_BUCKET = "fruit-demo"  # a team reads its own buckets (ALLOWED_BUCKETS: fruit, fruit-*)

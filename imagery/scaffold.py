@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streaming import compose
+from imagery import compose
+from imagery.repo import ADAPTERS_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNNER_TEMPLATE = REPO_ROOT / "adapters" / "runner_template.py.txt"
+RUNNER_TEMPLATE = ADAPTERS_DIR / "runner_template.py.txt"
 TEAM_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 
 
@@ -37,7 +37,7 @@ def weights_file(team: str) -> str:
     return f"{team}_best.pt"
 
 
-def new_team(team: str, adapters_dir: Path = REPO_ROOT / "adapters",
+def new_team(team: str, adapters_dir: Path = ADAPTERS_DIR,
              compose_files: compose.ComposeFiles | None = None) -> Path:
     """Write adapters/<team>_runner.py; with `compose_files`, add the team to deploy/teams.yaml and regenerate
     compose.yaml from its template (the team's service and dispatcher, its MinIO events target, its topics)."""
