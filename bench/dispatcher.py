@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -49,17 +49,15 @@ def job_cpu_s(pid: int) -> dict[str, float]:
 
 def output_times(bootstrap: str, topic: str, partitions: int) -> list[int]:
     """Broker timestamps of every record in `topic`, read once the job is done (so reading costs the job nothing)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
     ends = kafka_io.end_offsets(bootstrap, topic)
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     times, want = [], sum(ends.values())
-    deadline = time.monotonic() + 120
-    while len(times) < want and time.monotonic() < deadline:
-        for msg in consumer.consume(10_000, 1.0):
-            if not msg.error():
-                times.append(msg.timestamp()[1])
-    consumer.close()
+    with kafka_io.consumer(bootstrap) as reader:
+        reader.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + 120
+        while len(times) < want and time.monotonic() < deadline:
+            for msg in reader.consume(10_000, 1.0):
+                if not msg.error():
+                    times.append(msg.timestamp()[1])
     return times
 
 

@@ -75,9 +75,8 @@ async def open_loop(base_url: str, bucket: str, keys: list[str], rate: float, se
 
 def publish_steady(bootstrap: str, topic: str, bucket: str, keys: list[str], rate: float, seconds: float) -> list[str]:
     """Publish on a Poisson schedule, each message stamped with its own publish time."""
-    from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    producer = kafka_io.producer(bootstrap, config={"linger.ms": 0})
     ids, started = [], time.perf_counter()
     for i, at in enumerate(arrivals(rate, seconds, seed=11)):
         while (wait := started + at - time.perf_counter()) > 0:

@@ -75,10 +75,10 @@ def _guard(part: str, team: str, check: Callable[[], Check]) -> Check:
 
 
 def check_kafka(bootstrap: str) -> tuple[Check, set[str]]:
-    from confluent_kafka.admin import AdminClient
+    from imagery import kafka_io
 
     try:
-        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=TIMEOUT_S)
+        meta = kafka_io.admin(bootstrap, config={"log_level": 0}).list_topics(timeout=TIMEOUT_S)
     except Exception as exc:
         return Check("kafka", "", DOWN, f"{bootstrap}: {exc}"), set()
     names = set(meta.topics)
@@ -157,22 +157,21 @@ def check_readyz(team: Team) -> Check:
 
 def consumer_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, dict[str, int]]:
     """Per partition: the group's committed offset (-1: none), the low and the end offsets, and the lag."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
-                         "log_level": 0})
-    try:  # committed() reads the group's offsets without joining it
-        meta = consumer.list_topics(topic, timeout=TIMEOUT_S)
+    from imagery import kafka_io
+
+    # committed() reads the group's offsets without joining it
+    with kafka_io.consumer(bootstrap, group_id=group_id, config={"log_level": 0}) as reader:
+        meta = reader.list_topics(topic, timeout=TIMEOUT_S)
         partitions = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=TIMEOUT_S)
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=TIMEOUT_S)
         out = {}
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=TIMEOUT_S)
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=TIMEOUT_S)
             position = tp.offset if tp.offset >= 0 else low
             out[tp.partition] = {"committed": tp.offset, "low": low, "end": high, "lag": max(0, high - position)}
         return out
-    finally:
-        consumer.close()
 
 
 def check_lag(bootstrap: str, team: Team, topic_names: set[str], max_lag: int) -> Check:

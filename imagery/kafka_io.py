@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -34,8 +35,40 @@ class Record:
     timestamp_ms: int | None = None
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+# Every client here is built by `admin`, `producer` or `consumer`; `config` adds librdkafka settings by their own
+# names ({"linger.ms": 5}; some have underscores, like "log_level").
+def admin(bootstrap: str, config: Mapping[str, object] | None = None) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
+
+
+def producer(bootstrap: str, config: Mapping[str, object] | None = None) -> Producer:
+    """A producer whose records may be as large as Kafka's 1 MiB (librdkafka's own default, 1,000,000, is below
+    it, and the dispatcher's records are built to fit Kafka's limit)."""
+    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES,
+                     **(config or {})})
+
+
+@contextmanager
+def consumer(bootstrap: str, *, group_id: str | None = None, read_committed: bool = True,
+             from_earliest: bool = False, config: Mapping[str, object] | None = None) -> Iterator[Consumer]:
+    """A consumer that never commits on its own, closed on leaving the block.
+
+    `group_id` None names a throwaway reader (the client requires one; `assign()` joins no group with it).
+    `read_committed` reads only records of committed transactions (what a downstream consumer sees).
+    `from_earliest` starts a subscription where the group has no committed offset at the topic's first record."""
+    settings: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id or f"imagery-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        **({"auto.offset.reset": "earliest"} if from_earliest else {}),
+        **(config or {}),
+    }
+    client = Consumer(settings)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
@@ -65,11 +98,6 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
             pass  # already gone is fine for cleanup
 
 
-def _producer(bootstrap: str, **config: object) -> Producer:
-    # librdkafka's own default (1,000,000) is below Kafka's 1 MiB, which the dispatcher's records are built to fit
-    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES, **config})
-
-
 def produce(
     bootstrap: str,
     topic: str,
@@ -78,18 +106,18 @@ def produce(
     timeout_s: float = 30.0,
 ) -> int:
     """Produce values, (key, value) pairs or (key, value, headers) triples; wait until every one is acknowledged."""
-    producer = _producer(bootstrap, **{"enable.idempotence": True, "linger.ms": 5})
+    client = producer(bootstrap, config={"enable.idempotence": True, "linger.ms": 5})
     errors: list[str] = []
     count = 0
     for item in values:
         if not isinstance(item, tuple):
             item = (None, item)
         key, value, item_headers = item if len(item) == 3 else (*item, headers)
-        producer.produce(topic, value=value, key=key, headers=item_headers,
+        client.produce(topic, value=value, key=key, headers=item_headers,
                          on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
-        producer.poll(0)
+        client.poll(0)
         count += 1
-    remaining = producer.flush(timeout_s)
+    remaining = client.flush(timeout_s)
     if remaining or errors:
         raise RuntimeError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:3]}")
     return count
@@ -98,18 +126,18 @@ def produce(
 def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
                            timeout_s: float = 30.0) -> int:
     """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
-    producer = _producer(bootstrap, **{"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
-    producer.init_transactions(timeout_s)
-    producer.begin_transaction()
+    client = producer(bootstrap, config={"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
+    client.init_transactions(timeout_s)
+    client.begin_transaction()
     count = 0
     try:
         for topic, key, value, headers in records:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            producer.poll(0)
+            client.produce(topic, value=value, key=key, headers=headers)
+            client.poll(0)
             count += 1
-        producer.commit_transaction(timeout_s)
+        client.commit_transaction(timeout_s)
     except BaseException:
-        producer.abort_transaction(timeout_s)
+        client.abort_transaction(timeout_s)
         raise
     return count
 
@@ -149,23 +177,16 @@ def iter_topic(
     idle_s: float | None = None,
     read_committed: bool = True,
 ) -> Iterator[Record]:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"imagery-reader-{time.monotonic_ns()}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-        "topic.metadata.refresh.interval.ms": 1000,
-    })
-    try:
-        consumer.subscribe([topic])
+    with consumer(bootstrap, read_committed=read_committed, from_earliest=True,
+                  config={"topic.metadata.refresh.interval.ms": 1000}) as reader:
+        reader.subscribe([topic])
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
         n = 0
         while time.monotonic() < deadline and (until is None or n < until):
             if idle_s is not None and time.monotonic() - last > idle_s:
                 break
-            msg = consumer.poll(0.2)
+            msg = reader.poll(0.2)
             if msg is None:
                 continue
             if msg.error():
@@ -175,40 +196,31 @@ def iter_topic(
             last = time.monotonic()
             n += 1
             yield _to_record(msg)
-    finally:
-        consumer.close()
 
 
 def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> Record | None:
     """The record at topic/partition/offset, or None when it is gone (retention, compaction) or never was."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-reader-{time.monotonic_ns()}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+    with consumer(bootstrap) as reader:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
         if not low <= offset < high:
             return None
-        consumer.assign([TopicPartition(topic, partition, offset)])
+        reader.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
+            msg = reader.poll(0.2)
             if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
                 continue
             if msg.error():
                 return None
             return _to_record(msg) if msg.offset() == offset else None
         return None
-    finally:
-        consumer.close()
 
 
 def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "imagery-offsets", "enable.auto.commit": False})
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
+    with consumer(bootstrap) as reader:
+        meta = reader.list_topics(topic, timeout=timeout_s)
         parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
-    finally:
-        consumer.close()
+        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
 
 
 class NoSuchTopic(LookupError):
@@ -291,12 +303,9 @@ def committed_offsets(bootstrap: str, topic: str, group_id: str, partitions: lis
                       timeout_s: float = 10.0) -> dict[int, int]:
     """partition -> `group_id`'s committed offset in `topic` (the next record it reads); partitions where the group
     has committed nothing are left out."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+    with consumer(bootstrap, group_id=group_id) as reader:
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
         return {c.partition: c.offset for c in committed if c.offset >= 0}
-    finally:
-        consumer.close()
 
 
 def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[int, int], *,
@@ -306,26 +315,21 @@ def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[in
     `ends` (partition -> offset, exclusive; only these partitions are read), one at a time: a read of any size in
     bounded memory. Assigned, not subscribed: no group takes part (`group_id` only names the reader). Raises
     ReadStalled when nothing arrives for `stall_timeout_s` while partitions are short of their ends."""
-    consumer = Consumer({
-        # the client requires a group id; assign() joins no group with it
-        "bootstrap.servers": bootstrap, "group.id": group_id or f"imagery-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False, "enable.partition.eof": True,
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-    })
-    try:
-        low = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0] for p in ends}
+    with consumer(bootstrap, group_id=group_id, read_committed=read_committed,
+                  config={"enable.partition.eof": True}) as reader:
+        low = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0] for p in ends}
         start = {p: max(starts.get(p, low[p]), low[p]) for p in ends}
         pending = {p for p in ends if start[p] < ends[p]}
-        consumer.assign([TopicPartition(topic, p, start[p]) for p in sorted(pending)])
+        reader.assign([TopicPartition(topic, p, start[p]) for p in sorted(pending)])
         last_progress = time.monotonic()
         count = 0
 
         def finish(partition: int) -> None:
             pending.discard(partition)
-            consumer.pause([TopicPartition(topic, partition)])  # fetch no further than its end
+            reader.pause([TopicPartition(topic, partition)])  # fetch no further than its end
 
         while pending:
-            msg = consumer.poll(0.2)
+            msg = reader.poll(0.2)
             if msg is None:
                 if time.monotonic() - last_progress > stall_timeout_s:
                     short = {p: ends[p] for p in sorted(pending)}
@@ -347,14 +351,9 @@ def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[in
             yield _to_record(msg)
             if msg.offset() >= ends[partition] - 1:
                 finish(partition)
-    finally:
-        consumer.close()
 
 
 def commit_offsets(bootstrap: str, topic: str, group_id: str, offsets: dict[int, int], timeout_s: float = 10.0) -> None:
     """Record `offsets` (partition -> next offset to read) as `group_id`'s position in `topic`."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
-    try:
-        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
-    finally:
-        consumer.close()
+    with consumer(bootstrap, group_id=group_id) as reader:
+        reader.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)

@@ -119,18 +119,14 @@ def collect(
     watch: Callable[[], None] = lambda: None,
 ) -> Collected:
     """Read the result and DLQ topics from the start until `done(collected)` or the deadline."""
-    from confluent_kafka import Consumer
-
     out = Collected()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-collect-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "topic.metadata.refresh.interval.ms": 1000})
-    consumer.subscribe([result_topic, dlq_topic])
-    deadline = time.monotonic() + timeout_s
-    try:
+    with kafka_io.consumer(bootstrap, from_earliest=True,
+                           config={"topic.metadata.refresh.interval.ms": 1000}) as reader:
+        reader.subscribe([result_topic, dlq_topic])
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not done(out):
             watch()
-            msg = consumer.poll(0.2)
+            msg = reader.poll(0.2)
             if msg is None or msg.error():
                 continue
             if msg.topic() == result_topic:
@@ -146,8 +142,6 @@ def collect(
                     continue
                 if keep_dead(letter):
                     out.dead.append(letter)
-    finally:
-        consumer.close()
     return out
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import NewPartitions
 
 from bench.results import append_results, markdown_table
@@ -50,8 +49,9 @@ class SteadyProducer(threading.Thread):
     def __init__(self, bootstrap: str, topic: str, bucket: str) -> None:
         super().__init__(daemon=True)
         self.topic, self.bucket, self.run_id = topic, bucket, uuid.uuid4().hex[:8]
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                                  "topic.metadata.refresh.interval.ms": 1000})  # sees added partitions
+        self.producer = kafka_io.producer(bootstrap, config={
+            "enable.idempotence": True, "linger.ms": 5,
+            "topic.metadata.refresh.interval.ms": 1000})  # sees added partitions
         self.done = threading.Event()
         self.sent = 0
 

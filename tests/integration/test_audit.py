@@ -123,13 +123,12 @@ def test_audit_finds_the_lost_and_the_doubled_follows_replays_and_repairs_once(j
 
 
 def test_an_outcome_in_an_open_transaction_is_pending_not_missing(job: Job):
-    from confluent_kafka import Producer
 
     kafka_io.produce(job.bootstrap, job.inp, [(b"k", b'{"bucket": "b-1", "key": "a.jpg"}')])
     (rec,) = job.records()
     job.commit()
     out = build_result(decode_image_messages(rec.value)[0], as_input(rec), 0, TEAM, RESPONSE, 1.0, 1, 1)
-    producer = Producer({"bootstrap.servers": job.bootstrap, "transactional.id": unique("audit-open")})
+    producer = kafka_io.producer(job.bootstrap, config={"transactional.id": unique("audit-open")})
     producer.init_transactions(30)
     producer.begin_transaction()
     producer.produce(job.out, value=out.value, key=out.key)

@@ -144,11 +144,10 @@ def test_a_large_dlq_on_several_partitions_is_read_whole_without_a_consumer_grou
 
 
 def test_a_read_ends_at_the_last_stable_offset_past_transaction_markers(bootstrap, new_topic):
-    from confluent_kafka import Producer
 
     topic = new_topic("ledger")
     kafka_io.produce_in_transaction(bootstrap, [(topic, b"k1", b"v1", []), (topic, b"k2", b"v2", [])])
-    open_txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("test-open-txn")})
+    open_txn = kafka_io.producer(bootstrap, config={"transactional.id": unique("test-open-txn")})
     open_txn.init_transactions(10)
     open_txn.begin_transaction()
     open_txn.produce(topic, value=b"not committed yet")

@@ -8,20 +8,10 @@ import json
 import subprocess
 import sys
 
-from confluent_kafka import Consumer, TopicPartition
-
 from imagery import kafka_io
 from imagery.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
 from imagery.local.inference_service import free_port
 from tests.conftest import unique
-
-
-def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
-    finally:
-        consumer.close()
 
 
 def test_lag_is_end_offsets_minus_the_group_committed_offsets(bootstrap, new_topic):
@@ -29,7 +19,7 @@ def test_lag_is_end_offsets_minus_the_group_committed_offsets(bootstrap, new_top
     kafka_io.produce(bootstrap, topic, [(f"k{i}".encode(), b"v") for i in range(40)])
     ends = kafka_io.end_offsets(bootstrap, topic)
     assert sum(ends.values()) == 40
-    commit(bootstrap, group, topic, {0: ends[0] // 2, 1: ends[1]})  # half of partition 0 left
+    kafka_io.commit_offsets(bootstrap, topic, group, {0: ends[0] // 2, 1: ends[1]})  # half of partition 0 left
     lag = consumer_lag(bootstrap, topic, group)
     assert {p: v["lag"] for p, v in lag.items()} == {0: ends[0] - ends[0] // 2, 1: 0}
     assert lag[0]["committed"] == ends[0] // 2 and lag[1]["end"] == ends[1]
@@ -38,7 +28,7 @@ def test_lag_is_end_offsets_minus_the_group_committed_offsets(bootstrap, new_top
 def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, new_topic):
     topic, group = new_topic("health-in"), unique("g")
     kafka_io.produce(bootstrap, topic, [b"a", b"b", b"c"])
-    commit(bootstrap, group, topic, {0: 1})
+    kafka_io.commit_offsets(bootstrap, topic, group, {0: 1})
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a Flink and a service that are down
     team = Team("fruit", service_url=nowhere, input_topic=topic, group_id=group, job_name=unique("job"))
     report = check_all(stack_settings, [team, Team("orchard", input_topic=unique("none"))], bootstrap=bootstrap,
