@@ -22,9 +22,10 @@ setup: $(VENV)/.ready
 	$(PY) -m imagery.cli setup
 	$(MAKE) --no-print-directory weights
 
-# the fruit team's weights (made on this machine from synthetic samples); compose mounts ./weights
+# the fruit team's weights, weights/<adapters.fruit_defect.train.WEIGHTS_FILE> (made on this machine from synthetic
+# samples); compose mounts ./weights
 weights: $(VENV)/.ready
-	$(PY) -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
+	$(PY) -m adapters.fruit_defect.train
 
 deps: $(DEPS)/.complete
 

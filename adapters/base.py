@@ -27,7 +27,6 @@ import torch
 from adapters import imaging
 
 # The weights directory: /app/weights in the service's image (mounted there), <checkout>/weights in development.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 @runtime_checkable

@@ -17,12 +17,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from adapters.base import WEIGHTS_DIR, TorchClassifierRunner, existing_file
+from adapters.base import TorchClassifierRunner, existing_file
 from adapters.fruit_defect.model import FruitDefectNet
-from adapters.fruit_defect.train import META_NAME, WEIGHTS_FORMAT
+from adapters.fruit_defect.train import DEFAULT_WEIGHTS, META_NAME, WEIGHTS_FORMAT
 
 TEAM = "fruit"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "fruit_cls_best.ts"  # the seed's name for the file; its format is a state dict
 
 
 class FruitRunner(TorchClassifierRunner):

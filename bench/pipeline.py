@@ -107,8 +107,7 @@ def main() -> None:
     bucket, topics_made = f"fruit-bench-{run}", []
     minio = stack.minio_client(settings)
     try:
-        subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train", "--out",
-                        str(REPO_ROOT / "weights" / "fruit_cls_best.ts")], check=True, cwd=REPO_ROOT)
+        subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train"], check=True, cwd=REPO_ROOT)
         minio.make_bucket(bucket)
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([sys.executable, "-m", "adapters.fruit_defect.samples", "--out", tmp,

@@ -38,6 +38,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.fruit_defect.samples import KINDS, make_image  # noqa: E402
+from adapters.fruit_defect.train import WEIGHTS_FILE as FRUIT_WEIGHTS_FILE  # noqa: E402
 from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
 from imagery.local import stack  # noqa: E402
@@ -61,7 +62,7 @@ class ServiceFrom(InferenceService):
 
 
 WEIGHTS = {  # team -> (weights file, the command that makes it)
-    "fruit": ("weights/fruit_cls_best.ts", ["-m", "adapters.fruit_defect.train", "--out"]),
+    "fruit": (f"weights/{FRUIT_WEIGHTS_FILE}", ["-m", "adapters.fruit_defect.train", "--out"]),
     "resnet50": ("weights/resnet50.pt", ["-m", "adapters.resnet50_weights", "--out"]),
 }
 

@@ -424,17 +424,18 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
     the teams' input topics, and (with --weights-dir) check their weights. Idempotent: compose's `init` runs it."""
     from minio import Minio
 
-    from imagery.provision import ProvisionError, TeamSpec
+    from imagery.provision import ProvisionError
     from imagery.provision import provision as run_provision
+    from imagery.teams import Team, TeamSpecError
 
     try:
-        specs = [TeamSpec.parse(text) for text in teams]
+        specs = [Team.from_spec(text) for text in teams]
         local = StackSettings()
         client = Minio(minio or local.minio_endpoint,
                        access_key=os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key),
                        secret_key=os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key), secure=False)
         run_provision(_bootstrap(bootstrap), client, weights_dir, specs, log=console.print)
-    except ProvisionError as exc:
+    except (ProvisionError, TeamSpecError) as exc:
         _fail(exc)
 
 

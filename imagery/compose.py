@@ -10,49 +10,17 @@ from pathlib import Path
 
 import jinja2
 import yaml
-from pydantic import BaseModel, Field
 
 from imagery.local import prometheus
 from imagery.local.versions import FLINK_VERSION, KAFKA_VERSION
-from imagery.provision import events_target_id
 from imagery.repo import DEPLOY_DIR, REPO_ROOT
+from imagery.teams import TEAMS_FILE, Team, load_teams, parse_teams
 from schemas import limits, topics
 from streaming.dispatch.metrics import REPORTER_FACTORY
 
 FIRST_HTTP_PORT = 28001
 # every Flink container of the stack runs one reporter, so it always gets the range's first port
 FLINK_REPORTER_PORT = prometheus.port_range()[0]
-
-
-class ComposeTeam(BaseModel):
-    """One team's entry in deploy/teams.yaml."""
-
-    team: str
-    weights: str = Field(description="the file in ./weights the team's service loads")
-    partitions: int = Field(4, ge=1)
-    parallelism: int = Field(2, ge=1)
-    http_port: int = Field(ge=1, le=65535)
-    items_per_request: int = Field(8, ge=1)
-
-    @property
-    def service(self) -> str:  # compose service names have no '_'
-        return self.team.replace("_", "-")
-
-    @property
-    def bucket(self) -> str:
-        return topics.team_bucket(self.team)
-
-    @property
-    def target_id(self) -> str:
-        return events_target_id(self.team)
-
-    @property
-    def input_topic(self) -> str:
-        return topics.input_topic(self.team)
-
-    @property
-    def group_id(self) -> str:
-        return topics.dispatcher_group(self.team)
 
 
 @dataclass(frozen=True)
@@ -65,19 +33,11 @@ class ComposeFiles:
 
     @classmethod
     def in_repo(cls, root: Path = REPO_ROOT) -> ComposeFiles:
-        return cls(root / "deploy" / "teams.yaml", root / "compose.yaml", root / "compose.gpu.yaml",
+        return cls(root / TEAMS_FILE.relative_to(REPO_ROOT), root / "compose.yaml", root / "compose.gpu.yaml",
                    root / "deploy" / "prometheus.yml")
 
 
-def _teams(text: str) -> list[ComposeTeam]:
-    return [ComposeTeam(**entry) for entry in (yaml.safe_load(text) or {}).get("teams") or []]
-
-
-def load_teams(path: Path) -> list[ComposeTeam]:
-    return _teams(path.read_text())
-
-
-def prometheus_config(teams: list[ComposeTeam]) -> str:
+def prometheus_config(teams: list[Team]) -> str:
     """The stack's Prometheus: the local one's config (imagery/local/prometheus.py), with each team's service by
     its compose name, and Flink's JobManager and TaskManagers found by DNS (so scaled TaskManagers are scraped)."""
     config = prometheus.config({t.team: [f"{t.service}-inference-http:8000"] for t in teams}, interval_s=15,
@@ -91,8 +51,11 @@ def prometheus_config(teams: list[ComposeTeam]) -> str:
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
-def render(teams: list[ComposeTeam], template_dir: Path = DEPLOY_DIR) -> dict[str, str]:
+def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]:
     """{"compose.yaml": ..., "compose.gpu.yaml": ..., "prometheus.yml": ...} for these teams."""
+    unpublished = [t.team for t in teams if t.http_port is None]
+    if unpublished:
+        raise ValueError(f"teams without an http_port (where compose publishes their service): {unpublished}")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     context = {
@@ -116,14 +79,14 @@ def write(files: ComposeFiles) -> None:
     files.prometheus.write_text(rendered["prometheus.yml"])
 
 
-def add_team(files: ComposeFiles, team: str, weights: str) -> ComposeTeam:
+def add_team(files: ComposeFiles, team: str, weights: str) -> Team:
     """Append `team` to the teams file (the next free host port; the file's comments kept) and regenerate the
     compose files."""
     text = files.teams.read_text()
-    teams = _teams(text)
+    teams = parse_teams(text)
     if any(t.team == team for t in teams):
         raise ValueError(f"{files.teams} already has team {team}")
-    entry = ComposeTeam(team=team, weights=weights,
+    entry = Team(team=team, weights=weights,
                         http_port=max((t.http_port for t in teams), default=FIRST_HTTP_PORT - 1) + 1)
     block = yaml.safe_dump([entry.model_dump()], sort_keys=False)
     files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if teams

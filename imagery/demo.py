@@ -23,11 +23,13 @@ from imagery.local import stack
 from imagery.local.inference_service import InferenceService
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages
+from imagery.repo import WEIGHTS_DIR
+from imagery.teams import team_named
 from schemas import topics
 
 TEAM = "fruit"
 DEMO_BUCKET = "fruit-demo"  # a team reads its own buckets (ALLOWED_BUCKETS: fruit, fruit-*)
-WEIGHTS = REPO_ROOT / "weights" / "fruit_cls_best.ts"
+WEIGHTS = WEIGHTS_DIR / team_named(TEAM).weights  # deploy/teams.yaml: the file compose mounts for the team
 
 
 def _sample_images(count: int, out_dir: Path) -> list[Path]:

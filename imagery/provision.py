@@ -6,48 +6,18 @@ s3:ObjectCreated events of uploads to its input topic, so that an upload alone s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from imagery import kafka_io
+from imagery.teams import Team
 from schemas import topics
-
-
-def events_target_id(team: str) -> str:
-    """The id of the team's MinIO Kafka notification target (MINIO_NOTIFY_KAFKA_*_<ID> in compose.yaml)."""
-    return team.upper()
 
 
 class ProvisionError(RuntimeError):
     """A team cannot start; the message says what is missing and how to fix it."""
 
 
-@dataclass(frozen=True)
-class TeamSpec:
-    team: str
-    partitions: int
-    weights: str
-
-    @classmethod
-    def parse(cls, text: str) -> TeamSpec:
-        """TEAM:PARTITIONS:WEIGHTS_FILE, as compose.yaml's `init` passes them."""
-        try:
-            team, partitions, weights = text.split(":")
-            return cls(team, int(partitions), weights)
-        except ValueError as exc:
-            raise ProvisionError(f"{text!r} is not TEAM:PARTITIONS:WEIGHTS_FILE") from exc
-
-    @property
-    def bucket(self) -> str:
-        return topics.team_bucket(self.team)
-
-    @property
-    def events_target(self) -> str:
-        """The ARN of the MinIO Kafka target compose.yaml declares for the team."""
-        return f"arn:minio:sqs::{events_target_id(self.team)}:kafka"
-
-
-def check_weights(weights_dir: Path, teams: list[TeamSpec]) -> None:
+def check_weights(weights_dir: Path, teams: list[Team]) -> None:
     missing = [t for t in teams if not (weights_dir / t.weights).is_file()]
     if missing:
         lines = [f"  weights/{t.weights} (team {t.team})" for t in missing]
@@ -61,14 +31,14 @@ def check_weights(weights_dir: Path, teams: list[TeamSpec]) -> None:
                              + ": make them readable by others (chmod a+r)")
 
 
-def ensure_topics(bootstrap: str, teams: list[TeamSpec], dlq_partitions: int = 4) -> list[str]:
+def ensure_topics(bootstrap: str, teams: list[Team], dlq_partitions: int = 4) -> list[str]:
     for t in teams:
         kafka_io.create_topics(bootstrap, [topics.input_topic(t.team), topics.result_topic(t.team)], t.partitions)
     kafka_io.create_topics(bootstrap, [topics.DLQ_TOPIC, topics.replay_ledger()], dlq_partitions)
     return [name for t in teams for name in (topics.input_topic(t.team), topics.result_topic(t.team))]
 
 
-def ensure_bucket_events(client, team: TeamSpec) -> None:
+def ensure_bucket_events(client, team: Team) -> None:
     """The team's bucket, with its uploads' events going to the team's input topic."""
     from minio.notificationconfig import NotificationConfig, QueueConfig
 
@@ -79,7 +49,7 @@ def ensure_bucket_events(client, team: TeamSpec) -> None:
     client.set_bucket_notification(team.bucket, config)
 
 
-def provision(bootstrap: str, minio_client, weights_dir: Path | None, teams: list[TeamSpec],
+def provision(bootstrap: str, minio_client, weights_dir: Path | None, teams: list[Team],
               log=print) -> None:
     if weights_dir is not None:
         check_weights(weights_dir, teams)

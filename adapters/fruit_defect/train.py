@@ -1,6 +1,6 @@
 """Train the fruit classifier on generated images and save it as a state dict (with its metadata inside).
 
-    python -m adapters.fruit_defect.train --out weights/fruit_cls_best.ts
+    python -m adapters.fruit_defect.train            (writes weights/<WEIGHTS_FILE>)
 
 Deterministic: fixed seeds for the images, the initialisation and the order of the batches. The result is
 cached under `$IMAGERY_CACHE_DIR/weights/fruit-<hash>/` (default ~/.cache/imagery), keyed by a hash of the
@@ -25,6 +25,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from adapters import WEIGHTS_DIR
+
+# The fruit team's weights file, in ./weights (deploy/teams.yaml names the same file for compose; a test holds
+# the two together). The name ends in .ts for the deployments that mount it; its format is WEIGHTS_FORMAT.
+WEIGHTS_FILE = "fruit_cls_best.ts"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / WEIGHTS_FILE
 WEIGHTS_FORMAT = "imagery.fruit_defect.state_dict/1"  # {"format", "meta": JSON text, "state_dict"}, torch.save'd
 META_NAME = "meta.json"  # the extra file inside a TorchScript archive (the format of the weights made before)
 
@@ -102,7 +108,7 @@ def _save_atomically(write, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("weights/fruit_cls_best.ts"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--force", action="store_true", help="train even if a matching model exists")
     parser.add_argument("--train-count", type=int, default=1000)
     parser.add_argument("--val-count", type=int, default=300)
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     key = code_hash(args)
-    cached = cache_dir() / f"fruit-{key}" / "fruit_cls_best.ts"
+    cached = cache_dir() / f"fruit-{key}" / WEIGHTS_FILE
     if not args.force:
         if (read_meta(args.out) or {}).get("code_hash") == key:
             print(f"{args.out} is up to date (code hash {key})")

@@ -47,3 +47,13 @@ def test_folding_the_batch_norms_into_the_convolutions_keeps_the_outputs(fruit_w
     x = torch.randn(4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         assert torch.allclose(folded(x), plain.eval()(x), atol=1e-4)
+
+
+def test_compose_mounts_the_file_the_fruit_adapter_makes():
+    """deploy/teams.yaml (compose, provisioning, the demo) and the adapter's trainer name the same file."""
+    from adapters.fruit_defect.train import DEFAULT_WEIGHTS, WEIGHTS_FILE
+    from imagery.repo import WEIGHTS_DIR
+    from imagery.teams import team_named
+
+    assert team_named("fruit").weights == WEIGHTS_FILE
+    assert DEFAULT_WEIGHTS == WEIGHTS_DIR / WEIGHTS_FILE
