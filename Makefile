@@ -15,6 +15,12 @@ PYTEST_ARGS ?=
 # the linter lives in a venv of its own in the cache, keyed by its version (it is not a dependency of the code)
 RUFF_VERSION := 0.17.6
 RUFF       := $(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/ruff
+# the type checker likewise; pydantic's mypy plugin runs inside mypy's own interpreter, so that venv also has the
+# locked pydantic (and is keyed by its version); the third-party types come from .venv (--python-executable)
+MYPY_VERSION := 2.4.1
+PYDANTIC_VERSION := $(shell sed -n 's/^pydantic==//p' requirements.lock)
+MYPY_DIR   := $(CACHE)/tools/mypy-$(MYPY_VERSION)-pydantic-$(PYDANTIC_VERSION)
+MYPY       := $(MYPY_DIR)/bin/mypy
 
 .PHONY: setup deps up down status lint test test-faults test-gpu test-unit test-compose weights demo bench lock schemas clean
 
@@ -58,8 +64,16 @@ $(RUFF):
 	rm -rf $(CACHE)/tools/ruff-$(RUFF_VERSION) && $(PYTHON) -m venv $(CACHE)/tools/ruff-$(RUFF_VERSION)
 	$(CACHE)/tools/ruff-$(RUFF_VERSION)/bin/pip install --disable-pip-version-check -q ruff==$(RUFF_VERSION)
 
-lint: $(RUFF)
+$(MYPY):
+	rm -rf $(MYPY_DIR) && $(PYTHON) -m venv $(MYPY_DIR)
+	$(MYPY_DIR)/bin/pip install --disable-pip-version-check -q -c requirements.lock \
+		mypy==$(MYPY_VERSION) pydantic==$(PYDANTIC_VERSION)
+
+# mypy's settings and the packages it checks are in pyproject.toml ([tool.mypy]); its cache is shared by every
+# checkout (entries are checked by content hash), so a fresh clone does not re-analyse torch
+lint: $(RUFF) $(MYPY) $(VENV)/.ready
 	$(RUFF) check .
+	$(MYPY) --python-executable $(PY) --cache-dir $(MYPY_DIR)/cache
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)

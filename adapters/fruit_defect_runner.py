@@ -28,13 +28,14 @@ class FruitRunner(TorchClassifierRunner):
     model_name = "fruit_defect_cnn"
 
     def __init__(self, weights_path: str | None = None, model_tag: str | None = None) -> None:
-        super().__init__(existing_file(weights_path or DEFAULT_WEIGHTS), model_tag)
-        if _is_torchscript(self.weights_path):
-            self.model, meta = _load_torchscript(self.weights_path)
+        path = existing_file(weights_path or DEFAULT_WEIGHTS)
+        super().__init__(path, model_tag)
+        if _is_torchscript(path):
+            self.model, meta = _load_torchscript(path)
         else:
-            saved = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(saved, dict) or saved.get("format") != WEIGHTS_FORMAT:
-                raise ValueError(f"{self.weights_path} is not a fruit weights file ({WEIGHTS_FORMAT})")
+                raise ValueError(f"{path} is not a fruit weights file ({WEIGHTS_FORMAT})")
             meta = json.loads(saved["meta"])
             model = FruitDefectNet(num_classes=len(meta["labels"]))
             model.load_state_dict(saved["state_dict"])
@@ -59,7 +60,8 @@ def _fold_batch_norms(model: FruitDefectNet) -> FruitDefectNet:
     """Each convolution absorbs the batch norm after it (eval mode: a fixed scale and shift): one kernel fewer per
     block in every forward pass, the same outputs (what torch.jit.freeze did for the TorchScript file)."""
     for block in model.features:
-        if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
+        if (isinstance(block, nn.Sequential) and isinstance(block[0], nn.Conv2d)
+                and isinstance(block[1], nn.BatchNorm2d)):
             block[0] = fuse_conv_bn_eval(block[0], block[1])
             block[1] = nn.Identity()
     return model

@@ -26,9 +26,10 @@ class ResNet50Runner(TorchClassifierRunner):
     std = (0.229, 0.224, 0.225)
 
     def __init__(self, weights_path: str | None = None, model_tag: str | None = None) -> None:
-        super().__init__(existing_file(weights_path or DEFAULT_WEIGHTS), model_tag)
+        path = existing_file(weights_path or DEFAULT_WEIGHTS)
+        super().__init__(path, model_tag)
         model = resnet50(weights=None)
-        model.load_state_dict(torch.load(self.weights_path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.model = model.eval()
 
     def extra_fields(self, probs: torch.Tensor) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from imagery import kafka_io
 from imagery.local import stack
 from imagery.local.inference_service import InferenceService
 from imagery.local.settings import StackSettings
-from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages
+from imagery.pipeline_run import REPO_ROOT, Collected, DispatcherProcess, collect, produce_messages
 from imagery.repo import WEIGHTS_DIR
 from imagery.teams import team_named
 from schemas import topics
@@ -78,9 +78,11 @@ def run_demo(count: int = 12, console: Console | None = None, timeout_s: float =
                 # the first message waits for the job to start (tens of seconds on a MiniCluster), then the rest
                 # are published, so their end-to-end times show the pipeline, not the JVM starting
                 t0 = time.monotonic()
+                first = messages[0]
+                assert isinstance(first, dict)  # the images' messages come first
                 produce_messages(settings.bootstrap, inp, messages[:1])
                 collect(settings.bootstrap, out, topics.DLQ_TOPIC, done=lambda c: bool(c.results or c.dead),
-                        timeout_s=timeout_s, keep_result=lambda r: r.get("id") == messages[0]["id"],
+                        timeout_s=timeout_s, keep_result=lambda r: r.get("id") == first["id"],
                         keep_dead=lambda d: run in (d.original_value_text or ""), watch=job.check_alive)
                 console.print(f"dispatcher running after {time.monotonic() - t0:.0f}s")
                 t0 = time.monotonic()
@@ -101,7 +103,7 @@ def run_demo(count: int = 12, console: Console | None = None, timeout_s: float =
         stack.down(settings, started, log=console.print)
 
 
-def _print_tables(console: Console, got, seconds: float) -> None:
+def _print_tables(console: Console, got: Collected, seconds: float) -> None:
     results = Table(title=f"inference.results.{TEAM} ({len(got.results)} results)")
     for col in ("key", "label", "score", "batch", "service ms", "end-to-end ms"):
         results.add_column(col, no_wrap=col == "key")

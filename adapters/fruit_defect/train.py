@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from adapters import WEIGHTS_DIR
@@ -72,7 +73,7 @@ class _TensorlessUnpickler(pickle.Unpickler):
     """Unpickles torch.save's data.pkl without torch: every torch object (tensors, their storages) becomes None,
     and nothing outside torch but OrderedDict is accepted, so no code from the file runs."""
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201  (pickle's own signature)
+    def find_class(self, module: str, name: str) -> Callable[..., object]:
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "torch" or module.startswith("torch."):
@@ -91,7 +92,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("IMAGERY_CACHE_DIR", Path.home() / ".cache" / "imagery")) / "weights"
 
 
-def _save_atomically(write, dest: Path) -> None:
+def _save_atomically(write: Callable[[Path], object], dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)

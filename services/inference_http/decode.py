@@ -12,6 +12,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -133,7 +134,8 @@ def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int
             decoded = []
             for tensor in encoded:
                 try:
-                    decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+                    # one tensor in, one tensor out (decode_jpeg's return type covers the list form too)
+                    decoded.append(cast(torch.Tensor, decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device)))
                 except RuntimeError:
                     decoded.append(None)
         # images of one size (a camera's frames) are resized together: one batched kernel instead of one per image

@@ -191,20 +191,20 @@ class LocalPath(ForwardPath):
         the eager one, and dropped for it if they disagree."""
         backend = self._compile_backend()
         runner = self.runner
-        compiling = backend != "off" and isinstance(runner, CompilableRunner)
-        if compiling:
-            await in_thread(self._infer_pool, runner.compile_forward, backend, self.settings.compile_mode)
+        compilable = runner if backend != "off" and isinstance(runner, CompilableRunner) else None
+        compiling = compilable is not None
+        if compilable is not None:
+            await in_thread(self._infer_pool, compilable.compile_forward, backend, self.settings.compile_mode)
         sizes = warmup_sizes(self.batcher.max_batch_size)
         try:
             await self._warm_sizes(sample, sizes)
         except RuntimeError:
-            if not compiling:
+            if compilable is None:
                 raise
             # compiling itself failed (no C compiler for Triton's launcher, an unsupported operator...): the eager
             # pass still serves, and /readyz says so; a failure of the eager pass is the warm-up's failure
             log.exception("the compiled forward pass failed during warm-up; serving the eager one")
-            assert isinstance(runner, CompilableRunner)
-            runner.eager_forward()
+            compilable.eager_forward()
             compiling = False
             self.forward = f"eager (compiling with {backend} failed at warm-up: see the log)"
             self.info = dataclasses.replace(self.info, forward=self.forward)

@@ -45,6 +45,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     _head_timer: asyncio.TimerHandle | None = None
 
+    # uvicorn's own connection_made takes asyncio.Transport, not asyncio's BaseTransport (and ignores it the same way)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()

@@ -17,6 +17,7 @@ import re
 import time
 from collections import OrderedDict
 from datetime import timedelta
+from functools import partial
 
 import certifi
 import obstore
@@ -66,7 +67,9 @@ class ObjectStore:
     def __init__(self, settings: ServiceSettings) -> None:
         self.endpoint = settings.minio_endpoint
         self.max_bytes = settings.max_object_bytes
-        self._store_config = dict(
+        # a store for one bucket: S3Store(bucket) with these settings (partial, so mypy checks them against S3Store)
+        self._new_store = partial(
+            S3Store,
             endpoint=f"{'https' if settings.minio_secure else 'http'}://{settings.minio_endpoint}",
             access_key_id=settings.minio_access_key,
             secret_access_key=settings.minio_secret_key.get_secret_value(),
@@ -92,7 +95,7 @@ class ObjectStore:
     def _store(self, bucket: str) -> S3Store:
         store = self._stores.get(bucket)
         if store is None:
-            store = self._stores[bucket] = S3Store(bucket, **self._store_config)
+            store = self._stores[bucket] = self._new_store(bucket)
             if len(self._stores) > _MAX_STORES:
                 self._stores.popitem(last=False)
         return store

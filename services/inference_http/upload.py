@@ -35,7 +35,7 @@ def parse_upload(content_type: str, body: bytes) -> Upload:
         raise BadRequest("the multipart/form-data body is malformed: "
                          + (", ".join(type(d).__name__ for d in message.defects) or "it holds no parts"))
     parts: dict[str, Message] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             raise BadRequest("every part of the form needs a name (Content-Disposition: form-data; name=...)")
