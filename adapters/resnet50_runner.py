@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from adapters.base import WEIGHTS_DIR, TorchClassifierRunner, existing_file
+from adapters import WEIGHTS_DIR
+from adapters.base import TorchClassifierRunner, existing_file
 
 TEAM = "resnet50"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "resnet50.pt"

@@ -50,7 +50,8 @@ def job_cpu_s(pid: int) -> dict[str, float]:
 def output_times(bootstrap: str, topic: str, partitions: int) -> list[int]:
     """Broker timestamps of every record in `topic`, read once the job is done (so reading costs the job nothing)."""
     ends = kafka_io.end_offsets(bootstrap, topic)
-    times, want = [], sum(ends.values())
+    times: list[int] = []
+    want = sum(ends.values())
     with kafka_io.consumer(bootstrap) as reader:
         reader.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         deadline = time.monotonic() + 120

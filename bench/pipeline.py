@@ -47,7 +47,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def arrivals(rate: float, seconds: float, seed: int = 7) -> list[float]:
     """Poisson arrival offsets (s) at `rate` per second."""
-    rng, t, out = random.Random(seed), 0.0, []
+    rng, t = random.Random(seed), 0.0
+    out: list[float] = []
     while True:
         t += rng.expovariate(rate)
         if t >= seconds:

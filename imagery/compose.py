@@ -87,7 +87,7 @@ def add_team(files: ComposeFiles, team: str, weights: str) -> Team:
     if any(t.team == team for t in teams):
         raise ValueError(f"{files.teams} already has team {team}")
     entry = Team(team=team, weights=weights,
-                        http_port=max((t.http_port for t in teams), default=FIRST_HTTP_PORT - 1) + 1)
+                        http_port=max((t.http_port for t in teams if t.http_port), default=FIRST_HTTP_PORT - 1) + 1)
     block = yaml.safe_dump([entry.model_dump()], sort_keys=False)
     files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if teams
                            else text + "teams:\n" + block)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,12 +16,18 @@ from confluent_kafka import (
     IsolationLevel,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from schemas import limits
+
+# librdkafka settings by their own names ({"linger.ms": 5}; some have underscores, like "log_level")
+ClientConfig = Mapping[str, str | int | float | bool]
+# Kafka record headers as the tooling writes them: (name, value) pairs, names may repeat
+Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass
@@ -35,13 +41,12 @@ class Record:
     timestamp_ms: int | None = None
 
 
-# Every client here is built by `admin`, `producer` or `consumer`; `config` adds librdkafka settings by their own
-# names ({"linger.ms": 5}; some have underscores, like "log_level").
-def admin(bootstrap: str, config: Mapping[str, object] | None = None) -> AdminClient:
+# Every client here is built by `admin`, `producer` or `consumer`; `config` adds librdkafka settings to theirs.
+def admin(bootstrap: str, config: ClientConfig | None = None) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
 
 
-def producer(bootstrap: str, config: Mapping[str, object] | None = None) -> Producer:
+def producer(bootstrap: str, config: ClientConfig | None = None) -> Producer:
     """A producer whose records may be as large as Kafka's 1 MiB (librdkafka's own default, 1,000,000, is below
     it, and the dispatcher's records are built to fit Kafka's limit)."""
     return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES,
@@ -50,7 +55,7 @@ def producer(bootstrap: str, config: Mapping[str, object] | None = None) -> Prod
 
 @contextmanager
 def consumer(bootstrap: str, *, group_id: str | None = None, read_committed: bool = True,
-             from_earliest: bool = False, config: Mapping[str, object] | None = None) -> Iterator[Consumer]:
+             from_earliest: bool = False, config: ClientConfig | None = None) -> Iterator[Consumer]:
     """A consumer that never commits on its own, closed on leaving the block.
 
     `group_id` None names a throwaway reader (the client requires one; `assign()` joins no group with it).
@@ -98,11 +103,15 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
             pass  # already gone is fine for cleanup
 
 
+def _wire(headers: Headers | None) -> list[tuple[str, str | bytes | None]] | None:
+    return None if headers is None else list(headers)
+
+
 def produce(
     bootstrap: str,
     topic: str,
-    values: Iterable[bytes | tuple[bytes | None, bytes] | tuple[bytes | None, bytes, list[tuple[str, bytes]]]],
-    headers: list[tuple[str, bytes]] | None = None,
+    values: Iterable[bytes | tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Headers]],
+    headers: Headers | None = None,
     timeout_s: float = 30.0,
 ) -> int:
     """Produce values, (key, value) pairs or (key, value, headers) triples; wait until every one is acknowledged."""
@@ -113,8 +122,8 @@ def produce(
         if not isinstance(item, tuple):
             item = (None, item)
         key, value, item_headers = item if len(item) == 3 else (*item, headers)
-        client.produce(topic, value=value, key=key, headers=item_headers,
-                         on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        client.produce(topic, value=value, key=key, headers=_wire(item_headers),
+                       on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
         client.poll(0)
         count += 1
     remaining = client.flush(timeout_s)
@@ -123,7 +132,7 @@ def produce(
     return count
 
 
-def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, Headers]],
                            timeout_s: float = 30.0) -> int:
     """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
     client = producer(bootstrap, config={"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
@@ -132,7 +141,7 @@ def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | 
     count = 0
     try:
         for topic, key, value, headers in records:
-            client.produce(topic, value=value, key=key, headers=headers)
+            client.produce(topic, value=value, key=key, headers=_wire(headers))
             client.poll(0)
             count += 1
         client.commit_transaction(timeout_s)
@@ -142,12 +151,18 @@ def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | 
     return count
 
 
-def _to_record(msg) -> Record:
+def _to_record(msg: Message) -> Record:
+    """A consumed message (not an error event: those carry no topic, partition or offset) as a Record."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None, msg.error()
     ts_type, ts = msg.timestamp()
-    return Record(
-        topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=msg.key(), value=msg.value(),
-        headers={k: (v or b"") for k, v in (msg.headers() or [])}, timestamp_ms=ts if ts_type else None,
-    )
+    headers: dict[str, bytes] = {}
+    received = msg.headers() or []  # a list of pairs from a consumer (the type also allows a dict)
+    for name, value in received.items() if isinstance(received, dict) else received:
+        headers[name] = value.encode() if isinstance(value, str) else (value or b"")
+    key = msg.key()
+    return Record(topic=topic, partition=partition, offset=offset, key=key.encode() if isinstance(key, str) else key,
+                  value=msg.value(), headers=headers, timestamp_ms=ts if ts_type else None)
 
 
 def read_topic(
@@ -189,10 +204,10 @@ def iter_topic(
             msg = reader.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            if (error := msg.error()) is not None:
+                if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     continue
-                raise RuntimeError(f"reading {topic}: {msg.error()}")
+                raise RuntimeError(f"reading {topic}: {error}")
             last = time.monotonic()
             n += 1
             yield _to_record(msg)
@@ -208,9 +223,11 @@ def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = reader.poll(0.2)
-            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+            if msg is None:
                 continue
-            if msg.error():
+            if (error := msg.error()) is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
                 return None
             return _to_record(msg) if msg.offset() == offset else None
         return None
@@ -337,19 +354,21 @@ def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[in
                                       f"short of their end offsets {short} ({count} records read)")
                 continue
             last_progress = time.monotonic()
-            partition = msg.partition()
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends.get(partition, 0):
+            # an assigned consumer's messages and partition-EOF events always carry both
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            if (error := msg.error()) is not None:
+                if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(partition, 0):
                     finish(partition)  # past the end (e.g. only a transaction marker was left)
-                elif msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {topic}: {msg.error()}")
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {topic}: {error}")
                 continue
-            if partition not in pending or msg.offset() >= ends[partition]:
+            if partition not in pending or offset >= ends[partition]:
                 finish(partition)  # written after the read began: not ours to return
                 continue
             count += 1
             yield _to_record(msg)
-            if msg.offset() >= ends[partition] - 1:
+            if offset >= ends[partition] - 1:
                 finish(partition)
 
 

@@ -127,17 +127,19 @@ def collect(
         while time.monotonic() < deadline and not done(out):
             watch()
             msg = reader.poll(0.2)
-            if msg is None or msg.error():
+            if msg is None or msg.error() or msg.value() is None:
                 continue
+            value = msg.value()
+            assert value is not None
             if msg.topic() == result_topic:
-                record = json.loads(msg.value())
+                record = json.loads(value)
                 if keep_result(record):
                     out.result_count += 1
                     out.results[record["id"]] = record
                     out.result_times_ms[record["id"]] = msg.timestamp()[1]
             else:
                 try:
-                    letter = DeadLetter.model_validate_json(msg.value())
+                    letter = DeadLetter.model_validate_json(value)
                 except ValueError:
                     continue
                 if keep_dead(letter):

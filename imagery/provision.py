@@ -6,7 +6,10 @@ s3:ObjectCreated events of uploads to its input topic, so that an upload alone s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from minio import Minio
 
 from imagery import kafka_io
 from imagery.teams import Team
@@ -38,7 +41,7 @@ def ensure_topics(bootstrap: str, teams: list[Team], dlq_partitions: int = 4) ->
     return [name for t in teams for name in (topics.input_topic(t.team), topics.result_topic(t.team))]
 
 
-def ensure_bucket_events(client, team: Team) -> None:
+def ensure_bucket_events(client: Minio, team: Team) -> None:
     """The team's bucket, with its uploads' events going to the team's input topic."""
     from minio.notificationconfig import NotificationConfig, QueueConfig
 
@@ -49,8 +52,8 @@ def ensure_bucket_events(client, team: Team) -> None:
     client.set_bucket_notification(team.bucket, config)
 
 
-def provision(bootstrap: str, minio_client, weights_dir: Path | None, teams: list[Team],
-              log=print) -> None:
+def provision(bootstrap: str, minio_client: Minio, weights_dir: Path | None, teams: list[Team],
+              log: Callable[[str], object] = print) -> None:
     if weights_dir is not None:
         check_weights(weights_dir, teams)
         log(f"weights: {', '.join(t.weights for t in teams)} present")
