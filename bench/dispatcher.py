@@ -33,6 +33,7 @@ from imagery.local.inference_service import free_port  # noqa: E402
 from imagery.local.processes import terminate  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
 from imagery.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
+from streaming.dispatch.config import DispatcherConfig  # noqa: E402
 
 console = Console(width=150)
 BENCH = Path(__file__).resolve().parent
@@ -122,7 +123,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per burst")
     parser.add_argument("--parallelism", default="1,2,4", help="parallelism (= partitions) of the dispatcher runs")
     parser.add_argument("--items", default="1,32", help="items per request of the p=1 runs (1 = /infer_json)")
-    parser.add_argument("--capacity", type=int, default=64)
+    parser.add_argument("--capacity", type=int, default=DispatcherConfig.model_fields["capacity"].default,
+                        help="images in flight per dispatcher instance [default: the dispatcher's]")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     parallelisms = [int(p) for p in args.parallelism.split(",")]

@@ -18,6 +18,7 @@ import orjson
 
 from schemas import InferRequest
 from schemas.inference_api import service_response_keys
+from streaming.dispatch import defaults
 from streaming.dispatch.http import Answer, HttpError, KeepAlivePool
 from streaming.dispatch.outcome import (
     WHOLE_REQUEST_TYPES,
@@ -63,7 +64,8 @@ def _now_ms() -> int:
 class Transport(Protocol):
     """What the client needs from HTTP: `KeepAlivePool` in the job; the unit tests bring their own."""
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0) -> Answer: ...
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S) -> Answer: ...
 
     async def aclose(self) -> None: ...
 
@@ -73,10 +75,10 @@ class InferenceClient:
         self,
         http_url: str,
         policy: RetryPolicy = RetryPolicy(),
-        timeout_s: float = 30.0,
-        items_per_request: int = 1,
-        max_batch_wait_ms: float = 5.0,
-        max_connections: int = 64,
+        attempt_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S,
+        items_per_request: int = defaults.ITEMS_PER_REQUEST,
+        max_batch_wait_ms: float = defaults.MAX_BATCH_WAIT_MS,
+        max_connections: int = defaults.MAX_CONNECTIONS,
         auth_token: str | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -84,10 +86,11 @@ class InferenceClient:
         self.policy = policy
         self.items_per_request = items_per_request
         self.max_batch_wait_s = max_batch_wait_ms / 1000
-        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
         headers = {"authorization": f"Bearer {auth_token}"} if auth_token else {}
         self._http: Transport = transport or KeepAlivePool(
-            self.base_url, max_connections=max_connections, connect_timeout_s=min(5.0, timeout_s), headers=headers)
+            self.base_url, max_connections=max_connections,
+            connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s), headers=headers)
         self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -98,7 +101,8 @@ class InferenceClient:
 
     async def _ready(self) -> bool:
         try:
-            return (await self._http.request("GET", "/readyz", timeout_s=2.0)).status == 200
+            answer = await self._http.request("GET", "/readyz", answer_timeout_s=defaults.READINESS_PROBE_TIMEOUT_S)
+            return answer.status == 200
         except HttpError:
             return False
 
@@ -110,7 +114,8 @@ class InferenceClient:
         """Whether the service takes our token on our route: an empty body must get the service's own 422 (auth
         and routing come before the body is read), not 401, 404 or an answer from something else."""
         try:
-            response = await self._http.request("POST", self.route, b"{}", timeout_s=5.0)
+            response = await self._http.request("POST", self.route, b"{}",
+                                                answer_timeout_s=defaults.ROUTE_PROBE_TIMEOUT_S)
         except HttpError:
             return False
         return classify_response(response).verdict is Verdict.PERMANENT and response.status == 422
@@ -162,7 +167,7 @@ class InferenceClient:
     async def _post_one(self, request: InferRequest) -> Outcome:
         try:
             body = request.model_dump_json(exclude_none=True).encode()
-            response = await self._http.request("POST", "/infer_json", body, timeout_s=self.timeout_s)
+            response = await self._http.request("POST", "/infer_json", body, answer_timeout_s=self.attempt_timeout_s)
         except HttpError as exc:
             return classify_exception(exc)
         return _result_or_misconfigured(classify_response(response))
@@ -190,7 +195,7 @@ class InferenceClient:
     async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
         body = orjson.dumps({"items": [request.model_dump(exclude_none=True) for request in requests]})
         try:
-            response = await self._http.request("POST", "/infer_batch", body, timeout_s=self.timeout_s)
+            response = await self._http.request("POST", "/infer_batch", body, answer_timeout_s=self.attempt_timeout_s)
             answer = self._split_batch(response, len(requests))
         except HttpError as exc:
             answer = classify_exception(exc)

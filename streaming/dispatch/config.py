@@ -1,92 +1,183 @@
-"""The dispatcher's settings: the seed's arguments, each also readable from the seed compose entry's variable."""
+"""The dispatcher's settings: one pydantic-settings model, each field a flag and an environment variable.
+
+`parse_args` reads the flags with pydantic-settings' `CliSettingsSource` (the flags, their types, choices and `--help`
+come from the fields) over the given environment, and pydantic validates the result: a value that cannot work is a
+usage error at start, naming its flag and variable, not a failure in a Python worker later.
+"""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import re
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas import limits, topics
-from streaming.dispatch import checkpoints
+from streaming.dispatch import checkpoints, defaults
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
-
-def option(default: Any, env: str, help: str) -> Any:
-    """A setting: its default, the seed/compose variable it is also read from, and its help. The flag is the field's
-    name with dashes (`--items-per-request`); its type and choices come from the annotation."""
-    return field(default=default, metadata={"env": env, "help": help})
+DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"
 
 
-@dataclass(frozen=True)
-class DispatcherConfig:
-    """Every setting of the dispatcher, once: `parse_args` builds the command line and the environment from it."""
+def setting(default: Any, help: str, *, env: str = "", formerly: str = "", **constraints: Any) -> Any:
+    """One setting: its default, its help and pydantic's constraints on its value. Its flag is the field's name with
+    dashes (`--items-per-request`), its variable the name in capitals (`ITEMS_PER_REQUEST`) unless `env` names
+    another (the seed's compose names); `formerly`: an older field name whose flag and variable are still read."""
+    names = {key: value for key, value in (("env", env), ("formerly", formerly)) if value}
+    return Field(default, description=help, json_schema_extra=names or None, **constraints)
 
-    bootstrap: str = option("127.0.0.1:9092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers")
-    team: str = option("", "TEAM", "team name (required)")
-    http_url: str = option("http://127.0.0.1:8000/infer_json", "HTTP_URL", "the service's /infer_json URL")
-    input_topic: str = option("", "INPUT_TOPIC", "default imagery.new.<team>")
-    output_topic: str = option("", "OUTPUT_TOPIC", "default inference.results.<team>")
-    dlq_topic: str = option(topics.DLQ_TOPIC, "DLQ_TOPIC", "dead-letter topic")
-    group_id: str = option("", "GROUP_ID", "default http-dispatcher-<team>")
-    parallelism: int = option(1, "PARALLELISM", "Flink parallelism (give the input topic at least as many partitions)")
-    capacity: int = option(64, "CAPACITY", "images in flight at the service per parallel instance")
-    group_size: int = option(
-        64, "GROUP_SIZE", "most records of one partition handed to Python at once (PyFlink's operator costs about a "
-        "millisecond per element, whatever it holds)")
-    group_wait_ms: int = option(10, "GROUP_WAIT_MS", "longest a record waits for its group to fill")
-    items_per_request: int = option(1, "ITEMS_PER_REQUEST", "1 = /infer_json, more = /infer_batch")
-    max_batch_wait_ms: float = option(5.0, "MAX_BATCH_WAIT_MS", "how long /infer_batch waits to fill")
-    request_timeout_s: float = option(30.0, "REQUEST_TIMEOUT_S", "one HTTP request's timeout")
-    attempts: int = option(5, "ATTEMPTS", "tries per message for retryable failures (outages are not counted)")
-    backoff_ms: int = option(200, "BACKOFF_MS", "first retry delay; doubles per attempt, with jitter")
-    backoff_max_ms: int = option(10_000, "BACKOFF_MAX_MS", "retry delay cap")
-    delivery_guarantee: DeliveryGuarantee = option("at-least-once", "DELIVERY_GUARANTEE",
-                                                   "at-least-once | exactly-once")
-    checkpoint_interval_ms: int = option(5_000, "CHECKPOINT_INTERVAL_MS", "Flink checkpoint interval")
-    checkpoint_dir: str = option(
-        "", "CHECKPOINT_DIR", "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the "
-        "JobManager, the TaskManagers and the submitting client share; or s3://...); default: the local stack's "
-        "state folder")
-    resume: str = option(
-        "latest", "RESUME", "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at "
-        "first) | none (start from --starting-offsets) | a checkpoint or savepoint path")
-    starting_offsets: StartingOffsets = option(
-        "group", "STARTING_OFFSETS", "group (committed offsets of --group-id, earliest if none) | earliest | latest")
-    auth_token: str | None = option(None, "AUTH_TOKEN", "bearer token for the service, if it wants one")
-    bundle_size: int = option(
-        0, "BUNDLE_SIZE", "groups per Python bundle (results are handed on when a bundle ends); 0 = 4 x the groups "
-        "in flight")
-    bundle_time_ms: int = option(
-        25, "BUNDLE_TIME_MS", "longest a Python bundle stays open (it ends when its calls are answered, and only "
-        "then are its results handed on: short bundles, short latency)")
-    job_name: str = option("", "JOB_NAME", "Flink job name (default http-dispatcher-<team>)")
-    connector_jars: tuple[str, ...] = option(
-        (), "CONNECTOR_JARS", "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached "
-        "jars of streaming/flink/connectors.txt); default none: a cluster's lib/ has them")
-    max_message_bytes: int = option(
-        limits.MAX_MESSAGE_BYTES, "MAX_MESSAGE_BYTES", "larger input records (key + value + headers) go to the DLQ as "
-        "message_too_large; at most a quarter of --max-record-bytes, so that every result and dead letter fits")
-    max_record_bytes: int = option(
-        limits.KAFKA_MAX_RECORD_BYTES, "MAX_RECORD_BYTES", "the producers' max.request.size; every record written is "
-        "built to fit (the topics and the broker must take records this large: Kafka's defaults do)")
-    restart_strategy: RestartStrategy = option(
-        "exponential-delay", "RESTART_STRATEGY",
-        "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)")
-    prometheus_port: str = option(
-        PROMETHEUS_PORTS, "PROMETHEUS_PORT", "port range of Flink's Prometheus reporter when the job runs on a local "
-        "MiniCluster (each JobManager/TaskManager takes the first free one); empty: no reporter. A cluster's own "
-        "config decides there")
-    detached: bool = option(
-        False, "IMAGERY_DETACHED", "submit and return (for `flink run --detached`) instead of waiting for the job "
-        "and stopping it with a savepoint on SIGTERM")
+
+class DispatcherConfig(BaseSettings):
+    """Every setting of the dispatcher, once: `parse_args` builds the command line and reads the environment from
+    these fields. Frozen and picklable: the job hands it to its Python workers."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP", min_length=1)
+    team: str = setting("", "team name (required)")
+    http_url: str = setting("http://127.0.0.1:8000/infer_json", "the service's /infer_json URL")
+    input_topic: str = setting("", "default imagery.new.<team>")
+    output_topic: str = setting("", "default inference.results.<team>")
+    dlq_topic: str = setting(topics.DLQ_TOPIC, "dead-letter topic", min_length=1)
+    group_id: str = setting("", "default http-dispatcher-<team>")
+    parallelism: int = setting(1, "Flink parallelism (give the input topic at least as many partitions)", ge=1)
+    capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
+    group_size: int = setting(
+        64, "most records of one partition handed to Python at once (PyFlink's operator costs about a millisecond "
+        "per element, whatever it holds)", ge=1)
+    group_wait_ms: int = setting(10, "longest a record waits for its group to fill", ge=1)
+    items_per_request: int = setting(defaults.ITEMS_PER_REQUEST, "1 = /infer_json, more = /infer_batch", ge=1)
+    max_batch_wait_ms: float = setting(defaults.MAX_BATCH_WAIT_MS, "how long /infer_batch waits to fill", ge=0)
+    attempt_timeout_s: float = setting(
+        defaults.ATTEMPT_TIMEOUT_S, "deadline of one try at the service: one POST, from a free connection to its "
+        f"complete answer (connecting included, at most {defaults.CONNECT_TIMEOUT_S:g} s); a try past it is retried. "
+        "Not the record's whole budget: that is --attempts tries plus the backoff, and outages are waited out",
+        formerly="request_timeout_s", gt=0)
+    attempts: int = setting(
+        defaults.ATTEMPTS, "tries per message for retryable failures (outages are not counted)", ge=1)
+    backoff_ms: int = setting(defaults.BACKOFF_MS, "first retry delay; doubles per attempt, with jitter", ge=0)
+    backoff_max_ms: int = setting(defaults.BACKOFF_MAX_MS, "retry delay cap", ge=0)
+    delivery_guarantee: DeliveryGuarantee = setting("at-least-once", "at-least-once | exactly-once")
+    # Flink refuses a checkpoint interval under 10 ms
+    checkpoint_interval_ms: int = setting(5_000, "Flink checkpoint interval", ge=10)
+    checkpoint_dir: str = setting(
+        "", "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
+        "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder")
+    resume: str = setting(
+        "latest", "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at first) | "
+        "none (start from --starting-offsets) | a checkpoint or savepoint path", min_length=1)
+    starting_offsets: StartingOffsets = setting(
+        "group", "group (committed offsets of --group-id, earliest if none) | earliest | latest")
+    auth_token: str | None = setting(None, "bearer token for the service, if it wants one")
+    bundle_size: int = setting(
+        0, "groups per Python bundle (results are handed on when a bundle ends); 0 = 4 x the groups in flight", ge=0)
+    bundle_time_ms: int = setting(
+        25, "longest a Python bundle stays open (it ends when its calls are answered, and only then are its results "
+        "handed on: short bundles, short latency)", ge=1)
+    job_name: str = setting("", "Flink job name (default http-dispatcher-<team>)")
+    connector_jars: tuple[str, ...] = setting(
+        (), "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached jars of "
+        "streaming/flink/connectors.txt); default none: a cluster's lib/ has them")
+    max_message_bytes: int = setting(
+        limits.MAX_MESSAGE_BYTES, "larger input records (key + value + headers) go to the DLQ as message_too_large; at "
+        "most a quarter of --max-record-bytes, so that every result and dead letter fits", ge=1)
+    max_record_bytes: int = setting(
+        limits.KAFKA_MAX_RECORD_BYTES, "the producers' max.request.size; every record written is built to fit (the "
+        "topics and the broker must take records this large: Kafka's defaults do)", ge=1)
+    restart_strategy: RestartStrategy = setting(
+        "exponential-delay", "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, "
+        "and for tests)")
+    prometheus_port: str = setting(
+        PROMETHEUS_PORTS, "port range of Flink's Prometheus reporter when the job runs on a local MiniCluster (each "
+        "JobManager/TaskManager takes the first free one); empty: no reporter. A cluster's own config decides there")
+    detached: bool = setting(
+        False, "submit and return (for `flink run --detached`) instead of waiting for the job and stopping it with a "
+        "savepoint on SIGTERM", env="IMAGERY_DETACHED")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment is an argument of parse_args (the keeper and the tests pass their own), so the model reads
+        # no process state by itself: its values are the flags (parse_args's CLI source) over the values given.
+        return (init_settings,)
+
+    @field_validator("team")
+    @classmethod
+    def _team_is_given(cls, team: str) -> str:
+        if not team:
+            raise ValueError("is required")
+        return team
+
+    @field_validator("http_url")
+    @classmethod
+    def _is_an_http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL of the service")
+        return url
+
+    @field_validator("input_topic", "output_topic", "group_id")
+    @classmethod
+    def _named_after_the_team(cls, value: str, info: ValidationInfo) -> str:
+        team = info.data.get("team")
+        if value or not team:
+            return value
+        return {"input_topic": topics.input_topic, "output_topic": topics.result_topic,
+                "group_id": topics.dispatcher_group}[info.field_name](team)  # type: ignore[index]
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_uri(cls, location: str) -> str:
+        return checkpoints.as_uri(location) or checkpoints.default_checkpoint_dir()
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, token: Any) -> Any:
+        return token or None
+
+    @field_validator("connector_jars", mode="before")
+    @classmethod
+    def _comma_separated(cls, jars: Any) -> Any:
+        """"a.jar,b.jar" from the environment, and each `--connector-jars` given; "" is none."""
+        items = [jars] if isinstance(jars, str) else jars
+        return tuple(jar for item in items for jar in item.split(",") if jar)
+
+    @field_validator("detached", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: Any) -> Any:
+        return value or False
+
+    @field_validator("prometheus_port")
+    @classmethod
+    def _port_or_range(cls, ports: str) -> str:
+        if not re.fullmatch(r"(\d+(-\d+)?)?", ports):
+            raise ValueError("must be a port, a range FIRST-LAST, or empty")
+        return ports
+
+    @model_validator(mode="after")
+    def _settings_that_work_together(self) -> DispatcherConfig:
+        longest_interval_ms = limits.KAFKA_MAX_TRANSACTION_MS // 2
+        if self.delivery_guarantee == "exactly-once" and self.checkpoint_interval_ms > longest_interval_ms:
+            raise ValueError(f"with exactly-once, --checkpoint-interval-ms must be at most {longest_interval_ms} (a "
+                             "transaction stays open from one checkpoint to the next, within the broker's limit)")
+        if not 4 * self.max_message_bytes <= self.max_record_bytes:
+            raise ValueError("--max-message-bytes must be at most a quarter of --max-record-bytes")
+        return self
 
     @property
     def name(self) -> str:
@@ -119,53 +210,75 @@ class DispatcherConfig:
         return socket.gethostname()
 
 
-def _converter(annotation: Any) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
-    """How a flag's text becomes the field's value, and its choices (from a Literal)."""
-    if get_origin(annotation) is Literal:
-        return str, get_args(annotation)
-    if annotation is bool:
-        return lambda text: text.strip().lower() in ("1", "true", "yes", "on"), None
-    if annotation in (int, float):
-        return annotation, None
-    if get_origin(annotation) is tuple:
-        return lambda text: tuple(item for item in text.split(",") if item), None
-    return str, None  # str, str | None
+def flag(name: str) -> str:
+    """A setting's flag: `--items-per-request` for `items_per_request`."""
+    return "--" + name.replace("_", "-")
 
 
-def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> DispatcherConfig:
-    env = dict(os.environ if env is None else env)
-    parser = argparse.ArgumentParser(description="Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team")
-    hints = get_type_hints(DispatcherConfig)
-    for f in fields(DispatcherConfig):
-        convert, choices = _converter(hints[f.name])
-        var = f.metadata["env"]
-        flag = "--" + f.name.replace("_", "-")
-        if hints[f.name] is bool:
-            parser.add_argument(flag, action="store_true", default=convert(env.get(var, "")),
-                                help=f"{f.metadata['help']} [env {var}=1]")
-            continue
-        default = env[var] if var in env else f.default
-        # argparse runs `type` over string defaults too, so values from the environment are converted alike
-        parser.add_argument(flag, type=convert, default=default, choices=choices, metavar=var,
-                            help=f"{f.metadata['help']} [env {var}]")
-    ns = parser.parse_args(argv)
-    if not ns.team:
-        parser.error("--team (or TEAM) is required")
-    for name in ("parallelism", "capacity", "items_per_request", "attempts", "group_size", "group_wait_ms"):
-        if getattr(ns, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if ns.delivery_guarantee == "exactly-once" and 2 * ns.checkpoint_interval_ms > limits.KAFKA_MAX_TRANSACTION_MS:
-        parser.error("with exactly-once, --checkpoint-interval-ms must be at most "
-                     f"{limits.KAFKA_MAX_TRANSACTION_MS // 2} (a transaction stays open from one checkpoint to the "
-                     "next, within the broker's limit)")
-    if not 4 * ns.max_message_bytes <= ns.max_record_bytes:
-        parser.error("--max-message-bytes must be at most a quarter of --max-record-bytes")
-    team = ns.team
-    return DispatcherConfig(**{
-        **vars(ns),
-        "input_topic": ns.input_topic or topics.input_topic(team),
-        "output_topic": ns.output_topic or topics.result_topic(team),
-        "group_id": ns.group_id or topics.dispatcher_group(team),
-        "checkpoint_dir": checkpoints.as_uri(ns.checkpoint_dir) or checkpoints.default_checkpoint_dir(),
-        "auth_token": ns.auth_token or None,
-    })
+def variable(name: str) -> str:
+    """A setting's environment variable."""
+    extra = DispatcherConfig.model_fields[name].json_schema_extra or {}
+    return str(extra.get("env") or name.upper())  # type: ignore[union-attr]
+
+
+def _former_name(name: str) -> str | None:
+    extra = DispatcherConfig.model_fields[name].json_schema_extra or {}
+    return extra.get("formerly")  # type: ignore[union-attr,return-value]
+
+
+def from_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Each setting given in `env`, as text (pydantic reads it as the field's type): from its variable, else from
+    the variable of its former name."""
+    values = {}
+    for name in DispatcherConfig.model_fields:
+        former = _former_name(name)
+        for var in (variable(name), *((former.upper(),) if former else ())):
+            if var in env:
+                values[name] = env[var]
+                break
+    return values
+
+
+def _help(name: str) -> str:
+    field = DispatcherConfig.model_fields[name]
+    default = "" if field.default in ("", None, ()) or field.default is False else f" (default: {field.default})"
+    former = _former_name(name)
+    formerly = f"; formerly {flag(former)} / {former.upper()}, still read" if former else ""
+    value = "=1" if field.annotation is bool else ""
+    return f"{field.description}{default} [env {variable(name)}{value}{formerly}]".replace("%", "%%")
+
+
+def _add_argument(parser: argparse.ArgumentParser, *names: str, **options: Any) -> argparse.Action:
+    """Each flag as `--help` shows it: its variable as the value's name, and its help, default and variable."""
+    name = options["dest"]
+    options["help"] = _help(name)
+    if "metavar" in options:
+        options["metavar"] = variable(name)
+    return parser.add_argument(*names, **options)
+
+
+def _explain(error: ValidationError) -> str:
+    """pydantic's errors in the command line's terms."""
+    lines = []
+    for problem in error.errors():
+        name = problem["loc"][0] if problem["loc"] else None
+        message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
+        if isinstance(name, str) and name in DispatcherConfig.model_fields:
+            message = f"{flag(name)} ({variable(name)}) {problem['input']!r}: {message}"
+        lines.append(message)
+    return "; ".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> DispatcherConfig:
+    """The settings from the flags in `argv` (default: this process's arguments) over the variables in `env` (default:
+    this process's environment) over the defaults. A value that cannot work exits with a usage error (status 2)."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    former_flags = {flag(name)[2:]: flag(former)[2:]
+                    for name in DispatcherConfig.model_fields if (former := _former_name(name))}
+    flags = CliSettingsSource(
+        DispatcherConfig, cli_parse_args=sys.argv[1:] if argv is None else list(argv), root_parser=parser,
+        add_argument_method=_add_argument, cli_kebab_case=True, cli_implicit_flags="toggle", cli_shortcuts=former_flags)
+    try:
+        return DispatcherConfig(_cli_settings_source=flags, **from_environment(os.environ if env is None else env))
+    except ValidationError as exc:
+        parser.error(_explain(exc))

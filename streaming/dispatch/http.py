@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from streaming.dispatch import defaults
+
 
 class HttpError(Exception):
     """A request that got no complete answer."""
@@ -35,7 +37,7 @@ class ConnectionBroken(HttpError):
 
 
 class RequestTimedOut(HttpError):
-    """No complete answer within the request's timeout."""
+    """No complete answer within the request's `answer_timeout_s`."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,8 @@ class KeepAlivePool:
     request on it that got no byte back: that request is sent once more on a new connection (the service's
     routes are idempotent: the same image gives the same answer)."""
 
-    def __init__(self, base_url: str, max_connections: int = 64, connect_timeout_s: float = 5.0,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, base_url: str, max_connections: int = defaults.MAX_CONNECTIONS,
+                 connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S, headers: dict[str, str] | None = None) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -151,8 +153,11 @@ class KeepAlivePool:
         self._idle: list[_Connection] = []  # a stack: the most recently used is the least likely to have timed out
         self._slots: asyncio.Semaphore | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0,
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S,
                       content_type: str = "application/json") -> Answer:
+        """One request and its complete answer within `answer_timeout_s`, counted from a free connection slot:
+        connecting (at most `connect_timeout_s` of it) and a resend on a stale idle connection included."""
         if self._slots is None:  # made inside the running loop that uses the pool
             self._slots = asyncio.Semaphore(self.max_connections)
         head = (f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._fixed_headers}"
@@ -160,10 +165,10 @@ class KeepAlivePool:
         raw = head.encode("latin-1") + body
         async with self._slots:
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(answer_timeout_s):
                     return await self._send(raw)
             except TimeoutError:
-                raise RequestTimedOut(f"no answer to {method} {path} within {timeout_s:g} s") from None
+                raise RequestTimedOut(f"no answer to {method} {path} within {answer_timeout_s:g} s") from None
 
     async def _send(self, raw: bytes) -> Answer:
         conn = self._take_idle()

@@ -9,14 +9,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from streaming.dispatch import defaults
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter; `attempts` counts every try, the first included."""
 
-    attempts: int = 5
-    base_ms: int = 200
-    max_ms: int = 10_000
+    attempts: int = defaults.ATTEMPTS
+    base_ms: int = defaults.BACKOFF_MS
+    max_ms: int = defaults.BACKOFF_MAX_MS
     multiplier: float = 2.0
 
     def can_retry(self, attempts_made: int) -> bool:

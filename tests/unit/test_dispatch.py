@@ -35,7 +35,7 @@ class MockService:
     def __init__(self, handler) -> None:
         self._client = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://svc")
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0) -> Answer:
+    async def request(self, method: str, path: str, body: bytes = b"", answer_timeout_s: float = 30.0) -> Answer:
         try:
             response = await self._client.request(method, path, content=body,
                                                   headers={"content-type": "application/json"})
@@ -180,12 +180,10 @@ def test_each_job_identity_has_its_own_transactional_id_prefix_stable_across_res
 
 
 def test_every_setting_is_one_field_with_its_own_flag_and_variable():
-    from dataclasses import fields
+    from streaming.dispatch.config import DispatcherConfig, variable
 
-    from streaming.dispatch.config import DispatcherConfig
-
-    names = [f.metadata["env"] for f in fields(DispatcherConfig)]
-    assert len(names) == len(set(names)) and all(f.metadata["help"] for f in fields(DispatcherConfig))
+    names = [variable(name) for name in DispatcherConfig.model_fields]
+    assert len(names) == len(set(names)) and all(f.description for f in DispatcherConfig.model_fields.values())
     env = {"TEAM": "fruit", "GROUP_SIZE": "8", "MAX_BATCH_WAIT_MS": "2.5", "CONNECTOR_JARS": "a.jar,b.jar",
            "IMAGERY_DETACHED": "1", "DELIVERY_GUARANTEE": "exactly-once", "AUTH_TOKEN": ""}
     cfg = parse_args([], env=env)
@@ -470,6 +468,49 @@ def test_settings_that_cannot_work_are_refused_at_start():
         parse_args(["--team", "x", "--max-message-bytes", "400000"], env={})
     cfg = parse_args(["--team", "x", "--checkpoint-dir", "/var/ckpt"], env={})
     assert (cfg.checkpoint_dir, cfg.resume) == ("file:///var/ckpt", "latest")
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["--attempt-timeout-s", "-1"], {}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '-1': Input should be greater than 0"),
+    ([], {"ATTEMPT_TIMEOUT_S": "0"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '0'"),
+    ([], {"REQUEST_TIMEOUT_S": "soon"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) 'soon'"),
+    (["--starting-offsets", "newest"], {}, "--starting-offsets (STARTING_OFFSETS) 'newest': Input should be 'group'"),
+    (["--restart-strategy", "always"], {}, "--restart-strategy (RESTART_STRATEGY) 'always'"),
+    (["--capacity", "0"], {}, "--capacity (CAPACITY) '0'"),
+    (["--backoff-ms", "-5"], {}, "--backoff-ms (BACKOFF_MS) '-5'"),
+    (["--http-url", "svc:8000/infer_json"], {}, "--http-url (HTTP_URL) 'svc:8000/infer_json': must be an http"),
+    ([], {"IMAGERY_DETACHED": "perhaps"}, "--detached (IMAGERY_DETACHED) 'perhaps'"),
+    (["--prometheus-port", "high"], {}, "--prometheus-port (PROMETHEUS_PORT) 'high'"),
+])
+def test_a_bad_value_is_a_usage_error_naming_its_flag_and_variable(argv, env, named, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--team", "x", *argv], env=env)
+    assert exited.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_the_attempt_timeout_s_former_names_are_still_read_and_the_settings_travel_to_the_workers():
+    import pickle
+
+    assert parse_args(["--team", "x", "--request-timeout-s", "3"], env={}).attempt_timeout_s == 3.0
+    assert parse_args(["--team", "x"], env={"REQUEST_TIMEOUT_S": "4"}).attempt_timeout_s == 4.0
+    assert parse_args(["--team", "x"], env={"REQUEST_TIMEOUT_S": "4", "ATTEMPT_TIMEOUT_S": "5"}).attempt_timeout_s == 5
+    cfg = parse_args(["--team", "x", "--attempt-timeout-s", "6"], env={"ATTEMPT_TIMEOUT_S": "5"})
+    assert cfg.attempt_timeout_s == 6.0 and pickle.loads(pickle.dumps(cfg)) == cfg  # pickled to PyFlink's workers
+
+
+def test_the_client_the_pool_and_the_retry_policy_default_as_the_settings_do():
+    import inspect
+
+    from streaming.dispatch.config import DispatcherConfig
+    from streaming.dispatch.http import KeepAlivePool
+
+    fields, client = DispatcherConfig.model_fields, inspect.signature(InferenceClient).parameters
+    assert (RetryPolicy().attempts, RetryPolicy().base_ms, RetryPolicy().max_ms) == (
+        fields["attempts"].default, fields["backoff_ms"].default, fields["backoff_max_ms"].default)
+    for name in ("attempt_timeout_s", "items_per_request", "max_batch_wait_ms"):
+        assert client[name].default == fields[name].default
+    assert inspect.signature(KeepAlivePool.request).parameters["answer_timeout_s"].default == fields[
+        "attempt_timeout_s"].default
 
 
 def test_the_message_s_extra_reaches_the_service_and_is_echoed():

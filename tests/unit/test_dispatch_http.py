@@ -77,7 +77,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error_
         first = await pool.request("GET", "/a")
         await asyncio.sleep(0.6)  # uvicorn closes keep-alive connections idle for 0.2 s
         started = time.monotonic()
-        second = await pool.request("GET", "/b", timeout_s=5)
+        second = await pool.request("GET", "/b", answer_timeout_s=5)
         await pool.aclose()
         return first, second, time.monotonic() - started
 
@@ -108,7 +108,7 @@ def test_a_server_that_hangs_up_as_a_request_arrives_on_a_reused_connection_gets
     async def go():
         server, base = await raw_server(handle)
         pool = KeepAlivePool(base, max_connections=1)
-        answers = [await pool.request("GET", "/x", timeout_s=5) for _ in range(3)]
+        answers = [await pool.request("GET", "/x", answer_timeout_s=5) for _ in range(3)]
         server.close()
         await pool.aclose()
         return answers
@@ -139,9 +139,9 @@ def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused():
         pool = KeepAlivePool(base)
         started = time.monotonic()
         with pytest.raises(RequestTimedOut):
-            await pool.request("GET", "/x", timeout_s=0.2)
+            await pool.request("GET", "/x", answer_timeout_s=0.2)
         took = time.monotonic() - started
-        again = await pool.request("GET", "/x", timeout_s=5)
+        again = await pool.request("GET", "/x", answer_timeout_s=5)
         server.close()
         await pool.aclose()
         return took, again
@@ -161,7 +161,7 @@ def test_a_hang_up_in_the_middle_of_an_answer_is_connection_broken():
         server, base = await raw_server(handle)
         pool = KeepAlivePool(base)
         try:
-            await pool.request("GET", "/x", timeout_s=5)
+            await pool.request("GET", "/x", answer_timeout_s=5)
         finally:
             server.close()
 
@@ -179,7 +179,7 @@ def test_connection_close_answers_are_read_and_the_connection_dropped():
     async def go():
         server, base = await raw_server(handle)
         pool = KeepAlivePool(base)
-        answers = [await pool.request("GET", "/x", timeout_s=5) for _ in range(2)]
+        answers = [await pool.request("GET", "/x", answer_timeout_s=5) for _ in range(2)]
         server.close()
         return answers, pool._idle
 

@@ -35,7 +35,7 @@ class Service:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout_s: float = 30.0) -> Answer:
+    async def request(self, method: str, path: str, body: bytes = b"", answer_timeout_s: float = 30.0) -> Answer:
         self.calls += 1
         if b"missing" in body:
             return Answer(404, b'{"error": {"type": "object_not_found", "message": "no", "stage": "fetch"}}')

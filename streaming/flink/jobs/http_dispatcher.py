@@ -94,7 +94,7 @@ class InferAndRoute(AsyncFunction):
         self._client_args = dict(
             http_url=cfg.http_url,
             policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
-            timeout_s=cfg.request_timeout_s, items_per_request=cfg.items_per_request,
+            attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
             max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
             auth_token=cfg.auth_token,
         )
