@@ -11,6 +11,9 @@ import httpx
 import pytest
 
 from schemas import (
+    INFER_BATCH_ROUTE,
+    INFER_JSON_ROUTE,
+    READYZ_ROUTE,
     DeadLetter,
     DispatcherIdentity,
     ErrorEnvelope,
@@ -229,10 +232,10 @@ def test_client_waits_out_an_outage_without_spending_budget():
     def handler(request):
         if state["down"] > 0:
             state["down"] -= 1
-            if request.url.path == "/readyz":
+            if request.url.path == READYZ_ROUTE:
                 return httpx.Response(503, json=err(503, "not_ready"))
             raise httpx.ConnectError("refused")
-        return httpx.Response(200, json=RESPONSE if request.url.path == "/infer_json" else {"ready": True})
+        return httpx.Response(200, json=RESPONSE if request.url.path == INFER_JSON_ROUTE else {"ready": True})
     results, client = run_client(handler)
     assert all(isinstance(r, Success) and r.attempts == 1 for r in results)
     assert client.breaker.opened_count >= 1
@@ -393,7 +396,7 @@ def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batch
     sizes = []
 
     def handler(request):
-        if request.url.path == "/infer_batch":
+        if request.url.path == INFER_BATCH_ROUTE:
             items = json.loads(request.content)["items"]
             sizes.append(len(items))
             if len(items) > 2:
@@ -407,7 +410,7 @@ def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batch
 
 def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_spares_the_rest():
     def handler(request):
-        if request.url.path == "/readyz":
+        if request.url.path == READYZ_ROUTE:
             return httpx.Response(200, json={"ready": True})
         if json.loads(request.content)["key"] == "k2":
             return httpx.Response(503, json=err(503, "storage_unavailable", "fetch"))
@@ -488,7 +491,7 @@ def test_a_detector_s_answer_without_the_seed_keys_is_a_result():
     detector["detections"] = [{"label": "spot", "score": 0.8, "box": [1, 2, 3, 4]}]
     for items in (1, 4):  # /infer_json and /infer_batch
         def handler(request):
-            if request.url.path == "/infer_batch":
+            if request.url.path == INFER_BATCH_ROUTE:
                 n = len(json.loads(request.content)["items"])
                 return httpx.Response(200, json={"items": [{"ok": True, "result": detector}] * n})
             return httpx.Response(200, json=detector)
