@@ -199,13 +199,13 @@ def test_every_setting_is_one_field_with_its_own_flag_and_variable():
 
 
 def test_base_url_from_seed_url():
-    assert service_base_url("http://svc:8000/infer_json") == "http://svc:8000"
+    assert service_base_url(f"http://svc:8000{INFER_JSON_ROUTE}") == "http://svc:8000"
     assert service_base_url("http://svc:8000/") == "http://svc:8000"
 
 
 def run_client(handler, **kwargs):
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                                  transport=MockService(handler), **kwargs)
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(4)]
@@ -295,7 +295,7 @@ def test_a_dead_letter_that_fits_keeps_everything():
 
 
 def dispatcher_with(handler, **kwargs) -> Dispatcher:
-    client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+    client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
                              transport=MockService(handler))
     return Dispatcher(client, "fruit", IDENTITY, **kwargs)
 
@@ -379,7 +379,7 @@ def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
                                  transport=MockService(handler), auth_token="wrong")
         client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
         try:
@@ -417,7 +417,7 @@ def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_sp
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                                  transport=MockService(handler))
         client.breaker = CircuitBreaker(client._ready, min_pause_s=0.01, max_pause_s=0.02)
         try:
@@ -495,7 +495,8 @@ def test_a_detector_s_answer_without_the_seed_keys_is_a_result():
                 n = len(json.loads(request.content)["items"])
                 return httpx.Response(200, json={"items": [{"ok": True, "result": detector}] * n})
             return httpx.Response(200, json=detector)
-        client = InferenceClient("http://svc/infer_json", transport=MockService(handler), items_per_request=items)
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", transport=MockService(handler),
+                                 items_per_request=items)
         outcome = asyncio.run(client.infer(InferRequest(bucket="b-1", key="a.jpg")))
         assert isinstance(outcome, Success) and outcome.response["detections"][0]["box"] == [1, 2, 3, 4]
 
