@@ -33,6 +33,7 @@ from imagery.local.inference_service import free_port  # noqa: E402
 from imagery.local.processes import terminate  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
 from imagery.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
+from schemas import INFER_JSON_ROUTE, READYZ_ROUTE  # noqa: E402
 from streaming.dispatch.config import DispatcherConfig  # noqa: E402
 
 console = Console(width=150)
@@ -141,7 +142,7 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}{READYZ_ROUTE}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -156,7 +157,7 @@ def main() -> None:
         def dispatcher(p: int, n_items: int):
             return lambda inp, out, dlq, run: local_job_command([
                 "--connector-jars", jars, "--bootstrap", settings.bootstrap, "--team", "fruit",
-                "--http-url", f"http://127.0.0.1:{port}/infer_json", "--input-topic", inp, "--output-topic", out,
+                "--http-url", f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}", "--input-topic", inp, "--output-topic", out,
                 "--dlq-topic", dlq, "--group-id", f"bench-{run}", "--parallelism", str(p),
                 "--capacity", str(args.capacity), "--items-per-request", str(n_items), "--resume", "none"])
 

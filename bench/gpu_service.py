@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
+from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE  # noqa: E402
 
 PORT = 8000
 BUCKET = "resnet50-bench"  # one of the team's own buckets (ALLOWED_BUCKETS' default: TEAM and TEAM-*)
@@ -136,7 +137,7 @@ def start_service(config: dict[str, str], endpoint: str, access: str, secret: st
         if process.poll() is not None:
             raise SystemExit(f"the service exited while starting:\n{log_path.read_text()[-3000:]}")
         try:
-            status, body = http_get("/readyz", timeout=2)
+            status, body = http_get(READYZ_ROUTE, timeout=2)
             if status == 200:
                 workers = json.loads(body).get("workers", 1)
                 # every worker warms before it takes connections; wait until all count as ready
@@ -160,7 +161,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def metrics() -> dict[str, float]:
-    _, body = http_get("/metrics", timeout=10)
+    _, body = http_get(METRICS_ROUTE, timeout=10)
     values: dict[str, float] = {}
     for line in body.decode().splitlines():
         if line and not line.startswith("#") and "{" not in line.split(" ")[0]:
@@ -192,7 +193,7 @@ async def _post(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: s
 
 
 def _body(path: str, items: int, rnd: random.Random) -> bytes:
-    if path == "/infer_json":
+    if path == INFER_JSON_ROUTE:
         return json.dumps({"bucket": BUCKET, "key": rnd.choice(KEYS)}).encode()
     return json.dumps({"items": [{"bucket": BUCKET, "key": rnd.choice(KEYS)} for _ in range(items)]}).encode()
 
@@ -211,8 +212,8 @@ def _closed_worker(path: str, items: int, connections: int, seconds: float, queu
                 sent = time.perf_counter()
                 status, payload = await _post(conn, path, _body(path, items, rnd))
                 if status == 200:
-                    ok = payload.count(b'"ok":true') if path == "/infer_batch" else 1
-                    images, errors = images + ok, errors + (items - ok if path == "/infer_batch" else 0)
+                    ok = payload.count(b'"ok":true') if path == INFER_BATCH_ROUTE else 1
+                    images, errors = images + ok, errors + (items - ok if path == INFER_BATCH_ROUTE else 0)
                     latencies.append((time.perf_counter() - sent) * 1000)
                 else:
                     errors += items
@@ -238,7 +239,7 @@ def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
             nonlocal errors
             sent = time.perf_counter()
             conn = await free.get()
-            status, _ = await _post(conn, "/infer_json", _body("/infer_json", 1, rnd))
+            status, _ = await _post(conn, INFER_JSON_ROUTE, _body(INFER_JSON_ROUTE, 1, rnd))
             free.put_nowait(conn)
             if status == 200:
                 latencies.append((time.perf_counter() - sent) * 1000)
@@ -295,7 +296,7 @@ def profile(pid: int, procs: int, out_dir: Path) -> None:
     threads holding the GIL and of all threads, idle included (`py-spy record --gil | --idle --format raw`)."""
     workers = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
     target = next((w for w in workers if b"resource_tracker" not in Path(f"/proc/{w}/cmdline").read_bytes()), pid)
-    for path, items, conns in (("/infer_json", 1, 40), ("/infer_batch", 32, 4)):
+    for path, items, conns in ((INFER_JSON_ROUTE, 1, 40), (INFER_BATCH_ROUTE, 32, 4)):
         queue: mp.Queue = mp.Queue()
         load = [mp.Process(target=_closed_worker, args=(path, items, conns, 24.0, queue)) for _ in range(procs)]
         for proc in load:
@@ -571,15 +572,15 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile:
                     profile(service.pid, procs, out_dir)
                     continue
-                entry["runs"].append(closed(service.pid, "/infer_json", 1, 1, 1, args.secs))
+                entry["runs"].append(closed(service.pid, INFER_JSON_ROUTE, 1, 1, 1, args.secs))
                 for concurrency in json.loads(args.json_conc):
-                    entry["runs"].append(closed(service.pid, "/infer_json", 1, procs, max(1, concurrency // procs),
+                    entry["runs"].append(closed(service.pid, INFER_JSON_ROUTE, 1, procs, max(1, concurrency // procs),
                                                 args.secs))
                 for items, clients in json.loads(args.batch_runs):
                     generators = min(procs, clients)
-                    entry["runs"].append(closed(service.pid, "/infer_batch", items, generators,
+                    entry["runs"].append(closed(service.pid, INFER_BATCH_ROUTE, items, generators,
                                                 max(1, clients // generators), args.secs))
-                best_json = max(r["img_s"] for r in entry["runs"] if r["path"] == "/infer_json")
+                best_json = max(r["img_s"] for r in entry["runs"] if r["path"] == INFER_JSON_ROUTE)
                 entry["runs"].append(open_loop(round(best_json / 2), procs, args.secs))
             finally:
                 stop(service)

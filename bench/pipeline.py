@@ -35,6 +35,7 @@ from imagery.local import stack  # noqa: E402
 from imagery.local.inference_service import InferenceService  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
 from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages  # noqa: E402
+from schemas import INFER_JSON_ROUTE  # noqa: E402
 from streaming.dispatch.http import KeepAlivePool  # noqa: E402
 
 console = Console(width=150)
@@ -65,7 +66,7 @@ async def open_loop(base_url: str, bucket: str, keys: list[str], rate: float, se
     async def one(at: float, key: str) -> None:
         await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
         sent = time.perf_counter()
-        answer = await pool.request("POST", "/infer_json", json.dumps({"bucket": bucket, "key": key}).encode())
+        answer = await pool.request("POST", INFER_JSON_ROUTE, json.dumps({"bucket": bucket, "key": key}).encode())
         if answer.status == 200:
             latencies.append((time.perf_counter() - sent) * 1000)
 
@@ -136,7 +137,7 @@ def main() -> None:
             console.print(f"direct, open loop at {half:.1f}/s: p50 {percentile(direct_half, 50):.0f} ms")
 
             job_args = ["--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url",
-                        f"{svc.base_url}/infer_json", "--input-topic", inp, "--output-topic", out,
+                        f"{svc.base_url}{INFER_JSON_ROUTE}", "--input-topic", inp, "--output-topic", out,
                         "--dlq-topic", dlq, "--group-id", f"bench-{run}", "--capacity", str(args.capacity),
                         "--items-per-request", str(args.items_per_request), "--checkpoint-interval-ms", "5000",
                         *args.job_arg]

@@ -44,6 +44,7 @@ from bench.results import append_results, markdown_table  # noqa: E402
 from imagery.local import stack  # noqa: E402
 from imagery.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
+from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80 columns
 
@@ -107,14 +108,14 @@ def ensure_weights(team: str) -> str:
 
 
 def batch_histogram(client: httpx.Client) -> tuple[float, float]:
-    text = client.get("/metrics").text
+    text = client.get(METRICS_ROUTE).text
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     return values.get("inference_batch_size_count", 0.0), values.get("inference_batch_size_sum", 0.0)
 
 
 def forward_seconds(client: httpx.Client) -> float:
     """The service's time in forward passes so far (`inference_forward_seconds`)."""
-    text = client.get("/metrics").text
+    text = client.get(METRICS_ROUTE).text
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     return values.get("inference_forward_seconds_total", 0.0)
 
@@ -166,7 +167,7 @@ async def closed_loop(base_url: str, bucket: str, keys: list[str], concurrency: 
             while time.monotonic() < end:
                 key = keys[next(counter) % len(keys)]
                 sent = time.perf_counter()
-                status, _ = await client.post_json("/infer_json", {"bucket": bucket, "key": key})
+                status, _ = await client.post_json(INFER_JSON_ROUTE, {"bucket": bucket, "key": key})
                 if status == 200:
                     latencies.append((time.perf_counter() - sent) * 1000)
                 else:
@@ -247,7 +248,7 @@ async def batch_loop(base_url: str, bucket: str, keys: list[str], clients: int, 
         try:
             while time.monotonic() < end:
                 body = {"items": [{"bucket": bucket, "key": keys[next(counter) % len(keys)]} for _ in range(items)]}
-                status, payload = await client.post_json("/infer_batch", body)
+                status, payload = await client.post_json(INFER_BATCH_ROUTE, body)
                 good = payload.count(b'"ok":true') if status == 200 else 0
                 ok, failed = ok + good, failed + items - good
         finally:
@@ -270,7 +271,7 @@ def cpu_cost(args: argparse.Namespace, settings: StackSettings, weights: str, bu
     The load generator shares this machine's cores with the service (not with the in-process run)."""
     service = InferenceService(settings, team=args.team, weights_path=weights, env=env,
                                log_path=settings.logs_dir / f"bench-cost-{args.team}.log")
-    runs = [("/infer_json", args.cost_clients, 1), ("/infer_batch", args.cost_batch_clients, args.cost_items)]
+    runs = [(INFER_JSON_ROUTE, args.cost_clients, 1), (INFER_BATCH_ROUTE, args.cost_batch_clients, args.cost_items)]
     measured = []
     # the in-process reference runs before and after the service (on a shared machine, load drifts), averaged
     before = in_process_reference(args.team, weights, images, args.max_batch_size, args.duration / 2)

@@ -14,7 +14,7 @@ import argparse
 import orjson
 import uvicorn
 
-from schemas import InferResponse, Timings
+from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, READYZ_ROUTE, InferResponse, Timings
 
 TEAM = "fruit"
 CANNED = InferResponse(label="clean", score=0.93, confidence=0.93, latency_ms_model=0.0, team=TEAM, bucket="b",
@@ -37,11 +37,11 @@ async def app(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     path, status = scope["path"], 200
-    if path == "/readyz":
+    if path == READYZ_ROUTE:
         payload = {"ready": True}
-    elif path == "/infer_json" and body:
+    elif path == INFER_JSON_ROUTE and body:
         payload = _answer(orjson.loads(body), 1)
-    elif path == "/infer_batch" and body:
+    elif path == INFER_BATCH_ROUTE and body:
         items = orjson.loads(body)["items"]
         payload = {"items": [{"ok": True, "result": _answer(item, len(items))} for item in items]}
     else:

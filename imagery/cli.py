@@ -343,7 +343,8 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
 
     import httpx
 
-    from schemas.inference_api import INFER_UPLOAD_ROUTE, UPLOAD_FILE_FIELD
+    from schemas import HEALTHZ_ROUTE, INFER_UPLOAD_ROUTE
+    from schemas.inference_api import UPLOAD_FILE_FIELD
 
     fields: dict[str, str] = {}
     if model_tag:
@@ -359,7 +360,7 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
-            served = client.get("/healthz").json().get("team")
+            served = client.get(HEALTHZ_ROUTE).json().get("team")
             if served != team.strip().lower():
                 _fail(ValueError(f"the service at {base} serves team {served!r}, not {team!r}: point --url at "
                                  f"{team}'s service"))
@@ -376,7 +377,7 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
         _fail(ConnectionError(f"no inference service answers at {base} ({exc}); start one with "
                               f"`TEAM={team} imagery serve` or give --url"))
     except ValueError as exc:  # /healthz answered something that is not the service's JSON
-        _fail(ValueError(f"{base}/healthz is not the inference service's ({exc})"))
+        _fail(ValueError(f"{base}{HEALTHZ_ROUTE} is not the inference service's ({exc})"))
     try:
         body = answer.json()
     except ValueError:

@@ -15,7 +15,7 @@ from imagery.local import prometheus
 from imagery.local.versions import FLINK_VERSION, KAFKA_VERSION
 from imagery.repo import DEPLOY_DIR, REPO_ROOT
 from imagery.teams import TEAMS_FILE, Team, load_teams, parse_teams
-from schemas import limits, topics
+from schemas import INFER_JSON_ROUTE, READYZ_ROUTE, limits, topics
 from streaming.dispatch.metrics import REPORTER_FACTORY
 
 FIRST_HTTP_PORT = 28001
@@ -67,6 +67,8 @@ def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]
         "max_transaction_ms": limits.KAFKA_MAX_TRANSACTION_MS,
         "reporter_factory": REPORTER_FACTORY,
         "reporter_port": FLINK_REPORTER_PORT,
+        "readyz_route": READYZ_ROUTE,
+        "infer_json_route": INFER_JSON_ROUTE,
     }
     rendered = {name: env.get_template(f"{name}.j2").render(context) for name in ("compose.yaml", "compose.gpu.yaml")}
     return {**rendered, "prometheus.yml": prometheus_config(teams)}

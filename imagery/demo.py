@@ -25,7 +25,7 @@ from imagery.local.settings import StackSettings
 from imagery.pipeline_run import REPO_ROOT, Collected, DispatcherProcess, collect, produce_messages
 from imagery.repo import WEIGHTS_DIR
 from imagery.teams import team_named
-from schemas import topics
+from schemas import INFER_JSON_ROUTE, topics
 
 TEAM = "fruit"
 DEMO_BUCKET = "fruit-demo"  # a team reads its own buckets (ALLOWED_BUCKETS: fruit, fruit-*)
@@ -72,8 +72,8 @@ def run_demo(count: int = 12, console: Console | None = None, timeout_s: float =
         console.print("starting the fruit inference service (loads and warms the model) ...")
         with InferenceService(settings, team=TEAM, log_path=logs / f"demo-service-{run}.log").start() as service:
             console.print(f"service ready at {service.base_url}; starting the dispatcher (Flink MiniCluster) ...")
-            args = ["--bootstrap", settings.bootstrap, "--team", TEAM, "--http-url", f"{service.base_url}/infer_json",
-                    "--checkpoint-interval-ms", "2000"]
+            args = ["--bootstrap", settings.bootstrap, "--team", TEAM,
+                    "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}", "--checkpoint-interval-ms", "2000"]
             with DispatcherProcess(args, logs / f"demo-dispatcher-{run}.log") as job:
                 # the first message waits for the job to start (tens of seconds on a MiniCluster), then the rest
                 # are published, so their end-to-end times show the pipeline, not the JVM starting

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import httpx
 
 from imagery.local.settings import StackSettings
-from schemas import topics
+from schemas import HEALTHZ_ROUTE, READYZ_ROUTE, topics
 from streaming.dispatch.config import parse_args
 
 OK, WARN, DOWN, UNKNOWN = "ok", "warn", "down", "unknown"
@@ -136,7 +136,7 @@ def check_healthz(team: Team) -> Check:
         return Check("healthz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
 
     def probe() -> Check:
-        answer = httpx.get(f"{team.service_url}/healthz", timeout=TIMEOUT_S)
+        answer = httpx.get(f"{team.service_url}{HEALTHZ_ROUTE}", timeout=TIMEOUT_S)
         body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
         if answer.status_code == 200 and body.get("ok") is True and body.get("team") == team.name:
             return Check("healthz", team.name, OK, f"{team.service_url}: {answer.text.strip()}")
@@ -149,7 +149,7 @@ def check_readyz(team: Team) -> Check:
         return Check("readyz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
 
     def probe() -> Check:
-        answer = httpx.get(f"{team.service_url}/readyz", timeout=TIMEOUT_S)
+        answer = httpx.get(f"{team.service_url}{READYZ_ROUTE}", timeout=TIMEOUT_S)
         status = OK if answer.status_code == 200 else DOWN
         return Check("readyz", team.name, status, f"{team.service_url}: {answer.status_code} {answer.text[:200]}")
     return _guard("readyz", team.name, probe)

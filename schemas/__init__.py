@@ -1,4 +1,5 @@
-"""Wire contracts shared by the dispatcher and the inference service: pydantic models only, no I/O.
+"""Wire contracts shared by the dispatcher and the inference service: pydantic models and the service contract's
+tables (routes, stages, error kinds), no I/O.
 
 `python -m schemas.generate` writes the `*.schema.json` files beside this package from these models;
 tests/unit/test_schemas.py fails when the two drift.
@@ -18,8 +19,31 @@ from schemas.inference_api import (
     Timings,
 )
 from schemas.result import InferenceResult, SourceRecord
+from schemas.service_contract import (
+    ERROR_KINDS,
+    HEALTHZ_ROUTE,
+    INFER_BATCH_ROUTE,
+    INFER_JSON_ROUTE,
+    INFER_ROUTES,
+    INFER_UPLOAD_ROUTE,
+    METRICS_ROUTE,
+    READYZ_ROUTE,
+    STAGES,
+    ErrorKind,
+    Stage,
+    Verdict,
+)
 
 __all__ = [
+    "ERROR_KINDS",
+    "HEALTHZ_ROUTE",
+    "INFER_BATCH_ROUTE",
+    "INFER_JSON_ROUTE",
+    "INFER_ROUTES",
+    "INFER_UPLOAD_ROUTE",
+    "METRICS_ROUTE",
+    "READYZ_ROUTE",
+    "STAGES",
     "BatchItemError",
     "BatchItemOk",
     "BatchRequest",
@@ -29,12 +53,15 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorEnvelope",
+    "ErrorKind",
     "ImageMessage",
     "InferRequest",
     "InferResponse",
     "InferenceResult",
     "InvalidMessage",
     "SourceRecord",
+    "Stage",
     "Timings",
+    "Verdict",
     "decode_image_messages",
 ]

@@ -8,10 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from schemas.result import SourceRecord
+from schemas.service_contract import Stage
 
-# `dispatch`: the dispatcher itself failed on this message (a bug of ours, not the input's fault: replay it after
-# the fix); every other stage is where the message's own processing failed.
-Stage = Literal["parse", "validate", "fetch", "decode", "infer", "http", "timeout", "dispatch"]
 # What of the original record a dead letter may leave out to fit in one Kafka record.
 Omitted = Literal["value_tail", "key", "headers"]
 

@@ -1,4 +1,5 @@
-"""The inference service's HTTP contract: `/infer_json`, `/infer_batch` (the dispatcher's) and `/infer_upload`."""
+"""The inference service's HTTP bodies: `/infer_json`, `/infer_batch` (the dispatcher's) and `/infer_upload`; the
+routes, stages and error kinds are in schemas/service_contract.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.image_message import check_bucket_name, check_object_key
+from schemas.service_contract import Stage
 
-# POST /infer_upload: the image itself, as the `file` part of a multipart/form-data body, beside optional
-# `model_tag` and `extra` (a JSON object) parts; answered like /infer_json
-INFER_UPLOAD_ROUTE = "/infer_upload"
+# the multipart/form-data part of POST /infer_upload that carries the image
 UPLOAD_FILE_FIELD = "file"
 
 
@@ -97,10 +97,7 @@ def service_response_keys() -> frozenset[str]:
 class ErrorDetail(BaseModel):
     type: str = Field(examples=["object_not_found"])
     message: str
-    stage: str | None = Field(
-        default=None,
-        description="where it failed: validate, fetch, decode, infer or queue (the dispatcher's DLQ stage)",
-    )
+    stage: Stage | None = Field(default=None, description="where it failed (the dispatcher's DLQ stage)")
     limit: int | None = Field(default=None, exclude_if=lambda v: v is None,
                               description="the limit a request went over (too_many_items, request_too_large), "
                               "so a client can fit its next requests under it")

@@ -21,6 +21,7 @@ import httpx
 from imagery.local.processes import log_tail, terminate
 from imagery.local.settings import StackSettings
 from imagery.repo import REPO_ROOT
+from schemas import READYZ_ROUTE
 
 
 class InferenceServiceError(RuntimeError):
@@ -98,10 +99,10 @@ class InferenceService:
                         f"the {self.team} inference service exited with code {code} while starting; "
                         f"log {self.log_path}:\n{self.log_tail()}")
                 try:
-                    response = client.get(f"{self.base_url}/readyz")
+                    response = client.get(f"{self.base_url}{READYZ_ROUTE}")
                     if response.status_code == 200:
                         return
-                    last = f"/readyz {response.status_code}: {response.text[:300]}"
+                    last = f"{READYZ_ROUTE} {response.status_code}: {response.text[:300]}"
                 except httpx.HTTPError as exc:
                     last = repr(exc)
                 time.sleep(0.2)

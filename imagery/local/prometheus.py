@@ -20,6 +20,7 @@ import yaml
 from imagery.local.inference_service import free_port
 from imagery.local.processes import log_tail, terminate
 from imagery.repo import ALERT_RULES
+from schemas import METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 SERVICE_JOB = "imagery-inference"  # the scrape job of the inference services (the alerts name it)
@@ -46,7 +47,7 @@ def config(services: dict[str, list[str]], flink_host: str = "127.0.0.1", flink_
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in (rule_files if rule_files is not None else [ALERT_RULES])],
         "scrape_configs": [
-            {"job_name": SERVICE_JOB, "metrics_path": "/metrics",
+            {"job_name": SERVICE_JOB, "metrics_path": METRICS_ROUTE,
              "static_configs": [{"targets": targets, "labels": {"team": team}} for team, targets in services.items()]},
             {"job_name": FLINK_JOB,
              "static_configs": [{"targets": [f"{flink_host}:{port}" for port in port_range(flink_ports)]}]},

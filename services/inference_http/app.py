@@ -33,16 +33,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.base import Runner
-from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse
-from schemas.inference_api import INFER_UPLOAD_ROUTE
+from schemas import (
+    HEALTHZ_ROUTE,
+    INFER_BATCH_ROUTE,
+    INFER_JSON_ROUTE,
+    INFER_ROUTES,
+    INFER_UPLOAD_ROUTE,
+    METRICS_ROUTE,
+    READYZ_ROUTE,
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    ErrorDetail,
+    InferRequest,
+    InferResponse,
+    Stage,
+)
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
 from services.inference_http.errors import (
     BadRequest,
     InternalError,
+    MethodNotAllowed,
     NotReady,
     RequestTimeout,
     RequestTooLarge,
+    RouteNotFound,
     ServiceError,
     TooManyItems,
     Unauthorized,
@@ -56,7 +72,6 @@ from services.inference_http.upload import FILE_FIELD, MULTIPART_OVERHEAD_BYTES,
 
 log = logging.getLogger("services.inference_http")
 
-INFER_ROUTES = ("/infer_json", "/infer_batch", INFER_UPLOAD_ROUTE)
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in {
         401: "missing or wrong bearer token (when AUTH_TOKEN is set); checked before the body is read",
@@ -151,7 +166,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
 assert set(UPLOAD_OPENAPI["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
     FILE_FIELD, *TEXT_FIELDS}
 
-INFER_HANDLERS = {"/infer_json": serve_infer_json, "/infer_batch": serve_infer_batch,
+INFER_HANDLERS = {INFER_JSON_ROUTE: serve_infer_json, INFER_BATCH_ROUTE: serve_infer_batch,
                   INFER_UPLOAD_ROUTE: serve_infer_upload}
 assert tuple(INFER_HANDLERS) == INFER_ROUTES
 
@@ -159,7 +174,7 @@ assert tuple(INFER_HANDLERS) == INFER_ROUTES
 # ---------------------------------------------------------------------------- errors and metrics
 
 
-def _error(status: int, type_: str, message: str, stage: str | None,
+def _error(status: int, type_: str, message: str, stage: Stage | None,
            headers: dict[str, str] | None = None, limit: int | None = None) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, stage=stage, limit=limit))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -193,14 +208,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    names = {404: "route_not_found", 405: "method_not_allowed", 408: RequestTimeout.type, 413: RequestTooLarge.type}
-    return _error(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail), "validate",
-                  dict(exc.headers or {}))
+    known = {404: RouteNotFound, 405: MethodNotAllowed, 408: RequestTimeout, 413: RequestTooLarge}
+    if exc.status_code in known:
+        return _error_of(known[exc.status_code](str(exc.detail), headers=dict(exc.headers or {})))
+    # a status Starlette chose that the service never answers itself (not in the contract's ERROR_KINDS); the
+    # dispatcher reads it by its status
+    return _error(exc.status_code, "http_error", str(exc.detail), "validate", dict(exc.headers or {}))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    return _error(500, "internal_error", f"{type(exc).__name__} (see the service log)", "infer")
+    return _error_of(InternalError(f"{type(exc).__name__} (see the service log)"))
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -264,7 +282,7 @@ class InferRoutes:
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
 
     async def _body(self, scope: Scope, receive: Receive, received: float, max_bytes: int) -> bytes:
-        setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes["/infer_json"] else "MAX_REQUEST_BYTES"
+        setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes[INFER_JSON_ROUTE] else "MAX_REQUEST_BYTES"
         too_large = RequestTooLarge(f"the request body is over {max_bytes} bytes ({setting})", limit=max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > max_bytes:
@@ -377,15 +395,15 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
 
     # documents the bearer scheme in OpenAPI; InferRoutes enforces it before the body is read
     secured = [Depends(HTTPBearer(auto_error=False))]
-    app.add_api_route("/infer_json", infer_json, methods=["POST"], response_model=InferResponse,
+    app.add_api_route(INFER_JSON_ROUTE, infer_json, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
-    app.add_api_route("/infer_batch", infer_batch, methods=["POST"], response_model=BatchResponse,
+    app.add_api_route(INFER_BATCH_ROUTE, infer_batch, methods=["POST"], response_model=BatchResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
     app.add_api_route(INFER_UPLOAD_ROUTE, infer_upload, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured, openapi_extra=UPLOAD_OPENAPI)
-    app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"description": "not ready"}})
-    app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response)
+    app.add_api_route(HEALTHZ_ROUTE, healthz, methods=["GET"])
+    app.add_api_route(READYZ_ROUTE, readyz, methods=["GET"], responses={503: {"description": "not ready"}})
+    app.add_api_route(METRICS_ROUTE, metrics, methods=["GET"], response_class=Response)
 
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

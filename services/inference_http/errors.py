@@ -1,19 +1,31 @@
-"""Every failure the service reports, as one small class hierarchy: status code, error type and stage.
+"""Every failure the service reports, as one small class hierarchy: each class names its error type, and takes
+its status and stage from that type's entry in schemas.service_contract.ERROR_KINDS.
 
-The dispatcher routes on the status (4xx other than 408/429: permanent, to the DLQ at once; 408/429/5xx:
-retried with backoff), so each class's status is a promise about whether trying again can help. The
-`stage` becomes the DLQ envelope's stage.
+The dispatcher reads the same table: the type's verdict says whether trying again can help (permanent: to the
+DLQ at once; retryable: retried with backoff; outage or misconfigured: waited out), and its stage becomes the DLQ
+envelope's stage. A class whose type has no entry fails at import.
 """
 
 from __future__ import annotations
 
-from schemas import ErrorBody, ErrorDetail
+from typing import ClassVar
+
+from schemas import ERROR_KINDS, ErrorBody, ErrorDetail, Stage
+
+
+def _take_status_and_stage(cls: type[ServiceError]) -> None:
+    kind = ERROR_KINDS[cls.type]
+    cls.status, cls.stage = kind.status, kind.stage
 
 
 class ServiceError(Exception):
-    status: int = 500
-    type: str = "internal_error"
-    stage: str = "infer"
+    type: ClassVar[str] = "internal_error"
+    status: ClassVar[int]  # from ERROR_KINDS[type]
+    stage: ClassVar[Stage]  # from ERROR_KINDS[type]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _take_status_and_stage(cls)
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None, limit: int | None = None) -> None:
         super().__init__(message)
@@ -36,9 +48,12 @@ class ServiceError(Exception):
         return detail
 
 
+_take_status_and_stage(ServiceError)
+
+
 # --- the request itself (permanent)
 class BadRequest(ServiceError):
-    status, type, stage = 422, "bad_request", "validate"
+    type = "bad_request"
 
 
 class TooManyItems(BadRequest):
@@ -50,17 +65,17 @@ class TooManyItems(BadRequest):
 class RequestTooLarge(BadRequest):
     """A request body over MAX_REQUEST_BYTES (decided from Content-Length before it is read, when there is one)."""
 
-    status, type = 413, "request_too_large"
+    type = "request_too_large"
 
 
 class RequestTimeout(BadRequest):
     """The request body did not arrive within BODY_TIMEOUT_S: the client's pace, worth retrying."""
 
-    status, type = 408, "request_timeout"
+    type = "request_timeout"
 
 
 class Unauthorized(ServiceError):
-    status, type, stage = 401, "unauthorized", "validate"
+    type = "unauthorized"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
@@ -69,12 +84,12 @@ class Unauthorized(ServiceError):
 class BucketNotAllowed(ServiceError):
     """The bucket is not one of this team's (ALLOWED_BUCKETS); decided before storage is asked."""
 
-    status, type, stage = 403, "bucket_not_allowed", "fetch"
+    type = "bucket_not_allowed"
 
 
 # --- fetching the object
 class ObjectNotFound(ServiceError):
-    status, type, stage = 404, "object_not_found", "fetch"
+    type = "object_not_found"
 
 
 class BucketNotFound(ObjectNotFound):
@@ -82,37 +97,37 @@ class BucketNotFound(ObjectNotFound):
 
 
 class AccessDenied(ServiceError):
-    status, type, stage = 403, "access_denied", "fetch"
+    type = "access_denied"
 
 
 class ObjectTooLarge(ServiceError):
-    status, type, stage = 413, "object_too_large", "fetch"
+    type = "object_too_large"
 
 
 class StorageRefused(ServiceError):
     """MinIO answered, and refused this object's request (an S3 4xx): the message names something storage won't
     serve, so trying again cannot help."""
 
-    status, type, stage = 422, "storage_refused", "fetch"
+    type = "storage_refused"
 
 
 class StorageFailed(ServiceError):
     """MinIO answered this request with a server error while it is up: worth a few retries, not a service outage
     (a 503 would make the dispatcher wait for the whole service, forever, on one object)."""
 
-    status, type, stage = 502, "storage_error", "fetch"
+    type = "storage_error"
 
 
 class StorageUnavailable(ServiceError):
     """MinIO did not answer, is overloaded or starting, or rejected our credentials: the whole service is down,
     nothing is wrong with the message."""
 
-    status, type, stage = 503, "storage_unavailable", "fetch"
+    type = "storage_unavailable"
 
 
 # --- decoding it
 class NotAnImage(ServiceError):
-    status, type, stage = 415, "not_an_image", "decode"
+    type = "not_an_image"
 
 
 class UnsupportedImageFormat(NotAnImage):
@@ -132,21 +147,21 @@ class TooCostlyToDecode(NotAnImage):
 
 # --- capacity and time (retryable)
 class QueueFull(ServiceError):
-    status, type, stage = 429, "queue_full", "queue"
+    type = "queue_full"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class NotReady(ServiceError):
-    status, type, stage = 503, "not_ready", "infer"
+    type = "not_ready"
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class DeadlineExceeded(ServiceError):
-    status, type, stage = 504, "timeout", "infer"
+    type = "timeout"
 
 
 # --- bugs
@@ -157,7 +172,17 @@ class InternalError(ServiceError):
 class RunnerFailed(ServiceError):
     """The runner raised: a bug in the adapter (or a model that cannot take this input)."""
 
-    status, type, stage = 500, "runner_error", "infer"
+    type = "runner_error"
+
+
+class RouteNotFound(ServiceError):
+    """No route at this path: whoever calls has the wrong URL."""
+
+    type = "route_not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    type = "method_not_allowed"
 
 
 def to_wire(exc: ServiceError) -> list:

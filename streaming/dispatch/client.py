@@ -16,7 +16,7 @@ from typing import Protocol
 
 import orjson
 
-from schemas import InferRequest
+from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, READYZ_ROUTE, InferRequest
 from schemas.inference_api import service_response_keys
 from streaming.dispatch import defaults
 from streaming.dispatch.http import Answer, HttpError, KeepAlivePool
@@ -51,7 +51,7 @@ class Failure:
 def service_base_url(http_url: str) -> str:
     """The seed passes the full `/infer_json` URL; the batch and readiness routes sit beside it."""
     url = http_url.rstrip("/")
-    for route in ("/infer_json", "/infer_batch"):
+    for route in (INFER_JSON_ROUTE, INFER_BATCH_ROUTE):
         if url.endswith(route):
             return url[: -len(route)]
     return url
@@ -101,14 +101,14 @@ class InferenceClient:
 
     async def _ready(self) -> bool:
         try:
-            answer = await self._http.request("GET", "/readyz", answer_timeout_s=defaults.READINESS_PROBE_TIMEOUT_S)
+            answer = await self._http.request("GET", READYZ_ROUTE, answer_timeout_s=defaults.READINESS_PROBE_TIMEOUT_S)
             return answer.status == 200
         except HttpError:
             return False
 
     @property
     def route(self) -> str:
-        return "/infer_json" if self.items_per_request <= 1 else "/infer_batch"
+        return INFER_JSON_ROUTE if self.items_per_request <= 1 else INFER_BATCH_ROUTE
 
     async def _accepts_us(self) -> bool:
         """Whether the service takes our token on our route: an empty body must get the service's own 422 (auth
@@ -167,7 +167,7 @@ class InferenceClient:
     async def _post_one(self, request: InferRequest) -> Outcome:
         try:
             body = request.model_dump_json(exclude_none=True).encode()
-            response = await self._http.request("POST", "/infer_json", body, answer_timeout_s=self.attempt_timeout_s)
+            response = await self._http.request("POST", INFER_JSON_ROUTE, body, answer_timeout_s=self.attempt_timeout_s)
         except HttpError as exc:
             return classify_exception(exc)
         return _result_or_misconfigured(classify_response(response))
@@ -195,7 +195,8 @@ class InferenceClient:
     async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
         body = orjson.dumps({"items": [request.model_dump(exclude_none=True) for request in requests]})
         try:
-            response = await self._http.request("POST", "/infer_batch", body, answer_timeout_s=self.attempt_timeout_s)
+            response = await self._http.request("POST", INFER_BATCH_ROUTE, body,
+                                                answer_timeout_s=self.attempt_timeout_s)
             answer = self._split_batch(response, len(requests))
         except HttpError as exc:
             answer = classify_exception(exc)

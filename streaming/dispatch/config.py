@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas import limits, topics
+from schemas import INFER_JSON_ROUTE, limits, topics
 from streaming.dispatch import checkpoints, defaults
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
@@ -47,7 +47,7 @@ class DispatcherConfig(BaseSettings):
 
     bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers", env="KAFKA_BOOTSTRAP", min_length=1)
     team: str = setting("", "team name (required)")
-    http_url: str = setting("http://127.0.0.1:8000/infer_json", "the service's /infer_json URL")
+    http_url: str = setting(f"http://127.0.0.1:8000{INFER_JSON_ROUTE}", f"the service's {INFER_JSON_ROUTE} URL")
     input_topic: str = setting("", "default imagery.new.<team>")
     output_topic: str = setting("", "default inference.results.<team>")
     dlq_topic: str = setting(topics.DLQ_TOPIC, "dead-letter topic", min_length=1)

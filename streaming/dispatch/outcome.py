@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from schemas.service_contract import ERROR_KINDS, STAGES, ErrorKind, Stage, Verdict
 from streaming.dispatch.http import Answer, ConnectFailed, ConnectionBroken, RequestTimedOut
-
-
-class Verdict(str, Enum):
-    SUCCESS = "success"
-    PERMANENT = "permanent"  # this message can never succeed: DLQ at once
-    RETRYABLE = "retryable"  # this message may succeed later: retry within its budget, then DLQ
-    OUTAGE = "outage"  # the service as a whole is unavailable: wait (circuit breaker), never DLQ
-    MISCONFIGURED = "misconfigured"  # the deployment is wrong (token, URL, limits): pause the job, never DLQ
 
 
 @dataclass(frozen=True)
 class Outcome:
     verdict: Verdict
-    stage: str  # DLQ stage: validate, fetch, decode, infer, http, timeout
+    stage: Stage | Literal[""]  # the DLQ stage ("" for a success)
     type: str
     message: str
     http_status: int | None = None
@@ -30,16 +22,16 @@ class Outcome:
     body: dict[str, Any] | None = None
 
 
-# where a status says the failure happened, when the body does not say so itself
-_STAGE_BY_STATUS = {400: "validate", 404: "fetch", 408: "timeout", 413: "fetch", 415: "decode",
-                    422: "validate", 429: "http", 500: "infer", 504: "timeout"}
-_KNOWN_STAGES = {"parse", "validate", "fetch", "decode", "infer", "http", "timeout"}
+# where a status says the failure happened, for an answer that is not the service's own (a proxy's, another
+# server's) and whose body does not say so itself
+_STAGE_BY_STATUS: dict[int, Stage] = {400: "validate", 404: "fetch", 408: "timeout", 413: "fetch", 415: "decode",
+                                      422: "validate", 429: "http", 500: "infer", 504: "timeout"}
 # Error types by which the service says the request as a whole was refused, not the image it names: the
 # dispatcher's deployment (token, URL) is wrong, and every message would get the same answer.
-MISCONFIGURATION_TYPES = frozenset({"unauthorized", "route_not_found", "method_not_allowed"})
+MISCONFIGURATION_TYPES = frozenset(t for t, kind in ERROR_KINDS.items() if kind.verdict is Verdict.MISCONFIGURED)
 # Error types that refuse a whole /infer_batch request for its shape (too many items, too large): each item
 # still deserves its own answer, so the client sends them again one by one.
-WHOLE_REQUEST_TYPES = frozenset({"too_many_items", "request_too_large", "bad_request"})
+WHOLE_REQUEST_TYPES = frozenset(t for t, kind in ERROR_KINDS.items() if kind.whole_request)
 
 
 def _retry_after(response: Answer) -> float | None:
@@ -59,9 +51,17 @@ def classify_response(response: Answer) -> Outcome:
                            _retry_after(response))
 
 
+def _service_kind(status: int, error: dict[str, Any]) -> ErrorKind | None:
+    """The contract's entry for this answer when it is the service's own: its error type, at that type's status
+    (our type at another status is someone else's answer, read by its status)."""
+    kind = ERROR_KINDS.get(error["type"])
+    return kind if kind is not None and kind.status == status else None
+
+
 def classify_status(status: int, body: object, text: str = "", retry_after_s: float | None = None) -> Outcome:
-    """Map a service answer to a verdict. The service's status codes are honest (DESIGN.md), and its error bodies
-    say whether the image or the request was refused, so:
+    """Map a service answer to a verdict. An error the service answers with names its kind, whose verdict the
+    contract gives (schemas.service_contract.ERROR_KINDS). Any other answer is read by its status: the service's
+    status codes are honest (DESIGN.md), and its error bodies say whether the image or the request was refused, so:
     - 2xx with a result: success;
     - 503, or a gateway's 502/504: outage (not ready / storage down / unreachable: the whole service);
     - 408, 429, other 5xx: retryable;
@@ -73,14 +73,18 @@ def classify_status(status: int, body: object, text: str = "", retry_after_s: fl
     error = error if isinstance(error, dict) else {}
     err_type = str(error.get("type") or f"http_{status}")
     message = str(error.get("message") or text or f"HTTP {status}")
-    stage = error.get("stage") if error.get("stage") in _KNOWN_STAGES else _STAGE_BY_STATUS.get(status, "http")
+    kind = _service_kind(status, error) if ours else None
+    stage: Stage = (error["stage"] if error.get("stage") in STAGES else kind.stage if kind is not None
+                    else _STAGE_BY_STATUS.get(status, "http"))
     keep = body if isinstance(body, dict) else None
     if 200 <= status < 300:
         if not isinstance(body, dict):
             return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
                            f"a {status} answer without a JSON object: is --http-url the inference service?", status)
         return Outcome(Verdict.SUCCESS, "", "", "", status, body=body)
-    if status == 503 or (status in (502, 504) and not ours):  # a gateway's 502/504: the service is unreachable
+    if kind is not None:
+        verdict = kind.verdict
+    elif status == 503 or (status in (502, 504) and not ours):  # a gateway's 502/504: the service is unreachable
         verdict = Verdict.OUTAGE
     elif status in (408, 429) or status >= 500:
         verdict = Verdict.RETRYABLE

@@ -17,6 +17,7 @@ from imagery.local import stack
 from imagery.local.inference_service import InferenceService, free_port
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
+from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
 from tests.conftest import remove_bucket, unique
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ def put(minio, bucket: str, key: str, data: bytes) -> None:
 
 def dispatcher_args(bootstrap: str, team: str, service: InferenceService, inp: str, out: str, dlq: str,
                     *extra: str) -> list[str]:
-    return ["--bootstrap", bootstrap, "--team", team, "--http-url", f"{service.base_url}/infer_json",
+    return ["--bootstrap", bootstrap, "--team", team, "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
             "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *extra]
 
@@ -94,7 +95,7 @@ def test_service_outage_mid_run_loses_nothing_and_fills_no_dlq(
             service.stop()
             produce_messages(bootstrap, inp, second)  # these arrive while nothing answers
             with pytest.raises(httpx.ConnectError):
-                httpx.get(f"{service.base_url}/healthz", timeout=1)
+                httpx.get(f"{service.base_url}{HEALTHZ_ROUTE}", timeout=1)
             outage = collect(bootstrap, out, dlq, lambda c: bool(c.dead), 8, watch=job.check_alive)
             assert not outage.dead, "an outage must not send anything to the DLQ"
             service.start()

@@ -25,9 +25,11 @@ import yaml
 from imagery import kafka_io
 from imagery.local import stack
 from imagery.local.inference_service import InferenceService, free_port
-from imagery.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
+from imagery.local.prometheus import PrometheusServer
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
+from imagery.repo import ALERT_RULES, DASHBOARD
+from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
 from tests.service_fixtures import FRUIT_SERVICE_ENV
@@ -94,7 +96,8 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
         submitted = subprocess.run(
             ["bash", str(stack.flink_home() / "bin" / "flink"), "run", "--detached",
              "-m", f"{settings.host}:{settings.flink_rest_port}", "--python", "streaming/flink/jobs/http_dispatcher.py",
-             "--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url", f"{service.base_url}/infer_json",
+             "--bootstrap", settings.bootstrap, "--team", "fruit",
+             "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}",
              "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", group_id,
              "--job-name", job_name, "--resume", "none", "--checkpoint-interval-ms", "1000",
              "--delivery-guarantee", "exactly-once",  # as production runs it: the sinks' commit metrics exist
@@ -248,14 +251,14 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic,
     minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
     produced = produce_messages(bootstrap, inp, [{"bucket": bucket, "key": "a.jpg"}] * 2 + [b"not json"])
     port = free_port()
-    args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}/infer_json",
+    args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
             "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port)]
     with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
         def scraped():
             job.check_alive()
             try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                text = httpx.get(f"http://127.0.0.1:{port}{METRICS_ROUTE}", timeout=2).text
             except httpx.HTTPError:
                 return False, "no answer"
             found = {m.group(1): float(m.group(2)) for m in re.finditer(

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from adapters.fruit_defect_runner import FruitRunner
+from schemas import INFER_BATCH_ROUTE, READYZ_ROUTE
 from services.inference_http import decode
 from services.inference_http.app import create_app
 from services.inference_http.errors import NotAnImage
@@ -83,12 +84,12 @@ def test_the_service_on_cuda_labels_and_batches(stack_settings, fruit_weights, m
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gpu", timeout=60) as client:
                 for _ in range(600):
-                    if (await client.get("/readyz")).status_code == 200:
+                    if (await client.get(READYZ_ROUTE)).status_code == 200:
                         break
                     await asyncio.sleep(0.1)
-                assert (await client.get("/readyz")).json()["device"].startswith("cuda")
+                assert (await client.get(READYZ_ROUTE)).json()["device"].startswith("cuda")
                 items = [{"bucket": bucket, "key": f"{kind}-{i}.jpg"} for i in range(8) for kind in ("clean", "defect")]
-                response = await client.post("/infer_batch", json={"items": items})
+                response = await client.post(INFER_BATCH_ROUTE, json={"items": items})
                 return response.json()["items"]
 
     results = asyncio.run(main())

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from imagery.cli import app
 from imagery.local.inference_service import InferenceService, free_port
+from schemas import HEALTHZ_ROUTE, INFER_UPLOAD_ROUTE
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -21,8 +22,8 @@ MAX_OBJECT_BYTES = int(FRUIT_SERVICE_ENV["MAX_OBJECT_BYTES"])
 
 
 def upload(service: InferenceService, data: bytes, name: str = "image.jpg", **fields: str) -> httpx.Response:
-    return httpx.post(f"{service.base_url}/infer_upload", files={"file": (name, data, "image/jpeg")}, data=fields,
-                      timeout=30)
+    return httpx.post(f"{service.base_url}{INFER_UPLOAD_ROUTE}", files={"file": (name, data, "image/jpeg")},
+                      data=fields, timeout=30)
 
 
 def test_an_uploaded_image_gets_the_same_answer_as_the_stored_one(fruit_service, fruit_images):
@@ -43,7 +44,7 @@ def test_an_uploaded_image_gets_the_same_answer_as_the_stored_one(fruit_service,
     ({"files": {"file": ("a.jpg", b"x")}, "data": {"extra": "[1, 2]"}}, 422, "bad_request"),
 ])
 def test_what_infer_json_refuses_an_upload_refuses_alike(fruit_service, request_kwargs, status, type_):
-    response = httpx.post(f"{fruit_service.base_url}/infer_upload", timeout=30, **request_kwargs)
+    response = httpx.post(f"{fruit_service.base_url}{INFER_UPLOAD_ROUTE}", timeout=30, **request_kwargs)
     assert response.status_code == status, response.text
     assert response.json()["error"]["type"] == type_
 
@@ -52,7 +53,7 @@ def test_a_body_far_over_the_limit_is_refused_before_it_is_read(fruit_service):
     # an upload's body may hold MAX_OBJECT_BYTES plus the form around it, and never less than MAX_REQUEST_BYTES
     too_big = max(MAX_OBJECT_BYTES + 1024 * 1024, 4 * 1024 * 1024 + 1)
     with httpx.Client(timeout=30) as client:
-        response = client.post(f"{fruit_service.base_url}/infer_upload", content=b"\0" * too_big,
+        response = client.post(f"{fruit_service.base_url}{INFER_UPLOAD_ROUTE}", content=b"\0" * too_big,
                                headers={"content-type": "multipart/form-data; boundary=x"})
     assert response.status_code == 413 and response.json()["error"]["type"] == "request_too_large"
 
@@ -86,7 +87,7 @@ class StorageLessService(InferenceService):
             while time.monotonic() < deadline:
                 assert self.running, f"the service died while starting:\n{self.log_tail()}"
                 try:
-                    if client.get(f"{self.base_url}/healthz").status_code == 200:
+                    if client.get(f"{self.base_url}{HEALTHZ_ROUTE}").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, INFER_UPLOAD_ROUTE, READYZ_ROUTE
 from services.inference_http.app import create_app
 from services.inference_http.model_registry import RegistryError, get_model_runner
 from services.inference_http.settings import ServiceSettings
@@ -65,7 +66,7 @@ async def spots_service(stack_settings, runner: Any = None, **settings_: Any) ->
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service",
                                      timeout=30) as client:
             deadline = asyncio.get_running_loop().time() + 30
-            while (await client.get("/readyz")).status_code != 200:
+            while (await client.get(READYZ_ROUTE)).status_code != 200:
                 assert asyncio.get_running_loop().time() < deadline, "the spots service never became ready"
                 await asyncio.sleep(0.05)
             yield client
@@ -78,7 +79,7 @@ GREY_CELL = {"label": "spot", "score": 0.6, "box": [8, 48, 16, 56]}
 def test_a_detector_s_boxes_come_back_as_they_are(stack_settings, spots_bucket):
     async def scenario() -> dict:
         async with spots_service(stack_settings) as client:  # the runner from RUNNER_MODULE, via the registry
-            response = await client.post("/infer_json", json={"bucket": spots_bucket, "key": "two-spots.png"})
+            response = await client.post(INFER_JSON_ROUTE, json={"bucket": spots_bucket, "key": "two-spots.png"})
             assert response.status_code == 200, response.text
             return response.json()
     body = asyncio.run(scenario())
@@ -94,9 +95,9 @@ def test_extra_reaches_the_runner_from_every_route(stack_settings, spots_bucket)
 
     async def scenario() -> tuple[dict, dict, dict]:
         async with spots_service(stack_settings) as client:
-            one = (await client.post("/infer_json", json={**item, "extra": strict})).json()
-            batch = (await client.post("/infer_batch", json={"items": [item, {**item, "extra": strict}]})).json()
-            upload = (await client.post("/infer_upload", data={"extra": '{"min_score": 0.9}'},
+            one = (await client.post(INFER_JSON_ROUTE, json={**item, "extra": strict})).json()
+            batch = (await client.post(INFER_BATCH_ROUTE, json={"items": [item, {**item, "extra": strict}]})).json()
+            upload = (await client.post(INFER_UPLOAD_ROUTE, data={"extra": '{"min_score": 0.9}'},
                                         files={"file": ("two.png", spots_image({(2, 5): 0, (6, 1): 102}))})).json()
             return one, batch, upload
     one, batch, upload = asyncio.run(scenario())
@@ -111,7 +112,7 @@ def test_a_recommended_key_of_the_wrong_type_fails_only_its_own_item(stack_setti
 
     async def scenario() -> dict:
         async with spots_service(stack_settings, runner=PickyDetector()) as client:
-            return (await client.post("/infer_batch", json={"items": [item, {**item, "extra": {"bad_label": True}}]}
+            return (await client.post(INFER_BATCH_ROUTE, json={"items": [item, {**item, "extra": {"bad_label": True}}]}
                                       )).json()
     good, bad = asyncio.run(scenario())["items"]
     assert good["ok"] and good["result"]["count"] == 2
@@ -132,8 +133,8 @@ def test_an_upload_needs_the_bearer_token_like_the_other_infer_routes(stack_sett
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
         async with spots_service(stack_settings, auth_token="s3cret") as client:
-            return (await client.post("/infer_upload", files=image),
-                    await client.post("/infer_upload", files=image, headers={"authorization": "Bearer s3cret"}))
+            return (await client.post(INFER_UPLOAD_ROUTE, files=image),
+                    await client.post(INFER_UPLOAD_ROUTE, files=image, headers={"authorization": "Bearer s3cret"}))
     refused, served = asyncio.run(scenario())
     assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
     assert served.status_code == 200 and served.json()["detections"] == [BLACK_CELL]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from imagery.local.inference_service import InferenceService
-from schemas import ErrorBody, InferRequest
+from schemas import INFER_JSON_ROUTE, ErrorBody, InferRequest
 from services.inference_http.errors import ServiceError
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
@@ -118,7 +118,8 @@ def test_a_content_encoded_object_comes_as_stored_never_inflated(stack_settings,
 
 @pytest.mark.parametrize("key", STORAGE_REFUSES)
 def test_the_service_refuses_those_names_before_asking_storage(fruit_service, bucket, key):
-    response = httpx.post(f"{fruit_service.base_url}/infer_json", json={"bucket": bucket, "key": key}, timeout=30)
+    response = httpx.post(f"{fruit_service.base_url}{INFER_JSON_ROUTE}", json={"bucket": bucket, "key": key},
+                          timeout=30)
     expect_error(response, 422, "bad_request", "validate")
 
 
@@ -130,7 +131,7 @@ def test_another_team_s_bucket_is_403_before_storage_is_asked(fruit_service, min
     minio.make_bucket(other)
     try:
         put(minio, other, "a.jpg", fruit_images.clean)
-        response = httpx.post(f"{fruit_service.base_url}/infer_json", json={"bucket": other, "key": "a.jpg"})
+        response = httpx.post(f"{fruit_service.base_url}{INFER_JSON_ROUTE}", json={"bucket": other, "key": "a.jpg"})
         message = expect_error(response, 403, "bucket_not_allowed", "fetch")
         assert "fruit-*" in message and "ALLOWED_BUCKETS" in message
     finally:
@@ -141,7 +142,7 @@ def test_another_team_s_bucket_is_403_before_storage_is_asked(fruit_service, min
 
 
 def test_the_token_is_checked_before_the_body_is_read(guarded_service):
-    url = f"{guarded_service.base_url}/infer_json"
+    url = f"{guarded_service.base_url}{INFER_JSON_ROUTE}"
     expect_error(httpx.post(url, content=b'{"bucket": ', headers={"content-type": "application/json"}),
                  401, "unauthorized")
     expect_error(httpx.post(url, content=b'{"bucket": ', headers={"authorization": "Bearer wrong"}),
@@ -193,7 +194,7 @@ def test_an_idle_keep_alive_connection_is_closed(guarded_service):
 
 
 def test_a_request_body_over_the_limit_is_413(guarded_service):
-    response = httpx.post(f"{guarded_service.base_url}/infer_json", content=b" " * 70_000,
+    response = httpx.post(f"{guarded_service.base_url}{INFER_JSON_ROUTE}", content=b" " * 70_000,
                           headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"})
     expect_error(response, 413, "request_too_large")
 
@@ -208,7 +209,7 @@ def test_a_jpeg_costing_minutes_is_415_at_once_and_holds_up_no_one(fruit_service
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=fruit_service.base_url, timeout=30) as client:
             keys = ["bomb.jpg", "bomb.jpg", "bomb.jpg", "clean.jpg"]
-            return await asyncio.gather(*(client.post("/infer_json", json={"bucket": bucket, "key": key})
+            return await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key})
                                           for key in keys))
 
     started = time.monotonic()
@@ -226,7 +227,7 @@ def test_the_dispatcher_adapts_to_the_service_s_batch_limit(guarded_service, min
     put(minio, bucket, "clean.jpg", fruit_images.clean)
 
     async def go() -> tuple[list, int]:
-        client = InferenceClient(f"{guarded_service.base_url}/infer_json", items_per_request=8,
+        client = InferenceClient(f"{guarded_service.base_url}{INFER_JSON_ROUTE}", items_per_request=8,
                                  max_batch_wait_ms=50, auth_token=TOKEN)
         try:
             results = await asyncio.gather(*(client.infer(InferRequest(bucket=bucket, key="clean.jpg"))

@@ -17,7 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from imagery.local.inference_service import InferenceService, InferenceServiceError
-from schemas import BatchResponse, ErrorBody, InferResponse
+from schemas import (
+    HEALTHZ_ROUTE,
+    INFER_BATCH_ROUTE,
+    INFER_JSON_ROUTE,
+    METRICS_ROUTE,
+    READYZ_ROUTE,
+    BatchResponse,
+    ErrorBody,
+    InferResponse,
+)
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -42,7 +51,7 @@ def png_bomb(side: int = 10_000) -> bytes:
 
 def batch_size_histogram(base_url: str) -> tuple[float, float]:
     """(forward passes, images in them) so far."""
-    text = httpx.get(f"{base_url}/metrics").text
+    text = httpx.get(f"{base_url}{METRICS_ROUTE}").text
     values = {sample.name: sample.value for family in text_string_to_metric_families(text)
               for sample in family.samples if sample.name.startswith("inference_batch_size")}
     return values["inference_batch_size_count"], values["inference_batch_size_sum"]
@@ -63,13 +72,13 @@ def post(service: InferenceService, route: str, body) -> httpx.Response:
 
 
 def test_healthz_is_exactly_ok_and_team(fruit_service):
-    response = httpx.get(f"{fruit_service.base_url}/healthz")
+    response = httpx.get(f"{fruit_service.base_url}{HEALTHZ_ROUTE}")
     assert response.status_code == 200
     assert response.json() == {"ok": True, "team": "fruit"}
 
 
 def test_readyz_after_start(fruit_service):
-    response = httpx.get(f"{fruit_service.base_url}/readyz")
+    response = httpx.get(f"{fruit_service.base_url}{READYZ_ROUTE}")
     assert response.status_code == 200
     body = response.json()
     assert body["ready"] is True and body["reasons"] == []
@@ -79,17 +88,17 @@ def test_readyz_after_start(fruit_service):
 def test_docs_and_openapi(fruit_service):
     assert "swagger" in httpx.get(f"{fruit_service.base_url}/docs").text.lower()
     spec = httpx.get(f"{fruit_service.base_url}/openapi.json").json()
-    assert {"/infer_json", "/infer_batch", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
-    assert "429" in spec["paths"]["/infer_json"]["post"]["responses"]
+    assert {INFER_JSON_ROUTE, INFER_BATCH_ROUTE, HEALTHZ_ROUTE, READYZ_ROUTE, METRICS_ROUTE} <= set(spec["paths"])
+    assert "429" in spec["paths"][INFER_JSON_ROUTE]["post"]["responses"]
 
 
 def test_metrics_has_the_contract_names(fruit_service, images_bucket):
-    assert post(fruit_service, "/infer_json", {"bucket": images_bucket, "key": "fruit/clean.jpg"}).status_code == 200
-    text = httpx.get(f"{fruit_service.base_url}/metrics").text
+    assert post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "fruit/clean.jpg"}).status_code == 200
+    text = httpx.get(f"{fruit_service.base_url}{METRICS_ROUTE}").text
     names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
     assert {"inference_requests_total", "inference_request_seconds_bucket", "inference_queue_seconds_bucket",
             "inference_batch_size_bucket", "inference_queue_depth"} <= names
-    assert 'inference_requests_total{route="/infer_json",status="200"}' in text
+    assert f'inference_requests_total{{route="{INFER_JSON_ROUTE}",status="200"}}' in text
 
 
 # ---------------------------------------------------------------------------- inference
@@ -97,7 +106,7 @@ def test_metrics_has_the_contract_names(fruit_service, images_bucket):
 
 def test_clean_and_defective_fruit_get_the_right_labels(fruit_service, images_bucket):
     for kind in ("clean", "defect"):
-        response = post(fruit_service, "/infer_json", {"bucket": images_bucket, "key": f"fruit/{kind}.jpg"})
+        response = post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": f"fruit/{kind}.jpg"})
         assert response.status_code == 200, response.text
         result = InferResponse.model_validate(response.json())
         assert result.label == kind
@@ -114,7 +123,7 @@ def test_many_held_out_images_are_classified_correctly(fruit_service, minio, buc
     for i in range(12):
         kind = ("clean", "defect")[i % 2]
         items.append({"bucket": bucket, "key": put(minio, bucket, f"{kind}-{i}.jpg", fruit_images.make(kind, i))})
-    response = post(fruit_service, "/infer_batch", {"items": items})
+    response = post(fruit_service, INFER_BATCH_ROUTE, {"items": items})
     labels = [item["result"]["label"] for item in BatchResponse.model_validate(response.json()).model_dump()["items"]]
     assert labels == [("clean", "defect")[i % 2] for i in range(12)]
 
@@ -126,7 +135,7 @@ def test_infer_batch_answers_each_item_in_order(fruit_service, minio, images_buc
              {"bucket": images_bucket, "key": "fruit/defect.jpg"},
              {"bucket": images_bucket, "key": "notes.txt"},
              {"bucket": "fruit-no-such-bucket-for-sure", "key": "fruit/clean.jpg"}]
-    response = post(fruit_service, "/infer_batch", {"items": items})
+    response = post(fruit_service, INFER_BATCH_ROUTE, {"items": items})
     assert response.status_code == 200
     out = BatchResponse.model_validate(response.json()).items
     assert [item.ok for item in out] == [True, False, True, False, False]
@@ -142,7 +151,7 @@ def test_concurrent_requests_share_forward_passes(fruit_service, images_bucket):
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=fruit_service.base_url, timeout=30) as client:
             keys = ["fruit/clean.jpg", "fruit/defect.jpg"] * 16
-            return await asyncio.gather(*(client.post("/infer_json", json={"bucket": images_bucket, "key": key})
+            return await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": images_bucket, "key": key})
                                           for key in keys))
 
     responses = asyncio.run(fire())
@@ -166,9 +175,9 @@ def expect_error(response: httpx.Response, status: int, type_: str, stage: str) 
 
 
 def test_missing_object_and_missing_bucket_are_404(fruit_service, images_bucket):
-    expect_error(post(fruit_service, "/infer_json", {"bucket": images_bucket, "key": "nope.jpg"}),
+    expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "nope.jpg"}),
                  404, "object_not_found", "fetch")
-    expect_error(post(fruit_service, "/infer_json", {"bucket": "fruit-no-such-bucket-for-sure", "key": "a.jpg"}),
+    expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": "fruit-no-such-bucket-for-sure", "key": "a.jpg"}),
                  404, "bucket_not_found", "fetch")
 
 
@@ -185,25 +194,25 @@ def test_undecodable_objects_are_415(fruit_service, minio, bucket, fruit_images,
         data = png_bomb()
         assert len(data) < 200_000
     put(minio, bucket, name, data)
-    expect_error(post(fruit_service, "/infer_json", {"bucket": bucket, "key": name}), 415, type_, "decode")
+    expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": bucket, "key": name}), 415, type_, "decode")
 
 
 def test_an_object_over_the_size_limit_is_413(fruit_service, minio, bucket):
     limit = int(FRUIT_SERVICE_ENV["MAX_OBJECT_BYTES"])
     put(minio, bucket, "huge.jpg", os.urandom(limit + 1))
-    error = expect_error(post(fruit_service, "/infer_json", {"bucket": bucket, "key": "huge.jpg"}),
+    error = expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": bucket, "key": "huge.jpg"}),
                          413, "object_too_large", "fetch")
     assert str(limit + 1) in error["message"]
 
 
 @pytest.mark.parametrize("route, body", [
-    ("/infer_json", b'{"bucket": "imagery-hot", "key": '),  # malformed JSON
-    ("/infer_json", b"[1, 2]"),
-    ("/infer_json", b'{"bucket": "imagery-hot"}'),  # no key
-    ("/infer_json", b'{"bucket": "Not_A_Bucket", "key": "a.jpg"}'),
-    ("/infer_json", b'{"bucket": "imagery-hot", "key": "a.jpg", "surprise": 1}'),
-    ("/infer_batch", b'{"items": []}'),
-    ("/infer_batch", b'{"items": [{"bucket": "imagery-hot"}]}'),
+    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": '),  # malformed JSON
+    (INFER_JSON_ROUTE, b"[1, 2]"),
+    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot"}'),  # no key
+    (INFER_JSON_ROUTE, b'{"bucket": "Not_A_Bucket", "key": "a.jpg"}'),
+    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": "a.jpg", "surprise": 1}'),
+    (INFER_BATCH_ROUTE, b'{"items": []}'),
+    (INFER_BATCH_ROUTE, b'{"items": [{"bucket": "imagery-hot"}]}'),
 ])
 def test_malformed_requests_are_422(fruit_service, route, body):
     response = httpx.post(f"{fruit_service.base_url}{route}", content=body,
@@ -230,10 +239,10 @@ def test_the_service_restarts_on_the_same_port(stack_settings, fruit_weights, im
     service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights))
     body = {"bucket": images_bucket, "key": "fruit/defect.jpg"}
     with service.start():
-        assert post(service, "/infer_json", body).json()["label"] == "defect"
+        assert post(service, INFER_JSON_ROUTE, body).json()["label"] == "defect"
         service.stop()
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{service.base_url}/healthz")
+            httpx.get(f"{service.base_url}{HEALTHZ_ROUTE}")
         service.start()
-        assert post(service, "/infer_json", body).json()["label"] == "defect"
+        assert post(service, INFER_JSON_ROUTE, body).json()["label"] == "defect"
     assert not service.running

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.fruit_defect_runner import FruitRunner
 from imagery.local.inference_service import free_port
+from schemas import HEALTHZ_ROUTE, INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE
 from services.inference_http.app import create_app
 from services.inference_http.model_registry import UnknownTeam
 from services.inference_http.settings import ServiceSettings
@@ -78,14 +79,14 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], what: str, timeou
 
 async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> dict:
     async def ready() -> bool:
-        return (await client.get("/readyz")).status_code == 200
+        return (await client.get(READYZ_ROUTE)).status_code == 200
 
     await eventually(ready, "/readyz to answer 200", timeout_s)
-    return (await client.get("/readyz")).json()
+    return (await client.get(READYZ_ROUTE)).json()
 
 
 async def metric(client: httpx.AsyncClient, name: str) -> float:
-    text = (await client.get("/metrics")).text
+    text = (await client.get(METRICS_ROUTE)).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and not sample.labels:
@@ -116,18 +117,18 @@ def test_not_ready_until_warm_up_is_done(stack_settings, fruit_weights, fruit_ob
     async def main():
         async with serving(settings_for(stack_settings, fruit_weights), runner) as client:
             await asyncio.to_thread(runner.in_forward.wait, 30)
-            health = await client.get("/healthz")
+            health = await client.get(HEALTHZ_ROUTE)
             assert (health.status_code, health.json()) == (200, {"ok": True, "team": "fruit"})
-            ready = await client.get("/readyz")
+            ready = await client.get(READYZ_ROUTE)
             assert ready.status_code == 503
             assert ready.json()["ready"] is False and ready.json()["reasons"] == ["the model is warming up"]
-            early = await client.post("/infer_json", json={"bucket": fruit_object, "key": "clean.jpg"})
+            early = await client.post(INFER_JSON_ROUTE, json={"bucket": fruit_object, "key": "clean.jpg"})
             assert early.status_code == 503 and early.headers["Retry-After"]
             assert early.json()["error"]["type"] == "not_ready"
             runner.gate.set()
             body = await wait_until_ready(client)
             assert body["ready"] is True and body["reasons"] == [] and body["device"] == "cpu"
-            late = await client.post("/infer_json", json={"bucket": fruit_object, "key": "clean.jpg"})
+            late = await client.post(INFER_JSON_ROUTE, json={"bucket": fruit_object, "key": "clean.jpg"})
             assert late.status_code == 200 and late.json()["label"] == "clean"
             assert await metric(client, "inference_ready") == 1
 
@@ -140,13 +141,13 @@ def test_storage_down_is_503_for_readiness_and_requests(stack_settings, fruit_we
     async def main():
         async with serving(settings_for(stack_settings, fruit_weights, minio_endpoint=dead)) as client:
             async def warmed_up() -> bool:
-                return "the model is warming up" not in (await client.get("/readyz")).json()["reasons"]
+                return "the model is warming up" not in (await client.get(READYZ_ROUTE)).json()["reasons"]
 
             await eventually(warmed_up, "the warm-up to finish", 30)
-            body = (await client.get("/readyz")).json()
+            body = (await client.get(READYZ_ROUTE)).json()
             assert body["ready"] is False and len(body["reasons"]) == 1
             assert body["reasons"][0].startswith(f"storage: MinIO at {dead} did not answer")
-            response = await client.post("/infer_json", json={"bucket": "fruit-hot", "key": "a.jpg"})
+            response = await client.post(INFER_JSON_ROUTE, json={"bucket": "fruit-hot", "key": "a.jpg"})
             assert response.status_code == 503
             assert response.json()["error"]["type"] == "storage_unavailable"
             assert response.json()["error"]["stage"] == "fetch"
@@ -164,23 +165,23 @@ def test_a_full_queue_answers_429_with_retry_after(stack_settings, fruit_weights
             runner.gate.clear()
             runner.in_forward.clear()
             body = {"bucket": fruit_object, "key": "clean.jpg"}
-            first = asyncio.create_task(client.post("/infer_json", json=body))
+            first = asyncio.create_task(client.post(INFER_JSON_ROUTE, json=body))
             await asyncio.to_thread(runner.in_forward.wait, 30)  # the first holds the model
-            second = asyncio.create_task(client.post("/infer_json", json=body))
+            second = asyncio.create_task(client.post(INFER_JSON_ROUTE, json=body))
 
             async def both_admitted() -> bool:
                 return await metric(client, "inference_in_flight") == 2
 
             await eventually(both_admitted, "the second request to be admitted")
-            refused = await client.post("/infer_json", json=body)
+            refused = await client.post(INFER_JSON_ROUTE, json=body)
             assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"
             assert refused.json()["error"] == {"type": "queue_full", "stage": "queue",
                                                "message": refused.json()["error"]["message"]}
-            batch = await client.post("/infer_batch", json={"items": [body]})
+            batch = await client.post(INFER_BATCH_ROUTE, json={"items": [body]})
             assert batch.status_code == 200 and batch.json()["items"][0]["status"] == 429
             runner.gate.set()
             assert [(await t).status_code for t in (first, second)] == [200, 200]
-            assert (await client.post("/infer_json", json=body)).status_code == 200  # room again
+            assert (await client.post(INFER_JSON_ROUTE, json=body)).status_code == 200  # room again
 
     run(main())
 
@@ -196,9 +197,9 @@ def test_past_its_deadline_a_request_gets_504_and_never_runs(stack_settings, fru
             runner.gate.clear()
             runner.in_forward.clear()
             body = {"bucket": fruit_object, "key": "defect.jpg"}
-            held = asyncio.create_task(client.post("/infer_json", json=body))  # runs, but finishes too late
+            held = asyncio.create_task(client.post(INFER_JSON_ROUTE, json=body))  # runs, but finishes too late
             await asyncio.to_thread(runner.in_forward.wait, 30)
-            queued = await client.post("/infer_json", json=body)  # waits behind it and times out there
+            queued = await client.post(INFER_JSON_ROUTE, json=body)  # waits behind it and times out there
             assert queued.status_code == 504
             assert queued.json()["error"]["type"] == "timeout" and queued.json()["error"]["stage"] == "infer"
             assert "infer stage" in queued.json()["error"]["message"]
@@ -210,7 +211,7 @@ def test_past_its_deadline_a_request_gets_504_and_never_runs(stack_settings, fru
                 return await metric(client, "inference_batch_size_count") == passes_before + 1
 
             await eventually(held_pass_done, "the held forward pass to finish")  # the queued one never runs
-            fresh = await client.post("/infer_json", json=body)
+            fresh = await client.post(INFER_JSON_ROUTE, json=body)
             assert fresh.status_code == 200 and fresh.json()["label"] == "defect"
             assert await metric(client, "inference_batch_size_count") == passes_before + 2
 
@@ -227,7 +228,7 @@ def test_a_runner_exception_fails_only_its_own_item(stack_settings, fruit_weight
             items = [{"bucket": fruit_object, "key": "clean.jpg"},
                      {"bucket": fruit_object, "key": "defect.jpg", "extra": {"explode": True}},
                      {"bucket": fruit_object, "key": "defect.jpg"}]
-            response = await client.post("/infer_batch", json={"items": items})
+            response = await client.post(INFER_BATCH_ROUTE, json={"items": items})
             assert response.status_code == 200
             ok1, bad, ok2 = response.json()["items"]
             assert ok1["ok"] and ok1["result"]["label"] == "clean"
@@ -235,9 +236,9 @@ def test_a_runner_exception_fails_only_its_own_item(stack_settings, fruit_weight
             assert bad == {"ok": False, "status": 500, "error": {
                 "type": "runner_error", "stage": "infer",
                 "message": "the fruit runner failed on this image (see the service log)"}}
-            alone = await client.post("/infer_json", json=items[1])
+            alone = await client.post(INFER_JSON_ROUTE, json=items[1])
             assert alone.status_code == 500 and alone.json()["error"]["type"] == "runner_error"
-            assert (await client.get("/healthz")).status_code == 200  # and the service carries on
+            assert (await client.get(HEALTHZ_ROUTE)).status_code == 200  # and the service carries on
 
     run(main())
 
@@ -250,16 +251,16 @@ def test_a_bearer_token_guards_the_infer_routes_only(stack_settings, fruit_weigh
             await wait_until_ready(client)  # /readyz is open
             body = {"bucket": fruit_object, "key": "clean.jpg"}
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
-                refused = await client.post("/infer_json", json=body, headers=headers)
+                refused = await client.post(INFER_JSON_ROUTE, json=body, headers=headers)
                 assert refused.status_code == 401, headers
                 assert refused.headers["WWW-Authenticate"] == "Bearer"
                 assert refused.json()["error"]["type"] == "unauthorized"
-                batch = await client.post("/infer_batch", json={"items": [body]}, headers=headers)
+                batch = await client.post(INFER_BATCH_ROUTE, json={"items": [body]}, headers=headers)
                 assert batch.status_code == 401
             good = {"Authorization": "Bearer s3cret"}
-            assert (await client.post("/infer_json", json=body, headers=good)).status_code == 200
-            assert (await client.post("/infer_batch", json={"items": [body]}, headers=good)).status_code == 200
-            for open_route in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.post(INFER_JSON_ROUTE, json=body, headers=good)).status_code == 200
+            assert (await client.post(INFER_BATCH_ROUTE, json={"items": [body]}, headers=good)).status_code == 200
+            for open_route in (HEALTHZ_ROUTE, READYZ_ROUTE, METRICS_ROUTE):
                 assert (await client.get(open_route)).status_code == 200
 
     run(main())
@@ -291,7 +292,7 @@ def test_the_resnet50_team_serves_through_the_same_path(stack_settings, tmp_path
         async with serving(settings) as client:
             ready = await wait_until_ready(client, timeout_s=120)
             assert (ready["team"], ready["model_name"]) == ("resnet50", "resnet50")
-            response = await client.post("/infer_json", json={"bucket": bucket, "key": "a.jpg"})
+            response = await client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": "a.jpg"})
             assert response.status_code == 200, response.text
             return response.json()
 

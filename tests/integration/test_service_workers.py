@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from imagery.local.inference_service import InferenceService
+from schemas import INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def wait_for(predicate, what: str, timeout_s: float = 60.0):
 
 def metric_values(service: InferenceService) -> dict[tuple[str, tuple], float]:
     """/metrics over a fresh connection (so any worker may answer), as {(sample, labels): value}."""
-    text = httpx.get(f"{service.base_url}/metrics", headers={"Connection": "close"}, timeout=10).text
+    text = httpx.get(f"{service.base_url}{METRICS_ROUTE}", headers={"Connection": "close"}, timeout=10).text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -67,7 +68,7 @@ async def infer_many(service: InferenceService, bucket: str, key: str, count: in
     """`count` requests, each on a connection of its own, all at once: the workers share them."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) as client:
-        responses = await asyncio.gather(*(client.post("/infer_json", json={"bucket": bucket, "key": key})
+        responses = await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key})
                                            for _ in range(count)))
     return [r.status_code for r in responses]
 
@@ -93,7 +94,7 @@ def test_no_request_meets_a_cold_worker(workers_service, fruit_object):
     wait_for(lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS,
              f"all {WORKERS} workers to be warm")
     assert len(worker_pids(workers_service)) == WORKERS
-    body = httpx.get(f"{workers_service.base_url}/readyz").json()
+    body = httpx.get(f"{workers_service.base_url}{READYZ_ROUTE}").json()
     assert body["ready"] is True and body["workers"] == WORKERS
 
 

@@ -11,6 +11,9 @@ import httpx
 import pytest
 
 from schemas import (
+    INFER_BATCH_ROUTE,
+    INFER_JSON_ROUTE,
+    READYZ_ROUTE,
     DeadLetter,
     DispatcherIdentity,
     ErrorEnvelope,
@@ -194,13 +197,13 @@ def test_every_setting_is_one_field_with_its_own_flag_and_variable():
 
 
 def test_base_url_from_seed_url():
-    assert service_base_url("http://svc:8000/infer_json") == "http://svc:8000"
+    assert service_base_url(f"http://svc:8000{INFER_JSON_ROUTE}") == "http://svc:8000"
     assert service_base_url("http://svc:8000/") == "http://svc:8000"
 
 
 def run_client(handler, **kwargs):
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                                  transport=MockService(handler), **kwargs)
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(4)]
@@ -227,10 +230,10 @@ def test_client_waits_out_an_outage_without_spending_budget():
     def handler(request):
         if state["down"] > 0:
             state["down"] -= 1
-            if request.url.path == "/readyz":
+            if request.url.path == READYZ_ROUTE:
                 return httpx.Response(503, json=err(503, "not_ready"))
             raise httpx.ConnectError("refused")
-        return httpx.Response(200, json=RESPONSE if request.url.path == "/infer_json" else {"ready": True})
+        return httpx.Response(200, json=RESPONSE if request.url.path == INFER_JSON_ROUTE else {"ready": True})
     results, client = run_client(handler)
     assert all(isinstance(r, Success) and r.attempts == 1 for r in results)
     assert client.breaker.opened_count >= 1
@@ -290,7 +293,7 @@ def test_a_dead_letter_that_fits_keeps_everything():
 
 
 def dispatcher_with(handler, **kwargs) -> Dispatcher:
-    client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+    client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
                              transport=MockService(handler))
     return Dispatcher(client, "fruit", IDENTITY, **kwargs)
 
@@ -374,7 +377,7 @@ def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
                                  transport=MockService(handler), auth_token="wrong")
         client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
         try:
@@ -391,7 +394,7 @@ def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batch
     sizes = []
 
     def handler(request):
-        if request.url.path == "/infer_batch":
+        if request.url.path == INFER_BATCH_ROUTE:
             items = json.loads(request.content)["items"]
             sizes.append(len(items))
             if len(items) > 2:
@@ -405,14 +408,14 @@ def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batch
 
 def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_spares_the_rest():
     def handler(request):
-        if request.url.path == "/readyz":
+        if request.url.path == READYZ_ROUTE:
             return httpx.Response(200, json={"ready": True})
         if json.loads(request.content)["key"] == "k2":
             return httpx.Response(503, json=err(503, "storage_unavailable", "fetch"))
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                                  transport=MockService(handler))
         client.breaker = CircuitBreaker(client._ready, min_pause_s=0.01, max_pause_s=0.02)
         try:
@@ -529,11 +532,12 @@ def test_a_detector_s_answer_without_the_seed_keys_is_a_result():
     detector["detections"] = [{"label": "spot", "score": 0.8, "box": [1, 2, 3, 4]}]
     for items in (1, 4):  # /infer_json and /infer_batch
         def handler(request):
-            if request.url.path == "/infer_batch":
+            if request.url.path == INFER_BATCH_ROUTE:
                 n = len(json.loads(request.content)["items"])
                 return httpx.Response(200, json={"items": [{"ok": True, "result": detector}] * n})
             return httpx.Response(200, json=detector)
-        client = InferenceClient("http://svc/infer_json", transport=MockService(handler), items_per_request=items)
+        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", transport=MockService(handler),
+                                 items_per_request=items)
         outcome = asyncio.run(client.infer(InferRequest(bucket="b-1", key="a.jpg")))
         assert isinstance(outcome, Success) and outcome.response["detections"][0]["box"] == [1, 2, 3, 4]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from schemas import DispatcherIdentity
+from schemas import INFER_JSON_ROUTE, DispatcherIdentity
 from streaming.dispatch.client import InferenceClient
 from streaming.dispatch.handler import Dispatcher
 from streaming.dispatch.http import Answer
@@ -49,7 +49,7 @@ class Service:
 
 def test_dispatcher_counts_records_results_dead_letters_and_retries():
     metrics = DispatcherMetrics()
-    client = InferenceClient("http://svc/infer_json", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+    client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
                              transport=Service())
     dispatcher = Dispatcher(client, "fruit", DispatcherIdentity(job="j/0", group_id="g", host="h"), metrics=metrics)
     values = [b'{"bucket": "fruit-a", "key": "flaky.jpg"}', b'{"bucket": "fruit-a", "key": "ok.jpg"}',

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from imagery import compose, scaffold
+from schemas import INFER_JSON_ROUTE
 
 
 def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack(tmp_path):
@@ -38,7 +39,7 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     assert svc["environment"]["TEAM"] == "orchard_west"
     assert svc["environment"]["WEIGHTS_PATH"] == f"/app/weights/{scaffold.weights_file('orchard_west')}"
     assert job["environment"]["INPUT_TOPIC"] == "imagery.new.orchard_west"
-    assert job["environment"]["HTTP_URL"] == "http://orchard-west-inference-http:8000/infer_json"
+    assert job["environment"]["HTTP_URL"] == f"http://orchard-west-inference-http:8000{INFER_JSON_ROUTE}"
     assert job["image"] == services["flink-jobmanager"]["image"]  # the anchors resolved
     assert "fruit-inference-http" in services and "flink-dispatcher-fruit" in services
     # its uploads' events: a MinIO target for its topic, and `init` makes its topics, bucket and checks its weights
