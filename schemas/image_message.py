@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,7 +25,7 @@ _DOT_SEGMENT_RE = re.compile(r"(?:^|[/\\])[ \t\n\v\f\r\x85\xa0]*\.\.?[ \t\n\v\f\
 class InvalidMessage(ValueError):
     """A message that can never be processed. `stage` is `parse` (not JSON) or `validate` (bad fields)."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Literal["parse", "validate"], message: str) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message

@@ -42,7 +42,7 @@ class ServiceError(Exception):
     def detail_dict(self) -> dict:
         """`detail()` as the plain dict it serialises to (`limit` only when set), without building the model: the
         hot path's per-item errors of /infer_batch."""
-        detail = {"type": self.type, "message": self.message, "stage": self.stage}
+        detail: dict[str, object] = {"type": self.type, "message": self.message, "stage": self.stage}
         if self.limit is not None:
             detail["limit"] = self.limit
         return detail

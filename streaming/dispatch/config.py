@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas import INFER_JSON_ROUTE, limits, topics
@@ -35,7 +36,7 @@ def setting(default: Any, help: str, *, env: str = "", formerly: str = "", **con
     """One setting: its default, its help and pydantic's constraints on its value. Its flag is the field's name with
     dashes (`--items-per-request`), its variable the name in capitals (`ITEMS_PER_REQUEST`) unless `env` names
     another (the seed's compose names); `formerly`: an older field name whose flag and variable are still read."""
-    names = {key: value for key, value in (("env", env), ("formerly", formerly)) if value}
+    names: JsonDict = {key: value for key, value in (("env", env), ("formerly", formerly)) if value}
     return Field(default, description=help, json_schema_extra=names or None, **constraints)
 
 
@@ -275,10 +276,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     former_flags = {flag(name)[2:]: flag(former)[2:]
                     for name in DispatcherConfig.model_fields if (former := _former_name(name))}
-    flags = CliSettingsSource(
+    flags: CliSettingsSource[DispatcherConfig] = CliSettingsSource(
         DispatcherConfig, cli_parse_args=sys.argv[1:] if argv is None else list(argv), root_parser=parser,
         add_argument_method=_add_argument, cli_kebab_case=True, cli_implicit_flags="toggle", cli_shortcuts=former_flags)
     try:
-        return DispatcherConfig(_cli_settings_source=flags, **from_environment(os.environ if env is None else env))
+        # the variables are text: pydantic parses each into its field's type
+        variables: dict[str, Any] = from_environment(os.environ if env is None else env)
+        return DispatcherConfig(_cli_settings_source=flags, **variables)
     except ValidationError as exc:
         parser.error(_explain(exc))

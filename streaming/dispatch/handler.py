@@ -44,7 +44,7 @@ class Dispatcher:
         per_record = await asyncio.gather(*(self.handle(record) for record in records))
         return [output for outputs in per_record for output in outputs]
 
-    async def _infer(self, request: InferRequest):
+    async def _infer(self, request: InferRequest) -> Success | Failure:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.in_flight)
         async with self._slots:  # at most `in_flight` images at the service, however many records are waiting
@@ -95,7 +95,7 @@ class Dispatcher:
             if isinstance(outcome, Failure):
                 o = outcome.outcome
                 outputs.append(self._dead_letter(record, ErrorEnvelope(
-                    stage=o.stage, type=o.type, message=o.message, http_status=o.http_status,
+                    stage=o.stage or "dispatch", type=o.type, message=o.message, http_status=o.http_status,
                     retryable=o.verdict is Verdict.RETRYABLE, attempts=outcome.attempts,
                     first_attempt_ms=outcome.first_attempt_ms, last_attempt_ms=outcome.last_attempt_ms,
                 ), event_record=event_record))

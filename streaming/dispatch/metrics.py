@@ -21,9 +21,11 @@ to aggregate across replicas.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, get_args
 
 from schemas.dead_letter import Stage
@@ -62,7 +64,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class DispatcherMetrics:
     """Counts of one parallel instance of the dispatcher; `register` exposes them in a Flink metric group."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.records = 0  # Kafka records handled
         self.images = 0  # images those records named (an S3 event may name several)
@@ -130,7 +132,7 @@ class DispatcherMetrics:
             "circuit_open_ms": self.circuit_open_ms,
         }
         for name, q in PERCENTILES.items():
-            gauges[f"http_latency_{name}_ms"] = lambda q=q: self.latency_ms(q)
+            gauges[f"http_latency_{name}_ms"] = functools.partial(self.latency_ms, q)
         return gauges
 
     def register(self, metric_group: Any) -> None:

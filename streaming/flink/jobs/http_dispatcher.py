@@ -22,6 +22,7 @@ so a checkpoint covers them like any other record in flight.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -91,7 +92,8 @@ class InferAndRoute(AsyncFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         cfg = self.config
-        self._client_args = dict(
+        self._new_client = functools.partial(
+            InferenceClient,
             http_url=cfg.http_url,
             policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
             attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
@@ -109,7 +111,7 @@ class InferAndRoute(AsyncFunction):
     def _dispatcher(self) -> Dispatcher:
         # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
         if self.dispatcher is None:
-            client = InferenceClient(**self._client_args)
+            client = self._new_client()
             self.dispatcher = Dispatcher(client, self.config.team, self._identity, self.config.max_message_bytes,
                                          self.config.max_record_bytes, in_flight=self.config.capacity,
                                          metrics=self.metrics)
@@ -120,11 +122,11 @@ class InferAndRoute(AsyncFunction):
         # close with the worker process. Dropping the reference is all that is left to do.
         self.dispatcher = None
 
-    async def async_invoke(self, group):
+    async def async_invoke(self, group: Row) -> list[Row]:
         outputs = await self._dispatcher().handle_group([_kafka_input(group.partition, r) for r in group.records])
         return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers) for o in outputs]
 
-    def timeout(self, row):
+    def timeout(self, row: Row) -> list[Row]:
         # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
         raise TimeoutError(f"an inference call did not finish within {ASYNC_TIMEOUT.to_milliseconds()} ms")
 
