@@ -3,7 +3,7 @@
 An adapter is a module `adapters/<name>_runner.py` with two module-level names, `TEAM = "<team>"` and
 `RUNNER = <class>`; the registry finds it by that file name alone (no central list to edit).
 
-Every runner has the seed's interface (`Runner`): constructed as `RUNNER(weights_path=None, model_tag=None)`,
+Every runner has one interface (`Runner`): constructed as `RUNNER(weights_path=None, model_tag=None)`,
 called as `run(image_bytes_or_uri, model_tag=None, extra=None) -> dict`: any JSON object (a classifier's
 `label`, `score`, `confidence` and `latency_ms_model` are recommended, and checked for type when present; a detector
 answers with its boxes, a segmenter with its mask: schemas.inference_api.RunnerOutput). `extra` is the request's
@@ -31,7 +31,7 @@ from adapters import imaging
 
 @runtime_checkable
 class Runner(Protocol):
-    """The seed's adapter interface; every team's runner has it."""
+    """The runner interface; every team's runner has it, and the registry and the service call only this."""
 
     def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
             extra: dict[str, Any] | None = None) -> dict[str, Any]: ...
@@ -82,7 +82,7 @@ def existing_file(path: str | Path) -> str:
 
 
 def read_image_source(image_bytes_or_uri: Any) -> bytes:
-    """The seed lets `run` take bytes or a URI; a local path or file:// URI is read here. Object URIs
+    """`run` takes bytes or a URI; a local path or file:// URI is read here. Object URIs
     (s3://) are the service's job: it fetches the bytes and passes them in."""
     if isinstance(image_bytes_or_uri, (bytes, bytearray, memoryview)):
         return bytes(image_bytes_or_uri)

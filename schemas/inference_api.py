@@ -45,8 +45,9 @@ class Timings(BaseModel):
 
 
 class RunnerOutput(BaseModel):
-    """What a runner returns: any JSON object. The seed's keys are recommended, not required (a detector's or a
-    segmenter's answer has no single label); when present they must have these types."""
+    """What a runner returns: any JSON object. A classifier's keys (label, score, confidence, latency_ms_model,
+    probabilities) are recommended, not required (a detector's or a segmenter's answer has no single label); when
+    present they must have these types."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
@@ -75,7 +76,7 @@ def check_runner_output(result: object) -> str | None:
 
 
 class InferResponse(RunnerOutput):
-    """The runner's dict (the seed's keys at top level when it has them, plus the runner's own fields), plus what
+    """The runner's dict (a classifier's keys at top level when it has them, plus the runner's own fields), plus what
     the service adds: which team and model, the object or upload it ran on, batch size and timings."""
 
     team: str

@@ -29,7 +29,7 @@ class InferenceResult(RunnerOutput):
     key: str
     camera: str | None = None
     publish_ts_ms: int | None = None
-    # the runner's output (RunnerOutput: the seed's keys when it has them, its own fields as extra keys)
+    # the runner's output (RunnerOutput: a classifier's keys when it has them, its own fields as extra keys)
     model_name: str
     model_tag: str | None = None
     batch_size: int

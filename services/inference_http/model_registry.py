@@ -103,7 +103,7 @@ def runner_class(team: str, package: str = ADAPTER_PACKAGE, module: str | None =
 
 def get_model_runner(team: str, weights_path: str | None = None, model_tag: str | None = None,
                      package: str = ADAPTER_PACKAGE, module: str | None = None) -> Runner:
-    """The seed's registry call: a ready runner for `team` (its weights loaded, on the CPU); `module`: see
+    """The registry's one call: a ready runner for `team` (its weights loaded, on the CPU); `module`: see
     `runner_class`."""
     runner_cls = runner_class(team, package, module)
     try:

@@ -1,7 +1,7 @@
 """How an image gets from its bytes to the runner's answer: one interface, one class per way of doing it.
 
     ForwardPath            prepare(bytes) in the request's process, then run(item) -> Done
-    |- SeedPath            a runner without run_batch: the seed's run(bytes), one image per call
+    |- PerImagePath        a runner without run_batch: its run(bytes), one image per call
     |- CpuBatchPath        decode + resize on CPU threads as each image arrives, then dynamic batches of run_batch
     |- PipelinedBatchPath  the batch is decoded together (nvJPEG on a GPU, threads on the CPU) in one thread while
     |                      the previous batch runs its forward pass in another: two batches in flight, on two CUDA
@@ -92,7 +92,7 @@ def model_info_of(runner: Runner, device: torch.device, max_batch_size: int, for
 
 
 def checked_result(result: Any) -> dict[str, Any] | RunnerFailed:
-    """The runner's result if it is a runner's answer (schemas.check_runner_output: any JSON object, the seed's
+    """The runner's result if it is a runner's answer (schemas.check_runner_output: any JSON object, a classifier's
     recommended keys well typed when present; checked here, once, instead of validating every response against
     the model), else RunnerFailed: an adapter bug, not the input's."""
     problem = check_runner_output(result)
@@ -321,8 +321,8 @@ class LocalPath(ForwardPath):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-class SeedPath(LocalPath):
-    """A runner without run_batch: the seed's run(bytes) decodes and infers one image per call."""
+class PerImagePath(LocalPath):
+    """A runner without run_batch: its run(bytes) decodes and infers one image per call."""
 
     def __init__(self, settings: ServiceSettings, runner: Runner, device: torch.device, metrics: Metrics,
                  more_coming: Callable[[], bool] | None = None) -> None:
@@ -483,13 +483,13 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
 
 def local_path(settings: ServiceSettings, runner: Runner, metrics: Metrics,
                more_coming: Callable[[], bool] | None = None, batch_decode: bool = False) -> LocalPath:
-    """The path for a runner run in this process: SeedPath for a runner without run_batch, else PipelinedBatchPath
+    """The path for a runner run in this process: PerImagePath for a runner without run_batch, else PipelinedBatchPath
     on a GPU (batched nvJPEG overlapping the forward pass) or where images come in still encoded (`batch_decode`:
     the scheduler), else CpuBatchPath (on the CPU, decoding each image as it arrives, in the request's own task,
     keeps the cores busy while the batch fills)."""
     device = resolve_device(settings.device)
     if not isinstance(runner, BatchRunner):
-        return SeedPath(settings, runner, device, metrics, more_coming)
+        return PerImagePath(settings, runner, device, metrics, more_coming)
     runner.to_device(device)
     if device.type == "cuda" or batch_decode:
         return PipelinedBatchPath(settings, runner, device, metrics, more_coming)

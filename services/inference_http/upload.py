@@ -1,4 +1,4 @@
-"""The body of POST /infer_upload: a multipart/form-data form (as the seeds' HTTP services take it) with the image
+"""The body of POST /infer_upload: a multipart/form-data form (what curl -F and browser forms send) with the image
 in a `file` part and, as in /infer_json's body, optional `model_tag` and `extra` (a JSON object) parts.
 
 Parsed with the standard library's `email` package (MIME is what multipart/form-data is): the body is already

@@ -49,7 +49,8 @@ class Failure:
 
 
 def service_base_url(http_url: str) -> str:
-    """The seed passes the full `/infer_json` URL; the batch and readiness routes sit beside it."""
+    """--http-url is the full `/infer_json` URL (compose and users pass it so); the batch and readiness routes sit
+    beside it."""
     url = http_url.rstrip("/")
     for route in (INFER_JSON_ROUTE, INFER_BATCH_ROUTE):
         if url.endswith(route):

@@ -35,7 +35,8 @@ DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"
 def setting(default: Any, help: str, *, env: str = "", formerly: str = "", **constraints: Any) -> Any:
     """One setting: its default, its help and pydantic's constraints on its value. Its flag is the field's name with
     dashes (`--items-per-request`), its variable the name in capitals (`ITEMS_PER_REQUEST`) unless `env` names
-    another (the seed's compose names); `formerly`: an older field name whose flag and variable are still read."""
+    another (compose's established names, e.g. KAFKA_BOOTSTRAP); `formerly`: an older field name whose flag and
+    variable are still read."""
     names: JsonDict = {key: value for key, value in (("env", env), ("formerly", formerly)) if value}
     return Field(default, description=help, json_schema_extra=names or None, **constraints)
 

@@ -134,7 +134,7 @@ def test_extra_must_be_an_object_and_is_echoed():
 @pytest.mark.parametrize("result", [
     {"detections": [{"label": "spot", "score": 0.9, "box": [0, 0, 4, 4]}], "count": 1},  # a detector's
     {"mask_rle": [0, 5, 3], "classes": ["bg", "rot"]},  # a segmenter's
-    {"label": "clean", "score": 1, "confidence": 0.5, "latency_ms_model": 2.0, "probabilities": {}},  # the seed's
+    {"label": "clean", "score": 1, "confidence": 0.5, "latency_ms_model": 2.0, "probabilities": {}},  # a classifier's
     {},
 ])
 def test_a_runner_may_answer_with_any_json_object(result):
