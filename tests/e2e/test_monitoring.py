@@ -24,10 +24,11 @@ import yaml
 
 from imagery import kafka_io
 from imagery.local import stack
-from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.inference_service import InferenceService
 from imagery.local.prometheus import ALERT_RULES, DASHBOARD, PrometheusServer
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
+from imagery.process import free_port
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
 from tests.service_fixtures import FRUIT_SERVICE_ENV

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from imagery import kafka_io
 from imagery.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
-from imagery.local.inference_service import free_port
+from imagery.process import free_port
 from tests.conftest import unique
 
 
