@@ -11,28 +11,24 @@ job's processes (the JVM and its Python workers) over the burst, per message.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procs import process_tree_cpu  # noqa: E402
 from bench.results import append_results  # noqa: E402
 from imagery import kafka_io  # noqa: E402
 from imagery.local import install, stack  # noqa: E402
-from imagery.local.inference_service import free_port  # noqa: E402
-from imagery.local.processes import terminate  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
 from imagery.pipeline_run import REPO_ROOT, local_job_command  # noqa: E402
+from imagery.process import Process, ProcessError, free_port, http_200, process_tree_cpu, spawn  # noqa: E402
 from schemas import INFER_JSON_ROUTE, READYZ_ROUTE  # noqa: E402
 from streaming.dispatch.config import DispatcherConfig  # noqa: E402
 
@@ -79,11 +75,11 @@ def publish_burst(bootstrap: str, topic: str, n: int, prefix: str, bucket: str) 
     kafka_io.produce(bootstrap, topic, values)
 
 
-def wait_for(bootstrap: str, topic: str, total: int, job: subprocess.Popen, timeout_s: float = 600) -> None:
+def wait_for(bootstrap: str, topic: str, total: int, job: Process, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while sum(kafka_io.end_offsets(bootstrap, topic).values()) < total:
-        if job.poll() is not None:
-            raise SystemExit(f"the job exited with {job.returncode}")
+        if job.returncode is not None:
+            raise SystemExit(f"the job exited with {job.returncode}; log {job.log_path}")
         if time.monotonic() > deadline:
             raise SystemExit(f"{topic}: fewer than {total} records after {timeout_s:.0f} s")
         time.sleep(0.2)
@@ -94,10 +90,7 @@ def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_
     inp, out, dlq = f"bench.in.{run}", f"bench.out.{run}", f"bench.dlq.{run}"
     kafka_io.create_topics(settings.bootstrap, [inp, out, dlq], partitions=parallelism)
     log = settings.logs_dir / f"bench-dispatcher-{run}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as log_file:
-        job = subprocess.Popen(start_job(inp, out, dlq, run), stdout=log_file, stderr=subprocess.STDOUT,
-                               cwd=REPO_ROOT, start_new_session=True)
+    job = spawn(start_job(inp, out, dlq, run), log, name=name, cwd=REPO_ROOT)
     try:
         publish_burst(settings.bootstrap, inp, WARM_UP, "warm", "fruit")
         wait_for(settings.bootstrap, out, WARM_UP, job)
@@ -115,7 +108,7 @@ def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_
                       f"Python {cpu['python']:.3f} ms")
         return Run(name, parallelism, rate, cpu["jvm"], cpu["python"])
     finally:
-        terminate(job)
+        job.stop()
         kafka_io.delete_topics(settings.bootstrap, [inp, out, dlq])
 
 
@@ -135,20 +128,14 @@ def main() -> None:
     started = stack.up(settings, flink=False, log=console.print)
     jars = ",".join(str(p) for p in install.connector_jars(settings))
     port = free_port()
-    standin = subprocess.Popen([sys.executable, str(BENCH / "standin.py"), "--port", str(port)], cwd=REPO_ROOT,
-                               start_new_session=True)
+    standin = spawn([sys.executable, str(BENCH / "standin.py"), "--port", str(port)],
+                    settings.logs_dir / "bench-standin.log", name="the stand-in", cwd=REPO_ROOT)
     runs: list[Run] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{READYZ_ROUTE}", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the stand-in did not start")
-            time.sleep(0.1)
+        try:
+            standin.wait_ready(http_200(f"http://127.0.0.1:{port}{READYZ_ROUTE}", timeout_s=1), 30, poll_s=0.1)
+        except ProcessError as exc:
+            raise SystemExit(f"the stand-in did not start: {exc}") from None
 
         def passthrough(p: int):
             return lambda inp, out, dlq, run: [sys.executable, str(BENCH / "jobs" / "sql_passthrough.py"),
@@ -170,7 +157,7 @@ def main() -> None:
             runs.append(measure(settings, f"dispatcher vs stand-in, {max(items)} item(s)/request", p,
                                 args.messages, dispatcher(p, max(items))))
     finally:
-        terminate(standin)
+        standin.stop()
         stack.down(settings, started, log=console.print)
 
     base = {r.parallelism: r.rate for r in runs if r.name.startswith("Flink SQL")}

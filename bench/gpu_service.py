@@ -25,7 +25,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,9 +36,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
+from imagery.process import NotReady, Process, ProcessError, http_200, process_tree_cpu_s, spawn  # noqa: E402
 from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE  # noqa: E402
+from services.inference_http.settings import checked_service_environment, service_environment  # noqa: E402
 
 PORT = 8000
 BUCKET = "resnet50-bench"  # one of the team's own buckets (ALLOWED_BUCKETS' default: TEAM and TEAM-*)
@@ -88,20 +88,16 @@ def http_get(path: str, timeout: float = 5) -> tuple[int, bytes]:
 # ---------------------------------------------------------------------------- MinIO and the service
 
 
-def start_minio(binary: str, data_dir: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MINIO_ROOT_USER": "minioadmin", "MINIO_ROOT_PASSWORD": "minioadmin"}
-    process = subprocess.Popen([binary, "server", data_dir, "--address", "127.0.0.1:9000", "--console-address",
-                                "127.0.0.1:9001", "--quiet"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen("http://127.0.0.1:9000/minio/health/ready", timeout=1)
-            return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("MinIO did not become ready within 60 s")
+def start_minio(binary: str, data_dir: str, log_path: Path) -> Process:
+    process = spawn([binary, "server", data_dir, "--address", "127.0.0.1:9000", "--console-address", "127.0.0.1:9001",
+                     "--quiet"], log_path, name="MinIO",
+                    env={"MINIO_ROOT_USER": "minioadmin", "MINIO_ROOT_PASSWORD": "minioadmin"})
+    try:
+        process.wait_ready(http_200("http://127.0.0.1:9000/minio/health/ready", timeout_s=1), 60)
+    except ProcessError as exc:
+        process.stop()
+        raise SystemExit(str(exc)) from None
+    return process
 
 
 def upload(endpoint: str, access: str, secret: str) -> int:
@@ -116,48 +112,37 @@ def upload(endpoint: str, access: str, secret: str) -> int:
     return sum(map(len, jpegs)) // len(jpegs)
 
 
-def start_service(config: dict[str, str], endpoint: str, access: str, secret: str,
-                  log_path: Path) -> subprocess.Popen[bytes]:
+def start_service(config: dict[str, str], endpoint: str, access: str, secret: str, log_path: Path) -> Process:
     """The service as users start it. A config's SERVICE_ROOT (not a setting) runs the service's code from another
     checkout, e.g. an older commit's, so before and after are measured in one run on one machine."""
     config = dict(config)
     root = Path(config.pop("SERVICE_ROOT", REPO_ROOT)).resolve()
     python_path = [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                  if p and Path(p).resolve() != REPO_ROOT]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
-           "TEAM": "resnet50", "WEIGHTS_PATH": str(REPO_ROOT / "weights" / "resnet50.pt"),
-           "DEVICE": "cuda", "MINIO_ENDPOINT": endpoint, "MINIO_ACCESS_KEY": access, "MINIO_SECRET_KEY": secret,
-           "HOST": "127.0.0.1", "PORT": str(PORT), "MAX_QUEUE": "8192", "REQUEST_TIMEOUT_MS": "60000",
-           "MAX_CONNECTIONS": "4096", "LOG_LEVEL": "warning", **config}
-    with log_path.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "services.inference_http"], env=env, cwd=root,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"PYTHONPATH": os.pathsep.join(python_path),
+           **service_environment(team="resnet50", weights_path=REPO_ROOT / "weights" / "resnet50.pt", device="cuda",
+                                 minio_endpoint=endpoint, minio_access_key=access, minio_secret_key=secret,
+                                 host="127.0.0.1", port=PORT, max_queue=8192, request_timeout_ms=60000,
+                                 max_connections=4096, log_level="warning"),
+           **checked_service_environment(config)}
+    process = spawn([sys.executable, "-m", "services.inference_http"], log_path, name="the service", env=env, cwd=root)
     started = time.monotonic()
-    while time.monotonic() - started < 600:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited while starting:\n{log_path.read_text()[-3000:]}")
-        try:
-            status, body = http_get(READYZ_ROUTE, timeout=2)
-            if status == 200:
-                workers = json.loads(body).get("workers", 1)
-                # every worker warms before it takes connections; wait until all count as ready
-                while metric("inference_ready") < workers and time.monotonic() - started < 600:
-                    time.sleep(0.5)
-                log(f"service ready in {time.monotonic() - started:.1f}s: {body[:600]!r}")
-                return process
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the service was not ready within 600 s")
+    answers = http_200(f"http://127.0.0.1:{PORT}{READYZ_ROUTE}")
 
+    def every_worker_ready() -> None:
+        answers()
+        # every worker warms before it takes connections; wait until all count as ready
+        workers = json.loads(http_get(READYZ_ROUTE, timeout=2)[1]).get("workers", 1)
+        if metric("inference_ready") < workers:
+            raise NotReady(f"not all {workers} workers ready")
 
-def stop(process: subprocess.Popen[bytes]) -> None:
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        process.wait_ready(every_worker_ready, 600, poll_s=0.5)
+    except ProcessError as exc:
+        process.stop(30)
+        raise SystemExit(str(exc)[-3000:]) from None
+    log(f"service ready in {time.monotonic() - started:.1f}s: {http_get('/readyz', timeout=2)[1][:600]!r}")
+    return process
 
 
 def metrics() -> dict[str, float]:
@@ -525,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke-on-cpu", action="store_true",
                         help="run the whole harness against a CPU service, no ceiling (checks the harness, not a GPU)")
     args = parser.parse_args(argv)
+    configs = json.loads(args.configs)
+    for config in configs:  # a misspelt variable fails here, not after minutes of the GPU's time
+        checked_service_environment({k: v for k, v in config.items() if k not in ("SERVICE_ROOT", "IF_FAILED")})
 
     gpu = "CPU (smoke run)" if args.smoke_on_cpu else cuda_device()
     if gpu is None:
@@ -549,11 +537,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"the ceiling failed: {type(exc).__name__}: {exc}")
             results["ceiling"] = {f"ceiling failed: {type(exc).__name__}": float("nan")}
         (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
-    minio = start_minio(args.minio_binary, tempfile.mkdtemp(prefix="bench-minio-")) if args.minio_binary else None
+    minio = (start_minio(args.minio_binary, tempfile.mkdtemp(prefix="bench-minio-"), out_dir / "minio.log")
+             if args.minio_binary else None)
     try:
         log("uploaded 64 JPEGs, mean bytes", upload(endpoint, access, secret))
         failed = False
-        for config in json.loads(args.configs):
+        for config in configs:
             if config.pop("IF_FAILED", False) and not failed:
                 continue  # a fallback, for when the config before it could not start
             if args.smoke_on_cpu:
@@ -583,12 +572,12 @@ def main(argv: list[str] | None = None) -> int:
                 best_json = max(r["img_s"] for r in entry["runs"] if r["path"] == INFER_JSON_ROUTE)
                 entry["runs"].append(open_loop(round(best_json / 2), procs, args.secs))
             finally:
-                stop(service)
+                service.stop(30)
             results["configs"].append(entry)
             (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
     finally:
         if minio is not None:
-            os.killpg(minio.pid, signal.SIGTERM)
+            minio.stop()
     if args.profile:
         return 0
     if args.smoke_on_cpu:

@@ -39,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.fruit_defect.samples import KINDS, make_image  # noqa: E402
 from adapters.fruit_defect.train import WEIGHTS_FILE as FRUIT_WEIGHTS_FILE  # noqa: E402
-from bench.procs import process_tree_cpu_s  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
 from imagery.local import stack  # noqa: E402
 from imagery.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
+from imagery.process import process_tree_cpu_s  # noqa: E402
 from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE  # noqa: E402
+from services.inference_http.settings import checked_service_environment, service_environment  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80 columns
 
@@ -377,6 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("mode `before` needs --before ROOT (a checkout of the code before, e.g. `git worktree add "
                          "--detach ../before main`)")
 
+    env_common = {**service_environment(max_queue=max(256, 2 * max(concurrencies)), request_timeout_ms=60000),
+                  **checked_service_environment(dict(item.split("=", 1) for item in args.env))}
+    env_by_mode = {"on": service_environment(max_batch_size=args.max_batch_size, max_batch_delay_ms=args.delay_ms),
+                   "off": service_environment(max_batch_size=1, max_batch_delay_ms=0)}
+    env_by_mode["before"] = env_by_mode["on"]
     settings = StackSettings()
     try:
         stack.minio_bucket_call(settings)
@@ -387,11 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     minio = stack.minio_client(settings)
     bucket = f"{args.team}-bench-{uuid.uuid4().hex[:8]}"  # the team's own (ALLOWED_BUCKETS)
     minio.make_bucket(bucket)
-    env_common = {"MAX_QUEUE": str(max(256, 2 * max(concurrencies))), "REQUEST_TIMEOUT_MS": "60000",
-                  **dict(item.split("=", 1) for item in args.env)}
-    env_by_mode = {"on": {"MAX_BATCH_SIZE": str(args.max_batch_size), "MAX_BATCH_DELAY_MS": str(args.delay_ms)},
-                   "off": {"MAX_BATCH_SIZE": "1", "MAX_BATCH_DELAY_MS": "0"}}
-    env_by_mode["before"] = env_by_mode["on"]
     points: dict[tuple[str, int], Point] = {}
     try:
         keys, images = [], []
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             minio.put_object(bucket, keys[-1], io.BytesIO(images[-1]), len(images[-1]), content_type="image/jpeg")
         console.print(f"uploaded {len(keys)} {args.image_size}px JPEGs to s3://{bucket}")
         if args.cpu_cost:
-            workers = {"WORKERS": args.workers} if args.workers else {}
+            workers = service_environment(workers=args.workers or None)
             return cpu_cost(args, settings, weights, bucket, keys, images,
                             {**env_common, **env_by_mode["on"], **workers})
         # both services run side by side and the modes alternate at each point, so a drift in the machine's

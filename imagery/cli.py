@@ -98,7 +98,9 @@ def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
     import os
     import sys
 
-    os.environ.update(TEAM=team, HOST=host, PORT=str(port))
+    from services.inference_http.settings import service_environment
+
+    os.environ.update(service_environment(team=team, host=host, port=port))
     os.execv(sys.executable, [sys.executable, "-m", "services.inference_http"])
 
 

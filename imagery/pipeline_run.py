@@ -6,7 +6,6 @@ Used by `imagery demo`, by the end-to-end tests and by bench/pipeline.py, so all
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagery import kafka_io
-from imagery.local.processes import log_tail, terminate
+from imagery.process import Process, Stopped, spawn
 from imagery.repo import REPO_ROOT
 from schemas import DeadLetter
 from streaming.flink.jobs import JOB_FILE
@@ -51,35 +50,30 @@ def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], di
 
 
 class DispatcherProcess:
-    """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own session."""
+    """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own process group."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
         self.env = env or {}
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     def start(self) -> DispatcherProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(local_job_command(self.args), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-                                         env={**os.environ, **self.env}, start_new_session=True)
+        self.proc = spawn(local_job_command(self.args), self.log_path, name="dispatcher", env=self.env, cwd=REPO_ROOT)
         return self
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"dispatcher exited with {self.proc.returncode}; log {self.log_path}:\n"
-                               + log_tail(self.log_path))
-
-    def stop(self) -> None:
+        """Raise (with the log's tail) if the job's process has exited."""
         if self.proc is not None:
-            terminate(self.proc)
+            self.proc.check_alive()
+
+    def stop(self) -> Stopped | None:
+        return None if self.proc is None else self.proc.stop()
 
     def stop_with_savepoint(self, timeout_s: float = 120.0) -> None:
         """SIGTERM to the job's main process only: it stops the job with a savepoint, which the next start
         resumes from, and exits; the rest of its process group goes after."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)
@@ -89,9 +83,8 @@ class DispatcherProcess:
 
     def kill(self) -> None:
         """SIGKILL to the whole process group (the job's JVM and Python workers too): a crash, nothing flushed."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            self.proc.kill()
 
     def __enter__(self) -> DispatcherProcess:
         return self.start()

@@ -37,9 +37,9 @@ def stack_settings() -> Iterator[StackSettings]:
 @pytest.fixture(scope="session")
 def flink_cluster(stack_settings: StackSettings) -> Iterator[StackSettings]:
     """A standalone Flink cluster (JobManager + TaskManager) from the PyFlink wheel."""
-    started = [c.name for c in stack.flink_components(stack_settings) if stack.start(stack_settings, c)]
+    started = stack.up(stack_settings, flink=True, log=lambda _: None)  # Kafka and MinIO run already
     yield stack_settings
-    stack.down(stack_settings, list(reversed(started)))
+    stack.down(stack_settings, started)
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ from adapters.fruit_defect.samples import make_image
 from adapters.fruit_defect.train import DEFAULT_WEIGHTS
 from imagery.local.inference_service import REPO_ROOT, InferenceService
 from imagery.local.settings import StackSettings
+from services.inference_http.settings import service_environment
 
 __all__ = ["FruitImages", "fruit_images", "fruit_service", "fruit_weights", "FRUIT_SERVICE_ENV"]
 
 FRUIT_WEIGHTS = DEFAULT_WEIGHTS
 # a limit the tests can exceed cheaply, and a batching window wide enough that concurrent requests meet
-FRUIT_SERVICE_ENV = {"MAX_OBJECT_BYTES": str(2 * 1024 * 1024), "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "20"}
+FRUIT_SERVICE_ENV = service_environment(max_object_bytes=2 * 1024 * 1024, max_batch_size=16, max_batch_delay_ms=20)
 HELD_OUT_SEED = 2_000_000  # training uses seeds below 1_000_000 and validation 1_000_000 on
 
 

@@ -8,17 +8,14 @@ Prometheus reporter ports, evaluating ops/prometheus/alerts.yml.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import yaml
 
-from imagery.local.inference_service import free_port
-from imagery.local.processes import log_tail, terminate
+from imagery.process import Process, ProcessError, free_port, http_200, spawn
 from imagery.repo import ALERT_RULES
 from schemas import METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
@@ -70,7 +67,7 @@ class PrometheusServer:
     host: str = "127.0.0.1"
     storage: Path | None = None
     log_path: Path | None = None
-    process: subprocess.Popen | None = field(default=None, init=False)
+    process: Process | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
@@ -92,26 +89,19 @@ class PrometheusServer:
         return path
 
     def start(self, timeout_s: float = 60.0) -> PrometheusServer:
-        cmd = self.command(self.write_config())
-        with self.log_path.open("ab") as log:  # type: ignore[union-attr]
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self.process.returncode}:\n{log_tail(self.log_path)}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise PrometheusError(f"prometheus was not ready within {timeout_s:.0f}s:\n{log_tail(self.log_path)}")
+        command = self.command(self.write_config())
+        assert self.log_path is not None  # write_config chose it
+        self.process = spawn(command, self.log_path, name="prometheus")
+        try:
+            self.process.wait_ready(http_200(f"{self.url}/-/ready", timeout_s=1.0), timeout_s)
+        except ProcessError as exc:
+            self.stop()
+            raise PrometheusError(str(exc)) from None
+        return self
 
     def stop(self) -> None:
         if self.process is not None:
-            terminate(self.process)
+            self.process.stop()
             self.process = None
 
     def cleanup(self) -> None:

@@ -1,16 +1,14 @@
 """Start, probe and stop the local stack as background processes on loopback.
 
-Every process is started in its own session (so `down` can signal its whole group), with its pid in
-`<state>/pids/<name>.pid` and its output in `<state>/logs/<name>.log`. `up` returns only when each part
-really answers: a Kafka produce/consume round trip, a MinIO bucket call, a Flink TaskManager registered.
+Every part is started by imagery.process in its own process group (so `down` stops its whole group), with its pid
+in `<state>/pids/<name>.pid` and its output in `<state>/logs/<name>.log`. `up` returns only when each part
+really answers: a Kafka produce/consume round trip, a MinIO bucket call, a Flink TaskManager registered. The parts
+are declared once, in PARTS, in the order they start; they stop in the reverse order.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +21,16 @@ import httpx
 import yaml
 
 from imagery.local import install
-from imagery.local.processes import log_tail
 from imagery.local.settings import StackSettings
 from imagery.local.versions import KAFKA_VERSION
+from imagery.process import ProcessError, Stopped, port_open, read_pid_file, spawn, stop_group, write_pid_file
 from schemas import limits
 from streaming.dispatch.metrics import reporter_options
 
 READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0  # SIGTERM's grace: Kafka flushes its logs and closes cleanly well within it
+
+KAFKA, MINIO, FLINK_JOBMANAGER, FLINK_TASKMANAGER = "kafka", "minio", "flink-jobmanager", "flink-taskmanager"
 
 
 class StackError(RuntimeError):
@@ -58,26 +59,7 @@ def log_file(settings: StackSettings, name: str) -> Path:
 
 
 def running_pid(settings: StackSettings, name: str) -> int | None:
-    path = pid_file(settings, name)
-    try:
-        pid = int(path.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        path.unlink(missing_ok=True)
-        return None
-    except PermissionError:
-        pass
-    return pid
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _log_tail(settings: StackSettings, name: str, lines: int = 25) -> str:
-    return log_tail(log_file(settings, name), lines)
+    return read_pid_file(pid_file(settings, name))
 
 
 def start(settings: StackSettings, comp: Component) -> bool:
@@ -86,70 +68,30 @@ def start(settings: StackSettings, comp: Component) -> bool:
         comp.probe()
         return False
     for port in comp.ports:
-        if port_in_use(settings.host, port):
+        if port_open(settings.host, port):
             raise StackError(
                 f"port {port} ({comp.name}) on {settings.host} is already in use by another process: "
                 f"stop it or choose another port (see `imagery status` for the IMAGERY_* variables)"
             )
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    settings.pids_dir.mkdir(parents=True, exist_ok=True)
-    with log_file(settings, comp.name).open("ab") as log:
-        proc = subprocess.Popen(
-            comp.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **comp.env}, cwd=comp.cwd, start_new_session=True,
-        )
-    pid_file(settings, comp.name).write_text(str(proc.pid))
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pid_file(settings, comp.name).unlink(missing_ok=True)
-            raise StackError(
-                f"{comp.name} exited with code {proc.returncode} while starting; "
-                f"log {log_file(settings, comp.name)}:\n{_log_tail(settings, comp.name)}"
-            )
-        try:
-            comp.probe()
-            return True
-        except Exception as exc:  # the probe's own failure modes vary by client library
-            last_error = exc
-            time.sleep(0.5)
-    stop(settings, comp.name)
-    raise StackError(
-        f"{comp.name} did not answer within {READY_TIMEOUT_S:.0f}s ({last_error!r}); "
-        f"log {log_file(settings, comp.name)}:\n{_log_tail(settings, comp.name)}"
-    )
-
-
-def stop(settings: StackSettings, name: str, timeout_s: float = 20.0) -> bool:
-    pid = running_pid(settings, name)
-    if pid is None:
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                break
-            _reap(pid)
-            time.sleep(0.1)
-        else:
-            continue
-        break
-    pid_file(settings, name).unlink(missing_ok=True)
+    process = spawn(comp.argv, log_file(settings, comp.name), name=comp.name, env=comp.env, cwd=comp.cwd)
+    write_pid_file(pid_file(settings, comp.name), process.pid)
+    try:
+        process.wait_ready(comp.probe, READY_TIMEOUT_S, poll_s=0.5)
+    except ProcessError as exc:
+        process.stop(STOP_TIMEOUT_S)
+        pid_file(settings, comp.name).unlink(missing_ok=True)
+        raise StackError(str(exc)) from None
     return True
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def stop(settings: StackSettings, name: str, timeout_s: float = STOP_TIMEOUT_S) -> Stopped | None:
+    """Stop the part's whole process group (SIGTERM, then SIGKILL past TIMEOUT_S); None if it was not running."""
+    pid = running_pid(settings, name)
+    if pid is None:
+        return None
+    stopped = stop_group(pid, timeout_s)
+    pid_file(settings, name).unlink(missing_ok=True)
+    return stopped
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -221,7 +163,7 @@ def kafka_component(settings: StackSettings) -> Component:
         if formatted.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{formatted.stdout}\n{formatted.stderr}")
     return Component(
-        name="kafka",
+        name=KAFKA,
         ports=[port, cport],
         argv=[*java, "kafka.Kafka", str(props)],
         probe=lambda: kafka_round_trip(settings.bootstrap),
@@ -230,42 +172,40 @@ def kafka_component(settings: StackSettings) -> Component:
 
 def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
     """Produce a unique value to a health topic and read it back: the broker really works, not just listens."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Message, TopicPartition
+
+    from imagery import kafka_io
 
     host, port = bootstrap.rsplit(":", 1)
-    if not port_in_use(host, int(port)):
+    if not port_open(host, int(port)):
         raise StackError(f"nothing listens on {bootstrap} yet")  # spares librdkafka's connect-refused noise
     topic = "__imagery_stack_check"
     token = uuid.uuid4().hex.encode()
-    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": int(timeout_s * 1000),
-                         "log_level": 2})
-    delivered: list[object] = []
-    producer.produce(topic, token, on_delivery=lambda err, msg: delivered.append(err or msg))
+    producer = kafka_io.producer(bootstrap, config={"message.timeout.ms": int(timeout_s * 1000), "log_level": 2})
+    delivered: list[Message] = []
+    failed: list[str] = []
+    producer.produce(topic, token,
+                     on_delivery=lambda err, msg: failed.append(str(err)) if err else delivered.append(msg))
     producer.flush(timeout_s)
-    if not delivered or not hasattr(delivered[0], "partition"):
-        raise StackError(f"Kafka produce to {bootstrap} failed: {delivered[:1] or 'timed out'}")
-    msg_partition, msg_offset = delivered[0].partition(), delivered[0].offset()  # type: ignore[attr-defined]
-    from confluent_kafka import TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"imagery-check-{token.decode()}",
-                         "enable.auto.commit": False, "log_level": 2})
-    try:
-        consumer.assign([TopicPartition(topic, msg_partition, msg_offset)])
+    if not delivered:
+        raise StackError(f"Kafka produce to {bootstrap} failed: {failed[:1] or 'timed out'}")
+    msg_partition, msg_offset = delivered[0].partition(), delivered[0].offset()
+    assert msg_partition is not None and msg_offset is not None  # a delivered record has both
+    with kafka_io.consumer(bootstrap, config={"log_level": 2}) as reader:
+        reader.assign([TopicPartition(topic, msg_partition, msg_offset)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+            msg = reader.poll(0.5)
             if msg is not None and not msg.error() and msg.value() == token:
                 return
         raise StackError(f"Kafka at {bootstrap} accepted a message but did not serve it back")
-    finally:
-        consumer.close()
 
 
 # --------------------------------------------------------------------------- MinIO
 
 
 def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = None,
-                    name: str = "minio") -> Component:
+                    name: str = MINIO) -> Component:
     settings.minio_data.mkdir(parents=True, exist_ok=True)
     return Component(
         name=name,
@@ -287,7 +227,7 @@ def minio_client(settings: StackSettings):
 
 
 def minio_bucket_call(settings: StackSettings) -> None:
-    if not port_in_use(settings.host, settings.minio_port):
+    if not port_open(settings.host, settings.minio_port):
         raise StackError(f"nothing listens on {settings.minio_endpoint} yet")  # spares the client's retry noise
     client = minio_client(settings)
     client.bucket_exists("imagery-stack-check")
@@ -353,21 +293,20 @@ def flink_env(settings: StackSettings) -> dict[str, str]:
     }
 
 
-def flink_components(settings: StackSettings) -> list[Component]:
-    bin_dir = flink_home() / "bin"
-    env = flink_env(settings)
-    return [
-        Component(
-            name="flink-jobmanager", ports=[settings.flink_rest_port],
-            argv=["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"], env=env,
-            probe=lambda: _flink_overview(settings),
-        ),
-        Component(
-            name="flink-taskmanager", ports=[],
-            argv=["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"], env=env,
-            probe=lambda: _flink_has_taskmanager(settings),
-        ),
-    ]
+def flink_jobmanager_component(settings: StackSettings) -> Component:
+    return Component(
+        name=FLINK_JOBMANAGER, ports=[settings.flink_rest_port],
+        argv=["bash", str(flink_home() / "bin" / "jobmanager.sh"), "start-foreground"], env=flink_env(settings),
+        probe=lambda: _flink_overview(settings),
+    )
+
+
+def flink_taskmanager_component(settings: StackSettings) -> Component:
+    return Component(
+        name=FLINK_TASKMANAGER, ports=[],
+        argv=["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"], env=flink_env(settings),
+        probe=lambda: _flink_has_taskmanager(settings),
+    )
 
 
 def _flink_overview(settings: StackSettings) -> dict:
@@ -384,44 +323,54 @@ def _flink_has_taskmanager(settings: StackSettings) -> None:
 # --------------------------------------------------------------------------- the stack
 
 
-def components(settings: StackSettings, flink: bool) -> list[Component]:
-    comps = [kafka_component(settings), minio_component(settings)]
-    return comps + (flink_components(settings) if flink else [])
+@dataclass(frozen=True)
+class Part:
+    """One part of the stack as `up`, `down` and `status` know it."""
+
+    name: str
+    component: Callable[[StackSettings], Component]  # its command and probe (writing its config first)
+    address: Callable[[StackSettings], str]
+    note: Callable[[StackSettings], str]
+    flink: bool = False  # started by `up --flink` only
 
 
-ALL_NAMES = ["flink-taskmanager", "flink-jobmanager", "minio", "kafka"]  # stop order
+PARTS: tuple[Part, ...] = (  # in start order; `down` stops them in the reverse order
+    Part(KAFKA, kafka_component, lambda s: s.bootstrap, lambda s: f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"),
+    Part(MINIO, minio_component, lambda s: f"http://{s.minio_endpoint}",
+         lambda s: f"access key/secret {s.minio_access_key}/{s.minio_secret_key}; IMAGERY_MINIO_PORT"),
+    Part(FLINK_JOBMANAGER, flink_jobmanager_component, lambda s: s.flink_rest_url,
+         lambda s: "REST + UI; IMAGERY_FLINK_REST_PORT", flink=True),
+    Part(FLINK_TASKMANAGER, flink_taskmanager_component, lambda s: "-",
+         lambda s: "registers with the JobManager", flink=True),
+)
 
 
 def up(settings: StackSettings, flink: bool = False, log: Callable[[str], None] = print) -> list[str]:
     """Install what is missing, start what is not running; return the names this call started."""
     install.ensure_all(settings)
     started = []
-    for comp in components(settings, flink):
+    for part in PARTS:
+        if part.flink and not flink:
+            continue
         t0 = time.monotonic()
-        if start(settings, comp):
-            started.append(comp.name)
-            log(f"started {comp.name} ({time.monotonic() - t0:.1f}s to ready)")
+        if start(settings, part.component(settings)):
+            started.append(part.name)
+            log(f"started {part.name} ({time.monotonic() - t0:.1f}s to ready)")
         else:
-            log(f"{comp.name} already running")
+            log(f"{part.name} already running")
     return started
 
 
 def down(settings: StackSettings, names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
-    for name in ALL_NAMES if names is None else names:
-        if stop(settings, name):
-            log(f"stopped {name}")
+    """Stop the parts named (default: all) that run, in the reverse of their start order."""
+    order = [part.name for part in reversed(PARTS)]
+    # a name that is no part (a second MinIO of a test's) was started after the parts: it stops first
+    for name in order if names is None else sorted(names, key=lambda n: order.index(n) if n in order else -1):
+        stopped = stop(settings, name)
+        if stopped is not None:
+            log(f"stopped {name}" + ("" if stopped.clean else f" ({stopped})"))
 
 
 def status(settings: StackSettings) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    endpoints = {
-        "kafka": (settings.bootstrap, f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"),
-        "minio": (f"http://{settings.minio_endpoint}",
-                  f"access key/secret {settings.minio_access_key}/{settings.minio_secret_key}; IMAGERY_MINIO_PORT"),
-        "flink-jobmanager": (settings.flink_rest_url, "REST + UI; IMAGERY_FLINK_REST_PORT"),
-        "flink-taskmanager": ("-", "registers with the JobManager"),
-    }
-    for name in reversed(ALL_NAMES):
-        address, note = endpoints[name]
-        rows.append({"name": name, "pid": running_pid(settings, name), "address": address, "note": note})
-    return rows
+    return [{"name": part.name, "pid": running_pid(settings, part.name), "address": part.address(settings),
+             "note": part.note(settings)} for part in PARTS]

@@ -33,7 +33,7 @@ from uvicorn.supervisors import Multiprocess
 from services.inference_http import model_registry
 from services.inference_http.metrics import MULTIPROC_ENV, Metrics
 from services.inference_http.scheduler import Scheduler
-from services.inference_http.settings import ServiceSettings
+from services.inference_http.settings import ServiceSettings, service_environment
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -100,7 +100,7 @@ def main() -> None:
     if workers == 1:
         uvicorn.Server(uvicorn_config(settings)).run()
         return
-    os.environ["WORKERS"] = str(workers)  # the workers see the count this process decided
+    os.environ.update(service_environment(workers=workers))  # the workers see the count this process decided
     given = os.environ.get(MULTIPROC_ENV)
     folder = given or tempfile.mkdtemp(prefix="imagery-metrics-")
     os.environ[MULTIPROC_ENV] = folder
@@ -111,7 +111,8 @@ def main() -> None:
     # in this process writes to the folder like the workers do (its batch sizes, forward time, queue depth)
     values.ValueClass = values.get_value_class()
     socket_dir = tempfile.mkdtemp(prefix="imagery-scheduler-")
-    os.environ["SCHEDULER_SOCKET"] = socket_path = os.path.join(socket_dir, "scheduler.sock")
+    socket_path = os.path.join(socket_dir, "scheduler.sock")
+    os.environ.update(service_environment(scheduler_socket=socket_path))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         runner = model_registry.get_model_runner(settings.team, settings.weights_path, settings.model_tag,

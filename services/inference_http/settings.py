@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
-from functools import cached_property
+from collections.abc import Mapping
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -133,3 +135,56 @@ class ServiceSettings(BaseSettings):
     @cached_property
     def _allowed_buckets(self) -> dict[str, bool]:
         return {}
+
+
+# ---------------------------------------------------------------------------- the environment that sets them
+
+
+@cache
+def environment_names() -> dict[str, str]:
+    """Each field's environment variable, as ServiceSettings reads it (its env prefix, or its alias alone; upper
+    case, the variables not being case-sensitive)."""
+    prefix = ServiceSettings.model_config.get("env_prefix", "")
+    names = {}
+    for name, field in ServiceSettings.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else None
+        names[name] = (alias or prefix + name).upper()
+    return names
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
+def service_environment(**fields: object) -> dict[str, str]:
+    """The environment variables that give the service these settings, by field name: for what launches it (the
+    tooling, the tests, the benches). A name that is no field raises ValueError, where the service, which ignores
+    variables it does not know, would start with the default. A None value sets nothing (the default holds)."""
+    names = environment_names()
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise ValueError(f"not a setting of the inference service: {_unknown(unknown, names)}")
+    return {names[field]: _text(value) for field, value in fields.items() if value is not None}
+
+
+def checked_service_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """ENV, variables of the service by their environment names (MAX_BATCH_SIZE=64, as a person types them on a
+    command line), each name checked like service_environment's: one that sets no setting raises ValueError."""
+    fields = {variable: field for field, variable in environment_names().items()}
+    unknown = sorted(name for name in env if name.upper() not in fields)
+    if unknown:
+        raise ValueError(f"not a variable of the inference service: {_unknown(unknown, fields)}")
+    return service_environment(**{fields[name.upper()]: value for name, value in env.items()})
+
+
+def _unknown(names: list[str], known: Mapping[str, str]) -> str:
+    """NAMES, each with the nearest known name if one is near (a misspelling), and what is known."""
+    def guess(name: str) -> str:
+        near = difflib.get_close_matches(name, list(known), n=1) or difflib.get_close_matches(
+            name.upper(), list(known), n=1)
+        return f"{name} (did you mean {near[0]}?)" if near else name
+    return f"{', '.join(map(guess, names))}; known: {', '.join(known)}"

@@ -14,9 +14,10 @@ import pytest
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from imagery.local import stack
-from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.inference_service import InferenceService
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
+from imagery.process import free_port
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
 from tests.conftest import remove_bucket, unique
 

@@ -24,10 +24,11 @@ import yaml
 
 from imagery import kafka_io
 from imagery.local import stack
-from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.inference_service import InferenceService
 from imagery.local.prometheus import PrometheusServer
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
+from imagery.process import free_port
 from imagery.repo import ALERT_RULES, DASHBOARD
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX

@@ -17,6 +17,7 @@ from imagery import kafka_io
 from imagery.local.inference_service import InferenceService
 from imagery.pipeline_run import DispatcherProcess, collect
 from schemas import DeadLetter
+from services.inference_http.settings import service_environment
 from tests.conftest import remove_bucket, unique
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 from tests.hostile_inputs import progressive_jpeg_with_scans
@@ -126,7 +127,7 @@ def test_a_wrong_token_pauses_the_job_and_the_fix_resumes_it_with_nothing_in_the
     messages = [{"id": f"{run}-{i}", "bucket": bucket, "key": "clean.jpg"} for i in range(6)]
     kafka_io.produce(bootstrap, inp, [json.dumps(m).encode() for m in messages])
     service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                               env={**FRUIT_SERVICE_ENV, "AUTH_TOKEN": "the-right-one"},
+                               env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="the-right-one")},
                                log_path=tmp_path / "service.log").start()
     log = tmp_path / "dispatcher.log"
     try:
@@ -142,7 +143,8 @@ def test_a_wrong_token_pauses_the_job_and_the_fix_resumes_it_with_nothing_in_the
             # the operator fixes the deployment: here the service is redeployed with the token the job has
             service.stop()
             service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                                       port=service.port, env={**FRUIT_SERVICE_ENV, "AUTH_TOKEN": "stale"},
+                                       port=service.port,
+                                       env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="stale")},
                                        log_path=tmp_path / "service.log").start()
             got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(messages) or bool(c.dead),
                           JOB_TIMEOUT_S, watch=job.check_alive)

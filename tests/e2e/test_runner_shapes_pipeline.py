@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from imagery.cli import app
 from imagery.local.inference_service import InferenceService
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
+from services.inference_http.settings import service_environment
 from tests.conftest import remove_bucket, unique
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args
 
@@ -43,7 +44,8 @@ def test_a_detector_s_answers_and_the_message_s_extra_go_through_the_pipeline(
             {"id": f"{run}-strict", "bucket": bucket, "key": "two.png", "extra": {"min_score": 0.9}},
             {"id": f"{run}-missing", "bucket": bucket, "key": "nowhere.png"},
         ])
-        service = InferenceService(stack_settings, team="spots", env={"RUNNER_MODULE": "tests.runners.spots_runner"})
+        service = InferenceService(stack_settings, team="spots",
+                                   env=service_environment(runner_module="tests.runners.spots_runner"))
         with service, DispatcherProcess(dispatcher_args(bootstrap, "spots", service, inp, out, dlq,
                                                         "--items-per-request", "4"),
                                         tmp_path / "dispatcher.log") as job:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,19 +60,13 @@ class Run:
         self.job = DispatcherProcess(self.args, self.tmp_path / f"dispatcher-{self.restarts}.log").start()
 
 
-def kill_group(process) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 # ---------------------------------------------------------------------------- the faults
 
 
 def service_killed(down_s: float) -> Callable[[Run], None]:
     def inject(run: Run) -> None:
         run.committed(MESSAGES // 4)
-        kill_group(run.service.process)
-        run.service.process = None
+        run.service.kill()
         time.sleep(down_s)  # the outage itself
         run.service.start()
     return inject

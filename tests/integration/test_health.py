@@ -10,7 +10,7 @@ import sys
 
 from imagery import kafka_io
 from imagery.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
-from imagery.local.inference_service import free_port
+from imagery.process import free_port
 from tests.conftest import unique
 
 

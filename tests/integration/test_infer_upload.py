@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -12,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from imagery.cli import app
-from imagery.local.inference_service import InferenceService, free_port
+from imagery.local.inference_service import InferenceService
+from imagery.process import free_port
 from schemas import HEALTHZ_ROUTE, INFER_UPLOAD_ROUTE
+from services.inference_http.settings import service_environment
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -81,18 +82,7 @@ class StorageLessService(InferenceService):
     """The fruit service pointed at a MinIO that is not there: it never reports ready (storage is part of
     readiness), so it counts as started once it answers /healthz."""
 
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                assert self.running, f"the service died while starting:\n{self.log_tail()}"
-                try:
-                    if client.get(f"{self.base_url}{HEALTHZ_ROUTE}").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-        raise AssertionError(f"no /healthz within {timeout_s}s:\n{self.log_tail()}")
+    readiness_path = HEALTHZ_ROUTE
 
 
 def test_imagery_infer_needs_no_minio(stack_settings, fruit_weights, fruit_images, tmp_path: Path):
@@ -100,7 +90,7 @@ def test_imagery_infer_needs_no_minio(stack_settings, fruit_weights, fruit_image
     image.write_bytes(fruit_images.clean)
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     with StorageLessService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                            env={"MINIO_ENDPOINT": nowhere, "STORAGE_TIMEOUT_S": "1"}) as service:
+                            env=service_environment(minio_endpoint=nowhere, storage_timeout_s=1)) as service:
         # straight after start: the CLI waits out the warm-up (503 not_ready) within --timeout-s
         result = cli("infer", str(image), "--team", "fruit", "--url", service.base_url, "--timeout-s", "120")
     assert result.exit_code == 0, result.output

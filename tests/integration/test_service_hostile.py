@@ -18,7 +18,7 @@ import pytest
 from imagery.local.inference_service import InferenceService
 from schemas import INFER_JSON_ROUTE, ErrorBody, InferRequest
 from services.inference_http.errors import ServiceError
-from services.inference_http.settings import ServiceSettings
+from services.inference_http.settings import ServiceSettings, service_environment
 from services.inference_http.storage import ObjectStore
 from streaming.dispatch.client import InferenceClient, Success
 from tests.conftest import remove_bucket, unique
@@ -28,8 +28,8 @@ from tests.service_fixtures import FRUIT_SERVICE_ENV
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token"
-GUARDED_ENV = {**FRUIT_SERVICE_ENV, "AUTH_TOKEN": TOKEN, "HEADER_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1",
-               "MAX_REQUEST_BYTES": "65536", "MAX_BATCH_ITEMS": "2"}
+GUARDED_ENV = {**FRUIT_SERVICE_ENV, **service_environment(auth_token=TOKEN, header_timeout_s=1, body_timeout_s=1,
+                                                         max_request_bytes=65536, max_batch_items=2)}
 
 
 def put(minio, bucket: str, key: str, data: bytes) -> str:

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.fruit_defect_runner import FruitRunner
-from imagery.local.inference_service import free_port
+from imagery.process import free_port
 from schemas import HEALTHZ_ROUTE, INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE
 from services.inference_http.app import create_app
 from services.inference_http.model_registry import UnknownTeam

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imagery.local.inference_service import InferenceService
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE
+from services.inference_http.settings import service_environment
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -76,7 +77,7 @@ async def infer_many(service: InferenceService, bucket: str, key: str, count: in
 @pytest.fixture(scope="module")
 def workers_service(stack_settings, fruit_weights):
     service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                               env={**FRUIT_SERVICE_ENV, "WORKERS": str(WORKERS), "KEEP_ALIVE_S": "1"})
+                               env={**FRUIT_SERVICE_ENV, **service_environment(workers=WORKERS, keep_alive_s=1)})
     with service.start():
         yield service
 

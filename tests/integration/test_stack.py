@@ -13,8 +13,8 @@ from minio.error import S3Error
 
 from imagery import kafka_io
 from imagery.local import stack
-from imagery.local.inference_service import free_port
 from imagery.local.settings import StackSettings
+from imagery.process import free_port, port_open
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_cli_up_status_down_leaves_no_process(tmp_path, stack_settings):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
-    assert not stack.port_in_use("127.0.0.1", ports["KAFKA_PORT"])
+    assert not port_open("127.0.0.1", ports["KAFKA_PORT"])
     assert "stopped" in _cli(env, "status").stdout
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import uvicorn
 
-from imagery.local.inference_service import free_port
+from imagery.process import free_port
 from streaming.dispatch.http import ConnectFailed, ConnectionBroken, KeepAlivePool, RequestTimedOut
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from services.inference_http.settings import ServiceSettings
+import pytest
+
+from services.inference_http.settings import ServiceSettings, checked_service_environment, service_environment
 
 
 def test_by_default_a_team_reads_its_own_buckets_only():
@@ -40,3 +42,24 @@ def test_with_a_gpu_the_default_is_half_the_cores_up_to_eight(monkeypatch):
         monkeypatch.setattr(module, "usable_cores", lambda cores=cores: cores)
         assert ServiceSettings(team="fruit").worker_count == workers
     assert ServiceSettings(team="fruit", device="cpu").worker_count == 1
+
+
+def test_the_environment_from_field_names_is_what_the_settings_read(monkeypatch):
+    env = service_environment(team="fruit", max_batch_size=16, max_batch_delay_ms=2.5, minio_secure=False,
+                              access_log=True, auth_token="t0k3n", weights_path=None)
+    assert env == {"TEAM": "fruit", "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "2.5", "MINIO_SECURE": "0",
+                   "ACCESS_LOG": "1", "AUTH_TOKEN": "t0k3n"}  # None: no variable, the default holds
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ServiceSettings()
+    assert (settings.team, settings.max_batch_size, settings.max_batch_delay_ms) == ("fruit", 16, 2.5)
+    assert not settings.minio_secure and settings.access_log and settings.auth_token.get_secret_value() == "t0k3n"
+
+
+def test_a_misspelt_setting_raises_instead_of_being_ignored():
+    with pytest.raises(ValueError, match=r"max_bach_size \(did you mean max_batch_size\?\)"):
+        service_environment(team="fruit", max_bach_size=16)
+    with pytest.raises(ValueError, match=r"WORKER \(did you mean WORKERS\?\)"):
+        checked_service_environment({"MAX_BATCH_SIZE": "64", "WORKER": "8"})
+    assert checked_service_environment({"MAX_BATCH_SIZE": "64", "workers": "8"}) == {"MAX_BATCH_SIZE": "64",
+                                                                                      "WORKERS": "8"}
