@@ -70,7 +70,7 @@ def make_jpegs() -> list[bytes]:
     out = []
     for _ in KEYS:
         base = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
-        image = Image.fromarray(base).resize((640, 480), Image.BICUBIC)
+        image = Image.fromarray(base).resize((640, 480), Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
         out.append(buffer.getvalue())
@@ -341,6 +341,7 @@ def ceiling(compiled: bool = True) -> dict[str, float]:
     for batch in (64, 128):
         def step(batch: int = batch) -> None:
             images = decode_jpeg([jpegs[i % len(jpegs)] for i in range(batch)], device=device)
+            assert isinstance(images, list)  # a list in, a list out
             x = torch.stack(images).half().div_(255)
             x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=False)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -136,14 +136,15 @@ class KeepAliveClient:
     async def post_json(self, path: str, payload: dict) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
         body = json.dumps(payload).encode()
         self._writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        head = await self._reader.readuntil(b"\r\n\r\n")  # type: ignore[union-attr]
+        head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
-        return status, await self._reader.readexactly(length)  # type: ignore[union-attr]
+        return status, await self._reader.readexactly(length)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -209,11 +210,14 @@ def in_process_reference(team: str, weights: str, images: list[bytes], batch_siz
     Gives the decode + forward rate, and the CPU seconds per image of decoding and of the forward pass."""
     import torch
 
+    from adapters.base import BatchRunner
     from services.inference_http import decode, model_registry
 
     runner = model_registry.get_model_runner(team, weights)
+    if not isinstance(runner, BatchRunner):
+        raise SystemExit(f"the {team} runner has no run_batch: the in-process reference needs one")
     runner.to_device(torch.device("cpu"))
-    size = tuple(runner.input_size)
+    size = runner.input_size
     limits = 50_000_000, 500_000_000
     for _ in range(2):  # warm-up
         runner.run_batch(torch.stack([decode.decode_cpu(images[i % len(images)], size, *limits)
@@ -277,7 +281,8 @@ def cpu_cost(args: argparse.Namespace, settings: StackSettings, weights: str, bu
     # the in-process reference runs before and after the service (on a shared machine, load drifts), averaged
     before = in_process_reference(args.team, weights, images, args.max_batch_size, args.duration / 2)
     with service.start():
-        pid = service.process.pid  # type: ignore[union-attr]
+        assert service.process is not None  # started
+        pid = service.process.pid
         for route, clients, items in runs:
             load = (closed_loop(service.base_url, bucket, keys, clients, args.warmup) if items == 1 else
                     batch_loop(service.base_url, bucket, keys, clients, items, args.warmup))

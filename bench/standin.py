@@ -37,6 +37,7 @@ async def app(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     path, status = scope["path"], 200
+    payload: dict[str, object]
     if path == READYZ_ROUTE:
         payload = {"ready": True}
     elif path == INFER_JSON_ROUTE and body:

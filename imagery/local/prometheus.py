@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -117,7 +118,7 @@ class PrometheusServer:
 
     # ---- the HTTP API
 
-    def _get(self, path: str, **params: str) -> object:
+    def _get(self, path: str, **params: str) -> Any:  # Prometheus's JSON: its shape is per endpoint
         answer = httpx.get(f"{self.url}{path}", params=params, timeout=10.0).json()
         if answer.get("status") != "success":
             raise PrometheusError(f"{path} {params}: {answer.get('errorType')}: {answer.get('error')}")
@@ -125,13 +126,13 @@ class PrometheusServer:
 
     def query(self, expr: str) -> list[dict]:
         """An instant query's series (raises PrometheusError when the expression does not parse)."""
-        return self._get("/api/v1/query", query=expr)["result"]  # type: ignore[index]
+        return self._get("/api/v1/query", query=expr)["result"]
 
     def alerts(self) -> list[dict]:
-        return self._get("/api/v1/alerts")["alerts"]  # type: ignore[index]
+        return self._get("/api/v1/alerts")["alerts"]
 
     def rules(self) -> list[dict]:
-        return [rule for group in self._get("/api/v1/rules")["groups"] for rule in group["rules"]]  # type: ignore[index]
+        return [rule for group in self._get("/api/v1/rules")["groups"] for rule in group["rules"]]
 
     def targets(self) -> list[dict]:
-        return self._get("/api/v1/targets")["activeTargets"]  # type: ignore[index]
+        return self._get("/api/v1/targets")["activeTargets"]

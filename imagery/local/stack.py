@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
@@ -26,6 +27,9 @@ from imagery.local.versions import KAFKA_VERSION
 from imagery.process import ProcessError, Stopped, port_open, read_pid_file, spawn, stop_group, write_pid_file
 from schemas import limits
 from streaming.dispatch.metrics import reporter_options
+
+if TYPE_CHECKING:
+    from minio import Minio
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0  # SIGTERM's grace: Kafka flushes its logs and closes cleanly well within it
@@ -42,7 +46,7 @@ class Component:
     name: str
     ports: list[int]
     argv: list[str]
-    probe: Callable[[], None]  # raises until the part really answers
+    probe: Callable[[], object]  # raises until the part really answers (what it returns is not used)
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
 
@@ -219,7 +223,7 @@ def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = 
     )
 
 
-def minio_client(settings: StackSettings):
+def minio_client(settings: StackSettings) -> Minio:
     from minio import Minio
 
     return Minio(settings.minio_endpoint, access_key=settings.minio_access_key,

@@ -94,7 +94,7 @@ class InferenceClient:
             connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s), headers=headers)
         self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_timer: asyncio.Handle | None = None
         self._rng = random.Random()
 
     async def aclose(self) -> None:
@@ -179,7 +179,7 @@ class InferenceClient:
             self._flush_timer = None
         batch, self._pending = self._pending[: self.items_per_request], self._pending[self.items_per_request:]
         if self._pending:
-            self._flush_timer = asyncio.get_running_loop().call_soon(self._flush)  # type: ignore[assignment]
+            self._flush_timer = asyncio.get_running_loop().call_soon(self._flush)
         if batch:
             asyncio.get_running_loop().create_task(self._post_batch(batch))
 
@@ -226,8 +226,9 @@ class InferenceClient:
                            f"a batch answer without {n} items: is --http-url the inference service?", 200)
         if whole.verdict is not Verdict.SUCCESS:
             return whole
+        assert isinstance(items, list)  # checked above for a success
         outcomes = []
-        for item in items:  # type: ignore[union-attr]
+        for item in items:
             if isinstance(item, dict) and item.get("ok") is True and isinstance(item.get("result"), dict):
                 outcomes.append(_result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200,
                                                                  body=item["result"])))
@@ -244,7 +245,7 @@ _SERVICE_KEYS = service_response_keys()
 
 def _result_or_misconfigured(outcome: Outcome) -> Outcome:
     """A success must carry a result; a 2xx without one comes from something that is not the service."""
-    if outcome.verdict is Verdict.SUCCESS and not _SERVICE_KEYS <= outcome.body.keys():  # type: ignore[union-attr]
+    if outcome.verdict is Verdict.SUCCESS and not (outcome.body is not None and _SERVICE_KEYS <= outcome.body.keys()):
         return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
                        "a 2xx answer without a result: is --http-url the inference service?", outcome.http_status)
     return outcome

@@ -139,8 +139,9 @@ class DispatcherConfig(BaseSettings):
         team = info.data.get("team")
         if value or not team:
             return value
-        return {"input_topic": topics.input_topic, "output_topic": topics.result_topic,
-                "group_id": topics.dispatcher_group}[info.field_name](team)  # type: ignore[index]
+        derive = {"input_topic": topics.input_topic, "output_topic": topics.result_topic,
+                  "group_id": topics.dispatcher_group}
+        return derive[str(info.field_name)](team)
 
     @field_validator("checkpoint_dir")
     @classmethod
@@ -219,13 +220,18 @@ def flag(name: str) -> str:
 
 def variable(name: str) -> str:
     """A setting's environment variable."""
-    extra = DispatcherConfig.model_fields[name].json_schema_extra or {}
-    return str(extra.get("env") or name.upper())  # type: ignore[union-attr]
+    return str(_extra(name).get("env") or name.upper())
 
 
 def _former_name(name: str) -> str | None:
-    extra = DispatcherConfig.model_fields[name].json_schema_extra or {}
-    return extra.get("formerly")  # type: ignore[union-attr,return-value]
+    former = _extra(name).get("formerly")
+    return former if isinstance(former, str) else None
+
+
+def _extra(name: str) -> JsonDict:
+    """What `setting` recorded beside a field: its variable when not the field's name, its former name."""
+    extra = DispatcherConfig.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
 
 
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:

@@ -29,7 +29,8 @@ WORKERS = 2
 
 def worker_pids(service: InferenceService) -> set[int]:
     """The service's worker processes: the children of uvicorn's supervisor, less multiprocessing's helper."""
-    pid = service.process.pid  # type: ignore[union-attr]
+    assert service.process is not None, "the service is not started"
+    pid = service.process.pid
     children: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         children |= {int(c) for c in (task / "children").read_text().split()}

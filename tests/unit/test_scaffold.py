@@ -80,3 +80,21 @@ def test_the_committed_compose_files_are_what_the_template_makes():
 def test_team_names_are_checked(bad):
     with pytest.raises(scaffold.ScaffoldError):
         scaffold.check_team(bad)
+
+
+def test_compose_sets_only_variables_the_inference_service_reads():
+    """The service ignores variables it does not know, so a misspelt one in the template would silently leave a
+    setting at its default: every variable compose gives a team's service must be one of ServiceSettings'."""
+    import yaml
+
+    from services.inference_http.settings import checked_service_environment
+
+    rendered = compose.render(compose.load_teams(compose.ComposeFiles.in_repo().teams))
+    checked = 0
+    for name in ("compose.yaml", "compose.gpu.yaml"):
+        services = yaml.safe_load(rendered[name]).get("services") or {}
+        for service, spec in services.items():
+            if service.endswith("-inference-http") and spec.get("environment"):
+                checked_service_environment({k: str(v) for k, v in spec["environment"].items()})
+                checked += 1
+    assert checked >= 1
