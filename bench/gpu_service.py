@@ -33,11 +33,11 @@ import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the checkout importable
 
 from bench.results import append_results, markdown_table  # noqa: E402
 from imagery.process import NotReady, Process, ProcessError, http_200, process_tree_cpu_s, spawn  # noqa: E402
+from imagery.repo import REPO_ROOT, WEIGHTS_DIR  # noqa: E402
 from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE  # noqa: E402
 from services.inference_http.settings import checked_service_environment, service_environment  # noqa: E402
 
@@ -120,7 +120,7 @@ def start_service(config: dict[str, str], endpoint: str, access: str, secret: st
     python_path = [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                  if p and Path(p).resolve() != REPO_ROOT]
     env = {"PYTHONPATH": os.pathsep.join(python_path),
-           **service_environment(team="resnet50", weights_path=REPO_ROOT / "weights" / "resnet50.pt", device="cuda",
+           **service_environment(team="resnet50", weights_path=WEIGHTS_DIR / "resnet50.pt", device="cuda",
                                  minio_endpoint=endpoint, minio_access_key=access, minio_secret_key=secret,
                                  host="127.0.0.1", port=PORT, max_queue=8192, request_timeout_ms=60000,
                                  max_connections=4096, log_level="warning"),
@@ -376,7 +376,7 @@ def compiled_ceiling(raw: list[bytes]) -> dict[str, float]:
 
     torch.backends.cudnn.benchmark = False  # as the service runs (and so the same compiled graphs, cached for it)
     device = torch.device("cuda")
-    weights = str(REPO_ROOT / "weights" / "resnet50.pt")
+    weights = str(WEIGHTS_DIR / "resnet50.pt")
     runner = ResNet50Runner(weights)
     runner.to_device(device)
     out: dict[str, float] = {}

@@ -13,8 +13,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-RESULTS_FILE = Path(__file__).resolve().with_name("RESULTS.md")
-REPO_ROOT = RESULTS_FILE.parents[1]
+from imagery.repo import REPO_ROOT
+
+RESULTS_FILE = REPO_ROOT / "bench" / "RESULTS.md"
 _HEADER = ("# Benchmark results\n\nAppended by the scripts in bench/ (newest last). "
            "Compare numbers only within one section.\n")
 

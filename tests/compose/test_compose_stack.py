@@ -29,11 +29,11 @@ from adapters.fruit_defect.samples import make_image
 from imagery import kafka_io
 from imagery.compose import ComposeFiles, load_teams
 from imagery.pipeline_run import produce_messages
+from imagery.repo import REPO_ROOT as REPO
 from schemas import topics
 
 pytestmark = pytest.mark.compose
 
-REPO = Path(__file__).resolve().parents[2]
 PROJECT = "imagery-compose-test"
 # host ports of their own, so that a local stack (`imagery up`) or a user's compose stack may run beside the test
 PORTS = {"KAFKA_HOST_PORT": "39092", "MINIO_HOST_PORT": "39000", "MINIO_CONSOLE_HOST_PORT": "39001",

@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from imagery.repo import REPO_ROOT as REPO
 
 
 def _top_level_imports_of(path: Path) -> set[str]:
