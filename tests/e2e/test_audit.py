@@ -14,8 +14,8 @@ from confluent_kafka import TopicPartition
 
 from imagery import kafka_io
 from imagery.audit import Unit, audit, wait_until_caught_up
-from imagery.local import stack
 from imagery.pipeline_run import DispatcherProcess, collect
+from imagery.repo import REPO_ROOT
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
 
     def audit_cli(*extra: str) -> tuple[int, dict]:
         done = subprocess.run([*cli, "--json", *extra], capture_output=True, text=True, timeout=120,
-                              cwd=stack.install.REPO_ROOT)
+                              cwd=REPO_ROOT)
         print(done.stdout)
         return done.returncode, json.loads(done.stdout)
 
@@ -57,7 +57,7 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
         doubled = kafka_io.read_to_end(bootstrap, out).records[0]
         kafka_io.produce(bootstrap, out, [(doubled.key, doubled.value)])
         code, found = audit_cli()
-        table = subprocess.run(cli, capture_output=True, text=True, timeout=120, cwd=stack.install.REPO_ROOT,
+        table = subprocess.run(cli, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
                                env={**os.environ, "COLUMNS": "120"})
         print(table.stdout)  # as the README shows it
         assert code == 1 and not found["clean"] and table.returncode == 1 and "not clean" in table.stdout

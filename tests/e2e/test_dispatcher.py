@@ -18,6 +18,7 @@ from imagery.local.inference_service import InferenceService
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from imagery.process import free_port
+from imagery.repo import REPO_ROOT
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
 from tests.conftest import remove_bucket, unique
 
@@ -159,7 +160,7 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
     submitted = subprocess.run(
         [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager",
          f"{flink_cluster.host}:{flink_cluster.flink_rest_port}", *args],
-        capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
     try:

@@ -29,7 +29,7 @@ from imagery.local.prometheus import PrometheusServer
 from imagery.local.settings import StackSettings
 from imagery.pipeline_run import Collected, DispatcherProcess, collect, produce_messages
 from imagery.process import free_port
-from imagery.repo import ALERT_RULES, DASHBOARD
+from imagery.repo import ALERT_RULES, DASHBOARD, REPO_ROOT
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
@@ -104,7 +104,7 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
              "--delivery-guarantee", "exactly-once",  # as production runs it: the sinks' commit metrics exist
              "--backoff-ms", "50", "--connector-jars", jars],
             env={**os.environ, **stack.flink_env(settings), "IMAGERY_DETACHED": "1"},
-            capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
+            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
         got = collect(settings.bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= produced, TIMEOUT_S)

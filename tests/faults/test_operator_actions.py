@@ -30,6 +30,7 @@ from imagery import kafka_io
 from imagery.audit import AuditReport, audit, describe, wait_until_caught_up
 from imagery.local import stack
 from imagery.pipeline_run import DispatcherProcess
+from imagery.repo import REPO_ROOT
 from tests.e2e.test_dispatcher import dispatcher_args, put
 
 pytestmark = pytest.mark.faults
@@ -323,7 +324,7 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
 
     def submit() -> str:
         done = subprocess.run([sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
-                              capture_output=True, text=True, timeout=300, cwd=stack.install.REPO_ROOT)
+                              capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
 
