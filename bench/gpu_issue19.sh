@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 19's table on a lent GPU machine in one call: the service of `main` and of this checkout in one run beside
-# the same GPU's ceilings (bench/gpu_run.sh -> bench/gpu_service.py), then tests/gpu with the time left (about 450 s
+# Issue 19's table on a lent GPU machine in one call: the service before the scheduler (74594fa^) and of this
+# checkout in one run beside the same GPU's ceilings (bench/gpu_run.sh -> bench/gpu_service.py), then tests/gpu with
+# the time left (about 450 s
 # in all). Everything lands in $OUT: bench.log, gpu_service.json, gpu_service.log, gpu_tests.log.
 #
 # Layout it expects (DEVICE_DIR, default: two folders above this script), made on the development machine inside
 # the git-ignored .device/ of the checkout the device tool sends:
-#   .device/old      git archive main | tar -x -C .device/old
+#   .device/old      git archive 74594fa^ | tar -x -C .device/old      (main before the scheduler merge)
 #   .device/new      git -C <this checkout> archive HEAD | tar -x -C .device/new      (this script is in it)
 #   .device/wheels   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
 #                      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
