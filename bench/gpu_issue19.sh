@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19's table on a lent GPU machine in one call: the service before the scheduler (74594fa^) and of this
 # checkout in one run beside the same GPU's ceilings (bench/gpu_run.sh -> bench/gpu_service.py), then tests/gpu with
-# the time left (about 450 s
-# in all). Everything lands in $OUT: bench.log, gpu_service.json, gpu_service.log, gpu_tests.log.
+# the time left (about 450 s in all). Everything lands in $OUT: bench.log, gpu_service.json, gpu_service.log, gpu_tests.log.
 #
 # Layout it expects (DEVICE_DIR, default: two folders above this script), made on the development machine inside
 # the git-ignored .device/ of the checkout the device tool sends:
