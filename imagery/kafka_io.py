@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 from confluent_kafka import (
     Consumer,
@@ -165,22 +166,18 @@ def _to_record(msg: Message) -> Record:
                   value=msg.value(), headers=headers, timestamp_ms=ts if ts_type else None)
 
 
-def read_topic(
-    bootstrap: str,
-    topic: str,
-    *,
-    until: int | None = None,
-    timeout_s: float = 60.0,
-    idle_s: float | None = None,
-    read_committed: bool = True,
-) -> list[Record]:
-    """Read a topic from the beginning, without a consumer group commit.
+class ReadOptions(TypedDict, total=False):
+    """`iter_topic`'s options, for `read_topic` to pass on."""
 
-    Stops when `until` records were read, when nothing new arrived for `idle_s`, or at `timeout_s` (a deadline,
-    not a sleep: the caller asserts on what was read).
-    """
-    return list(iter_topic(bootstrap, topic, until=until, timeout_s=timeout_s, idle_s=idle_s,
-                           read_committed=read_committed))
+    until: int | None
+    timeout_s: float
+    idle_s: float | None
+    read_committed: bool
+
+
+def read_topic(bootstrap: str, topic: str, **options: Unpack[ReadOptions]) -> list[Record]:
+    """Every record `iter_topic` reads, as a list."""
+    return list(iter_topic(bootstrap, topic, **options))
 
 
 def iter_topic(
@@ -192,6 +189,11 @@ def iter_topic(
     idle_s: float | None = None,
     read_committed: bool = True,
 ) -> Iterator[Record]:
+    """Read a topic from the beginning, without a consumer group commit.
+
+    Stops when `until` records were read, when nothing new arrived for `idle_s`, or at `timeout_s` (a deadline,
+    not a sleep: the caller asserts on what was read).
+    """
     with consumer(bootstrap, read_committed=read_committed, from_earliest=True,
                   config={"topic.metadata.refresh.interval.ms": 1000}) as reader:
         reader.subscribe([topic])

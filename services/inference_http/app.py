@@ -33,22 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.base import Runner
-from schemas import (
-    HEALTHZ_ROUTE,
-    INFER_BATCH_ROUTE,
-    INFER_JSON_ROUTE,
-    INFER_ROUTES,
-    INFER_UPLOAD_ROUTE,
-    METRICS_ROUTE,
-    READYZ_ROUTE,
-    BatchRequest,
-    BatchResponse,
-    ErrorBody,
-    ErrorDetail,
-    InferRequest,
-    InferResponse,
-    Stage,
-)
+from schemas import BatchRequest, BatchResponse, ErrorBody, ErrorDetail, InferRequest, InferResponse, Stage
+from schemas import service_contract as contract
 from services.inference_http import model_registry
 from services.inference_http.engine import InferenceEngine
 from services.inference_http.errors import (
@@ -166,9 +152,9 @@ UPLOAD_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
 assert set(UPLOAD_OPENAPI["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
     FILE_FIELD, *TEXT_FIELDS}
 
-INFER_HANDLERS = {INFER_JSON_ROUTE: serve_infer_json, INFER_BATCH_ROUTE: serve_infer_batch,
-                  INFER_UPLOAD_ROUTE: serve_infer_upload}
-assert tuple(INFER_HANDLERS) == INFER_ROUTES
+INFER_HANDLERS = {contract.INFER_JSON_ROUTE: serve_infer_json, contract.INFER_BATCH_ROUTE: serve_infer_batch,
+                  contract.INFER_UPLOAD_ROUTE: serve_infer_upload}
+assert tuple(INFER_HANDLERS) == contract.INFER_ROUTES
 
 
 # ---------------------------------------------------------------------------- errors and metrics
@@ -238,8 +224,8 @@ class InferRoutes:
         self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else b""
         self.body_timeout_s = settings.body_timeout_s
         # an upload carries the image itself: its body may be as large as an object the service would fetch
-        self.max_bytes = {route: settings.max_request_bytes for route in INFER_ROUTES}
-        self.max_bytes[INFER_UPLOAD_ROUTE] = max(settings.max_request_bytes,
+        self.max_bytes = {route: settings.max_request_bytes for route in contract.INFER_ROUTES}
+        self.max_bytes[contract.INFER_UPLOAD_ROUTE] = max(settings.max_request_bytes,
                                               settings.max_object_bytes + MULTIPART_OVERHEAD_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,7 +268,7 @@ class InferRoutes:
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
 
     async def _body(self, scope: Scope, receive: Receive, received: float, max_bytes: int) -> bytes:
-        setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes[INFER_JSON_ROUTE] else "MAX_REQUEST_BYTES"
+        setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes[contract.INFER_JSON_ROUTE] else "MAX_REQUEST_BYTES"
         too_large = RequestTooLarge(f"the request body is over {max_bytes} bytes ({setting})", limit=max_bytes)
         length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
         if length.isdigit() and int(length) > max_bytes:
@@ -395,15 +381,15 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
 
     # documents the bearer scheme in OpenAPI; InferRoutes enforces it before the body is read
     secured = [Depends(HTTPBearer(auto_error=False))]
-    app.add_api_route(INFER_JSON_ROUTE, infer_json, methods=["POST"], response_model=InferResponse,
+    app.add_api_route(contract.INFER_JSON_ROUTE, infer_json, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
-    app.add_api_route(INFER_BATCH_ROUTE, infer_batch, methods=["POST"], response_model=BatchResponse,
+    app.add_api_route(contract.INFER_BATCH_ROUTE, infer_batch, methods=["POST"], response_model=BatchResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured)
-    app.add_api_route(INFER_UPLOAD_ROUTE, infer_upload, methods=["POST"], response_model=InferResponse,
+    app.add_api_route(contract.INFER_UPLOAD_ROUTE, infer_upload, methods=["POST"], response_model=InferResponse,
                       responses=_ERROR_RESPONSES, dependencies=secured, openapi_extra=UPLOAD_OPENAPI)
-    app.add_api_route(HEALTHZ_ROUTE, healthz, methods=["GET"])
-    app.add_api_route(READYZ_ROUTE, readyz, methods=["GET"], responses={503: {"description": "not ready"}})
-    app.add_api_route(METRICS_ROUTE, metrics, methods=["GET"], response_class=Response)
+    app.add_api_route(contract.HEALTHZ_ROUTE, healthz, methods=["GET"])
+    app.add_api_route(contract.READYZ_ROUTE, readyz, methods=["GET"], responses={503: {"description": "not ready"}})
+    app.add_api_route(contract.METRICS_ROUTE, metrics, methods=["GET"], response_class=Response)
 
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

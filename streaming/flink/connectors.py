@@ -33,9 +33,8 @@ class Connector:
     def jar_name(self) -> str:
         return f"{self.artifact}-{self.version}.jar"
 
-    @property
-    def url(self) -> str:
-        return f"{MAVEN_CENTRAL}/{self.group.replace('.', '/')}/{self.artifact}/{self.version}/{self.jar_name}"
+    def url(self, repository: str = MAVEN_CENTRAL) -> str:
+        return f"{repository}/{self.group.replace('.', '/')}/{self.artifact}/{self.version}/{self.jar_name}"
 
 
 def connectors(listing: Path = CONNECTORS_LIST) -> list[Connector]:
@@ -69,10 +68,10 @@ def fetch(folder: Path, download: Download = _plain_download) -> list[Path]:
         jars.append(jar)
         if jar.exists():
             continue
-        with urllib.request.urlopen(connector.url + ".sha1", timeout=60) as resp:
+        with urllib.request.urlopen(connector.url() + ".sha1", timeout=60) as resp:
             expected = resp.read().decode().split()[0].strip()
         part = jar.with_name(jar.name + ".download")
-        download(connector.jar_name, connector.url, part)
+        download(connector.jar_name, connector.url(), part)
         actual = hashlib.sha1(part.read_bytes()).hexdigest()
         if actual != expected:
             part.unlink()

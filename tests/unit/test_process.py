@@ -127,27 +127,18 @@ def test_sigterm_ignored_means_sigkill_and_the_report_names_the_pid(tmp_path):
     assert process.returncode == -9 and time.monotonic() - started < 10
 
 
-def test_the_group_stop_reaches_a_grandchild(tmp_path):
-    argv, pid_path = forking(tmp_path, parent_s=60)
+@pytest.mark.parametrize("orphaned", [False, True], ids=["with its parent", "after its parent exited"])
+def test_the_group_stop_reaches_a_grandchild(tmp_path, orphaned):
+    argv, pid_path = forking(tmp_path, parent_s=0.5 if orphaned else 60)
     log = tmp_path / "forks.log"
     process = spawn(argv, log)
     process.wait_ready(log_says(log, "grandchild up"), timeout_s=30, poll_s=0.05)
     grandchild = int(pid_path.read_text())
-    assert set(group_members(process.pid)) == {process.pid, grandchild}
+    if orphaned:
+        process.wait(30)  # the leader is gone; its group lives on in the grandchild
+    assert set(group_members(process.pid)) == ({grandchild} if orphaned else {process.pid, grandchild})
     assert process.stop().clean
     assert not alive(grandchild) and group_members(process.pid) == []
-
-
-def test_the_group_stop_reaches_a_grandchild_after_its_parent_exited(tmp_path):
-    argv, pid_path = forking(tmp_path, parent_s=0.5)
-    log = tmp_path / "orphan.log"
-    process = spawn(argv, log)
-    process.wait_ready(log_says(log, "grandchild up"), timeout_s=30, poll_s=0.05)
-    grandchild = int(pid_path.read_text())
-    process.wait(30)  # the leader is gone; its group lives on in the grandchild
-    assert group_members(process.pid) == [grandchild]
-    assert process.stop().clean
-    assert not alive(grandchild)
     with pytest.raises(ProcessLookupError):  # collected by init too: nothing holds the group's id any more
         os.killpg(process.pid, 0)
 
