@@ -218,6 +218,9 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
+    # A record crosses network shuffles between the job's tasks (at least the one into the SQL window), each flushed
+    # every buffer timeout: Flink's 100 ms put about 35 ms on the p50 at 300 msg/s (bench/RESULTS.md, issue 20).
+    conf.set_string("execution.buffer-timeout.interval", f"{cfg.buffer_timeout_ms} ms")
     # Flink's Prometheus reporter for a local MiniCluster (a cluster takes its reporters from its own config, as
     # imagery/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
     for key, value in reporter_options(cfg.prometheus_port).items():
