@@ -88,6 +88,9 @@ class DispatcherConfig(BaseSettings):
     bundle_time_ms: int = setting(
         25, "longest a Python bundle stays open (it ends when its calls are answered, and only then are its results "
         "handed on: short bundles, short latency)", ge=1)
+    buffer_timeout_ms: int = setting(
+        5, "longest a record waits in a network buffer between Flink tasks (Flink's execution.buffer-timeout; its "
+        "default, 100, made a record wait about 50 ms on average at each shuffle)", ge=0)
     job_name: str = setting("", "Flink job name (default http-dispatcher-<team>)")
     connector_jars: tuple[str, ...] = setting(
         (), "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached jars of "

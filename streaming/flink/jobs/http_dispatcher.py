@@ -22,6 +22,7 @@ so a checkpoint covers them like any other record in flight.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import signal
@@ -58,8 +59,12 @@ ROUTED_TYPE = Types.ROW_NAMED(
     [Types.BOOLEAN(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
      Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))],
 )
-# An outage is waited out inside the async function; this bound only catches a wedged call.
-ASYNC_TIMEOUT = Time.hours(24)
+# An outage is waited out inside the async function; this bound only catches a wedged call. It is kept inside the
+# coroutine (an asyncio deadline: one timer handle on the loop): PyFlink's own operator timeout starts a
+# threading.Timer, a new thread, for every element (pyflink/fn_execution/datastream/process/async_function/
+# operation.py, ResultHandler.register_timeout), so the operator is given none (0: "no timeout").
+WEDGED_CALL_S = 24 * 3600
+NO_OPERATOR_TIMEOUT = Time.milliseconds(0)
 
 
 def _epoch_ms(ts: Any) -> int | None:
@@ -123,12 +128,15 @@ class InferAndRoute(AsyncFunction):
         self.dispatcher = None
 
     async def async_invoke(self, group: Row) -> list[Row]:
-        outputs = await self._dispatcher().handle_group([_kafka_input(group.partition, r) for r in group.records])
-        return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers) for o in outputs]
-
-    def timeout(self, row: Row) -> list[Row]:
-        # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
-        raise TimeoutError(f"an inference call did not finish within {ASYNC_TIMEOUT.to_milliseconds()} ms")
+        records = [_kafka_input(group.partition, r) for r in group.records]
+        try:
+            async with asyncio.timeout(WEDGED_CALL_S):
+                outputs = await self._dispatcher().handle_group(records)
+        except TimeoutError:
+            # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
+            raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
+        # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
+        return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
 
 
 def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
@@ -187,7 +195,7 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
         GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`,
                  `offset` / {cfg.group_size}"""))
     routed = AsyncDataStream.unordered_wait(
-        groups, InferAndRoute(cfg), ASYNC_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
+        groups, InferAndRoute(cfg), NO_OPERATOR_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
     ).name("parse, infer over HTTP, route")
     t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
         .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
@@ -218,6 +226,9 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
+    # A record crosses network shuffles between the job's tasks (at least the one into the SQL window), each flushed
+    # every buffer timeout: Flink's 100 ms put about 35 ms on the p50 at 300 msg/s (bench/RESULTS.md, issue 20).
+    conf.set_string("execution.buffer-timeout.interval", f"{cfg.buffer_timeout_ms} ms")
     # Flink's Prometheus reporter for a local MiniCluster (a cluster takes its reporters from its own config, as
     # imagery/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
     for key, value in reporter_options(cfg.prometheus_port).items():
