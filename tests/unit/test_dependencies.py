@@ -80,3 +80,27 @@ def test_the_tooling_never_imports_the_service_the_runners_or_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert set(filter(None, out.stdout.strip().split(","))) <= TOOLING_MAY_IMPORT
+
+
+def _pins(specs: list[str]) -> dict[str, str]:
+    pins = {}
+    for spec in specs:
+        spec = spec.split("#")[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==")
+            pins[_normalized(re.sub(r"\[.*\]", "", name))] = version.strip()
+    return pins
+
+
+def test_the_service_image_installs_the_pins_of_pyproject():
+    """services/inference_http/requirements.txt (what the service's image installs, torch from its own index) names
+    each package at the version pyproject.toml pins for the service: a bump in one place alone fails here."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = _pins(project["dependencies"] + project["optional-dependencies"]["service"])
+    image = _pins((REPO / "services" / "inference_http" / "requirements.txt").read_text().splitlines())
+    assert image and {name: version for name, version in image.items() if declared.get(name) != version} == {}
+    assert set(declared) <= set(image), f"pinned for the service, not in its image: {set(declared) - set(image)}"
+    # torch and torchvision come first, from TORCH_INDEX, in a layer of their own
+    dockerfile = (REPO / "services" / "inference_http" / "Dockerfile").read_text()
+    first = _pins(re.findall(r"\b(torch(?:vision)?==[\w.+]+)", dockerfile))
+    assert first == {name: declared[name] for name in ("torch", "torchvision")}
