@@ -236,10 +236,12 @@ def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout
 
 
 def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    with consumer(bootstrap) as reader:
-        meta = reader.list_topics(topic, timeout=timeout_s)
-        parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
+    """partition -> its high watermark (the next offset to be written); {} when there is no such topic (asked for
+    through the admin client, so a broker that auto-creates topics does not create it)."""
+    try:
+        return _stable_end_offsets(bootstrap, topic, read_committed=False, timeout_s=timeout_s)
+    except NoSuchTopic:
+        return {}
 
 
 class NoSuchTopic(LookupError):
