@@ -2,6 +2,10 @@
 the service's real shapes), next to Flink SQL Kafka -> Kafka with no Python, in the same run, on the same Kafka.
 
     .venv/bin/python bench/dispatcher.py [--messages 20000] [--parallelism 1,2,4] [--items 1,32]
+        [--variant "LABEL=--flag value ..." ...]
+
+Each --variant is the job with those extra flags (e.g. the previous defaults beside the current ones), measured in
+the same run against the same stand-in and passthrough; without one, the job as it is.
 
 Each job is started, warmed up with a few hundred messages, then given a burst of --messages published at once.
 rate = burst / (broker timestamp of the last output - time the burst started); CPU = user + system time of the
@@ -11,6 +15,7 @@ job's processes (the JVM and its Python workers) over the burst, per message.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import uuid
@@ -112,6 +117,14 @@ def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_
         kafka_io.delete_topics(settings.bootstrap, [inp, out, dlq])
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`LABEL=--flag value ...` -> (LABEL, [--flag, value, ...])."""
+    label, sep, flags = text.partition("=")
+    if not sep or not label:
+        raise SystemExit(f"--variant {text!r}: expected LABEL=FLAGS")
+    return label, shlex.split(flags)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000, help="messages per burst")
@@ -119,8 +132,11 @@ def main() -> None:
     parser.add_argument("--items", default="1,32", help="items per request of the p=1 runs (1 = /infer_json)")
     parser.add_argument("--capacity", type=int, default=DispatcherConfig.model_fields["capacity"].default,
                         help="images in flight per dispatcher instance [default: the dispatcher's]")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                        help="the job with these extra flags, labelled (repeatable; default: the job as it is)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    variants = [parse_variant(v) for v in args.variant] or [("", [])]
     parallelisms = [int(p) for p in args.parallelism.split(",")]
     items = [int(i) for i in args.items.split(",")]
 
@@ -141,21 +157,25 @@ def main() -> None:
             return lambda inp, out, dlq, run: [sys.executable, str(BENCH / "jobs" / "sql_passthrough.py"),
                                                settings.bootstrap, inp, out, str(p), jars]
 
-        def dispatcher(p: int, n_items: int):
+        def dispatcher(p: int, n_items: int, flags: list[str]):
             return lambda inp, out, dlq, run: local_job_command([
                 "--connector-jars", jars, "--bootstrap", settings.bootstrap, "--team", "fruit",
                 "--http-url", f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}", "--input-topic", inp, "--output-topic", out,
                 "--dlq-topic", dlq, "--group-id", f"bench-{run}", "--parallelism", str(p),
-                "--capacity", str(args.capacity), "--items-per-request", str(n_items), "--resume", "none"])
+                "--capacity", str(args.capacity), "--items-per-request", str(n_items), "--resume", "none", *flags])
+
+        def name(label: str, n_items: int) -> str:
+            return f"dispatcher{f' ({label})' if label else ''} vs stand-in, {n_items} item(s)/request"
 
         runs.append(measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1)))
         for n_items in items:
-            runs.append(measure(settings, f"dispatcher vs stand-in, {n_items} item(s)/request", 1, args.messages,
-                                dispatcher(1, n_items)))
+            for label, flags in variants:
+                runs.append(measure(settings, name(label, n_items), 1, args.messages, dispatcher(1, n_items, flags)))
         for p in (p for p in parallelisms if p != 1):
             runs.append(measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p)))
-            runs.append(measure(settings, f"dispatcher vs stand-in, {max(items)} item(s)/request", p,
-                                args.messages, dispatcher(p, max(items))))
+            for label, flags in variants:
+                runs.append(measure(settings, name(label, max(items)), p, args.messages,
+                                    dispatcher(p, max(items), flags)))
     finally:
         standin.stop()
         stack.down(settings, started, log=console.print)
@@ -175,7 +195,8 @@ def main() -> None:
     if not args.no_record:
         append_results(f"Dispatcher pace vs Flink SQL passthrough (bursts of {args.messages:,})", "\n".join(md),
                        notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
-                             f"--parallelism {args.parallelism} --items {args.items}`. Stand-in: bench/standin.py "
+                             f"--parallelism {args.parallelism} --items {args.items}"
+                             + "".join(f" --variant '{v}'" for v in args.variant) + "`. Stand-in: bench/standin.py "
                              "(canned answers, uvicorn + httptools, its own process). CPU: the job's JVM and Python "
                              "worker processes, user + system, over the burst.")
 

@@ -27,6 +27,7 @@ from imagery.local.versions import KAFKA_VERSION
 from imagery.process import ProcessError, Stopped, port_open, read_pid_file, spawn, stop_group, write_pid_file
 from schemas import limits
 from streaming.dispatch.metrics import reporter_options
+from streaming.flink import embedded_python
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -306,9 +307,11 @@ def flink_jobmanager_component(settings: StackSettings) -> Component:
 
 
 def flink_taskmanager_component(settings: StackSettings) -> Component:
+    # a job in thread mode runs its Python inside this JVM, which imports what this venv does
+    env = {**flink_env(settings), "PYTHONPATH": embedded_python.python_path()}
     return Component(
         name=FLINK_TASKMANAGER, ports=[],
-        argv=["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"], env=flink_env(settings),
+        argv=["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"], env=env,
         probe=lambda: _flink_has_taskmanager(settings),
     )
 

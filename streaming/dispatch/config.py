@@ -27,6 +27,7 @@ from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
+ExecutionMode = Literal["process", "thread"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
 DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"
@@ -56,6 +57,10 @@ class DispatcherConfig(BaseSettings):
     group_id: str = setting("", "default http-dispatcher-<team>")
     parallelism: int = setting(1, "Flink parallelism (give the input topic at least as many partitions)", ge=1)
     capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
+    execution_mode: ExecutionMode = setting(
+        "process", "process (records in groups through PyFlink's async operator in a Python worker: the higher pace) "
+        "| thread (each record's result as soon as its call completes, the Python running inside the JVM: the "
+        "lower latency)")
     group_size: int = setting(
         64, "most records of one partition handed to Python at once (PyFlink's operator costs about a millisecond "
         "per element, whatever it holds)", ge=1)

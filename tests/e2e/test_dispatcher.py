@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -31,15 +32,22 @@ def put(minio, bucket: str, key: str, data: bytes) -> None:
     minio.put_object(bucket, key, io.BytesIO(data), len(data))
 
 
+# IMAGERY_TEST_EXECUTION_MODE=thread runs every job of a suite in thread mode (`make test-faults` in both modes); a
+# test that names its mode in `extra` keeps it (the later flag wins)
+EXECUTION_MODE = os.environ.get("IMAGERY_TEST_EXECUTION_MODE", "")
+
+
 def dispatcher_args(bootstrap: str, team: str, service: InferenceService, inp: str, out: str, dlq: str,
                     *extra: str) -> list[str]:
+    mode = ["--execution-mode", EXECUTION_MODE] if EXECUTION_MODE else []
     return ["--bootstrap", bootstrap, "--team", team, "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
-            "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *extra]
+            "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *mode, *extra]
 
 
+@pytest.mark.parametrize("mode", ["process", "thread"])
 def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path, mode):
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     good = []
@@ -55,7 +63,7 @@ def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
         {"id": f"{run}-text", "bucket": bucket, "key": "notes/readme.jpg"},
     ]
     produce_messages(bootstrap, inp, [*good, *bad])
-    with DispatcherProcess(dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq),
+    with DispatcherProcess(dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--execution-mode", mode),
                            tmp_path / "dispatcher.log") as job:
         got = collect(bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= len(good) + len(bad),
                       JOB_TIMEOUT_S, watch=job.check_alive)

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ from pyflink.datastream import (
     AsyncDataStream,
     AsyncFunction,
     CheckpointingMode,
+    KeyedProcessFunction,
     RuntimeContext,
     StreamExecutionEnvironment,
 )
+from pyflink.datastream.state import MapStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
@@ -50,9 +53,11 @@ from streaming.dispatch import checkpoints
 from streaming.dispatch.client import InferenceClient
 from streaming.dispatch.config import DispatcherConfig, parse_args
 from streaming.dispatch.handler import Dispatcher
+from streaming.dispatch.in_flight import InFlight
 from streaming.dispatch.metrics import DispatcherMetrics, reporter_options
-from streaming.dispatch.records import KafkaInput
+from streaming.dispatch.records import KafkaInput, Output
 from streaming.dispatch.retry import RetryPolicy
+from streaming.flink import embedded_python
 
 ROUTED_TYPE = Types.ROW_NAMED(
     ["dlq", "k", "v", "headers"],
@@ -64,6 +69,8 @@ ROUTED_TYPE = Types.ROW_NAMED(
 # threading.Timer, a new thread, for every element (pyflink/fn_execution/datastream/process/async_function/
 # operation.py, ResultHandler.register_timeout), so the operator is given none (0: "no timeout").
 WEDGED_CALL_S = 24 * 3600
+# Thread mode: how often a partition with calls running looks for finished ones to emit when no record comes
+EMIT_TICK_MS = 5
 NO_OPERATOR_TIMEOUT = Time.milliseconds(0)
 
 
@@ -72,6 +79,8 @@ def _epoch_ms(ts: Any) -> int | None:
         return None
     if hasattr(ts, "to_epoch_milli"):
         return int(ts.to_epoch_milli())
+    if hasattr(ts, "toEpochMilli"):  # thread mode hands a TIMESTAMP_LTZ over as the JVM's Instant
+        return int(ts.toEpochMilli())
     if hasattr(ts, "timestamp"):
         return int(ts.timestamp() * 1000)
     return int(ts)
@@ -87,6 +96,42 @@ def _kafka_input(partition: int, row: Any) -> KafkaInput:
     )
 
 
+def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
+                        ) -> tuple[Callable[[], Dispatcher], DispatcherMetrics]:
+    """What makes a subtask's `Dispatcher` (call it inside the event loop its HTTP client binds to), and its metrics,
+    registered with Flink (the Flink UI, and Prometheus through the reporter)."""
+    client = functools.partial(
+        InferenceClient,
+        http_url=cfg.http_url,
+        policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
+        attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
+        max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
+        auth_token=cfg.auth_token,
+    )
+    identity = DispatcherIdentity(job=f"{cfg.name}/{_subtask_index(runtime_context)}", group_id=cfg.group_id,
+                                  host=cfg.host)
+    metrics = DispatcherMetrics()
+    metrics.register(runtime_context.get_metrics_group())
+
+    def new_dispatcher() -> Dispatcher:
+        return Dispatcher(client(), cfg.team, identity, cfg.max_message_bytes, cfg.max_record_bytes,
+                          in_flight=cfg.capacity, metrics=metrics)
+
+    return new_dispatcher, metrics
+
+
+def _subtask_index(runtime_context: RuntimeContext) -> int:
+    try:
+        return runtime_context.get_index_of_this_subtask()
+    except AttributeError:  # thread mode's context asks the JVM for a method Flink 2 moved to its TaskInfo
+        return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())  # type: ignore[attr-defined]
+
+
+def _routed(outputs: list[Output]) -> list[Row]:
+    # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
+    return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
+
+
 class InferAndRoute(AsyncFunction):
     """Wraps `Dispatcher.handle_group` for Flink: a group of records in, their routed Rows out."""
 
@@ -96,30 +141,14 @@ class InferAndRoute(AsyncFunction):
         self.metrics: DispatcherMetrics | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        cfg = self.config
-        self._new_client = functools.partial(
-            InferenceClient,
-            http_url=cfg.http_url,
-            policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
-            attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
-            max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
-            auth_token=cfg.auth_token,
-        )
-        self._identity = DispatcherIdentity(
-            job=f"{cfg.name}/{runtime_context.get_index_of_this_subtask()}", group_id=cfg.group_id, host=cfg.host)
-        # Flink's metrics (the Flink UI, and Prometheus through the reporter): what metrics.py says they can show.
-        # (No live gauge for a pause or an outage: PyFlink hands Python metrics to Flink when a bundle finishes, and
-        # a paused bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
-        self.metrics = DispatcherMetrics()
-        self.metrics.register(runtime_context.get_metrics_group())
+        # (No live gauge for a pause or an outage here: PyFlink hands Python metrics to Flink when a bundle finishes,
+        # and a paused bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
+        self._new_dispatcher, self.metrics = _dispatcher_factory(self.config, runtime_context)
 
     def _dispatcher(self) -> Dispatcher:
         # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
         if self.dispatcher is None:
-            client = self._new_client()
-            self.dispatcher = Dispatcher(client, self.config.team, self._identity, self.config.max_message_bytes,
-                                         self.config.max_record_bytes, in_flight=self.config.capacity,
-                                         metrics=self.metrics)
+            self.dispatcher = self._new_dispatcher()
         return self.dispatcher
 
     def close(self) -> None:
@@ -135,8 +164,105 @@ class InferAndRoute(AsyncFunction):
         except TimeoutError:
             # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
             raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
-        # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
-        return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
+        return _routed(outputs)
+
+
+class InferAndRouteInThread(KeyedProcessFunction):
+    """Thread mode (`--execution-mode thread`): records one by one, keyed by their partition, each record's outputs
+    emitted as soon as its calls complete, with no bundle to wait for.
+
+    The calls run on an event loop in a thread of this function's own. A record is put in keyed MapState before its
+    call starts and removed from it in the same step that emits its outputs (`_emit`, on Flink's task thread, from
+    the next record or timer of its partition; a timer every `EMIT_TICK_MS` while calls run). So a checkpoint holds
+    every record it has read either in that state or in its outputs: after a restore, the records the state holds are
+    sent again (`_resume`) and the outputs they had produced since were never committed."""
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        new_dispatcher, self.metrics = _dispatcher_factory(self.config, runtime_context)
+        self.records = runtime_context.get_map_state(
+            MapStateDescriptor("records_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        self.in_flight: InFlight[list[Output]] = InFlight()
+        self.resumed: set[int] = set()  # partitions whose records in state were sent again since this start
+        self.timer_at: dict[int, int] = {}
+        self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(target=self.loop.run_forever, name="imagery-dispatch", daemon=True)
+        self.loop_thread.start()
+
+        async def make() -> Dispatcher:  # inside the loop its HTTP client and semaphore bind to
+            return new_dispatcher()
+
+        self.dispatcher = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+        # records held per partition: enough to keep `capacity` calls busy while finished ones wait to be emitted
+        self.max_held = 2 * self.config.capacity
+
+    def close(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            self.loop_thread.join(timeout=5)
+
+    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        k, v, topic, _, offset, ts, headers = row
+        record = _kafka_input(partition, (k, v, topic, offset, ts, headers))
+        while self.in_flight.running(partition) >= self.max_held:  # back-pressure: Kafka waits, not memory
+            self.in_flight.wait_for_finished(partition, timeout_s=1.0)
+            yield from self._emit(partition)
+        self.records.put(record.offset, record)
+        self._send(partition, record)
+        yield from self._emit(partition)
+        self._arm(ctx, partition)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        yield from self._emit(partition)
+        if self.in_flight.running(partition):
+            self._arm(ctx, partition)
+
+    def _send(self, partition: int, record: KafkaInput) -> None:
+        self.in_flight.start(partition, record.offset)
+        call = asyncio.run_coroutine_threadsafe(self._handle(record), self.loop)
+
+        def finished(done: Any) -> None:
+            if done.exception() is not None:
+                self.in_flight.fail(done.exception())
+            else:
+                self.in_flight.finish(partition, record.offset, done.result())
+
+        call.add_done_callback(finished)
+
+    async def _handle(self, record: KafkaInput) -> list[Output]:
+        try:
+            async with asyncio.timeout(WEDGED_CALL_S):
+                return await self.dispatcher.handle(record)
+        except TimeoutError:
+            raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
+
+    def _emit(self, partition: int) -> Iterator[Row]:
+        for offset, outputs in self.in_flight.take(partition):
+            self.records.remove(offset)
+            yield from _routed(outputs)
+
+    def _resume(self, partition: int) -> None:
+        """After a start or restore, send again the records the restored state holds (their outputs, if any had
+        been emitted, belonged to a checkpoint that did not complete)."""
+        if partition in self.resumed:
+            return
+        self.resumed.add(partition)
+        for offset, record in list(self.records.items()):
+            if not self.in_flight.is_running(partition, offset):
+                self._send(partition, record)
+
+    def _arm(self, ctx: Any, partition: int) -> None:
+        now = ctx.timer_service().current_processing_time()
+        if self.timer_at.get(partition, 0) <= now:
+            self.timer_at[partition] = at = (now // EMIT_TICK_MS + 1) * EMIT_TICK_MS
+            ctx.timer_service().register_processing_time_timer(at)
 
 
 def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
@@ -186,17 +312,7 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
         CREATE TEMPORARY TABLE kafka_dlq (`k` BYTES, `v` BYTES, `headers` MAP<STRING, BYTES> METADATA)
         WITH ({_sink_options(cfg, cfg.dlq_topic, 'dlq')})""")
 
-    # `offset / group_size` caps a group's size when a backlog puts thousands of records in one window. A group
-    # window (GROUP BY TUMBLE), not the TUMBLE table function: with the latter, records that were in open windows
-    # when a savepoint was taken never came out after the job resumed from it (tests/e2e/test_recovery.py).
-    groups = t_env.to_data_stream(t_env.sql_query(f"""
-        SELECT `partition`, ARRAY_AGG(ROW(k, v, `topic`, `offset`, ts, headers)) AS records
-        FROM kafka_input
-        GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`,
-                 `offset` / {cfg.group_size}"""))
-    routed = AsyncDataStream.unordered_wait(
-        groups, InferAndRoute(cfg), NO_OPERATOR_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
-    ).name("parse, infer over HTTP, route")
+    routed = (_routed_in_thread if cfg.execution_mode == "thread" else _routed_in_groups)(t_env, cfg)
     t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
         .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
         .column("headers", DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())).build()))
@@ -207,9 +323,34 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     return statements
 
 
+def _routed_in_groups(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> Any:
+    """Process mode: records in groups (a SQL window) through PyFlink's async operator in a Python worker."""
+    # `offset / group_size` caps a group's size when a backlog puts thousands of records in one window. A group
+    # window (GROUP BY TUMBLE), not the TUMBLE table function: with the latter, records that were in open windows
+    # when a savepoint was taken never came out after the job resumed from it (tests/e2e/test_recovery.py).
+    groups = t_env.to_data_stream(t_env.sql_query(f"""
+        SELECT `partition`, ARRAY_AGG(ROW(k, v, `topic`, `offset`, ts, headers)) AS records
+        FROM kafka_input
+        GROUP BY TUMBLE(pt, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`,
+                 `offset` / {cfg.group_size}"""))
+    return AsyncDataStream.unordered_wait(
+        groups, InferAndRoute(cfg), NO_OPERATOR_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
+    ).name("parse, infer over HTTP, route")
+
+
+def _routed_in_thread(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> Any:
+    """Thread mode: each record, keyed by its partition, through `InferAndRouteInThread` inside the JVM."""
+    records = t_env.to_data_stream(t_env.sql_query(
+        "SELECT k, v, `topic`, `partition`, `offset`, ts, headers FROM kafka_input"))
+    return (records.key_by(lambda row: row[3], key_type=Types.INT())
+            .process(InferAndRouteInThread(cfg), output_type=ROUTED_TYPE)
+            .name("parse, infer over HTTP, route (thread mode)"))
+
+
 def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> StreamExecutionEnvironment:
     conf = Configuration()
     conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
+    conf.set_string("python.execution-mode", cfg.execution_mode)
     # Checkpoints outlive the job (a crash, a cancel), so that a restart resumes from the state its committed output
     # belongs to: streaming/dispatch/checkpoints.py finds the newest and passes it as `restore_from`.
     job_dir = checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id)
@@ -254,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("_python_worker_execution_mode", "process")
     if cfg.prometheus_port:
         _put_reporter_on_local_classpath()
+    if cfg.execution_mode == "thread":  # the local JVM's embedded Python imports what this process does
+        os.environ["PYTHONPATH"] = embedded_python.python_path()
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
           f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
