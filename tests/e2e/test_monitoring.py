@@ -244,9 +244,11 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
 
 
+@pytest.mark.parametrize("mode", ["process", "thread"])
 def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic, minio, bucket, fruit_service,
-                                                            fruit_images, tmp_path):
-    """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port)."""
+                                                            fruit_images, tmp_path, mode):
+    """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port), in
+    either execution mode."""
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     data = fruit_images["clean"]
     minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
@@ -254,7 +256,7 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic,
     port = free_port()
     args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
-            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port)]
+            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port), "--execution-mode", mode]
     with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
         def scraped():
             job.check_alive()

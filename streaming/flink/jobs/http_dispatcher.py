@@ -18,6 +18,12 @@ Records reach Python in groups (at most --group-size records of one partition, g
 element whatever the element holds: one element per group lets one job keep up with Kafka. Each record in a
 group is still handled on its own (its own calls, result or dead letter); the window's contents are Flink state,
 so a checkpoint covers them like any other record in flight.
+
+That is `--execution-mode process` (the default, the higher pace). Its floor on latency is PyFlink's bundle: the JVM
+sends a bundle's records to the Python worker, and takes its results back, only when the bundle ends, and a bundle
+ends only once every call in it is answered. `--execution-mode thread` (the lower latency) runs the Python inside the
+JVM with no bundle: `InferAndRouteInThread` takes records one by one, keyed by partition, and emits each one's
+outputs as soon as its call completes.
 """
 
 from __future__ import annotations
