@@ -9,6 +9,7 @@ are declared once, in PARTS, in the order they start; they stop in the reverse o
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 import time
@@ -270,6 +271,10 @@ def flink_conf_dir(settings: StackSettings) -> Path:
         "taskmanager.numberOfTaskSlots": 4,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
+        # thread mode: PEMJA (in flink-python, on the daemons' classpath: flink_env) loads libpython into the JVM once;
+        # loaded again through each job's own class loader, it failed at the second job of a TaskManager (its
+        # workaround reads a ClassLoader field Java 17 no longer has: NoSuchFieldException loadedLibraryNames)
+        "classloader.parent-first-patterns.additional": "pemja.",
         # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each take
         # the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
         **reporter_options(),
@@ -295,6 +300,9 @@ def flink_env(settings: StackSettings) -> dict[str, str]:
         "FLINK_CONF_DIR": str(flink_conf_dir(settings)),
         "FLINK_LOG_DIR": str(settings.logs_dir),
         "FLINK_PID_DIR": str(settings.pids_dir),
+        # the wheel keeps flink-python in opt/; thread mode needs it (PEMJA) on the daemons' own classpath, which
+        # Flink's scripts extend with HADOOP_CLASSPATH
+        "HADOOP_CLASSPATH": os.pathsep.join(str(p) for p in sorted((flink_home() / "opt").glob("flink-python-*.jar"))),
     }
 
 
