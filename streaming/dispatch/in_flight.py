@@ -58,10 +58,6 @@ class InFlight(Generic[T]):
         with self._changed:
             return len(self._running[key])
 
-    def is_running(self, key: Hashable, offset: int) -> bool:
-        with self._changed:
-            return offset in self._running[key]
-
     def wait_for_finished(self, key: Hashable, timeout_s: float) -> bool:
         """Block until a call of `key` has finished (or any has failed), at most `timeout_s`. True if one has."""
         with self._changed:

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 
-def python_path(environ: dict[str, str] | None = None) -> str:
-    """This process's import path, then any PYTHONPATH already in `environ` (default: this process's)."""
-    given = (os.environ if environ is None else environ).get("PYTHONPATH", "")
-    paths = [p for p in sys.path if p and Path(p).is_dir()] + given.split(os.pathsep)
+def python_path() -> str:
+    """This process's import path, then any PYTHONPATH it was given."""
+    paths = [p for p in sys.path if p and Path(p).is_dir()] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
     return os.pathsep.join(p for p in dict.fromkeys(paths) if p)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import uuid
+from typing import get_args
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from imagery.process import free_port
 from imagery.repo import REPO_ROOT
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
+from streaming.dispatch.config import ExecutionMode
 from tests.conftest import remove_bucket, unique
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +37,8 @@ def put(minio, bucket: str, key: str, data: bytes) -> None:
 # IMAGERY_TEST_EXECUTION_MODE=thread runs every job of a suite in thread mode (`make test-faults` in both modes); a
 # test that names its mode in `extra` keeps it (the later flag wins)
 EXECUTION_MODE = os.environ.get("IMAGERY_TEST_EXECUTION_MODE", "")
+# the tests that run in every mode, whatever the suite's
+EXECUTION_MODES = pytest.mark.parametrize("mode", get_args(ExecutionMode))
 
 
 def dispatcher_args(bootstrap: str, team: str, service: InferenceService, inp: str, out: str, dlq: str,
@@ -45,7 +49,7 @@ def dispatcher_args(bootstrap: str, team: str, service: InferenceService, inp: s
             "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *mode, *extra]
 
 
-@pytest.mark.parametrize("mode", ["process", "thread"])
+@EXECUTION_MODES
 def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
         bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path, mode):
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")

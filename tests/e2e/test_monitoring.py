@@ -33,6 +33,7 @@ from imagery.repo import ALERT_RULES, DASHBOARD, REPO_ROOT
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
+from tests.e2e.test_dispatcher import EXECUTION_MODES
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 # Debian's prometheus is a requirement of the suite (.ci/run installs it): without it these tests fail, never skip
@@ -244,7 +245,7 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
 
 
-@pytest.mark.parametrize("mode", ["process", "thread"])
+@EXECUTION_MODES
 def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic, minio, bucket, fruit_service,
                                                             fruit_images, tmp_path, mode):
     """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port), in

@@ -10,11 +10,10 @@ import pytest
 from imagery import kafka_io
 from imagery.audit import audit, wait_until_caught_up
 from imagery.pipeline_run import DispatcherProcess, collect
-from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
+from tests.e2e.test_dispatcher import EXECUTION_MODES, JOB_TIMEOUT_S, dispatcher_args, put
 
 pytestmark = pytest.mark.e2e
 # thread mode keeps its records in flight in keyed state of its own (InferAndRouteInThread): the same proof for both
-EXECUTION_MODES = pytest.mark.parametrize("mode", ["process", "thread"])
 
 
 @EXECUTION_MODES

@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,16 @@ def _subtask_index(runtime_context: RuntimeContext) -> int:
         return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())  # type: ignore[attr-defined]
 
 
+async def _unless_wedged(handling: Awaitable[list[Output]]) -> list[Output]:
+    """The outputs, or a TimeoutError after WEDGED_CALL_S, which fails the job: restarting from the last checkpoint
+    loses nothing, where a DLQ entry would lie (outages are waited out inside the handling, however long)."""
+    try:
+        async with asyncio.timeout(WEDGED_CALL_S):
+            return await handling
+    except TimeoutError:
+        raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
+
+
 def _routed(outputs: list[Output]) -> list[Row]:
     # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
     return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
@@ -164,13 +174,7 @@ class InferAndRoute(AsyncFunction):
 
     async def async_invoke(self, group: Row) -> list[Row]:
         records = [_kafka_input(group.partition, r) for r in group.records]
-        try:
-            async with asyncio.timeout(WEDGED_CALL_S):
-                outputs = await self._dispatcher().handle_group(records)
-        except TimeoutError:
-            # Failing the job (and restarting from the last checkpoint) loses nothing; a DLQ entry here would lie.
-            raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
-        return _routed(outputs)
+        return _routed(await _unless_wedged(self._dispatcher().handle_group(records)))
 
 
 class InferAndRouteInThread(KeyedProcessFunction):
@@ -232,7 +236,7 @@ class InferAndRouteInThread(KeyedProcessFunction):
 
     def _send(self, partition: int, record: KafkaInput) -> None:
         self.in_flight.start(partition, record.offset)
-        call = asyncio.run_coroutine_threadsafe(self._handle(record), self.loop)
+        call = asyncio.run_coroutine_threadsafe(_unless_wedged(self.dispatcher.handle(record)), self.loop)
 
         def finished(done: Any) -> None:
             if done.exception() is not None:
@@ -241,13 +245,6 @@ class InferAndRouteInThread(KeyedProcessFunction):
                 self.in_flight.finish(partition, record.offset, done.result())
 
         call.add_done_callback(finished)
-
-    async def _handle(self, record: KafkaInput) -> list[Output]:
-        try:
-            async with asyncio.timeout(WEDGED_CALL_S):
-                return await self.dispatcher.handle(record)
-        except TimeoutError:
-            raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
 
     def _emit(self, partition: int) -> Iterator[Row]:
         for offset, outputs in self.in_flight.take(partition):
@@ -259,10 +256,9 @@ class InferAndRouteInThread(KeyedProcessFunction):
         been emitted, belonged to a checkpoint that did not complete)."""
         if partition in self.resumed:
             return
-        self.resumed.add(partition)
-        for offset, record in list(self.records.items()):
-            if not self.in_flight.is_running(partition, offset):
-                self._send(partition, record)
+        self.resumed.add(partition)  # before this, nothing of the partition was sent by this process
+        for _, record in list(self.records.items()):
+            self._send(partition, record)
 
     def _arm(self, ctx: Any, partition: int) -> None:
         now = ctx.timer_service().current_processing_time()
