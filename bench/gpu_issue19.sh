@@ -15,6 +15,10 @@
 #                      each ==its version in requirements.lock>
 #   .device/minio.xz strip -o /tmp/minio ~/.cache/imagery/minio/*/minio && xz -T2 -6 -c /tmp/minio > .device/minio.xz
 # then: run(command="bash .device/new/bench/gpu_issue19.sh", carry=[".device"], timeout_s=480)   (about 50 MB)
+# Arguments go on to bench/gpu_service.py after the GPU's own, so they override them. The rehearsal on a CPU machine
+# (the same steps, nvJPEG and CUDA streams aside; wheels for its Python, and `python3` one with torch on PATH):
+#   OUT=/tmp/rehearsal bash .device/new/bench/gpu_issue19.sh --device cpu --secs 4 --json-conc '[16]' \
+#     --batch-runs '[[8, 4]]' --gen-procs 2
 set -uo pipefail
 new=$(cd "$(dirname "$0")/.." && pwd)
 export DEVICE_DIR=${DEVICE_DIR:-$(cd "$new/.." && pwd)} PYTHONUNBUFFERED=1
@@ -25,7 +29,7 @@ nproc; python3 -c "import torch, torchvision, sys; print(sys.version.split()[0],
 timeout 395 bash bench/gpu_run.sh --secs 6 --json-conc '[252]' --batch-runs '[[32, 24]]' --configs "[
   {\"SERVICE_ROOT\": \"$DEVICE_DIR/old\", \"MAX_BATCH_SIZE\": \"64\"},
   {\"MAX_BATCH_SIZE\": \"128\"},
-  {\"IF_FAILED\": true, \"MAX_BATCH_SIZE\": \"128\", \"COMPILE\": \"off\"}]" > "$OUT/bench.log" 2>&1
+  {\"IF_FAILED\": true, \"MAX_BATCH_SIZE\": \"128\", \"COMPILE\": \"off\"}]" "$@" > "$OUT/bench.log" 2>&1
 echo "bench rc=$? after $(( $(date +%s) - t0 ))s"
 grep -E "ready in|did not start|ceiling|failed|Traceback" "$OUT/bench.log" | cut -c1-400
 left=$(( 445 - ($(date +%s) - t0) ))

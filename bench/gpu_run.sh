@@ -13,5 +13,5 @@ DEVICE_DIR=${DEVICE_DIR:-.device}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$DEVICE_DIR"/wheels/*.whl $(ls "$DEVICE_DIR"/pyspy/*.whl 2>/dev/null) 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 [ -x /tmp/minio ] || { python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open('/tmp/minio','wb'))" "$DEVICE_DIR/minio.xz"; chmod +x /tmp/minio; }
-nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
+! command -v nvidia-smi >/dev/null || nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
 exec python3 bench/gpu_service.py --minio-binary /tmp/minio "$@"

@@ -1,18 +1,22 @@
 """Issue 10's goal 1: the resnet50 service on one GPU, fetch + decode + infer + JSON included, against the same
-GPU's hot-path ceiling measured in the same run. On a machine without a CUDA GPU it says so and measures nothing.
+GPU's hot-path ceiling measured in the same run. On a machine without a CUDA GPU it says so and measures nothing,
+unless told `--device cpu`: then the same run, ceiling included, on the CPU (the table where no GPU is at hand, and
+a rehearsal of the GPU run: the same code paths but nvJPEG and CUDA streams).
 
     python bench/gpu_service.py [--configs '[{"WORKERS": "8", "MAX_BATCH_SIZE": "64"}]'] [--secs 8] [--record]
+        [--device cuda|cpu] [--ceiling-batches '[64, 128]'] [--ceiling-passes 30]
         [--minio-binary PATH]     start this MinIO server for the run (a lent GPU machine has no stack of its own);
                                   else the one at MINIO_ENDPOINT (default 127.0.0.1:9000, minioadmin) is used
 
 It uploads 64 photo-like 640x480 JPEGs (about 80 KB), starts the service as users do (`python -m
-services.inference_http`, TEAM=resnet50, DEVICE=cuda, each config's environment), drives it from separate
+services.inference_http`, TEAM=resnet50, DEVICE=cuda (or cpu), each config's environment), drives it from separate
 load-generator processes over raw keep-alive HTTP/1.1 (so the generator is not what is measured): 1-client latency,
 /infer_json closed loops, /infer_batch closed loops, then Poisson arrivals at half the best /infer_json rate. For
 every closed loop it also reads the service's CPU (the process and its workers, from /proc) and its time in forward
 passes (`inference_forward_seconds`), so the table shows the CPU each image costs outside the forward pass (goal 2
-on a GPU). After the service stops, the ceiling: nvJPEG batch decode + resize + ResNet-50 fp16 channels_last, and
-the bare forward pass, no HTTP and no storage. Ported from the harness that measured issue 10's starting point.
+on a GPU). Before the services start, the ceiling: batch decode (nvJPEG on a GPU) + resize + ResNet-50
+channels_last, and the bare forward pass, no HTTP and no storage. Ported from the harness that measured issue 10's
+starting point.
 Writes the figures as JSON to $OUT/gpu_service.json (or /tmp) and, with --record, the tables to bench/RESULTS.md.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import multiprocessing as mp
@@ -31,7 +36,9 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the checkout importable
 
@@ -112,7 +119,8 @@ def upload(endpoint: str, access: str, secret: str) -> int:
     return sum(map(len, jpegs)) // len(jpegs)
 
 
-def start_service(config: dict[str, str], endpoint: str, access: str, secret: str, log_path: Path) -> Process:
+def start_service(config: dict[str, str], device: str, endpoint: str, access: str, secret: str,
+                  log_path: Path) -> Process:
     """The service as users start it. A config's SERVICE_ROOT (not a setting) runs the service's code from another
     checkout, e.g. an older commit's, so before and after are measured in one run on one machine."""
     config = dict(config)
@@ -120,7 +128,7 @@ def start_service(config: dict[str, str], endpoint: str, access: str, secret: st
     python_path = [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                  if p and Path(p).resolve() != REPO_ROOT]
     env = {"PYTHONPATH": os.pathsep.join(python_path),
-           **service_environment(team="resnet50", weights_path=WEIGHTS_DIR / "resnet50.pt", device="cuda",
+           **service_environment(team="resnet50", weights_path=WEIGHTS_DIR / "resnet50.pt", device=device,
                                  minio_endpoint=endpoint, minio_access_key=access, minio_secret_key=secret,
                                  host="127.0.0.1", port=PORT, max_queue=8192, request_timeout_ms=60000,
                                  max_connections=4096, log_level="warning"),
@@ -305,59 +313,94 @@ def open_loop(rate: float, procs: int, seconds: float) -> dict:
     return result
 
 
-# ---------------------------------------------------------------------------- the GPU's own ceiling
+# ---------------------------------------------------------------------------- the device's own ceiling
 
 
-def ceiling(compiled: bool = True) -> dict[str, float]:
-    """The same GPU without HTTP or storage, on the same JPEGs: nvJPEG batch decode + resize + ResNet-50 fp16
-    channels_last (eager, as issue 10 measured it), the bare forward pass, nvJPEG alone, and (`compiled`) the new
-    code's own hot path: the runner's forward pass compiled as the service compiles it (ResNet50Runner
-    .compile_forward), its top-1 against eager on the 64 images, run after the decode and overlapped with it on two
-    CUDA streams (services/inference_http/paths.PipelinedBatchPath's stages, one thread each)."""
+@dataclass(frozen=True)
+class CeilingPlan:
+    """Where and how big the ceiling is measured. On a GPU, the issue's batches (64 and 128) and 30 timed passes
+    each; on the CPU the same steps at batches a 2-core machine finishes in seconds."""
+
+    device: str  # "cuda" or "cpu"
+    batches: tuple[int, ...]
+    passes: int
+
+    @property
+    def largest(self) -> int:
+        return max(self.batches)
+
+    @property
+    def decoder(self) -> str:
+        return "nvJPEG" if self.device == "cuda" else "libjpeg-turbo"
+
+    def sync(self) -> None:
+        """Wait for the device (a GPU runs asynchronously; the CPU has nothing to wait for)."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+
+def hot_path_key(batch: int) -> str:
+    return f"hot path, batch {batch}"
+
+
+def overlapped_key(batch: int) -> str:
+    return f"hot path compiled, decode overlapping forward, batch {batch}"
+
+
+def ceiling(plan: CeilingPlan, compiled: bool = True) -> dict[str, float]:
+    """The same device without HTTP or storage, on the same JPEGs: batch decode (nvJPEG on a GPU) + resize +
+    ResNet-50 channels_last (fp16 on a GPU, fp32 on the CPU; eager, as issue 10 measured it), the bare forward pass,
+    the decoder alone, and (`compiled`) the new code's own hot path: the runner's forward pass compiled as the
+    service compiles it (ResNet50Runner.compile_forward), its top-1 against eager on the 64 images, run after the
+    decode and overlapped with it (services/inference_http/paths.PipelinedBatchPath's stages, one thread each, on
+    two CUDA streams on a GPU)."""
     import torch
     import torch.nn.functional as F
     import torchvision
     from torchvision.io import decode_jpeg
 
     torch.backends.cudnn.benchmark = True
-    device = "cuda"
+    device = plan.device
+    dtype = torch.float16 if device == "cuda" else torch.float32
     raw = make_jpegs()
     jpegs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in raw]
-    model = torchvision.models.resnet50(weights=None).eval().to(device).half().to(memory_format=torch.channels_last)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1).half()
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1).half()
+    model = torchvision.models.resnet50(weights=None).eval().to(device, dtype).to(memory_format=torch.channels_last)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device, dtype=dtype).view(1, 3, 1, 1)
     out: dict[str, float] = {}
 
-    def rate(fn, batch: int, n: int = 30) -> float:
-        for _ in range(5):
+    def rate(fn, batch: int) -> float:
+        for _ in range(min(5, plan.passes)):
             fn()
-        torch.cuda.synchronize()
+        plan.sync()
         started = time.perf_counter()
-        for _ in range(n):
+        for _ in range(plan.passes):
             fn()
-        torch.cuda.synchronize()
-        return round(n * batch / (time.perf_counter() - started), 1)
+        plan.sync()
+        return round(plan.passes * batch / (time.perf_counter() - started), 1)
 
-    for batch in (64, 128):
+    for batch in plan.batches:
         def step(batch: int = batch) -> None:
             images = decode_jpeg([jpegs[i % len(jpegs)] for i in range(batch)], device=device)
             assert isinstance(images, list)  # a list in, a list out
-            x = torch.stack(images).half().div_(255)
+            x = torch.stack(images).to(dtype).div_(255)
             x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=False)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 model(x).float().softmax(1).max(1)
 
-        x0 = torch.randn(batch, 3, 224, 224, device=device).half().contiguous(memory_format=torch.channels_last)
-        out[f"hot path, batch {batch}"] = rate(step, batch)
+        x0 = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        out[hot_path_key(batch)] = rate(step, batch)
         with torch.inference_mode():
             out[f"bare forward, batch {batch}"] = rate(lambda x0=x0: model(x0), batch)
-    out["nvJPEG decode alone, batch 128"] = rate(
-        lambda: decode_jpeg([jpegs[i % len(jpegs)] for i in range(128)], device=device), 128)
+    out[f"{plan.decoder} decode alone, batch {plan.largest}"] = rate(
+        lambda: decode_jpeg([jpegs[i % len(jpegs)] for i in range(plan.largest)], device=device), plan.largest)
     log("ceiling (eager)", out)
     if compiled:
         try:
-            out.update(compiled_ceiling(raw))
+            out.update(compiled_ceiling(raw, plan))
         except Exception as exc:  # noqa: BLE001  (the eager figures above still count)
             log(f"compiled ceiling failed: {type(exc).__name__}: {exc}")
             out["compiled ceiling failed"] = float("nan")
@@ -365,7 +408,7 @@ def ceiling(compiled: bool = True) -> dict[str, float]:
     return out
 
 
-def compiled_ceiling(raw: list[bytes]) -> dict[str, float]:
+def compiled_ceiling(raw: list[bytes], plan: CeilingPlan) -> dict[str, float]:
     import queue
     import threading
 
@@ -375,42 +418,45 @@ def compiled_ceiling(raw: list[bytes]) -> dict[str, float]:
     from services.inference_http import decode
 
     torch.backends.cudnn.benchmark = False  # as the service runs (and so the same compiled graphs, cached for it)
-    device = torch.device("cuda")
+    device = torch.device(plan.device)
+    on_gpu = device.type == "cuda"
+    batch = plan.largest
     weights = str(WEIGHTS_DIR / "resnet50.pt")
     runner = ResNet50Runner(weights)
     runner.to_device(device)
     out: dict[str, float] = {}
     items = [(data, decode.probe(data, 50_000_000)) for data in raw]
-    batch_items = [items[i % len(items)] for i in range(128)]
+    batch_items = [items[i % len(items)] for i in range(batch)]
     images = torch.stack([image for image in decode.decode_batch_cuda(batch_items, (224, 224), device)
                           if isinstance(image, torch.Tensor)])
+    checked = min(64, batch)
     with torch.inference_mode():
-        eager = runner.probabilities(images[:64]).float()
+        eager = runner.probabilities(images[:checked]).float()
     started = time.perf_counter()
     runner.compile_forward("inductor")
     with torch.inference_mode():
         runner.forward_scores(images[:1])
         runner.forward_scores(images)
-    torch.cuda.synchronize()
-    out["compile + first calls (batch 1, 128), s"] = round(time.perf_counter() - started, 1)
+    plan.sync()
+    out[f"compile + first calls (batch 1, {batch}), s"] = round(time.perf_counter() - started, 1)
     with torch.inference_mode():
-        compiled = runner.forward_scores(images[:64]).float()
-    out["compiled vs eager: max |dp|"] = round(float((compiled - eager).abs().max()), 5)
-    out["compiled vs eager: same top-1 of 64"] = float((compiled.argmax(1) == eager.argmax(1)).sum())
+        compiled = runner.forward_scores(images[:checked]).float()
+    out["compiled vs eager: largest probability difference"] = round(float((compiled - eager).abs().max()), 5)
+    out[f"compiled vs eager: same top-1 of {checked}"] = float((compiled.argmax(1) == eager.argmax(1)).sum())
 
-    def timed(fn, n: int = 30) -> float:
-        for _ in range(3):
+    def timed(fn, n: int = plan.passes) -> float:
+        for _ in range(min(3, n)):
             fn()
-        torch.cuda.synchronize()
+        plan.sync()
         begun = time.perf_counter()
         for _ in range(n):
             fn()
-        torch.cuda.synchronize()
-        return round(n * 128 / (time.perf_counter() - begun), 1)
+        plan.sync()
+        return round(n * batch / (time.perf_counter() - begun), 1)
 
     with torch.inference_mode():
-        out["bare forward compiled, batch 128"] = timed(lambda: runner.forward_scores(images))
-        out["bare forward eager (runner, with normalise + softmax), batch 128"] = timed(
+        out[f"bare forward compiled, batch {batch}"] = timed(lambda: runner.forward_scores(images))
+        out[f"bare forward eager (runner, with normalise + softmax), batch {batch}"] = timed(
             lambda: runner.probabilities(images))
 
     def decode_step() -> torch.Tensor:
@@ -421,37 +467,43 @@ def compiled_ceiling(raw: list[bytes]) -> dict[str, float]:
         with torch.inference_mode():
             runner.forward_scores(decode_step()).cpu()
 
-    out["hot path compiled, decode then forward, batch 128"] = timed(sequential)
+    out[f"hot path compiled, decode then forward, batch {batch}"] = timed(sequential)
 
-    def overlapped(n: int = 40) -> float:
-        decode_stream, forward_stream = torch.cuda.Stream(), torch.cuda.Stream()
+    def on_stream(stream: Any) -> Any:
+        return torch.cuda.stream(stream) if on_gpu else contextlib.nullcontext()
+
+    def overlapped(n: int) -> float:
+        decode_stream, forward_stream = (torch.cuda.Stream(), torch.cuda.Stream()) if on_gpu else (None, None)
         handoff: queue.Queue = queue.Queue(maxsize=1)
 
         def decoder() -> None:
-            with torch.cuda.stream(decode_stream):
+            with on_stream(decode_stream):
                 for _ in range(n):
-                    batch = decode_step()
-                    ready = torch.cuda.Event()
-                    ready.record(decode_stream)
-                    ready.synchronize()
-                    handoff.put((batch, ready))
+                    decoded = decode_step()
+                    ready = None
+                    if on_gpu:
+                        ready = torch.cuda.Event()
+                        ready.record(decode_stream)
+                        ready.synchronize()
+                    handoff.put((decoded, ready))
             handoff.put(None)
 
         begun = time.perf_counter()
         thread = threading.Thread(target=decoder)
         thread.start()
         done = 0
-        with torch.cuda.stream(forward_stream), torch.inference_mode():
+        with on_stream(forward_stream), torch.inference_mode():
             while (got := handoff.get()) is not None:
-                batch, ready = got
-                forward_stream.wait_event(ready)
-                runner.forward_scores(batch).cpu()
-                done += 128
+                decoded, ready = got
+                if ready is not None:
+                    forward_stream.wait_event(ready)
+                runner.forward_scores(decoded).cpu()
+                done += batch
         thread.join()
         return round(done / (time.perf_counter() - begun), 1)
 
-    overlapped(8)
-    out["hot path compiled, decode overlapping forward (2 streams), batch 128"] = overlapped()
+    overlapped(min(8, plan.passes))
+    out[overlapped_key(batch)] = overlapped(plan.passes + plan.passes // 3)
     log("ceiling (compiled)", out)
     return out
 
@@ -459,16 +511,14 @@ def compiled_ceiling(raw: list[bytes]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- main
 
 
-OVERLAPPED = "hot path compiled, decode overlapping forward (2 streams), batch 128"
-
-
 def tables(results: dict) -> list[tuple[str, str]]:
     """(title, markdown) for the service table and the ceiling. `of eager ceiling`: against issue 10's hot path
-    (nvJPEG + resize + eager fp16 forward, batch 128); `of compiled ceiling`: against the new code's own hot path
-    (compiled forward, decode overlapped), both measured in the same run."""
+    (batch decode + resize + eager forward at the ceiling's largest batch); `of compiled ceiling`: against the new
+    code's own hot path (compiled forward, decode overlapped), both measured in the same run."""
     measured = results["ceiling"]
-    eager = measured.get("hot path, batch 128", float("nan"))
-    compiled = measured.get(OVERLAPPED, float("nan"))
+    batch = results["ceiling_batch"]
+    eager = measured.get(hot_path_key(batch), float("nan"))
+    compiled = measured.get(overlapped_key(batch), float("nan"))
 
     def share(img_s: float, of: float) -> str:
         return f"{img_s / of:.2f}" if of == of and of > 0 else ""
@@ -489,10 +539,17 @@ def tables(results: dict) -> list[tuple[str, str]]:
                          share(run["img_s"], eager), share(run["img_s"], compiled), run["p50_ms"], run["p99_ms"],
                          run["mean_batch"], run["cpu_ms_per_img"], run["outside_forward_ms_per_img"], run["errors"]])
     ceiling_rows = [[k, v] for k, v in measured.items()]
-    return [(f"Issue 19: resnet50 service on {results['gpu']}, fetch + decode + infer + JSON, before and after",
+    where = results["machine"]
+    return [(f"Issue 19: resnet50 service on {where}, fetch + decode + infer + JSON, before and after",
              markdown_table(headers, rows)),
-            ("the same GPU's ceiling in the same run (no HTTP, no storage)",
-             markdown_table(["what", "img/s (or as named)"], ceiling_rows))]
+            (f"the same {'GPU' if results['device'] == 'cuda' else 'CPU'}'s ceiling in the same run (no HTTP, no "
+             "storage)", markdown_table(["what", "img/s (or as named)"], ceiling_rows))]
+
+
+def cpu_name() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "CPU")
+    return f"{model}, {os.cpu_count()} cores, no GPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,32 +565,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="only profile each config's service with py-spy")
     parser.add_argument("--no-compiled-ceiling", action="store_true", help="measure the eager ceiling only")
-    parser.add_argument("--smoke-on-cpu", action="store_true",
-                        help="run the whole harness against a CPU service, no ceiling (checks the harness, not a GPU)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: the whole run (ceiling and services) on the CPU, at the CPU's batch sizes: the "
+                        "table where no GPU is at hand, and a rehearsal of the GPU run")
+    parser.add_argument("--ceiling-batches", default=None,
+                        help="JSON list of the ceiling's batch sizes (default [64, 128] on a GPU, [16, 32] on the CPU)")
+    parser.add_argument("--ceiling-passes", type=int, default=None,
+                        help="timed passes per ceiling figure (default 30 on a GPU, 4 on the CPU)")
     args = parser.parse_args(argv)
     configs = json.loads(args.configs)
     for config in configs:  # a misspelt variable fails here, not after minutes of the GPU's time
         checked_service_environment({k: v for k, v in config.items() if k not in ("SERVICE_ROOT", "IF_FAILED")})
 
-    gpu = "CPU (smoke run)" if args.smoke_on_cpu else cuda_device()
-    if gpu is None:
+    on_gpu = args.device == "cuda"
+    machine = cuda_device() if on_gpu else cpu_name()
+    if machine is None:
         print("Goal 1 (issue 10) needs a CUDA GPU: torch sees none on this machine, so nothing was measured. "
-              "Run `python bench/gpu_service.py` where one is (bench/gpu_run.sh runs it on a bare GPU machine).")
+              "Run `python bench/gpu_service.py` where one is (bench/gpu_run.sh runs it on a bare GPU machine), or "
+              "add `--device cpu` for the same run on the CPU.")
         return 0
+    plan = CeilingPlan(args.device,
+                       tuple(json.loads(args.ceiling_batches or ("[64, 128]" if on_gpu else "[16, 32]"))),
+                       args.ceiling_passes or (30 if on_gpu else 4))
     endpoint = os.environ.get("MINIO_ENDPOINT", "127.0.0.1:9000")
     access = os.environ.get("MINIO_ACCESS_KEY", "minioadmin")
     secret = os.environ.get("MINIO_SECRET_KEY", "minioadmin")
     out_dir = Path(os.environ.get("OUT", "/tmp"))
     subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", "weights/resnet50.pt"],
                    cwd=REPO_ROOT, check=True)
-    results: dict = {"gpu": gpu, "cpus": os.cpu_count(), "configs": [], "ceiling": {}}
-    if not args.smoke_on_cpu:
+    results: dict = {"machine": machine, "device": args.device, "cpus": os.cpu_count(), "configs": [],
+                      "ceiling": {}, "ceiling_batch": plan.largest}
+    if not args.profile:
         # first, in a process of its own (its CUDA context and caches gone before the services start): if the run
         # is cut short, the ceiling is there to compare with, and its compilation fills torch's cache for the
         # service's (the same graphs)
         try:
             with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-                results["ceiling"] = pool.submit(ceiling, not args.no_compiled_ceiling).result(timeout=900)
+                results["ceiling"] = pool.submit(ceiling, plan, not args.no_compiled_ceiling).result(timeout=900)
         except Exception as exc:  # noqa: BLE001  (the services are still worth measuring)
             log(f"the ceiling failed: {type(exc).__name__}: {exc}")
             results["ceiling"] = {f"ceiling failed: {type(exc).__name__}": float("nan")}
@@ -546,10 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         for config in configs:
             if config.pop("IF_FAILED", False) and not failed:
                 continue  # a fallback, for when the config before it could not start
-            if args.smoke_on_cpu:
-                config = {**config, "DEVICE": "cpu"}
             try:
-                service = start_service(config, endpoint, access, secret, out_dir / "gpu_service.log")
+                service = start_service(config, args.device, endpoint, access, secret, out_dir / "gpu_service.log")
             except SystemExit as exc:
                 log(f"config {config} did not start: {str(exc)[-2000:]}")
                 results["configs"].append({"env": config, "runs": [], "error": str(exc)[-2000:]})
@@ -581,8 +647,6 @@ def main(argv: list[str] | None = None) -> int:
             minio.stop()
     if args.profile:
         return 0
-    if args.smoke_on_cpu:
-        results["ceiling"] = {"hot path, not measured": float("nan")}
     (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
     for title, table in tables(results):
         print(f"\n## {title}\n\n{table}")
