@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,7 +223,9 @@ def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
     """Poisson arrivals at `rate` /infer_json requests per second, each on a free pooled connection."""
     async def main() -> None:
         rnd = random.Random(os.getpid())
-        free: asyncio.Queue = asyncio.Queue()
+        # last in, first out: the connection used most recently goes next, as a client's pool does, so at a low
+        # rate the others idle, and one idle past the server's keep-alive (KEEP_ALIVE_S) is closed by the server
+        free: asyncio.LifoQueue = asyncio.LifoQueue()
         for _ in range(64):
             free.put_nowait(await _connect())
         latencies: list[float] = []
@@ -232,7 +235,14 @@ def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
             nonlocal errors
             sent = time.perf_counter()
             conn = await free.get()
-            status, _ = await _post(conn, INFER_JSON_ROUTE, _body(INFER_JSON_ROUTE, 1, rnd))
+            body = _body(INFER_JSON_ROUTE, 1, rnd)
+            try:
+                status, _ = await _post(conn, INFER_JSON_ROUTE, body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # the server closed it while it idled, before reading this request: a new connection, once
+                conn[1].close()
+                conn = await _connect()
+                status, _ = await _post(conn, INFER_JSON_ROUTE, body)
             free.put_nowait(conn)
             if status == 200:
                 latencies.append((time.perf_counter() - sent) * 1000)
@@ -606,8 +616,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"the ceiling failed: {type(exc).__name__}: {exc}")
             results["ceiling"] = {f"ceiling failed: {type(exc).__name__}": float("nan")}
         (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
-    minio = (start_minio(args.minio_binary, tempfile.mkdtemp(prefix="bench-minio-"), out_dir / "minio.log")
-             if args.minio_binary else None)
+    minio_dir: str | None = None
+    minio: Process | None = None
+    if args.minio_binary:  # a data folder of its own, removed after the run
+        minio_dir = tempfile.mkdtemp(prefix="bench-minio-")
+        minio = start_minio(args.minio_binary, minio_dir, out_dir / "minio.log")
     try:
         log("uploaded 64 JPEGs, mean bytes", upload(endpoint, access, secret))
         failed = False
@@ -645,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if minio is not None:
             minio.stop()
+        if minio_dir is not None:
+            shutil.rmtree(minio_dir, ignore_errors=True)
     if args.profile:
         return 0
     (out_dir / "gpu_service.json").write_text(json.dumps(results, indent=1))
