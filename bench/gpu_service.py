@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,26 +198,32 @@ def _closed_worker(path: str, items: int, connections: int, seconds: float, queu
         rnd = random.Random(os.getpid())
         end = time.monotonic() + seconds
         latencies: list[float] = []
-        images = errors = 0
+        images = 0
+        errors: Counter[str] = Counter()
 
         async def client() -> None:
-            nonlocal images, errors
+            nonlocal images
             conn = await _connect()
             while time.monotonic() < end:
                 sent = time.perf_counter()
                 status, payload = await _post(conn, path, _body(path, items, rnd))
                 if status == 200:
                     ok = payload.count(b'"ok":true') if path == INFER_BATCH_ROUTE else 1
-                    images, errors = images + ok, errors + (items - ok if path == INFER_BATCH_ROUTE else 0)
+                    images += ok
+                    if ok < items:
+                        errors["per-item error"] += items - ok
                     latencies.append((time.perf_counter() - sent) * 1000)
                 else:
-                    errors += items
+                    errors[error_kind(status, payload)] += items
             conn[1].close()
 
         await asyncio.gather(*(client() for _ in range(connections)))
         queue.put((images, errors, latencies))
 
     asyncio.run(main())
+
+
+STALE = -1  # not a status: a pooled connection the server had closed
 
 
 def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
@@ -229,25 +236,28 @@ def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
         for _ in range(64):
             free.put_nowait(await _connect())
         latencies: list[float] = []
-        errors = 0
+        errors: Counter[str] = Counter()
 
         async def one() -> None:
-            nonlocal errors
             sent = time.perf_counter()
             conn = await free.get()
             body = _body(INFER_JSON_ROUTE, 1, rnd)
             try:
-                status, _ = await _post(conn, INFER_JSON_ROUTE, body)
+                status, payload = await _post(conn, INFER_JSON_ROUTE, body)
             except (asyncio.IncompleteReadError, ConnectionError):
-                # the server closed it while it idled, before reading this request: a new connection, once
+                status, payload = STALE, b""
+            if status == STALE or (status == 408 and not payload):
+                # the server closed it while it idled, before reading this request (a connection that sent no
+                # request within HEADER_TIMEOUT_S gets a bodiless 408 and is closed): once more on a new one, as
+                # HTTP clients do
                 conn[1].close()
                 conn = await _connect()
-                status, _ = await _post(conn, INFER_JSON_ROUTE, body)
+                status, payload = await _post(conn, INFER_JSON_ROUTE, body)
             free.put_nowait(conn)
             if status == 200:
                 latencies.append((time.perf_counter() - sent) * 1000)
             else:
-                errors += 1
+                errors[error_kind(status, payload)] += 1
 
         tasks = []
         end = time.monotonic() + seconds
@@ -262,7 +272,12 @@ def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
-def run_load(target, args_list: list[tuple], timeout_s: float) -> tuple[int, int, list[float]]:
+def error_kind(status: int, payload: bytes) -> str:
+    """A failed request's status and the start of its answer (the error's type), to count them by kind."""
+    return f"{status} {payload[:160].decode('utf-8', 'replace')}"
+
+
+def run_load(target, args_list: list[tuple], timeout_s: float) -> tuple[int, Counter[str], list[float]]:
     queue: mp.Queue = mp.Queue()
     procs = [mp.Process(target=target, args=(*args, queue)) for args in args_list]
     for proc in procs:
@@ -271,7 +286,7 @@ def run_load(target, args_list: list[tuple], timeout_s: float) -> tuple[int, int
     for proc in procs:
         proc.join()
     latencies = sorted(x for r in results for x in r[2])
-    return sum(r[0] for r in results), sum(r[1] for r in results), latencies
+    return sum(r[0] for r in results), sum((r[1] for r in results), Counter()), latencies
 
 
 def pct(latencies: list[float], q: float) -> float:
@@ -286,7 +301,8 @@ def closed(pid: int, path: str, items: int, procs: int, conns: int, seconds: flo
     passes = after.get("inference_batch_size_count", 0) - before.get("inference_batch_size_count", 0)
     in_passes = after.get("inference_batch_size_sum", 0) - before.get("inference_batch_size_sum", 0)
     forward_s = after.get("inference_forward_seconds_total", 0) - before.get("inference_forward_seconds_total", 0)
-    result = dict(path=path, items=items, concurrency=procs * conns, img_s=round(images / seconds, 1), errors=errors,
+    result = dict(path=path, items=items, concurrency=procs * conns, img_s=round(images / seconds, 1),
+                  errors=errors.total(), error_kinds=dict(errors),
                   p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), mean_batch=round(in_passes / max(1, passes), 1),
                   cpu_ms_per_img=round((cpu1 - cpu0) / max(1, images) * 1000, 3),
                   outside_forward_ms_per_img=round((cpu1 - cpu0 - forward_s) / max(1, images) * 1000, 3))
@@ -317,7 +333,8 @@ def profile(pid: int, procs: int, out_dir: Path) -> None:
 
 def open_loop(rate: float, procs: int, seconds: float) -> dict:
     images, errors, latencies = run_load(_open_worker, [(rate / procs, seconds)] * procs, seconds + 120)
-    result = dict(path="open", offered_img_s=rate, done_img_s=round(images / seconds, 1), errors=errors,
+    result = dict(path="open", offered_img_s=rate, done_img_s=round(images / seconds, 1),
+                  errors=errors.total(), error_kinds=dict(errors),
                   p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), p999_ms=pct(latencies, 99.9))
     log(result)
     return result

@@ -113,12 +113,16 @@ def dispatch(ctx: typer.Context,
     """Run the dispatcher job; arguments as http_dispatcher.py (--team, --http-url, ...)."""
     import sys
 
+    from imagery.local.job_scratch import JobScratch
     from imagery.pipeline_run import cluster_job_command, local_job_command
 
     if jobmanager:
         argv, env = cluster_job_command(ctx.args, jobmanager)
         os.execvpe(argv[0], argv, {**os.environ, **env})
-    os.execv(sys.executable, local_job_command(ctx.args))
+    # the job's temporary files in a folder of its own, swept by a later local job once this one's group is gone
+    scratch = JobScratch.create()
+    scratch.claim(os.getpgid(0))
+    os.execve(sys.executable, local_job_command(ctx.args), {**os.environ, **scratch.environment()})
 
 
 @app.command()

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagery import kafka_io
-from imagery.process import Process, Stopped, spawn
+from imagery.local.job_scratch import JobScratch
+from imagery.process import Process, Stopped, group_members, spawn
 from imagery.repo import REPO_ROOT
 from schemas import DeadLetter
 from streaming.flink.jobs import JOB_FILE
@@ -50,16 +51,21 @@ def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], di
 
 
 class DispatcherProcess:
-    """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own process group."""
+    """`python http_dispatcher.py ...` (a local MiniCluster) as a background process in its own process group, its
+    temporary files in a scratch folder of its own that goes when it stops or is killed (job_scratch.py)."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
         self.env = env or {}
         self.proc: Process | None = None
+        self.scratch: JobScratch | None = None
 
     def start(self) -> DispatcherProcess:
-        self.proc = spawn(local_job_command(self.args), self.log_path, name="dispatcher", env=self.env, cwd=REPO_ROOT)
+        self.scratch = JobScratch.create()
+        self.proc = spawn(local_job_command(self.args), self.log_path, name="dispatcher",
+                          env={**self.scratch.environment(), **self.env}, cwd=REPO_ROOT)
+        self.scratch.claim(self.proc.pid)
         return self
 
     def check_alive(self) -> None:
@@ -68,7 +74,9 @@ class DispatcherProcess:
             self.proc.check_alive()
 
     def stop(self) -> Stopped | None:
-        return None if self.proc is None else self.proc.stop()
+        stopped = None if self.proc is None else self.proc.stop()
+        self._remove_scratch()
+        return stopped
 
     def stop_with_savepoint(self, timeout_s: float = 120.0) -> None:
         """SIGTERM to the job's main process only: it stops the job with a savepoint, which the next start
@@ -85,6 +93,12 @@ class DispatcherProcess:
         """SIGKILL to the whole process group (the job's JVM and Python workers too): a crash, nothing flushed."""
         if self.proc is not None:
             self.proc.kill()
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        """Once the whole group is gone (stop and kill wait for it), nothing writes to the scratch folder."""
+        if self.scratch is not None and (self.proc is None or not group_members(self.proc.pid)):
+            self.scratch.remove()
 
     def __enter__(self) -> DispatcherProcess:
         return self.start()

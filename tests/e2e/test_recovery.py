@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,13 @@ from tests.e2e.test_dispatcher import EXECUTION_MODES, JOB_TIMEOUT_S, dispatcher
 
 pytestmark = pytest.mark.e2e
 # thread mode keeps its records in flight in keyed state of its own (InferAndRouteInThread): the same proof for both
+
+
+def flink_leftovers() -> set[Path]:
+    """What a local Flink job not closed in order used to leave in the system's temporary folder: its MiniCluster's
+    working directory and the RPC system's jar it unpacked (the job's scratch folder holds them now)."""
+    tmp = Path(tempfile.gettempdir())
+    return {*tmp.glob("minicluster_*"), *tmp.glob("flink-rpc-*.jar")}
 
 
 @EXECUTION_MODES
@@ -28,6 +37,7 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
                            "--items-per-request", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"),
                            "--execution-mode", mode)
+    leftovers_before = flink_leftovers()
     first = DispatcherProcess(args, tmp_path / "first.log").start()
     try:
         # committed results mean a checkpoint completed; kill while later ones are in flight
@@ -36,6 +46,8 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
     finally:
         first.kill()
     assert list((tmp_path / "checkpoints").glob("*/*/chk-*/_metadata")), "a retained checkpoint to resume from"
+    assert first.scratch is not None and not first.scratch.folder.exists(), "the killed job's scratch folder is gone"
+    assert flink_leftovers() <= leftovers_before, f"the killed job left {sorted(flink_leftovers() - leftovers_before)}"
 
     with DispatcherProcess(args, tmp_path / "second.log") as second:
         got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
