@@ -522,7 +522,7 @@ def compiled_ceiling(raw: list[bytes], plan: CeilingPlan) -> dict[str, float]:
         with on_stream(forward_stream), torch.inference_mode():
             while (got := handoff.get()) is not None:
                 decoded, ready = got
-                if ready is not None:
+                if ready is not None and forward_stream is not None:  # on a GPU: after the decode's stream
                     forward_stream.wait_event(ready)
                 runner.forward_scores(decoded).cpu()
                 done += batch
