@@ -191,7 +191,7 @@ def _verdict(journey: list[Landing]) -> tuple[str, str]:
     return "missing", ""
 
 
-def _tally_outputs(bootstrap: str, report: AuditReport, tally: _Tally, progress: Progress | None) -> None:
+def _tally_outputs(bootstrap: kafka_io.Target, report: AuditReport, tally: _Tally, progress: Progress | None) -> None:
     """Count every committed result and dead letter that names an input record of the range; note those that sit
     in still-open transactions (read uncommitted between the last stable and the high offset) as open."""
 
@@ -238,7 +238,7 @@ def _tally_outputs(bootstrap: str, report: AuditReport, tally: _Tally, progress:
                     tally.open.add(where)
 
 
-def audit(bootstrap: str, team: str, *, input_topic: str | None = None, output_topic: str | None = None,
+def audit(bootstrap: kafka_io.Target, team: str, *, input_topic: str | None = None, output_topic: str | None = None,
           dlq_topic: str = topics.DLQ_TOPIC, group_id: str | None = None,
           start: dict[int, int] | None = None, end: dict[int, int] | None = None,
           progress: Progress | None = None) -> AuditReport:
@@ -315,7 +315,7 @@ def _landing(tally: _Tally, partition: int, offset: int, record: int | None, tim
     return Landing(partition, offset, timestamp_ms, results, dead, due, (partition, offset, record) in tally.open)
 
 
-def repair(bootstrap: str, report: AuditReport) -> list[Unit]:
+def repair(bootstrap: kafka_io.Target, report: AuditReport) -> list[Unit]:
     """Re-publish the input record of every missing unit to the input topic, as a replay of it (the same bytes, key
     and headers, `__imagery.replay.of` naming the original, a replay count one higher), all in one transaction.
 
@@ -341,7 +341,7 @@ def describe(units: Iterable[Unit], limit: int = 20) -> str:
     return text + (f" ... and {len(units) - limit} more" if len(units) > limit else "")
 
 
-def wait_until_caught_up(bootstrap: str, input_topic: str, group_id: str, timeout_s: float,
+def wait_until_caught_up(bootstrap: kafka_io.Target, input_topic: str, group_id: str, timeout_s: float,
                          watch: Callable[[], None] = lambda: None) -> dict[int, int]:
     """Wait until `group_id` has committed every record of `input_topic` written so far (Flink commits a job's
     offsets when a checkpoint completes; a stop with a savepoint commits none), calling `watch` between looks;

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imagery import kafka_config, kafka_io
 from imagery.local import install, stack
 from imagery.local.settings import StackSettings
 from schemas.dead_letter import Stage
@@ -24,10 +25,30 @@ console = Console()
 
 
 BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers [default: the local stack's]")
+# --kafka-config, given before the command (`imagery --kafka-config FILE dlq show`): every Kafka client of the command
+_kafka_config_file: Path | None = None
 
 
-def _bootstrap(value: str | None) -> str:
-    return value or StackSettings().bootstrap
+@app.callback()
+def _options(kafka_config: Path | None = typer.Option(
+        None, "--kafka-config", envvar="IMAGERY_KAFKA_CONFIG", dir_okay=False,
+        help="a Kafka client properties file (the Java client's names, as the dispatcher's --kafka-config and "
+             "Kafka's --command-config take): security.protocol, sasl.*, ssl.*; for every command that talks to "
+             "Kafka")) -> None:
+    global _kafka_config_file
+    _kafka_config_file = kafka_config
+
+
+def _bootstrap(value: str | None) -> kafka_io.Target:
+    """Where the command's Kafka is: --bootstrap (default: the local stack's), with --kafka-config's settings."""
+    servers = value or StackSettings().bootstrap
+    if _kafka_config_file is None:
+        return servers
+    try:
+        return kafka_io.Connection(servers, kafka_config.load(_kafka_config_file))
+    except kafka_config.KafkaConfigError as exc:
+        _fail(exc)
+        raise  # (_fail exits)
 
 
 def _fail(exc: Exception) -> None:
@@ -45,9 +66,13 @@ def setup() -> None:
 
 
 @app.command()
-def up(flink: bool = typer.Option(False, "--flink", help="also start a standalone Flink cluster")) -> None:
+def up(flink: bool = typer.Option(False, "--flink", help="also start a standalone Flink cluster"),
+       secure: bool = typer.Option(False, "--secure", envvar="IMAGERY_SECURE",
+                                   help="Kafka over SASL_SSL (SCRAM) and mTLS with ACLs, MinIO over TLS; the CA, "
+                                   "certificates and client files are made at the first start and kept in the state "
+                                   "folder (`imagery status` says where)")) -> None:
     """Start the local stack (Kafka, MinIO; with --flink a JobManager and TaskManager) and wait until ready."""
-    settings = StackSettings()
+    settings = StackSettings(secure=secure)
     try:
         stack.up(settings, flink=flink, log=console.print)
     except (stack.StackError, install.InstallError) as exc:
@@ -62,9 +87,10 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(secure: bool = typer.Option(False, "--secure", envvar="IMAGERY_SECURE",
+                                       help="the stack was started with `up --secure`")) -> None:
     """Show each part of the local stack: pid, address, and the variable that moves it."""
-    _print_status(StackSettings())
+    _print_status(StackSettings(secure=secure))
 
 
 def _print_status(settings: StackSettings) -> None:
@@ -151,8 +177,7 @@ DLQ_STAGE_OPTION = typer.Option(None, "--stage", help="only dead letters of this
 DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this team (repeatable)")
 
 
-def _dlq_read(bootstrap: str, dlq_topic: str, group_id: str | None) -> DlqRead:
-    from imagery import kafka_io
+def _dlq_read(bootstrap: kafka_io.Target, dlq_topic: str, group_id: str | None) -> DlqRead:
     from imagery.dlq import read_letters
 
     try:
@@ -181,7 +206,6 @@ def dlq_show(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAG
              group_id: str | None = DLQ_GROUP_OPTION,
              limit: int = typer.Option(50, help="show at most the newest LIMIT")) -> None:
     """List the dead letters (oldest first): all of the DLQ up to its end when the command starts."""
-    from imagery import kafka_io
     from imagery.dlq import select
     from schemas import topics
 
@@ -218,7 +242,6 @@ def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_ST
     """Re-publish the original bytes, key and headers of the chosen dead letters, once: what was replayed is
     recorded (dlq.inference.http.replayed) and skipped next time unless --again. Choose with --team, --stage,
     --offset, or --all for the whole DLQ."""
-    from imagery import kafka_io
     from imagery.dlq import OriginalGone, plan, replay, replayed, select
     from schemas import topics
 
@@ -284,7 +307,6 @@ def audit(team: str = typer.Option(..., "--team", help="the team whose dispatche
     import json
     import sys
 
-    from imagery import kafka_io
     from imagery.audit import AuditError, describe, repair
     from imagery.audit import audit as run_audit
     from schemas import topics
@@ -427,14 +449,23 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
               bootstrap: str | None = BOOTSTRAP,
               minio: str | None = typer.Option(None, envvar="MINIO_ENDPOINT",
                                                help="MinIO host:port [default: the local stack's]"),
-              weights_dir: Path | None = typer.Option(None, help="check each team's weights file here")) -> None:
+              weights_dir: Path | None = typer.Option(None, help="check each team's weights file here"),
+              credentials_dir: Path = typer.Option(
+                  Path("credentials"), "--credentials-dir", file_okay=False,
+                  help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own client properties "
+                  "file is written, <team>.kafka.properties (mode 0600)")) -> None:
     """Make what teams need before they start: topics with their partitions, buckets whose uploads' events go to
-    the teams' input topics, and (with --weights-dir) check their weights. Idempotent: compose's `init` runs it."""
+    the teams' input topics, and (with --weights-dir) check their weights. On a secured Kafka (`imagery
+    --kafka-config FILE provision ...`, FILE the operator's), also each team's principal, its ACLs and its client
+    file. Idempotent: compose's `init` runs it."""
     from minio import Minio
+    from rich.markup import escape
 
-    from imagery.provision import ProvisionError
-    from imagery.provision import provision as run_provision
+    from imagery import kafka_access
+    from imagery import provision as provisioning
     from imagery.teams import Team, TeamSpecError
+    from schemas import topics
+    from streaming.dispatch.kafka_properties import read_properties
 
     try:
         specs = [Team.from_spec(text) for text in teams]
@@ -442,8 +473,26 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
         client = Minio(minio or local.minio_endpoint,
                        access_key=os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key),
                        secret_key=os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key), secure=False)
-        run_provision(_bootstrap(bootstrap), client, weights_dir, specs, log=console.print)
-    except (ProvisionError, TeamSpecError) as exc:
+        kafka = _bootstrap(bootstrap)
+        if weights_dir is not None:
+            provisioning.check_weights(weights_dir, specs)  # every team's, before anything is made
+        for spec in specs:
+            try:
+                provisioning.provision(kafka, client, weights_dir, [spec], log=console.print)
+            except provisioning.EventsTargetMissing as exc:  # the topics and the bucket are made: go on
+                console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}", soft_wrap=True)
+            if provisioning.secured(kafka):
+                assert _kafka_config_file is not None  # (a secured Connection comes from --kafka-config)
+                made = provisioning.ensure_team_principal(kafka, spec.team, _kafka_config_file, credentials_dir)
+                console.print(f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
+                              f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
+                              f"--kafka-config) is {escape(str(made))}", soft_wrap=True)
+                if "sasl.jaas.config" not in read_properties(_kafka_config_file):
+                    keystore = read_properties(made)["ssl.keystore.location"]
+                    console.print(f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
+                                  f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
+                                  f"{escape(keystore)}", soft_wrap=True)
+    except (provisioning.ProvisionError, TeamSpecError, kafka_access.AccessError) as exc:
         _fail(exc)
 
 
@@ -530,7 +579,34 @@ def prometheus(services: list[str] = typer.Option(..., "--service", help="TEAM=H
 
 
 def main() -> None:
-    app()
+    """`imagery`: the app, with the tooling's known errors (MinIO's, Kafka's, a properties file's, a failed step's)
+    ending it with one line, `error: <message>`, and status 1. The command runs without typer's wrapper, which
+    marks an escaping exception for its pretty traceback and itself fails on a frozen one (MinIO's S3Error)."""
+    import sys
+
+    from confluent_kafka import KafkaException
+    from minio.error import MinioException, S3Error
+    from rich.markup import escape
+    from urllib3.exceptions import HTTPError
+
+    try:
+        typer.main.get_command(app)()
+    except S3Error as exc:
+        message = f"MinIO refused a call on {exc.resource or '/'} ({exc.code}): {exc.message}"
+    except HTTPError as exc:  # MinIO's client (urllib3) could not reach it, or not as it expected (http or https)
+        message = f"MinIO did not answer: {getattr(exc, 'reason', None) or exc}"
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        message = f"Kafka: {error.str() if hasattr(error, 'str') else exc}"
+    except (MinioException, kafka_config.KafkaConfigError, RuntimeError) as exc:
+        message = str(exc)
+    except TimeoutError as exc:  # a Kafka admin call's future, bare
+        message = str(exc) or ("no answer in time: check that Kafka and MinIO run where the command looks for them "
+                               "(--bootstrap, --minio; `imagery status` for the local stack)")
+    else:
+        return
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

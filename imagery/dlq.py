@@ -58,7 +58,8 @@ class DlqRead:
     end_offsets: dict[int, int]
 
 
-def read_letters(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, group_id: str | None = None) -> DlqRead:
+def read_letters(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *,
+                 group_id: str | None = None) -> DlqRead:
     """Every parseable record of the DLQ, read by partition up to the end offsets taken at the start (all of it,
     however large; no consumer group unless `group_id`: then from that group's committed offsets, see
     kafka_io.read_to_end). Raises kafka_io.NoSuchTopic when there is no such topic."""
@@ -86,7 +87,7 @@ def select(entries: Iterable[DlqEntry], *, teams: Collection[str] = (), stages: 
             and (not positions or (e.partition, e.offset) in positions)]
 
 
-def read_dlq(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
+def read_dlq(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
              stage: str | None = None) -> list[DlqEntry]:
     """Every parseable DLQ record (optionally of one team / stage), oldest first."""
     return select(read_letters(bootstrap, dlq_topic).entries, teams=[team] if team else (),
@@ -97,7 +98,7 @@ def ledger_key(entry: DlqEntry) -> str:
     return f"{entry.partition}/{entry.offset}"
 
 
-def replayed(bootstrap: str, dlq_topic: str = topics.DLQ_TOPIC) -> set[str]:
+def replayed(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC) -> set[str]:
     """The ledger keys of every entry of `dlq_topic` replayed so far (none before the first replay made the
     ledger)."""
     try:
@@ -147,7 +148,7 @@ def replay_headers_for(origin: str, event_record: int | None, headers: dict[str,
     return list(kept.items())
 
 
-def original_record(bootstrap: str, entry: DlqEntry) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+def original_record(bootstrap: kafka_io.Target, entry: DlqEntry) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) to re-publish: from the letter itself, or, when it had to leave parts out to fit in
     one Kafka record, from the input record at its source coordinates (checked against the letter's hash)."""
     letter = entry.letter
@@ -162,7 +163,7 @@ def original_record(bootstrap: str, entry: DlqEntry) -> tuple[bytes | None, byte
     return record.key, value, replay_headers(letter, record.headers)
 
 
-def replay(bootstrap: str, entries: Iterable[DlqEntry], target_topic: str | None = None,
+def replay(bootstrap: kafka_io.Target, entries: Iterable[DlqEntry], target_topic: str | None = None,
            dlq_topic: str = topics.DLQ_TOPIC) -> int:
     """Re-publish each entry's original bytes, key and headers to its source topic (or `target_topic`), and record
     it in the ledger, all in one transaction. Raises OriginalGone (before publishing anything) when an entry's

@@ -15,12 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
 from imagery.local.settings import StackSettings
 from schemas import HEALTHZ_ROUTE, READYZ_ROUTE, topics
 from streaming.dispatch.config import parse_args
+
+if TYPE_CHECKING:
+    from imagery import kafka_io
 
 OK, WARN, DOWN, UNKNOWN = "ok", "warn", "down", "unknown"
 TIMEOUT_S = 5.0
@@ -74,7 +78,7 @@ def _guard(part: str, team: str, check: Callable[[], Check]) -> Check:
 # ---------------------------------------------------------------------------- shared parts
 
 
-def check_kafka(bootstrap: str) -> tuple[Check, set[str]]:
+def check_kafka(bootstrap: kafka_io.Target) -> tuple[Check, set[str]]:
     from imagery import kafka_io
 
     try:
@@ -155,7 +159,7 @@ def check_readyz(team: Team) -> Check:
     return _guard("readyz", team.name, probe)
 
 
-def consumer_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, dict[str, int]]:
+def consumer_lag(bootstrap: kafka_io.Target, topic: str, group_id: str) -> dict[int, dict[str, int]]:
     """Per partition: the group's committed offset (-1: none), the low and the end offsets, and the lag."""
     from confluent_kafka import TopicPartition
 
@@ -174,7 +178,7 @@ def consumer_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, dict[st
         return out
 
 
-def check_lag(bootstrap: str, team: Team, topic_names: set[str], max_lag: int) -> Check:
+def check_lag(bootstrap: kafka_io.Target, team: Team, topic_names: set[str], max_lag: int) -> Check:
     if team.input_topic not in topic_names:
         return Check("lag", team.name, UNKNOWN, f"{team.input_topic}: no such topic")
 
@@ -199,7 +203,7 @@ def discover_teams(topic_names: Iterable[str]) -> list[str]:
                   if t.startswith(topics.INPUT_TOPIC_PREFIX) and len(t) > len(topics.INPUT_TOPIC_PREFIX))
 
 
-def check_all(settings: StackSettings, teams: list[Team] | None = None, bootstrap: str | None = None,
+def check_all(settings: StackSettings, teams: list[Team] | None = None, bootstrap: kafka_io.Target | None = None,
               flink_url: str | None = None, max_lag: int = DEFAULT_MAX_LAG) -> Report:
     """`teams` None: every team with an input topic (imagery.new.<team>) on the broker."""
     bootstrap = bootstrap or settings.bootstrap

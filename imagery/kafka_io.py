@@ -42,20 +42,46 @@ class Record:
     timestamp_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class Connection:
+    """A Kafka cluster and how to reach it: its bootstrap servers and the librdkafka settings its security needs
+    (imagery/kafka_config.py makes them from the properties file). Printed, it is its bootstrap servers alone: the
+    settings hold secrets."""
+
+    bootstrap: str
+    settings: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        return self.bootstrap
+
+
+# What every function here takes as "where Kafka is": bootstrap servers (a plain cluster), or a Connection
+Target = str | Connection
+
+
+def connection(target: Target) -> Connection:
+    return target if isinstance(target, Connection) else Connection(target)
+
+
+def _client_settings(target: Target, defaults: ClientConfig, config: ClientConfig | None) -> dict[str, str | int | float | bool]:
+    """The settings of one client: the target's servers and security over the defaults, the caller's on top."""
+    kafka = connection(target)
+    return {**defaults, "bootstrap.servers": kafka.bootstrap, **kafka.settings, **(config or {})}
+
+
 # Every client here is built by `admin`, `producer` or `consumer`; `config` adds librdkafka settings to theirs.
-def admin(bootstrap: str, config: ClientConfig | None = None) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
+def admin(bootstrap: Target, config: ClientConfig | None = None) -> AdminClient:
+    return AdminClient(_client_settings(bootstrap, {}, config))
 
 
-def producer(bootstrap: str, config: ClientConfig | None = None) -> Producer:
+def producer(bootstrap: Target, config: ClientConfig | None = None) -> Producer:
     """A producer whose records may be as large as Kafka's 1 MiB (librdkafka's own default, 1,000,000, is below
     it, and the dispatcher's records are built to fit Kafka's limit)."""
-    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES,
-                     **(config or {})})
+    return Producer(_client_settings(bootstrap, {"message.max.bytes": limits.KAFKA_MAX_RECORD_BYTES}, config))
 
 
 @contextmanager
-def consumer(bootstrap: str, *, group_id: str | None = None, read_committed: bool = True,
+def consumer(bootstrap: Target, *, group_id: str | None = None, read_committed: bool = True,
              from_earliest: bool = False, config: ClientConfig | None = None) -> Iterator[Consumer]:
     """A consumer that never commits on its own, closed on leaving the block.
 
@@ -63,7 +89,7 @@ def consumer(bootstrap: str, *, group_id: str | None = None, read_committed: boo
     `read_committed` reads only records of committed transactions (what a downstream consumer sees).
     `from_earliest` starts a subscription where the group has no committed offset at the topic's first record."""
     settings: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
+        **_client_settings(bootstrap, {}, None),
         "group.id": group_id or f"imagery-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
@@ -77,7 +103,7 @@ def consumer(bootstrap: str, *, group_id: str | None = None, read_committed: boo
         client.close()
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
+def create_topics(bootstrap: Target, names: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
     """Create topics, treating 'already exists' as success."""
     client = admin(bootstrap)  # kept referenced: a collected client cancels its pending futures
     futures = client.create_topics(
@@ -92,7 +118,7 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1, tim
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
 
 
-def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> None:
+def delete_topics(bootstrap: Target, names: Iterable[str], timeout_s: float = 30.0) -> None:
     names = list(names)
     if not names:
         return
@@ -109,7 +135,7 @@ def _wire(headers: Headers | None) -> list[tuple[str, str | bytes | None]] | Non
 
 
 def produce(
-    bootstrap: str,
+    bootstrap: Target,
     topic: str,
     values: Iterable[bytes | tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Headers]],
     headers: Headers | None = None,
@@ -133,7 +159,7 @@ def produce(
     return count
 
 
-def produce_in_transaction(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes, Headers]],
+def produce_in_transaction(bootstrap: Target, records: Iterable[tuple[str, bytes | None, bytes, Headers]],
                            timeout_s: float = 30.0) -> int:
     """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
     client = producer(bootstrap, config={"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
@@ -175,13 +201,13 @@ class ReadOptions(TypedDict, total=False):
     read_committed: bool
 
 
-def read_topic(bootstrap: str, topic: str, **options: Unpack[ReadOptions]) -> list[Record]:
+def read_topic(bootstrap: Target, topic: str, **options: Unpack[ReadOptions]) -> list[Record]:
     """Every record `iter_topic` reads, as a list."""
     return list(iter_topic(bootstrap, topic, **options))
 
 
 def iter_topic(
-    bootstrap: str,
+    bootstrap: Target,
     topic: str,
     *,
     until: int | None = None,
@@ -215,7 +241,7 @@ def iter_topic(
             yield _to_record(msg)
 
 
-def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> Record | None:
+def read_record(bootstrap: Target, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> Record | None:
     """The record at topic/partition/offset, or None when it is gone (retention, compaction) or never was."""
     with consumer(bootstrap) as reader:
         low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
@@ -235,7 +261,7 @@ def read_record(bootstrap: str, topic: str, partition: int, offset: int, timeout
         return None
 
 
-def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+def end_offsets(bootstrap: Target, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """partition -> its high watermark (the next offset to be written); {} when there is no such topic (asked for
     through the admin client, so a broker that auto-creates topics does not create it)."""
     try:
@@ -261,7 +287,7 @@ class TopicRead:
     end_offsets: dict[int, int]
 
 
-def _partition_offsets(client: AdminClient, bootstrap: str, topic: str, timeout_s: float,
+def _partition_offsets(client: AdminClient, bootstrap: Target, topic: str, timeout_s: float,
                        *specs: tuple[OffsetSpec, bool]) -> list[dict[int, int]]:
     """For each (spec, read_committed) of `specs`, partition -> that offset of `topic`, from one metadata request.
     Raises NoSuchTopic."""
@@ -278,7 +304,7 @@ def _partition_offsets(client: AdminClient, bootstrap: str, topic: str, timeout_
     return answers
 
 
-def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeout_s: float) -> dict[int, int]:
+def _stable_end_offsets(bootstrap: Target, topic: str, read_committed: bool, timeout_s: float) -> dict[int, int]:
     """partition -> the offset a read stops at: the last stable offset under read_committed (records of open
     transactions after it are not readable yet), else the high watermark."""
     client = admin(bootstrap)  # kept referenced while its futures are awaited
@@ -286,7 +312,7 @@ def _stable_end_offsets(bootstrap: str, topic: str, read_committed: bool, timeou
     return ends
 
 
-def read_to_end(bootstrap: str, topic: str, *, group_id: str | None = None, stall_timeout_s: float = 30.0,
+def read_to_end(bootstrap: Target, topic: str, *, group_id: str | None = None, stall_timeout_s: float = 30.0,
                 read_committed: bool = True, timeout_s: float = 10.0) -> TopicRead:
     """Every record of `topic`, partition by partition, up to the end offsets taken when the read starts: all of
     it however large, whatever the broker's group rebalance delay, and nothing written after the start.
@@ -312,7 +338,7 @@ class Watermarks:
     high: int
 
 
-def watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, Watermarks]:
+def watermarks(bootstrap: Target, topic: str, timeout_s: float = 10.0) -> dict[int, Watermarks]:
     """partition -> its Watermarks, from one admin client. Raises NoSuchTopic."""
     client = admin(bootstrap)  # kept referenced while its futures are awaited
     low, stable, high = _partition_offsets(client, bootstrap, topic, timeout_s, (OffsetSpec.earliest(), False),
@@ -320,7 +346,7 @@ def watermarks(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int,
     return {p: Watermarks(low[p], stable[p], high[p]) for p in sorted(high)}
 
 
-def committed_offsets(bootstrap: str, topic: str, group_id: str, partitions: list[int],
+def committed_offsets(bootstrap: Target, topic: str, group_id: str, partitions: list[int],
                       timeout_s: float = 10.0) -> dict[int, int]:
     """partition -> `group_id`'s committed offset in `topic` (the next record it reads); partitions where the group
     has committed nothing are left out."""
@@ -329,7 +355,7 @@ def committed_offsets(bootstrap: str, topic: str, group_id: str, partitions: lis
         return {c.partition: c.offset for c in committed if c.offset >= 0}
 
 
-def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[int, int], *,
+def iter_range(bootstrap: Target, topic: str, starts: dict[int, int], ends: dict[int, int], *,
                group_id: str | None = None, stall_timeout_s: float = 30.0, read_committed: bool = True,
                timeout_s: float = 10.0) -> Iterator[Record]:
     """The records of `topic` from `starts` (partition -> offset; a partition left out: from its first record) up to
@@ -358,14 +384,15 @@ def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[in
                                       f"short of their end offsets {short} ({count} records read)")
                 continue
             last_progress = time.monotonic()
+            error = msg.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"reading {topic}: {error.str()}")  # e.g. not authorized: it has no partition
             # an assigned consumer's messages and partition-EOF events always carry both
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
-            if (error := msg.error()) is not None:
-                if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(partition, 0):
+            if error is not None:
+                if offset >= ends.get(partition, 0):
                     finish(partition)  # past the end (e.g. only a transaction marker was left)
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {topic}: {error}")
                 continue
             if partition not in pending or offset >= ends[partition]:
                 finish(partition)  # written after the read began: not ours to return
@@ -376,7 +403,8 @@ def iter_range(bootstrap: str, topic: str, starts: dict[int, int], ends: dict[in
                 finish(partition)
 
 
-def commit_offsets(bootstrap: str, topic: str, group_id: str, offsets: dict[int, int], timeout_s: float = 10.0) -> None:
+def commit_offsets(bootstrap: Target, topic: str, group_id: str, offsets: dict[int, int],
+                   timeout_s: float = 10.0) -> None:
     """Record `offsets` (partition -> next offset to read) as `group_id`'s position in `topic`."""
     with consumer(bootstrap, group_id=group_id) as reader:
         reader.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)

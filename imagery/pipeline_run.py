@@ -116,7 +116,7 @@ class Collected:
 
 
 def collect(
-    bootstrap: str,
+    bootstrap: kafka_io.Target,
     result_topic: str,
     dlq_topic: str,
     done: Callable[[Collected], bool],
@@ -154,7 +154,7 @@ def collect(
     return out
 
 
-def produce_messages(bootstrap: str, topic: str, messages: Iterable[dict | bytes]) -> int:
+def produce_messages(bootstrap: kafka_io.Target, topic: str, messages: Iterable[dict | bytes]) -> int:
     """JSON-encode dicts (stamping publish_ts_ms), send bytes as they are; key = the message id if any."""
     values = []
     for m in messages:

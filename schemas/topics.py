@@ -41,6 +41,11 @@ def dispatcher_group(team: str) -> str:
     return f"http-dispatcher-{team}"
 
 
+def team_principal(team: str) -> str:
+    """The team's principal on a secured Kafka (`User:<this>`): its SCRAM user name, or its certificate's CN."""
+    return f"team-{team}"
+
+
 def team_bucket(team: str) -> str:
     """The team's own bucket (its service reads it and `<bucket>-*` by default): a bucket name has no '_'."""
     return team.replace("_", "-")

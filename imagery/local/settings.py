@@ -14,6 +14,7 @@ class StackSettings(BaseSettings):
     host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    kafka_mtls_port: int = 9094  # the secured stack's second listener: TLS with a client certificate (mTLS)
     minio_port: int = 9000
     minio_console_port: int = 9001
     flink_rest_port: int = 8081
@@ -25,6 +26,9 @@ class StackSettings(BaseSettings):
     # pids, logs, config and data of the running stack
     state_dir: Path = Path.home() / ".local" / "state" / "imagery"
     kafka_data_dir: Path | None = None
+    # the secured stack (`imagery up --secure`): Kafka over SASL_SSL and mTLS with ACLs, MinIO over TLS; the CA,
+    # certificates, passwords and client files are made at its first start and kept in security_dir
+    secure: bool = False
     minio_data_dir: Path | None = None
 
     @property
@@ -46,6 +50,14 @@ class StackSettings(BaseSettings):
     @cached_property
     def minio_data(self) -> Path:
         return self.minio_data_dir or self.state_dir / "minio-data"
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_mtls_port}"
+
+    @property
+    def security_dir(self) -> Path:
+        return self.state_dir / "security"
 
     @property
     def logs_dir(self) -> Path:

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from imagery import kafka_io
 from imagery.local import install
+from imagery.local import security as local_security
 from imagery.local.settings import StackSettings
 from imagery.local.versions import KAFKA_VERSION
 from imagery.process import ProcessError, Stopped, port_open, read_pid_file, spawn, stop_group, write_pid_file
@@ -117,17 +119,26 @@ def kafka_component(settings: StackSettings) -> Component:
     conf_dir = settings.state_dir / "kafka-conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     h, port, cport = settings.host, settings.kafka_port, settings.kafka_controller_port
+    if settings.secure:
+        security = local_security.ensure(settings)
+        listeners = local_security.broker_properties(settings, security)
+        ports = [port, settings.kafka_mtls_port, cport]
+    else:
+        listeners = [
+            f"listeners=PLAINTEXT://{h}:{port},CONTROLLER://{h}:{cport}",
+            f"advertised.listeners=PLAINTEXT://{h}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+        ports = [port, cport]
     props = conf_dir / "server.properties"
     props.write_text(
         "\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{h}:{cport}",
-            f"listeners=PLAINTEXT://{h}:{port},CONTROLLER://{h}:{cport}",
-            f"advertised.listeners=PLAINTEXT://{h}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *listeners,
             f"log.dirs={settings.kafka_data}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -170,19 +181,40 @@ def kafka_component(settings: StackSettings) -> Component:
             raise StackError(f"formatting Kafka storage failed:\n{formatted.stdout}\n{formatted.stderr}")
     return Component(
         name=KAFKA,
-        ports=[port, cport],
+        ports=ports,
         argv=[*java, "kafka.Kafka", str(props)],
-        probe=lambda: kafka_round_trip(settings.bootstrap),
+        probe=lambda: secured_kafka_ready(settings) if settings.secure else kafka_round_trip(settings.bootstrap),
     )
 
 
-def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
+def kafka_admin(settings: StackSettings, mtls: bool = False) -> kafka_io.Connection:
+    """The stack's Kafka as its operator reaches it: plain, or on the secured stack as `admin` (SASL_SSL, or mTLS)."""
+    from imagery import kafka_config
+
+    if not settings.secure:
+        return kafka_io.Connection(settings.bootstrap)
+    security = local_security.ensure(settings)
+    return kafka_io.Connection(settings.mtls_bootstrap if mtls else settings.bootstrap,
+                               kafka_config.load(security.admin_mtls if mtls else security.admin_sasl))
+
+
+def secured_kafka_ready(settings: StackSettings) -> None:
+    """The secured broker serves its operator by both doors. Admin's SCRAM credential is made here, as admin by
+    its certificate (a super user), not when the storage is formatted: the storage tool takes it on its command
+    line, where every process list would show the password."""
+    from imagery import kafka_access
+
+    kafka_round_trip(kafka_admin(settings, mtls=True))
+    password = local_security.read_secret(local_security.ensure(settings).admin_password_file)
+    kafka_access.ensure_scram_user(kafka_admin(settings, mtls=True), local_security.ADMIN, password)
+    kafka_round_trip(kafka_admin(settings))
+
+
+def kafka_round_trip(bootstrap: kafka_io.Target, timeout_s: float = 10.0) -> None:
     """Produce a unique value to a health topic and read it back: the broker really works, not just listens."""
     from confluent_kafka import Message, TopicPartition
 
-    from imagery import kafka_io
-
-    host, port = bootstrap.rsplit(":", 1)
+    host, port = kafka_io.connection(bootstrap).bootstrap.split(",")[0].rsplit(":", 1)
     if not port_open(host, int(port)):
         raise StackError(f"nothing listens on {bootstrap} yet")  # spares librdkafka's connect-refused noise
     topic = "__imagery_stack_check"
@@ -213,23 +245,45 @@ def kafka_round_trip(bootstrap: str, timeout_s: float = 10.0) -> None:
 def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = None,
                     name: str = MINIO) -> Component:
     settings.minio_data.mkdir(parents=True, exist_ok=True)
+    # the secured stack's MinIO serves TLS with its certificate from the stack's CA (security.py)
+    tls = ["--certs-dir", str(local_security.ensure(settings).minio_certs_dir)] if settings.secure else []
     return Component(
         name=name,
         ports=[settings.minio_port, settings.minio_console_port],
         argv=[str(install.minio_binary(settings)), "server", str(settings.minio_data),
               "--address", settings.minio_endpoint,
-              "--console-address", f"{settings.host}:{settings.minio_console_port}", "--quiet"],
-        env={"MINIO_ROOT_USER": settings.minio_access_key, "MINIO_ROOT_PASSWORD": settings.minio_secret_key,
+              "--console-address", f"{settings.host}:{settings.minio_console_port}", "--quiet", *tls],
+        env={"MINIO_ROOT_USER": settings.minio_access_key, **_minio_root_password(settings),
              "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", **(extra_env or {})},
         probe=lambda: minio_bucket_call(settings),
     )
 
 
+def _minio_root_password(settings: StackSettings) -> dict[str, str]:
+    """MinIO's root password: the secured stack's from a file MinIO reads itself, the plain stack's as given."""
+    if settings.secure:
+        return {"MINIO_ROOT_PASSWORD_FILE": str(local_security.ensure(settings).minio_root_password_file)}
+    return {"MINIO_ROOT_PASSWORD": settings.minio_secret_key}
+
+
+def minio_secret_key(settings: StackSettings) -> str:
+    if settings.secure:
+        return local_security.read_secret(local_security.ensure(settings).minio_root_password_file)
+    return settings.minio_secret_key
+
+
 def minio_client(settings: StackSettings) -> Minio:
     from minio import Minio
 
-    return Minio(settings.minio_endpoint, access_key=settings.minio_access_key,
-                 secret_key=settings.minio_secret_key, secure=False)
+    if not settings.secure:
+        return Minio(settings.minio_endpoint, access_key=settings.minio_access_key,
+                     secret_key=settings.minio_secret_key, secure=False)
+    import urllib3
+
+    return Minio(settings.minio_endpoint, access_key=settings.minio_access_key, secret_key=minio_secret_key(settings),
+                 secure=True, http_client=urllib3.PoolManager(
+                     cert_reqs="CERT_REQUIRED", ca_certs=str(local_security.ensure(settings).ca),
+                     timeout=urllib3.Timeout(connect=3.0, read=10.0), retries=urllib3.Retry(total=2)))
 
 
 def minio_bucket_call(settings: StackSettings) -> None:
@@ -349,10 +403,21 @@ class Part:
     flink: bool = False  # started by `up --flink` only
 
 
+def _kafka_note(settings: StackSettings) -> str:
+    if not settings.secure:
+        return f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"
+    sec = settings.security_dir
+    return (f"Kafka {KAFKA_VERSION}, SASL_SSL (SCRAM-SHA-512) here and mTLS on {settings.mtls_bootstrap}, ACLs on; "
+            f"client files (--kafka-config): {sec / 'admin.properties'}, {sec / 'admin-mtls.properties'}; "
+            f"CA: {sec / 'pki' / 'ca.crt'}")
+
+
 PARTS: tuple[Part, ...] = (  # in start order; `down` stops them in the reverse order
-    Part(KAFKA, kafka_component, lambda s: s.bootstrap, lambda s: f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"),
-    Part(MINIO, minio_component, lambda s: f"http://{s.minio_endpoint}",
-         lambda s: f"access key/secret {s.minio_access_key}/{s.minio_secret_key}; IMAGERY_MINIO_PORT"),
+    Part(KAFKA, kafka_component, lambda s: s.bootstrap, lambda s: _kafka_note(s)),
+    Part(MINIO, minio_component, lambda s: f"{'https' if s.secure else 'http'}://{s.minio_endpoint}",
+         lambda s: f"root user {s.minio_access_key}, its secret "
+         + (f"in {s.security_dir / 'minio-root.password'}" if s.secure else "IMAGERY_MINIO_SECRET_KEY")
+         + "; IMAGERY_MINIO_PORT"),
     Part(FLINK_JOBMANAGER, flink_jobmanager_component, lambda s: s.flink_rest_url,
          lambda s: "REST + UI; IMAGERY_FLINK_REST_PORT", flink=True),
     Part(FLINK_TASKMANAGER, flink_taskmanager_component, lambda s: "-",

@@ -60,8 +60,9 @@ log = logging.getLogger("services.inference_http")
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in {
-        401: "missing or wrong bearer token (when AUTH_TOKEN is set); checked before the body is read",
-        403: "the bucket is not one of this team's (ALLOWED_BUCKETS)",
+        401: "missing or wrong bearer token (when AUTH_TOKEN_FILE or AUTH_TOKEN is set); checked before the body "
+        "is read",
+        403: "the bucket is not one of this team's (ALLOWED_BUCKETS), or MinIO denies this service's user the object",
         404: "no such bucket or object",
         408: "the request body did not arrive within BODY_TIMEOUT_S",
         413: "the object is over MAX_OBJECT_BYTES, or the request body over MAX_REQUEST_BYTES",
@@ -265,7 +266,7 @@ class InferRoutes:
         given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         scheme, _, credentials = given.partition(b" ")
         if scheme.lower() != b"bearer" or not secrets.compare_digest(credentials.strip(), self.token):
-            raise Unauthorized("a valid bearer token is required (Authorization: Bearer <AUTH_TOKEN>)")
+            raise Unauthorized("a valid bearer token is required (Authorization: Bearer <the service's token>)")
 
     async def _body(self, scope: Scope, receive: Receive, received: float, max_bytes: int) -> bytes:
         setting = "MAX_OBJECT_BYTES" if max_bytes > self.max_bytes[contract.INFER_JSON_ROUTE] else "MAX_REQUEST_BYTES"

@@ -14,6 +14,10 @@ starts them, health-checks them and replaces one that dies while the others go o
 only once the scheduler and it are warm (app.py's lifespan), and all of them, the scheduler too, report /metrics
 together through prometheus_client's multiprocess mode (metrics.py), in a fresh folder this process makes and
 removes. If the scheduler fails (the model does not load or warm up), the service stops: nothing could serve.
+
+TLS_CERT_FILE and TLS_KEY_FILE make it serve HTTPS, in one process or many (each worker loads them). Settings
+that cannot work (a secret given twice, a file that cannot be read, a certificate without its key) stop it
+before anything starts, with a message naming the variables and paths, never a secret's value.
 """
 
 from __future__ import annotations
@@ -22,18 +26,22 @@ import asyncio
 import logging
 import os
 import shutil
+import ssl
 import tempfile
 from functools import cache
 
 import uvicorn
 from prometheus_client import values
+from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from services.inference_http import model_registry
 from services.inference_http.metrics import MULTIPROC_ENV, Metrics
 from services.inference_http.scheduler import Scheduler
-from services.inference_http.settings import ServiceSettings, service_environment
+from services.inference_http.settings import ServiceSettings, service_environment, settings_error
+
+log = logging.getLogger("services.inference_http")
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -91,11 +99,33 @@ def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
         limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_s,
         access_log=settings.access_log, log_level=settings.log_level, timeout_graceful_shutdown=20,
         workers=settings.worker_count,
+        # HTTPS: uvicorn loads them in each process that serves (every worker, with several)
+        ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+        ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
     )
 
 
+def load_settings() -> ServiceSettings:
+    """The settings from the environment, checked; SystemExit with what is wrong (never a secret) otherwise."""
+    try:
+        settings = ServiceSettings()
+    except ValidationError as exc:
+        raise SystemExit(f"refusing to start: {settings_error(exc)}") from None
+    if settings.tls_cert_file and settings.tls_key_file:
+        try:  # what uvicorn will do in each worker, done once here: a mismatched or broken pair stops the start
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert_file,
+                                                                               settings.tls_key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise SystemExit(f"refusing to start: TLS_CERT_FILE={settings.tls_cert_file} and TLS_KEY_FILE="
+                             f"{settings.tls_key_file} are not a certificate and its key: {exc}") from None
+    return settings
+
+
 def main() -> None:
-    settings = ServiceSettings()
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for warning in settings.secret_warnings():  # once, here: not again in each worker
+        log.warning(warning)
     workers = settings.worker_count
     if workers == 1:
         uvicorn.Server(uvicorn_config(settings)).run()
@@ -113,7 +143,6 @@ def main() -> None:
     socket_dir = tempfile.mkdtemp(prefix="imagery-scheduler-")
     socket_path = os.path.join(socket_dir, "scheduler.sock")
     os.environ.update(service_environment(scheduler_socket=socket_path))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         runner = model_registry.get_model_runner(settings.team, settings.weights_path, settings.model_tag,
                                                  module=settings.runner_module)

@@ -8,9 +8,9 @@ import os
 from collections.abc import Mapping
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
@@ -36,8 +36,13 @@ def default_workers(device: str = "auto") -> int:
     return 1
 
 
+# a secret given as itself -> the setting naming a file that holds it (the form to prefer: see `secret_warnings`)
+SECRET_FILES = {"auth_token": "auth_token_file", "minio_secret_key": "minio_secret_key_file"}
+
+
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # hide_input_in_errors: a validation error must never print what it was given (a secret among it)
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
     # --- which model (the seed's variables)
     team: str = Field(default="", description="the team whose runner this service serves (TEAM)")
@@ -50,8 +55,15 @@ class ServiceSettings(BaseSettings):
     # --- storage (the seed's variables)
     minio_endpoint: str = "127.0.0.1:9000"
     minio_access_key: str = "minioadmin"
-    minio_secret_key: SecretStr = SecretStr("minioadmin")
-    minio_secure: bool = False
+    minio_secret_key: SecretStr = Field(
+        default=SecretStr("minioadmin"), description="the secret itself: shows in the process environment, prefer "
+        "MINIO_SECRET_KEY_FILE; the default is the local stack's")
+    minio_secret_key_file: Path | None = Field(
+        default=None, description="a file holding MinIO's secret key (its content, less a trailing newline)")
+    minio_secure: bool = Field(default=False, description="MinIO over TLS (https)")
+    minio_ca_file: Path | None = Field(
+        default=None, description="a PEM bundle of CAs to trust for MinIO over TLS (MINIO_SECURE=1), besides the "
+        "default roots (certifi's, and the system's for the object GETs); unset: the default roots alone")
     minio_region: str | None = None
     allowed_buckets: str = Field(
         default="", description="comma-separated bucket names or globs (fnmatch) this service may read; others get "
@@ -98,7 +110,14 @@ class ServiceSettings(BaseSettings):
                                          "model (WORKERS > 1): this process is an HTTP front")
 
     # --- HTTP
-    auth_token: SecretStr | None = Field(default=None, description="if set, infer routes need this bearer token")
+    auth_token: SecretStr | None = Field(default=None, description="if set, infer routes need this bearer token; "
+                                         "shows in the process environment: prefer AUTH_TOKEN_FILE")
+    auth_token_file: Path | None = Field(
+        default=None, description="a file holding the bearer token the infer routes need (its content, less a "
+        "trailing newline)")
+    tls_cert_file: Path | None = Field(
+        default=None, description="serve HTTPS with this PEM certificate (chain); needs TLS_KEY_FILE")
+    tls_key_file: Path | None = Field(default=None, description="the PEM private key of TLS_CERT_FILE")
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
@@ -112,6 +131,64 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _normalise_team(cls, value: str) -> str:
         return value.strip().lower()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_not_given(cls, data: Any) -> Any:
+        """A secret, or a file setting, set to "" is not given (the default holds): `AUTH_TOKEN=` in a compose
+        file or a launcher clearing an inherited variable must not count as a second source of the secret."""
+        if isinstance(data, dict):
+            blank = {*SECRET_FILES, *SECRET_FILES.values(), "minio_ca_file", "tls_cert_file", "tls_key_file"}
+            data = {k: v for k, v in data.items() if not (k.lower() in blank and v in ("", None))}
+        return data
+
+    @model_validator(mode="after")
+    def _secrets_and_files(self) -> ServiceSettings:
+        names = environment_names()
+        for secret, file_field in SECRET_FILES.items():
+            path: Path | None = getattr(self, file_field)
+            if path is None:
+                continue
+            if secret in self.model_fields_set:
+                raise ValueError(f"{names[secret]} and {names[file_field]} are both set: give the secret once, "
+                                 f"as {names[file_field]} (the path of a file holding it)")
+            setattr(self, secret, SecretStr(_read_secret(names[file_field], path)))
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (("tls_cert_file", "tls_key_file") if self.tls_key_file is None
+                              else ("tls_key_file", "tls_cert_file"))
+            raise ValueError(f"{names[given]} is set without {names[missing]}: HTTPS needs both the certificate "
+                             f"and its key (or neither, for plain HTTP)")
+        for file_field in ("tls_cert_file", "tls_key_file", "minio_ca_file"):
+            path = getattr(self, file_field)
+            if path is not None:
+                _check_readable(names[file_field], path)
+        if self.minio_ca_file is not None:
+            if not self.minio_secure:
+                raise ValueError(f"{names['minio_ca_file']} is set but {names['minio_secure']} is off: set "
+                                 f"{names['minio_secure']}=1 to reach MinIO over TLS, or unset "
+                                 f"{names['minio_ca_file']}")
+            if b"-----BEGIN CERTIFICATE-----" not in self.minio_ca_file.read_bytes():
+                raise ValueError(f"{names['minio_ca_file']}={self.minio_ca_file}: no PEM certificate in it")
+        return self
+
+    def secret_warnings(self) -> list[str]:
+        """One warning per secret given as itself rather than by a file: what the service logs once at start. It
+        names the variable, never its value."""
+        names = environment_names()
+        warnings = []
+        for secret, file_field in SECRET_FILES.items():
+            if secret in self.model_fields_set and getattr(self, file_field) is None and getattr(self, secret):
+                warnings.append(
+                    f"{names[secret]} is set in the process environment, where whoever can inspect the process "
+                    f"reads it (/proc/<pid>/environ, `docker inspect`, the pod spec): put the secret in a file "
+                    f"(mode 0600, or a mounted Kubernetes/Docker secret) and set {names[file_field]} to its path "
+                    f"instead")
+        return warnings
+
+    @property
+    def tls(self) -> bool:
+        """Whether the service serves HTTPS (TLS_CERT_FILE and TLS_KEY_FILE)."""
+        return self.tls_cert_file is not None
 
     @property
     def worker_count(self) -> int:
@@ -135,6 +212,39 @@ class ServiceSettings(BaseSettings):
     @cached_property
     def _allowed_buckets(self) -> dict[str, bool]:
         return {}
+
+
+def _check_readable(variable: str, path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{variable}={path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read_secret(variable: str, path: Path) -> str:
+    """The secret in PATH (named by VARIABLE), less its trailing newline; an error names the variable and the
+    path, never the content."""
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{variable}={path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{variable}={path}: the file is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{variable}={path}: the file is empty")
+    return secret
+
+
+def settings_error(exc: ValidationError) -> str:
+    """EXC's problems in a line each, by the variables' names, without the values given (no secret leaks)."""
+    names = environment_names()
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        message = error["msg"].removeprefix("Value error, ")
+        where = [names.get(str(part), str(part)) for part in error["loc"]]
+        lines.append(f"{'.'.join(where)}: {message}" if where else message)
+    return "; ".join(lines)
 
 
 # ---------------------------------------------------------------------------- the environment that sets them

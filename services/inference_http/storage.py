@@ -9,21 +9,28 @@ An object's size is decided from the response's Content-Length before its body i
 costs one response header, not its bytes. Content encodings are not undone (object_store asks for none and
 decodes none): a gzip-encoded upload cannot expand on the way in. The readiness probe is a rare call and keeps
 the minio SDK, whose error codes it reads.
+
+With MINIO_SECURE=1 both clients verify MinIO's certificate: against the default roots, and the CAs of
+MINIO_CA_FILE besides (a private CA's MinIO). obstore takes them as its client option `root_certificate` (PEM
+text, added to its roots); the SDK's urllib3 pool through an SSL context holding certifi's roots and them.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections import OrderedDict
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import certifi
 import obstore
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
+from obstore.exceptions import PermissionDeniedError
 from obstore.store import S3Store
 
 from services.inference_http.errors import (
@@ -37,6 +44,9 @@ from services.inference_http.errors import (
     StorageUnavailable,
 )
 from services.inference_http.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig  # a TypedDict of the stubs alone (not importable at runtime)
 
 # S3 error codes that say our own credentials are wrong: a service problem, not the message's
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
@@ -54,13 +64,31 @@ _MAX_STORES = 64
 
 def _pool(settings: ServiceSettings, *, size: int, retries: urllib3.Retry | bool,
           timeout_s: float) -> urllib3.PoolManager:
+    context: ssl.SSLContext | None = None
+    if settings.minio_secure and settings.minio_ca_file is not None:  # certifi's roots and the named CAs, as the
+        context = ssl.create_default_context(cafile=certifi.where())  # GETs trust them
+        context.load_verify_locations(cafile=str(settings.minio_ca_file))
     return urllib3.PoolManager(
         maxsize=size,
         timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s),
         retries=retries,
         cert_reqs="CERT_REQUIRED" if settings.minio_secure else "CERT_NONE",
-        ca_certs=certifi.where() if settings.minio_secure else None,
+        ca_certs=certifi.where() if settings.minio_secure and context is None else None,
+        ssl_context=context,
     )
+
+
+def _client_options(settings: ServiceSettings) -> ClientConfig:
+    options: ClientConfig = {
+        "allow_http": not settings.minio_secure,
+        "timeout": timedelta(seconds=settings.storage_timeout_s),
+        "connect_timeout": timedelta(seconds=min(3.0, settings.storage_timeout_s)),
+    }
+    if settings.minio_secure and settings.minio_ca_file is not None:
+        # object_store's ClientOptions::with_root_certificate, as obstore exposes it: the PEM text (every
+        # certificate in it), added to the roots it trusts already
+        options["root_certificate"] = settings.minio_ca_file.read_text()
+    return options
 
 
 class ObjectStore:
@@ -75,11 +103,7 @@ class ObjectStore:
             secret_access_key=settings.minio_secret_key.get_secret_value(),
             region=settings.minio_region or "us-east-1",  # MinIO's default region
             virtual_hosted_style_request=False,  # MinIO serves path-style URLs
-            client_options={
-                "allow_http": not settings.minio_secure,
-                "timeout": timedelta(seconds=settings.storage_timeout_s),
-                "connect_timeout": timedelta(seconds=min(3.0, settings.storage_timeout_s)),
-            },
+            client_options=_client_options(settings),
             # a couple of quick retries for connection blips and 5xx; the dispatcher retries anything longer
             retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=settings.storage_timeout_s),
                           "backoff": {"init_backoff": timedelta(milliseconds=100),
@@ -135,6 +159,8 @@ class ObjectStore:
         text = str(exc)
         status_match, code_match = _STATUS_RE.search(text), _CODE_RE.search(text)
         if status_match is None:
+            if isinstance(exc, PermissionDeniedError):  # a 403 whose text lacks its status line: still a 403
+                return _access_denied(bucket, key)
             if isinstance(exc, ValueError):  # obstore's own checks of the key: nothing was sent
                 return StorageRefused(f"storage refuses the name s3://{bucket}/{key}: {_first_line(exc)}")
             return StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {_first_line(exc)}")
@@ -146,8 +172,10 @@ class ObjectStore:
             return ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
         if code in _CREDENTIAL_CODES:
             return StorageUnavailable(f"MinIO at {self.endpoint} rejects our credentials ({code})")
-        if code == "AccessDenied":
-            return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user")
+        if code == "AccessDenied" or (status == 403 and not code):
+            # MinIO's policy for our user does not allow this object (or this bucket: MinIO answers so for a
+            # bucket outside the policy whether it exists or not): the caller's 403, never a 500
+            return _access_denied(bucket, key)
         message = _s3_message(text) or _first_line(exc)
         if code in _UNAVAILABLE_CODES or status == 503:
             return StorageUnavailable(f"MinIO at {self.endpoint} answered {code or status}: {message}")
@@ -168,6 +196,11 @@ class ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"MinIO at {self.endpoint} did not answer: {exc}") from exc
         self._probe_ok_until = time.monotonic() + cache_s
+
+
+def _access_denied(bucket: str, key: str) -> AccessDenied:
+    return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user (its policy does not "
+                        f"allow reading it)")
 
 
 def _first_line(exc: Exception) -> str:

@@ -81,6 +81,7 @@ class InferenceClient:
         max_batch_wait_ms: float = defaults.MAX_BATCH_WAIT_MS,
         max_connections: int = defaults.MAX_CONNECTIONS,
         auth_token: str | None = None,
+        ca_file: str | None = None,
         transport: Transport | None = None,
     ) -> None:
         self.base_url = service_base_url(http_url)
@@ -91,7 +92,7 @@ class InferenceClient:
         headers = {"authorization": f"Bearer {auth_token}"} if auth_token else {}
         self._http: Transport = transport or KeepAlivePool(
             self.base_url, max_connections=max_connections,
-            connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s), headers=headers)
+            connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s), headers=headers, ca_file=ca_file)
         self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
         self._flush_timer: asyncio.Handle | None = None

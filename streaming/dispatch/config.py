@@ -14,15 +14,17 @@ import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import JsonDict
 from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas import INFER_JSON_ROUTE, limits, topics
 from streaming.dispatch import checkpoints, defaults
+from streaming.dispatch.kafka_properties import KafkaConfigError, read_properties
 from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
@@ -87,7 +89,19 @@ class DispatcherConfig(BaseSettings):
         "none (start from --starting-offsets) | a checkpoint or savepoint path", min_length=1)
     starting_offsets: StartingOffsets = setting(
         "group", "group (committed offsets of --group-id, earliest if none) | earliest | latest")
-    auth_token: str | None = setting(None, "bearer token for the service, if it wants one")
+    kafka_config: str = setting(
+        "", "a Kafka client properties file, in the Java client's names (security.protocol, sasl.mechanism, "
+        "sasl.jaas.config, ssl.truststore.*, ssl.keystore.*), as Kafka's tools take --command-config: every entry "
+        "goes to the source and both sinks. Read where the job is submitted; the key and trust stores it names must "
+        "be at the same paths on the TaskManagers", env="KAFKA_CONFIG_FILE")
+    auth_token_file: str = setting(
+        "", "a file holding the service's bearer token, read by each parallel instance when it starts (on the "
+        "TaskManagers: the token itself never travels with the job)", env="AUTH_TOKEN_FILE")
+    auth_token: SecretStr | None = setting(
+        None, "the service's bearer token itself: shows in the process list (ps) as a flag, and in the process "
+        "environment as a variable; prefer --auth-token-file")
+    http_ca_file: str = setting(
+        "", "a PEM CA bundle to trust for an https:// --http-url (default: the system's roots)", env="HTTP_CA_FILE")
     bundle_size: int = setting(
         0, "groups per Python bundle (results are handed on when a bundle ends); 0 = 4 x the groups in flight", ge=0)
     bundle_time_ms: int = setting(
@@ -161,6 +175,23 @@ class DispatcherConfig(BaseSettings):
     def _empty_token_is_none(cls, token: Any) -> Any:
         return token or None
 
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_config_is_honoured(cls, path: str) -> str:
+        if path:
+            try:
+                read_properties(path)  # read again where the job is built: the entries are never kept here
+            except KafkaConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return path
+
+    @field_validator("auth_token_file", "http_ca_file")
+    @classmethod
+    def _readable_file(cls, path: str) -> str:
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read {path}")
+        return path
+
     @field_validator("connector_jars", mode="before")
     @classmethod
     def _comma_separated(cls, jars: Any) -> Any:
@@ -186,9 +217,19 @@ class DispatcherConfig(BaseSettings):
         if self.delivery_guarantee == "exactly-once" and self.checkpoint_interval_ms > longest_interval_ms:
             raise ValueError(f"with exactly-once, --checkpoint-interval-ms must be at most {longest_interval_ms} (a "
                              "transaction stays open from one checkpoint to the next, within the broker's limit)")
+        if self.auth_token is not None and self.auth_token_file:
+            raise ValueError("give the service's token once: --auth-token-file or --auth-token, not both")
+        if self.http_ca_file and not self.http_url.startswith("https://"):
+            raise ValueError("--http-ca-file is for an https:// --http-url")
         if not 4 * self.max_message_bytes <= self.max_record_bytes:
             raise ValueError("--max-message-bytes must be at most a quarter of --max-record-bytes")
         return self
+
+    def service_token(self) -> str | None:
+        """The service's bearer token: read from --auth-token-file now (where the calls are made), or given."""
+        if self.auth_token_file:
+            return Path(self.auth_token_file).read_text().strip() or None
+        return self.auth_token.get_secret_value() if self.auth_token is not None else None
 
     @property
     def name(self) -> str:
@@ -297,6 +338,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     try:
         # the variables are text: pydantic parses each into its field's type
         variables: dict[str, Any] = from_environment(os.environ if env is None else env)
-        return DispatcherConfig(_cli_settings_source=flags, **variables)
+        config = DispatcherConfig(_cli_settings_source=flags, **variables)
     except ValidationError as exc:
         parser.error(_explain(exc))
+    if config.auth_token is not None:
+        shown = (f"{flag('auth_token')} shows in the process list (ps, /proc/<pid>/cmdline) of every host that runs "
+                 "the job" if "auth_token" not in variables else f"{variable('auth_token')} shows in the process "
+                 "environment (/proc/<pid>/environ, the container's or pod's spec)")
+        print(f"warning: {shown}; put the token in a file and give {flag('auth_token_file')} "
+              f"({variable('auth_token_file')})", file=sys.stderr, flush=True)
+    return config

@@ -140,13 +140,15 @@ class KeepAlivePool:
     routes are idempotent: the same image gives the same answer)."""
 
     def __init__(self, base_url: str, max_connections: int = defaults.MAX_CONNECTIONS,
-                 connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S, headers: dict[str, str] | None = None) -> None:
+                 connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S, headers: dict[str, str] | None = None,
+                 ca_file: str | None = None) -> None:
+        """`ca_file`: a PEM bundle of the CAs an https:// server's certificate may chain to (default: the system's)."""
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        self._ssl = ssl.create_default_context(cafile=ca_file) if url.scheme == "https" else None
         self._prefix = url.path.rstrip("/")
         host_header = url.netloc.rsplit("@", 1)[-1]
         self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in {"host": host_header, **(headers or {})}.items())

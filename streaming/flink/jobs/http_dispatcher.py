@@ -60,6 +60,7 @@ from streaming.dispatch.client import InferenceClient
 from streaming.dispatch.config import DispatcherConfig, parse_args
 from streaming.dispatch.handler import Dispatcher
 from streaming.dispatch.in_flight import InFlight
+from streaming.dispatch.kafka_properties import flink_kafka_options, read_properties
 from streaming.dispatch.metrics import DispatcherMetrics, reporter_options
 from streaming.dispatch.records import KafkaInput, Output
 from streaming.dispatch.retry import RetryPolicy
@@ -112,7 +113,7 @@ def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
         policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
         attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
         max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
-        auth_token=cfg.auth_token,
+        auth_token=cfg.service_token(), ca_file=cfg.http_ca_file or None,
     )
     identity = DispatcherIdentity(job=f"{cfg.name}/{_subtask_index(runtime_context)}", group_id=cfg.group_id,
                                   host=cfg.host)
@@ -267,10 +268,18 @@ class InferAndRouteInThread(KeyedProcessFunction):
             ctx.timer_service().register_processing_time_timer(at)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
+    # --kafka-config's entries (security) for the source and both sinks, read here where the job is built: they are
+    # table options of the job graph, never a field of the config that is pickled into the Python operators
+    client = flink_kafka_options(read_properties(cfg.kafka_config)) if cfg.kafka_config else {}
     return (f"'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{cfg.bootstrap}', "
             "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
-            "'value.fields-include' = 'EXCEPT_KEY'")
+            "'value.fields-include' = 'EXCEPT_KEY'"
+            + "".join(f", {_sql_text(name)} = {_sql_text(value)}" for name, value in client.items()))
 
 
 def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
