@@ -584,7 +584,7 @@ def main() -> None:
     marks an escaping exception for its pretty traceback and itself fails on a frozen one (MinIO's S3Error)."""
     import sys
 
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from minio.error import MinioException, S3Error
     from rich.markup import escape
     from urllib3.exceptions import HTTPError
@@ -597,7 +597,7 @@ def main() -> None:
         message = f"MinIO did not answer: {getattr(exc, 'reason', None) or exc}"
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
-        message = f"Kafka: {error.str() if hasattr(error, 'str') else exc}"
+        message = f"Kafka: {error.str() if isinstance(error, KafkaError) else exc}"
     except (MinioException, kafka_config.KafkaConfigError, RuntimeError) as exc:
         message = str(exc)
     except TimeoutError as exc:  # a Kafka admin call's future, bare

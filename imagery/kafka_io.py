@@ -63,7 +63,8 @@ def connection(target: Target) -> Connection:
     return target if isinstance(target, Connection) else Connection(target)
 
 
-def _client_settings(target: Target, defaults: ClientConfig, config: ClientConfig | None) -> dict[str, str | int | float | bool]:
+def _client_settings(target: Target, defaults: ClientConfig,
+                     config: ClientConfig | None) -> dict[str, str | int | float | bool]:
     """The settings of one client: the target's servers and security over the defaults, the caller's on top."""
     kafka = connection(target)
     return {**defaults, "bootstrap.servers": kafka.bootstrap, **kafka.settings, **(config or {})}

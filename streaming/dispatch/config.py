@@ -93,7 +93,7 @@ class DispatcherConfig(BaseSettings):
         "", "a Kafka client properties file, in the Java client's names (security.protocol, sasl.mechanism, "
         "sasl.jaas.config, ssl.truststore.*, ssl.keystore.*), as Kafka's tools take --command-config: every entry "
         "goes to the source and both sinks. Read where the job is submitted; the key and trust stores it names must "
-        "be at the same paths on the TaskManagers", env="KAFKA_CONFIG_FILE")
+        "be at the same paths on the JobManager (partition discovery) and the TaskManagers", env="KAFKA_CONFIG_FILE")
     auth_token_file: str = setting(
         "", "a file holding the service's bearer token, read by each parallel instance when it starts (on the "
         "TaskManagers: the token itself never travels with the job)", env="AUTH_TOKEN_FILE")
