@@ -13,6 +13,11 @@ driven directly at the same concurrency, in the same run, on the same machine. T
 
 Each --variant (the job with extra flags, e.g. the previous defaults) runs both phases against the same service, in
 the same run; without one, the job as it is (with any --job-arg).
+
+--security plain,secured runs it all once per mode, in the same run: `plain` on the local stack; `secured` on a
+secured stack of its own (imagery up --secure: Kafka over SASL_SSL with SCRAM-SHA-512 and ACLs, MinIO over TLS), the
+service over TLS with a token, the job with --kafka-config, --auth-token-file and --http-ca-file: what TLS and SASL
+cost, direct and through the pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import json
 import random
+import ssl
 import statistics
 import subprocess
 import sys
@@ -39,10 +45,12 @@ from bench.dispatcher import parse_variant  # noqa: E402
 from bench.results import append_results  # noqa: E402
 from bench.service import closed_loop  # noqa: E402
 from imagery import kafka_io  # noqa: E402
+from imagery.local import security as local_security  # noqa: E402
 from imagery.local import stack  # noqa: E402
 from imagery.local.inference_service import InferenceService  # noqa: E402
 from imagery.local.settings import StackSettings  # noqa: E402
 from imagery.pipeline_run import REPO_ROOT, DispatcherProcess, collect, produce_messages  # noqa: E402
+from imagery.process import free_port  # noqa: E402
 from schemas import INFER_JSON_ROUTE  # noqa: E402
 from streaming.dispatch.http import KeepAlivePool  # noqa: E402
 
@@ -65,9 +73,11 @@ def arrivals(rate: float, seconds: float, seed: int = 7) -> list[float]:
         out.append(t)
 
 
-async def open_loop(base_url: str, bucket: str, keys: list[str], rate: float, seconds: float) -> list[float]:
+async def open_loop(base_url: str, bucket: str, keys: list[str], rate: float, seconds: float,
+                    ca_file: str | None = None, token: str | None = None) -> list[float]:
     """Requests sent on a Poisson schedule whatever the answers: latency as a producer of messages sees it."""
-    pool = KeepAlivePool(base_url, max_connections=256)
+    pool = KeepAlivePool(base_url, max_connections=256, ca_file=ca_file,
+                         headers={"authorization": f"Bearer {token}"} if token else None)
     latencies: list[float] = []
     started = time.perf_counter()
 
@@ -83,7 +93,8 @@ async def open_loop(base_url: str, bucket: str, keys: list[str], rate: float, se
     return latencies
 
 
-def publish_steady(bootstrap: str, topic: str, bucket: str, keys: list[str], rate: float, seconds: float) -> list[str]:
+def publish_steady(bootstrap: kafka_io.Target, topic: str, bucket: str, keys: list[str], rate: float,
+                   seconds: float) -> list[str]:
     """Publish on a Poisson schedule, each message stamped with its own publish time."""
 
     producer = kafka_io.producer(bootstrap, config={"linger.ms": 0})
@@ -109,7 +120,8 @@ class PipelineRun:
     mean_batch: float
 
 
-def measure_pipeline(label: str, job_args: list[str], log: Path, bootstrap: str, topics: list[str], bucket: str,
+def measure_pipeline(label: str, job_args: list[str], log: Path, bootstrap: kafka_io.Target, topics: list[str],
+                     bucket: str,
                      keys: list[str], messages: int, rate: float, seconds: float) -> PipelineRun:
     """One job: a burst of `messages` (its pace), then Poisson arrivals at `rate` for `seconds` (its latency)."""
     inp, out, dlq = topics
@@ -145,29 +157,61 @@ def measure_pipeline(label: str, job_args: list[str], log: Path, bootstrap: str,
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=400)
-    parser.add_argument("--capacity", type=int, default=32, help="dispatcher in-flight = direct concurrency")
-    parser.add_argument("--items-per-request", type=int, default=1)
-    parser.add_argument("--images", type=int, default=16, help="distinct sample images to cycle through")
-    parser.add_argument("--direct-seconds", type=float, default=15.0, help="how long to drive the service alone")
-    parser.add_argument("--steady-seconds", type=float, default=20.0, help="how long the half-load phases last")
-    parser.add_argument("--job-arg", action="append", default=[], help="extra dispatcher argument (repeatable)")
-    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
-                        help="the job with these extra flags, labelled (repeatable; default: the job as it is)")
-    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
-    args = parser.parse_args()
-    variants = [parse_variant(v) for v in args.variant] or [("", [])]
+@dataclass
+class SecurityMode:
+    """One security mode's stack, its Kafka as the bench reaches it, and what the service and the job are given."""
 
-    settings = StackSettings()
+    name: str
+    settings: StackSettings
+    service_options: dict
+    job_flags: list[str]
+    ca_file: str | None = None
+    token: str | None = None
+
+    @property
+    def kafka(self) -> kafka_io.Target:
+        return stack.kafka_admin(self.settings)
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+
+
+def security_mode(name: str, state: Path) -> SecurityMode:
+    if name == "plain":
+        return SecurityMode(name, StackSettings(), {}, [])
+    settings = StackSettings(state_dir=state, kafka_port=free_port(), kafka_controller_port=free_port(),
+                             kafka_mtls_port=free_port(), minio_port=free_port(), minio_console_port=free_port(),
+                             secure=True)
+    files = local_security.ensure(settings)
+    token = local_security.read_secret(files.service_token_file)
+    # the job as the operator (admin.properties): the same TLS and SASL as a team's principal, with no ACL to check
+    return SecurityMode(name, settings, {"tls": files.service, "auth_token": token, "minio_secure": True,
+                                         "minio_ca_file": files.ca,
+                                         "minio_secret_key": stack.minio_secret_key(settings)},
+                        ["--kafka-config", str(files.admin_sasl), "--auth-token-file", str(files.service_token_file),
+                         "--http-ca-file", str(files.ca)], str(files.ca), token)
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    direct_rate: float
+    direct_lat: list[float]
+    direct_half: list[float]
+    pipelines: list[PipelineRun]
+    steady_rate: float
+
+
+def measure_mode(mode: SecurityMode, args: argparse.Namespace, variants: list[tuple[str, list[str]]],
+                 run: str) -> ModeRun:
+    """The service alone, then each variant of the job through the pipeline, on MODE's stack."""
+    settings, kafka = mode.settings, mode.kafka
     started = stack.up(settings, flink=False, log=console.print)
-    run = uuid.uuid4().hex[:8]
     bucket, topics_made = f"fruit-bench-{run}", []
     measured: list[PipelineRun] = []
     minio = stack.minio_client(settings)
     try:
-        subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train"], check=True, cwd=REPO_ROOT)
         minio.make_bucket(bucket)
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([sys.executable, "-m", "adapters.fruit_defect.samples", "--out", tmp,
@@ -176,56 +220,97 @@ def main() -> None:
             for path in sorted(Path(tmp).glob("*.jpg")):
                 minio.fput_object(bucket, path.name, str(path))
                 keys.append(path.name)
-        service_log = settings.logs_dir / f"bench-service-{run}.log"
-        with InferenceService(settings, team="fruit", log_path=service_log).start() as svc:
+        service_log = settings.logs_dir / f"bench-service-{run}-{mode.name}.log"
+        with InferenceService(settings, team="fruit", log_path=service_log, **mode.service_options).start() as svc:
             # the service alone, as bench/service.py drives it (a lean keep-alive client: see KeepAliveClient)
-            asyncio.run(closed_loop(svc.base_url, bucket, keys, args.capacity, 3.0))  # warm-up
+            asyncio.run(closed_loop(svc.base_url, bucket, keys, args.capacity, 3.0, mode.tls, mode.token))  # warm-up
             done_n, errors, seconds, direct_lat = asyncio.run(
-                closed_loop(svc.base_url, bucket, keys, args.capacity, args.direct_seconds))
+                closed_loop(svc.base_url, bucket, keys, args.capacity, args.direct_seconds, mode.tls, mode.token))
             if errors:
                 raise SystemExit(f"{errors} errors driving the service directly")
             direct_rate = done_n / seconds
-            console.print(f"direct: {direct_rate:.1f} img/s at concurrency {args.capacity}")
-            half = direct_rate / 2
-            direct_half = asyncio.run(open_loop(svc.base_url, bucket, keys, half, args.steady_seconds))
-            console.print(f"direct, open loop at {half:.1f}/s: p50 {percentile(direct_half, 50):.0f} ms")
+            console.print(f"{mode.name}: direct: {direct_rate:.1f} img/s at concurrency {args.capacity}")
+            half = args.steady_rate or direct_rate / 2
+            direct_half = asyncio.run(open_loop(svc.base_url, bucket, keys, half, args.steady_seconds,
+                                                mode.ca_file, mode.token))
+            console.print(f"{mode.name}: direct, open loop at {half:.1f}/s: p50 {percentile(direct_half, 50):.0f} ms")
             for i, (label, flags) in enumerate(variants):
-                topics = [f"bench.{role}.{run}.{i}" for role in ("in", "out", "dlq")]
+                topics = [f"bench.{role}.{run}.{mode.name}.{i}" for role in ("in", "out", "dlq")]
                 topics_made += topics
-                kafka_io.create_topics(settings.bootstrap, topics, partitions=1)
+                kafka_io.create_topics(kafka, topics, partitions=1)
                 job_args = ["--bootstrap", settings.bootstrap, "--team", "fruit", "--http-url",
                             f"{svc.base_url}{INFER_JSON_ROUTE}", "--input-topic", topics[0], "--output-topic",
-                            topics[1], "--dlq-topic", topics[2], "--group-id", f"bench-{run}-{i}", "--capacity",
-                            str(args.capacity), "--items-per-request", str(args.items_per_request),
-                            "--checkpoint-interval-ms", "5000", *args.job_arg, *flags]
-                log = settings.logs_dir / f"bench-dispatcher-{run}-{i}.log"
-                measured.append(measure_pipeline(label, job_args, log, settings.bootstrap, topics, bucket, keys,
+                            topics[1], "--dlq-topic", topics[2], "--group-id", f"bench-{run}-{mode.name}-{i}",
+                            "--capacity", str(args.capacity), "--items-per-request", str(args.items_per_request),
+                            "--checkpoint-interval-ms", "5000", *mode.job_flags, *args.job_arg, *flags]
+                log = settings.logs_dir / f"bench-dispatcher-{run}-{mode.name}-{i}.log"
+                measured.append(measure_pipeline(label, job_args, log, kafka, topics, bucket, keys,
                                                  args.messages, half, args.steady_seconds))
     finally:
-        kafka_io.delete_topics(settings.bootstrap, topics_made)
+        kafka_io.delete_topics(kafka, topics_made)
         for obj in minio.list_objects(bucket, recursive=True):
             minio.remove_object(bucket, obj.object_name)
         if minio.bucket_exists(bucket):
             minio.remove_bucket(bucket)
         stack.down(settings, started, log=console.print)
+    return ModeRun(mode.name, direct_rate, direct_lat, direct_half, measured, half)
 
-    half = direct_rate / 2
-    svc_p50, svc_p99 = percentile(direct_half, 50), percentile(direct_half, 99)
-    headers = ["path", "img/s", "of direct", "p50 ms", "p99 ms", "p50 - service's", "p99 - service's",
-               "legs p50 ms: to the call / the call / to the broker"]
-    rows = [[f"service direct (HTTP, closed loop, concurrency {args.capacity})", f"{direct_rate:.1f}", "1.00",
-             f"{percentile(direct_lat, 50):.0f}", f"{percentile(direct_lat, 99):.0f}", "", "", ""],
-            [f"service direct, open loop at {half:.1f}/s (half load)", "", "", f"{svc_p50:.0f}", f"{svc_p99:.0f}",
-             "", "", ""]]
-    for r in measured:
-        name = f"pipeline{f' ({r.label})' if r.label else ''}"
+
+def mode_rows(r_mode: ModeRun, args: argparse.Namespace, named: bool) -> list[list[str]]:
+    """The table's rows of one mode's run: the service alone, then each pipeline variant against it."""
+    tag = f"{r_mode.mode}: " if named else ""
+    half = r_mode.steady_rate
+    load = "" if args.steady_rate else " (half load)"
+    svc_p50, svc_p99 = percentile(r_mode.direct_half, 50), percentile(r_mode.direct_half, 99)
+    rows = [[f"{tag}service direct (HTTP, closed loop, concurrency {args.capacity})", f"{r_mode.direct_rate:.1f}",
+             "1.00", f"{percentile(r_mode.direct_lat, 50):.0f}", f"{percentile(r_mode.direct_lat, 99):.0f}", "", "",
+             ""],
+            [f"{tag}service direct, open loop at {half:.1f}/s{load}", "", "", f"{svc_p50:.0f}",
+             f"{svc_p99:.0f}", "", "", ""]]
+    for r in r_mode.pipelines:
+        name = f"{tag}pipeline{f' ({r.label})' if r.label else ''}"
         p50, p99 = percentile(r.steady_lat, 50), percentile(r.steady_lat, 99)
         legs = " / ".join(f"{percentile([leg[i] for leg in r.legs], 50):.0f}" for i in range(3))
         rows.append([f"{name}, burst of {args.messages} (publish -> result)", f"{r.burst_rate:.1f}",
-                     f"{r.burst_rate / direct_rate:.2f}", f"{percentile(r.burst_lat, 50):.0f}",
+                     f"{r.burst_rate / r_mode.direct_rate:.2f}", f"{percentile(r.burst_lat, 50):.0f}",
                      f"{percentile(r.burst_lat, 99):.0f}", "", "", ""])
-        rows.append([f"{name}, steady at {half:.1f}/s (half load; publish -> result)", "", "", f"{p50:.0f}",
+        rows.append([f"{name}, steady at {half:.1f}/s{load} (publish -> result)", "", "", f"{p50:.0f}",
                      f"{p99:.0f}", f"**{p50 - svc_p50:+.0f}**", f"**{p99 - svc_p99:+.0f}**", legs])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--capacity", type=int, default=32, help="dispatcher in-flight = direct concurrency")
+    parser.add_argument("--items-per-request", type=int, default=1)
+    parser.add_argument("--images", type=int, default=16, help="distinct sample images to cycle through")
+    parser.add_argument("--direct-seconds", type=float, default=15.0, help="how long to drive the service alone")
+    parser.add_argument("--steady-seconds", type=float, default=20.0, help="how long the half-load phases last")
+    parser.add_argument("--steady-rate", type=float, default=0.0, help="the steady phases' rate, msg/s, the same in "
+                        "every mode (to compare modes at one load); default 0: half of each mode's direct rate")
+    parser.add_argument("--job-arg", action="append", default=[], help="extra dispatcher argument (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                        help="the job with these extra flags, labelled (repeatable; default: the job as it is)")
+    parser.add_argument("--security", default="plain", help="comma-separated modes, each on its own stack: plain "
+                        "(the local stack) | secured (SASL_SSL, ACLs, TLS everywhere, a token)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = parser.parse_args()
+    variants = [parse_variant(v) for v in args.variant] or [("", [])]
+    modes = [m.strip() for m in args.security.split(",") if m.strip()]
+    if not modes or set(modes) - {"plain", "secured"}:
+        parser.error("--security takes plain, secured or both")
+
+    run = uuid.uuid4().hex[:8]
+    subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train"], check=True, cwd=REPO_ROOT)
+    with tempfile.TemporaryDirectory(prefix="imagery-bench-secured-") as state:
+        runs = [measure_mode(security_mode(m, Path(state)), args, variants, run) for m in modes]
+
+    headers = ["path", "img/s", "of direct", "p50 ms", "p99 ms", "p50 - service's", "p99 - service's",
+               "legs p50 ms: to the call / the call / to the broker"]
+    rows = []
+    for mode_run in runs:
+        rows += mode_rows(mode_run, args, len(runs) > 1)
     table = Table(title=f"pipeline vs direct, fruit model, capacity {args.capacity}, items/request "
                         f"{args.items_per_request}")
     for col in headers:
@@ -237,16 +322,20 @@ def main() -> None:
     console.print(table)
     summary = ("Goals: pipeline / direct >= 0.90 (burst); at half load the pipeline's p50 within 50 ms of the "
                "service's own and its p99 within 150 ms. Mean batch size seen by results: "
-               + ", ".join(f"{r.label or 'pipeline'} {r.mean_batch:.1f}" for r in measured) + ".")
+               + ", ".join(f"{m.mode + ' ' if len(runs) > 1 else ''}{r.label or 'pipeline'} {r.mean_batch:.1f}"
+                           for m in runs for r in m.pipelines) + ".")
     console.print(summary)
     if not args.no_record:
-        extra = "".join(f" --job-arg={a}" for a in args.job_arg) + "".join(f" --variant '{v}'" for v in args.variant)
+        extra = ("".join(f" --job-arg={a}" for a in args.job_arg) + "".join(f" --variant '{v}'" for v in args.variant)
+                 + (f" --security {args.security}" if args.security != "plain" else "")
+                 + (f" --steady-rate {args.steady_rate:g}" if args.steady_rate else ""))
         append_results(f"Pipeline vs direct service ({args.messages} messages, items/request "
                        f"{args.items_per_request})", "\n".join(md) + "\n\n" + summary,
                        notes=f"Command: `.venv/bin/python bench/pipeline.py --messages {args.messages} --capacity "
                              f"{args.capacity} --items-per-request {args.items_per_request}{extra}`. Pipeline latency "
                              "is publish_ts_ms to the result's broker timestamp; its legs come from each result's "
                              "result_ts_ms and http_ms.")
+
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import shlex
+import ssl
 import statistics
 import subprocess
 import sys
@@ -128,18 +129,20 @@ class KeepAliveClient:
     service did at 32 clients (and added seconds to the p99), so the generator, not the service, was measured.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None, token: str | None = None) -> None:
+        """TLS: speak https, verified with this context; TOKEN: the service's bearer token."""
+        self.host, self.port, self.tls = host, port, tls
+        self._auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def post_json(self, path: str, payload: dict) -> tuple[int, bytes]:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
         assert self._reader is not None
         body = json.dumps(payload).encode()
         self._writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                           f"{self._auth}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -152,9 +155,11 @@ class KeepAliveClient:
             await self._writer.wait_closed()
 
 
-async def closed_loop(base_url: str, bucket: str, keys: list[str], concurrency: int,
-                      seconds: float) -> tuple[int, int, float, list[float]]:
-    """`concurrency` clients, each posting its next request as soon as the last one answered."""
+async def closed_loop(base_url: str, bucket: str, keys: list[str], concurrency: int, seconds: float,
+                      tls: ssl.SSLContext | None = None, token: str | None = None
+                      ) -> tuple[int, int, float, list[float]]:
+    """`concurrency` clients, each posting its next request as soon as the last one answered (an https
+    `base_url` verified with TLS, with the bearer TOKEN if given)."""
     url = httpx.URL(base_url)
     latencies: list[float] = []
     counter = itertools.count()
@@ -164,7 +169,7 @@ async def closed_loop(base_url: str, bucket: str, keys: list[str], concurrency: 
 
     async def client_loop() -> None:
         nonlocal errors
-        client = KeepAliveClient(url.host, url.port or 80)
+        client = KeepAliveClient(url.host, url.port or (443 if url.scheme == "https" else 80), tls, token)
         try:
             while time.monotonic() < end:
                 key = keys[next(counter) % len(keys)]

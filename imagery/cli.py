@@ -18,6 +18,7 @@ from schemas.dead_letter import Stage
 
 if TYPE_CHECKING:
     from imagery.dlq import DlqRead
+    from imagery.teams import Team
 
 app = typer.Typer(help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
                   no_args_is_help=True, add_completion=False)
@@ -416,11 +417,35 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
     typer.echo(json.dumps(body, indent=2))  # plain JSON, for jq as much as for eyes
 
 
+@app.command("kafka-user")
+def kafka_user(name: str = typer.Argument(..., help="the SCRAM user (a principal User:NAME)"),
+               password_file: Path = typer.Option(..., "--password-file", exists=True, dir_okay=False,
+                                                  help="a file holding the password (never a flag: argv shows)"),
+               bootstrap: str | None = BOOTSTRAP) -> None:
+    """Set NAME's SCRAM-SHA-512 credential on a secured Kafka (made, or replaced: a rotation), as the principal of
+    --kafka-config (a super user, or one allowed to alter users)."""
+    from imagery import kafka_access
+
+    try:
+        kafka_access.ensure_scram_user(_bootstrap(bootstrap), name, password_file.read_text().strip())
+    except kafka_access.AccessError as exc:
+        _fail(exc)
+    console.print(f"SCRAM-SHA-512 credential of User:{name} set")
+
+
 @app.command("new-team")
-def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack")) -> None:
-    """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml."""
+def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack"),
+             partitions: int = typer.Option(4, help="its input topic's partitions, where it is provisioned"),
+             credentials_dir: Path = typer.Option(
+                 Path("credentials"), "--credentials-dir", file_okay=False,
+                 help="with --kafka-config on a secured Kafka: where the team's secrets are written (see "
+                 "`imagery provision --help`)")) -> None:
+    """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml. Given a
+    secured Kafka (`imagery --kafka-config FILE new-team ...`, FILE the operator's), also provision it there: its
+    topics, bucket, principal, ACLs and MinIO user, as `imagery provision` does (MinIO from MINIO_* variables)."""
     from imagery import compose as compose_files
     from imagery import scaffold
+    from imagery.teams import Team
 
     files = compose_files.ComposeFiles.in_repo() if compose else None
     try:
@@ -428,20 +453,49 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
     except scaffold.ScaffoldError as exc:
         _fail(exc)
     console.print(f"wrote {path}" + (" and added the team to deploy/teams.yaml and compose.yaml" if compose else ""))
+    if _kafka_config_file is not None:
+        minio_ca = os.environ.get("MINIO_CA_FILE")
+        _provision_teams([Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)], None,
+                         os.environ.get("MINIO_ENDPOINT"), os.environ.get("MINIO_SECURE", "") in ("1", "true", "on"),
+                         Path(minio_ca) if minio_ca else None, None, credentials_dir)
     console.print(f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
                   f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
-                  + ("; on compose: `docker compose up -d`" if compose else ""))
+                  + ("; on compose: `docker compose up -d` (the secured variant: `imagery compose-secrets` first, "
+                     "for the team's secrets)" if compose else ""))
 
 
 @app.command("compose")
 def compose_command() -> None:
-    """Regenerate compose.yaml, compose.gpu.yaml and deploy/prometheus.yml from deploy/ (template and teams)."""
+    """Regenerate compose.yaml, compose.gpu.yaml, compose.secure.yaml and deploy/prometheus*.yml from deploy/
+    (templates and teams)."""
     from imagery import compose
 
     files = compose.ComposeFiles.in_repo()
     compose.write(files)
-    console.print(f"wrote {files.compose}, {files.gpu} and {files.prometheus} for "
-                  f"{len(compose.load_teams(files.teams))} team(s)")
+    console.print(f"wrote {files.compose}, {files.gpu}, {files.secure}, {files.prometheus} and "
+                  f"{files.secure_prometheus} for {len(compose.load_teams(files.teams))} team(s)")
+
+
+@app.command("compose-secrets")
+def compose_secrets_command(
+        folder: Path = typer.Option(Path("secrets"), "--dir", file_okay=False,
+                                    help="where to make them: compose.secure.yaml reads ./secrets beside it"),
+        hosts: list[str] = typer.Option(None, "--host", help="another name the host's clients reach Kafka and MinIO "
+                                        "by (KAFKA_EXTERNAL_HOST), for their certificates (repeatable)")) -> None:
+    """Make every secret of the secured compose variant (compose.secure.yaml) for the teams of deploy/teams.yaml: a
+    CA and certificates, passwords, tokens and client files (imagery/compose_secrets.py says which, and their
+    modes). Made once and kept: run it again after `imagery new-team` for the new team's."""
+    from imagery import compose, compose_secrets
+    from imagery.local.certs import CertificateError
+
+    try:
+        made = compose_secrets.make(folder, compose.load_teams(compose.ComposeFiles.in_repo().teams), hosts or ())
+    except (CertificateError, compose_secrets.SecretsError, OSError) as exc:
+        _fail(exc)
+        raise  # (_fail exits)
+    console.print(f"{folder}: made {', '.join(made.made) or 'nothing (all there)'}; kept {len(made.kept)}")
+    console.print("next: docker compose -f compose.yaml -f compose.secure.yaml up -d --build; the host's tooling: "
+                  f"imagery --kafka-config {folder / compose_secrets.HOST_ADMIN} ...", soft_wrap=True)
 
 
 @app.command()
@@ -449,30 +503,54 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
               bootstrap: str | None = BOOTSTRAP,
               minio: str | None = typer.Option(None, envvar="MINIO_ENDPOINT",
                                                help="MinIO host:port [default: the local stack's]"),
+              minio_secure: bool = typer.Option(False, "--minio-secure", envvar="MINIO_SECURE",
+                                                help="reach MinIO over TLS"),
+              minio_ca_file: Path | None = typer.Option(None, "--minio-ca-file", envvar="MINIO_CA_FILE",
+                                                        dir_okay=False, help="a PEM CA bundle to trust for MinIO "
+                                                        "(besides the system's roots)"),
               weights_dir: Path | None = typer.Option(None, help="check each team's weights file here"),
               credentials_dir: Path = typer.Option(
                   Path("credentials"), "--credentials-dir", file_okay=False,
-                  help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own client properties "
-                  "file is written, <team>.kafka.properties (mode 0600)")) -> None:
+                  help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own secrets are "
+                  "written (mode 0600): its Kafka client file <team>.kafka.properties, and the secret key of its own "
+                  "MinIO user, <team>.minio.secret"),
+              events_user: str | None = typer.Option(
+                  None, "--events-user", help="on a secured Kafka: the Kafka user MinIO's bucket notifications write "
+                  "as, allowed to write to each team's input topic (compose.secure.yaml: minio-events)")) -> None:
     """Make what teams need before they start: topics with their partitions, buckets whose uploads' events go to
     the teams' input topics, and (with --weights-dir) check their weights. On a secured Kafka (`imagery
     --kafka-config FILE provision ...`, FILE the operator's), also each team's principal, its ACLs and its client
-    file. Idempotent: compose's `init` runs it."""
-    from minio import Minio
+    file, and its own MinIO user that reads its buckets alone. MinIO's root key: MINIO_ACCESS_KEY, and
+    MINIO_SECRET_KEY_FILE (or MINIO_SECRET_KEY). Idempotent: compose's `init` runs it."""
+    from imagery.teams import Team, TeamSpecError
+
+    try:
+        specs = [Team.from_spec(text) for text in teams]
+    except TeamSpecError as exc:
+        _fail(exc)
+        raise  # (_fail exits)
+    _provision_teams(specs, bootstrap, minio, minio_secure, minio_ca_file, weights_dir, credentials_dir, events_user)
+
+
+def _provision_teams(specs: list[Team], bootstrap: str | None, minio: str | None, minio_secure: bool,
+                     minio_ca_file: Path | None, weights_dir: Path | None, credentials_dir: Path,
+                     events_user: str | None = None) -> None:
+    """What `provision` makes for SPECS (on a secured Kafka, each team's principal, ACLs and MinIO user too)."""
     from rich.markup import escape
 
-    from imagery import kafka_access
+    from imagery import kafka_access, storage_access
     from imagery import provision as provisioning
-    from imagery.teams import Team, TeamSpecError
     from schemas import topics
     from streaming.dispatch.kafka_properties import read_properties
 
     try:
-        specs = [Team.from_spec(text) for text in teams]
         local = StackSettings()
-        client = Minio(minio or local.minio_endpoint,
-                       access_key=os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key),
-                       secret_key=os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key), secure=False)
+        endpoint, access_key = minio or local.minio_endpoint, os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key)
+        secret_file = os.environ.get("MINIO_SECRET_KEY_FILE")
+        secret_key = (Path(secret_file).read_text().strip() if secret_file else
+                      os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key))
+        client = storage_access.minio_client(endpoint, access_key, secret_key, secure=minio_secure,
+                                             ca_file=minio_ca_file)
         kafka = _bootstrap(bootstrap)
         if weights_dir is not None:
             provisioning.check_weights(weights_dir, specs)  # every team's, before anything is made
@@ -487,12 +565,22 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
                 console.print(f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
                               f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
                               f"--kafka-config) is {escape(str(made))}", soft_wrap=True)
+                if events_user:
+                    kafka_access.create_acls(kafka, kafka_access.topic_writer_acls(events_user, [spec.input_topic]))
+                    console.print(f"team {spec.team}: User:{escape(events_user)} (MinIO's bucket events) may write "
+                                  f"to {spec.input_topic}", soft_wrap=True)
+                admin = storage_access.minio_admin(endpoint, access_key, secret_key, secure=minio_secure,
+                                                   ca_file=minio_ca_file)
+                reader, secret = provisioning.ensure_team_storage_reader(admin, spec.team, credentials_dir)
+                console.print(f"team {spec.team}: MinIO user {reader} reads its buckets alone; its secret key (give "
+                              f"it to the team's service as MINIO_SECRET_KEY_FILE) is in {escape(str(secret))}",
+                              soft_wrap=True)
                 if "sasl.jaas.config" not in read_properties(_kafka_config_file):
                     keystore = read_properties(made)["ssl.keystore.location"]
                     console.print(f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
                                   f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
                                   f"{escape(keystore)}", soft_wrap=True)
-    except (provisioning.ProvisionError, TeamSpecError, kafka_access.AccessError) as exc:
+    except (provisioning.ProvisionError, kafka_access.AccessError, storage_access.StorageAccessError) as exc:
         _fail(exc)
 
 
@@ -598,6 +686,10 @@ def main() -> None:
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         message = f"Kafka: {error.str() if isinstance(error, KafkaError) else exc}"
+        if isinstance(error, KafkaError) and error.code() == KafkaError._TRANSPORT and _kafka_config_file is None:
+            # what a plaintext client sees of a secured broker: it closes the connection before answering anything
+            message += ("; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
+                        "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG")
     except (MinioException, kafka_config.KafkaConfigError, RuntimeError) as exc:
         message = str(exc)
     except TimeoutError as exc:  # a Kafka admin call's future, bare

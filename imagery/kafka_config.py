@@ -136,13 +136,19 @@ def jaas_line(module: str, username: str, password: str) -> str:
     return f'{module} required username="{username}" password="{quoted}";'
 
 
-def write_properties(path: Path, entries: dict[str, str]) -> Path:
-    """ENTRIES as a properties file at PATH, readable by its owner alone (it holds secrets)."""
+def write_secret(path: Path, text: str) -> Path:
+    """TEXT in a file at PATH that its owner alone may read, from the moment it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.chmod(0o600)
-    path.write_text("".join(f"{name}={value.replace(chr(92), chr(92) * 2)}\n" for name, value in entries.items()))
+    path.write_text(text)
     return path
+
+
+def write_properties(path: Path, entries: dict[str, str]) -> Path:
+    """ENTRIES as a properties file at PATH, readable by its owner alone (it holds secrets)."""
+    return write_secret(path, "".join(f"{name}={value.replace(chr(92), chr(92) * 2)}\n"
+                                      for name, value in entries.items()))
 
 
 def load(path: str | Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -65,11 +66,14 @@ def listening(host: str, port: int) -> Probe:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_200(url: str, timeout_s: float = 2.0) -> Probe:
-    """A probe: a GET of URL answers 200."""
+def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> Probe:
+    """A probe: a GET of URL answers 200 (an https URL verified with CONTEXT, default: the system's roots)."""
+    opener = _DIRECT if context is None else urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+
     def probe() -> None:
         try:
-            with _DIRECT.open(url, timeout=timeout_s) as response:
+            with opener.open(url, timeout=timeout_s) as response:
                 status, body = response.status, response.read(300)
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read(300)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from minio import Minio
 from minio.error import S3Error
+from minio.minioadmin import MinioAdmin
 
-from imagery import kafka_access, kafka_io
+from imagery import kafka_access, kafka_io, storage_access
 from imagery.kafka_config import jaas_line, jaas_options, write_properties
 from imagery.teams import Team
 from schemas import topics
@@ -104,8 +105,11 @@ def ensure_team_principal(kafka: kafka_io.Target, team: str, operator_file: Path
 
     entries = read_properties(operator_file)
     client = team_client_file(credentials_dir, team)
-    if client.exists():  # made before: the principal keeps its password (rotation: remove the file first)
-        kafka_access.create_acls(kafka, kafka_access.team_acls(team, dlq_topic))
+    if client.exists():  # made before (or handed over, as compose's secrets are): applied as it is
+        existing = read_properties(client)
+        password = (jaas_options(existing["sasl.jaas.config"])[1].get("password")
+                    if "sasl.jaas.config" in existing else None)
+        kafka_access.ensure_team_access(kafka, team, password, dlq_topic)
         return client
     principal = topics.team_principal(team)
     if "sasl.jaas.config" in entries:
@@ -118,6 +122,30 @@ def ensure_team_principal(kafka: kafka_io.Target, team: str, operator_file: Path
         entries["ssl.keystore.location"] = str(credentials_dir / f"{principal}.pem")
     write_properties(client, entries)
     return client
+
+
+def team_minio_secret_file(credentials_dir: Path, team: str) -> Path:
+    return credentials_dir / f"{team}.minio.secret"
+
+
+def team_minio_access_key(team: str) -> str:
+    return f"{topics.team_bucket(team)}-reader"
+
+
+def ensure_team_storage_reader(admin: MinioAdmin, team: str, credentials_dir: Path) -> tuple[str, Path]:
+    """TEAM's own MinIO user, which a policy lets read the team's buckets alone (imagery/storage_access.py), its
+    secret key made once and kept in CREDENTIALS_DIR (mode 0600: the team's service reads it as
+    MINIO_SECRET_KEY_FILE). Returns the access key and the secret's file."""
+    import secrets
+
+    from imagery.kafka_config import write_secret
+
+    secret = team_minio_secret_file(credentials_dir, team)
+    if not secret.exists():
+        write_secret(secret, secrets.token_urlsafe(24))
+    access_key = team_minio_access_key(team)
+    storage_access.ensure_team_reader(admin, team, access_key, secret.read_text().strip())
+    return access_key, secret
 
 
 def provision(bootstrap: kafka_io.Target, minio_client: Minio, weights_dir: Path | None, teams: list[Team],

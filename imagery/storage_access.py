@@ -25,6 +25,7 @@ from pathlib import Path
 
 import certifi
 import urllib3
+from minio import Minio
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 from minio.minioadmin import MinioAdmin
@@ -79,21 +80,31 @@ def reader_policy(buckets: Sequence[str]) -> dict[str, object]:
     }
 
 
-def minio_admin(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
-                ca_file: Path | None = None, timeout_s: float = 10.0) -> MinioAdmin:
-    """An admin client of the MinIO at ENDPOINT (host:port) as ACCESS_KEY; over TLS it trusts certifi's roots and
-    the CAs of CA_FILE."""
+def _pool(secure: bool, ca_file: Path | None, timeout_s: float) -> urllib3.PoolManager:
+    """An HTTP pool for a MinIO client; over TLS it trusts certifi's roots and the CAs of CA_FILE."""
     context: ssl.SSLContext | None = None
     if secure:
         context = ssl.create_default_context(cafile=certifi.where())
         if ca_file is not None:
             context.load_verify_locations(cafile=str(ca_file))
-    http = urllib3.PoolManager(
+    return urllib3.PoolManager(
         maxsize=2, timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s),
         retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE", ssl_context=context)
+
+
+def minio_admin(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
+                ca_file: Path | None = None, timeout_s: float = 10.0) -> MinioAdmin:
+    """An admin client of the MinIO at ENDPOINT (host:port) as ACCESS_KEY."""
     return MinioAdmin(endpoint=endpoint, credentials=StaticProvider(access_key, secret_key), secure=secure,
-                      http_client=http)
+                      http_client=_pool(secure, ca_file, timeout_s))
+
+
+def minio_client(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
+                 ca_file: Path | None = None, timeout_s: float = 10.0) -> Minio:
+    """An S3 client of the MinIO at ENDPOINT (host:port) as ACCESS_KEY."""
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                 http_client=_pool(secure, ca_file, timeout_s))
 
 
 def ensure_team_reader(admin: MinioAdmin, team: str, access_key: str, secret_key: str, *,

@@ -21,13 +21,11 @@ import shutil
 import ssl
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from imagery.local.certs import CertFiles
 from imagery.local.settings import StackSettings
-from imagery.process import NotReady, Probe, Process, ProcessError, Stopped, free_port, http_200, log_tail, spawn
+from imagery.process import Process, ProcessError, Stopped, free_port, http_200, log_tail, spawn
 from imagery.repo import REPO_ROOT
 from schemas import READYZ_ROUTE
 from services.inference_http.settings import (
@@ -40,23 +38,6 @@ from services.inference_http.settings import (
 
 class InferenceServiceError(ProcessError):
     """The service process died or did not become ready; the message carries its log's tail."""
-
-
-def https_200(url: str, context: ssl.SSLContext, timeout_s: float = 2.0) -> Probe:
-    """A probe: a GET of the https URL, verified with CONTEXT, answers 200 (never through a proxy)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
-
-    def probe() -> None:
-        try:
-            with opener.open(url, timeout=timeout_s) as response:
-                status, body = response.status, response.read(300)
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read(300)
-        except OSError as exc:  # refused, reset, timed out: not listening yet
-            raise NotReady(f"{url}: {exc}") from None
-        if status != 200:
-            raise NotReady(f"{url} {status}: {body.decode(errors='replace')}")
-    return probe
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -164,7 +145,7 @@ class InferenceService:
         url = f"{self.base_url}{self.readiness_path}"
         context = self.client_ssl_context()
         try:
-            self.process.wait_ready(http_200(url) if context is None else https_200(url, context), timeout_s)
+            self.process.wait_ready(http_200(url, context=context), timeout_s)
         except ProcessError as exc:
             raise InferenceServiceError(str(exc)) from None
 

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagery.kafka_config import jaas_line, write_properties
+from imagery.kafka_config import jaas_line, write_properties, write_secret
 from imagery.local.certs import Authority, CertFiles
 from imagery.local.settings import StackSettings
 
@@ -56,9 +56,7 @@ class StackSecurity:
 def secret_file(path: Path, nbytes: int = 24) -> Path:
     """A random secret in PATH (made once, mode 0600)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(nbytes) + "\n")
+        write_secret(path, secrets.token_urlsafe(nbytes) + "\n")
     return path
 
 

@@ -273,17 +273,12 @@ def minio_secret_key(settings: StackSettings) -> str:
 
 
 def minio_client(settings: StackSettings) -> Minio:
-    from minio import Minio
+    """The stack's MinIO as its root user (over TLS on the secured stack, trusting the stack's CA)."""
+    from imagery import storage_access
 
-    if not settings.secure:
-        return Minio(settings.minio_endpoint, access_key=settings.minio_access_key,
-                     secret_key=settings.minio_secret_key, secure=False)
-    import urllib3
-
-    return Minio(settings.minio_endpoint, access_key=settings.minio_access_key, secret_key=minio_secret_key(settings),
-                 secure=True, http_client=urllib3.PoolManager(
-                     cert_reqs="CERT_REQUIRED", ca_certs=str(local_security.ensure(settings).ca),
-                     timeout=urllib3.Timeout(connect=3.0, read=10.0), retries=urllib3.Retry(total=2)))
+    return storage_access.minio_client(settings.minio_endpoint, settings.minio_access_key, minio_secret_key(settings),
+                                       secure=settings.secure,
+                                       ca_file=local_security.ensure(settings).ca if settings.secure else None)
 
 
 def minio_bucket_call(settings: StackSettings) -> None:

@@ -4,23 +4,31 @@ Real broker (SASL_SSL with SCRAM-SHA-512, mTLS, the StandardAuthorizer), real li
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from imagery import kafka_config, kafka_io
-from imagery.local import security
+from imagery import kafka_config, kafka_io, provision, storage_access
+from imagery.local import security, stack
 from imagery.local.certs import Authority
+from imagery.repo import REPO_ROOT
 from schemas import topics
 
 pytestmark = pytest.mark.integration
 
 
-def refusal(bootstrap: str, settings: dict[str, str]) -> str:
-    """What librdkafka reports when a client with SETTINGS asks BOOTSTRAP for its metadata (which must fail)."""
+def refusal(bootstrap: str, settings: dict[str, str], expect: str, deadline_s: float = 20.0) -> str:
+    """What librdkafka reports when a client with SETTINGS asks BOOTSTRAP for its metadata (which must fail), read
+    until it says EXPECT or the deadline passes. (Its logs and errors reach their callbacks only from poll, as they
+    come: the client keeps trying to connect, and says why each try failed.)"""
     said: dict[str, None] = {}  # what the client reported, each once, in order
 
     class Collect(logging.Handler):
@@ -29,25 +37,34 @@ def refusal(bootstrap: str, settings: dict[str, str]) -> str:
 
     logger = logging.getLogger(f"refusal-{uuid.uuid4().hex}")
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # librdkafka's levels map to logging's: a disconnection is INFO
     logger.addHandler(Collect())
-    client = AdminClient({"bootstrap.servers": bootstrap, **settings, "logger": logger, "log_level": 3,
+    client = AdminClient({"bootstrap.servers": bootstrap, **settings, "logger": logger, "log_level": 6,
                           "error_cb": lambda error: said.setdefault(error.str())})
     with pytest.raises(KafkaException) as failed:
         client.list_topics(timeout=8)
-    client.poll(1)  # the errors and logs the client met reach their callbacks from poll
-    return " | ".join([*said, str(failed.value)])
+    said[str(failed.value)] = None
+    end = time.monotonic() + deadline_s
+    while expect not in " | ".join(said) and time.monotonic() < end:
+        client.poll(0.2)
+    return " | ".join(said)
 
 
 def test_a_plaintext_client_is_refused(secured_stack):
     # the broker closes a connection that does not start TLS, before any Kafka request is answered
-    said = refusal(secured_stack.bootstrap, {"security.protocol": "PLAINTEXT"})
+    said = refusal(secured_stack.bootstrap, {"security.protocol": "PLAINTEXT"}, expect="APIVERSION_QUERY")
     assert "Disconnected" in said and "APIVERSION_QUERY" in said, said
+    # the tooling, given no properties file, says what is missing in one line
+    env = {k: v for k, v in os.environ.items() if k != "IMAGERY_KAFKA_CONFIG"}
+    done = subprocess.run([sys.executable, "-m", "imagery.cli", "dlq", "show", "--bootstrap", secured_stack.bootstrap],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "--kafka-config" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_server_certificate_from_another_ca_is_refused(secured_stack, stack_security, tmp_path):
     stranger = Authority(tmp_path / "other-ca")
     settings = {**kafka_config.load(stack_security.admin_sasl), "ssl.ca.location": str(stranger.cert)}
-    assert "certificate verify failed" in refusal(secured_stack.bootstrap, settings)
+    assert "certificate verify failed" in refusal(secured_stack.bootstrap, settings, expect="certificate verify")
 
 
 def test_an_expired_client_certificate_is_refused(secured_stack, stack_security, tmp_path):
@@ -56,12 +73,12 @@ def test_an_expired_client_certificate_is_refused(secured_stack, stack_security,
                 "ssl.key.location": str(expired.key)}
     # Java's TLS answers an expired client certificate with the alert certificate_unknown (46); the broker's log
     # names the expiry
-    assert "alert certificate unknown" in refusal(secured_stack.mtls_bootstrap, settings)
+    assert "alert certificate unknown" in refusal(secured_stack.mtls_bootstrap, settings, expect="alert certificate")
 
 
 def test_a_wrong_password_is_refused_naming_authentication(secured_stack, stack_security):
     settings = {**kafka_config.load(stack_security.admin_sasl), "sasl.password": "not-the-password"}
-    assert "Authentication failed" in refusal(secured_stack.bootstrap, settings)
+    assert "Authentication failed" in refusal(secured_stack.bootstrap, settings, expect="Authentication failed")
 
 
 def test_a_team_reaches_its_own_topics_and_ids_only(secured_stack, admin, new_team):
@@ -96,3 +113,46 @@ def test_a_team_reaches_its_own_topics_and_ids_only(secured_stack, admin, new_te
     mine = kafka_io.read_to_end(as_b, b.input_topic, group_id=topics.dispatcher_group(b.name))
     assert [r.value for r in mine.records] == [b"b's own message"]
     assert kafka_io.read_to_end(admin, b.result_topic).records == []
+
+
+def test_provision_makes_a_teams_principal_acls_and_minio_user_and_no_output_shows_a_secret(
+        secured_stack, stack_security, admin, tmp_path):
+    """`imagery --kafka-config ADMIN provision` on the secured stack, as an operator runs it; then `status` and
+    `health` on it: none of their output shows a secret."""
+    team = f"fruit_{uuid.uuid4().hex[:8]}"
+    credentials = tmp_path / "credentials"
+    s = secured_stack
+    env = {**os.environ, "IMAGERY_STATE_DIR": str(s.state_dir), "IMAGERY_KAFKA_PORT": str(s.kafka_port),
+           "IMAGERY_KAFKA_MTLS_PORT": str(s.kafka_mtls_port), "IMAGERY_MINIO_PORT": str(s.minio_port),
+           "IMAGERY_SECURE": "1", "MINIO_SECRET_KEY_FILE": str(stack_security.minio_root_password_file),
+           "IMAGERY_KAFKA_CONFIG": str(stack_security.admin_sasl), "COLUMNS": "200"}
+
+    def imagery(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "imagery.cli", *args], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    said = imagery("provision", f"{team}:2:w.ts", "--minio", s.minio_endpoint, "--minio-secure", "--minio-ca-file",
+                   str(stack_security.ca), "--credentials-dir", str(credentials))
+    client_file = provision.team_client_file(credentials, team)
+    minio_secret = provision.team_minio_secret_file(credentials, team)
+    assert client_file.stat().st_mode & 0o077 == 0 and minio_secret.stat().st_mode & 0o077 == 0, said
+    # the team's principal writes its own results; its MinIO user reads its own bucket and no other
+    as_team = kafka_io.Connection(s.bootstrap, kafka_config.load(client_file))
+    kafka_io.produce(as_team, topics.result_topic(team), [(b"k", b"a result")])
+    bucket = topics.team_bucket(team)
+    stack.minio_client(s).put_object(bucket, "a.jpg", io.BytesIO(b"x"), 1)
+    reader = storage_access.minio_client(s.minio_endpoint, provision.team_minio_access_key(team),
+                                         minio_secret.read_text().strip(), secure=True, ca_file=stack_security.ca)
+    assert reader.get_object(bucket, "a.jpg").read() == b"x"
+
+    said += imagery("status", "--secure") + imagery("health", "--team", team)
+    _, options = kafka_config.jaas_options(kafka_config.read_properties(client_file)["sasl.jaas.config"])
+    known = {"the team's SASL password": options["password"],
+             "the team's MinIO secret": minio_secret.read_text().strip(),
+             "admin's SASL password": security.read_secret(stack_security.admin_password_file),
+             "MinIO's root password": security.read_secret(stack_security.minio_root_password_file)}
+    assert not [what for what, value in known.items() if value in said], said
+    flat = "".join(said.split())  # rich folds long lines to the terminal's width
+    assert str(client_file) in flat and "admin.properties" in flat, said  # it says where the secrets are
