@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imagery import audit, kafka_config, storage_access
+from imagery import audit, kafka_config, kafka_io, storage_access
 from imagery.local import security, stack
+from imagery.local.certs import Authority
 from imagery.local.inference_service import InferenceService
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from imagery.repo import REPO_ROOT
@@ -168,16 +169,15 @@ def test_every_hop_secured_exactly_once_and_no_secret_shows(
         found += leaks("the job's submission output", submitted.stdout + submitted.stderr, known)
         for letter in got.dead:
             found += leaks("a dead letter", letter.model_dump_json(), known)
-        for record in kafka_io_read_dlq(admin, team.name):
+        for record in dead_letters_of(admin, team.name):
             found += leaks("a dead letter's headers", repr(record.headers), known)
         assert not found, found
     finally:
         httpx.patch(f"{rest}/jobs/{job_id}?mode=cancel", timeout=10)
 
 
-def kafka_io_read_dlq(admin, team: str):
-    from imagery import kafka_io
-
+def dead_letters_of(admin, team: str) -> list[kafka_io.Record]:
+    """TEAM's records in the DLQ, as written (their headers too)."""
     return [r for r in kafka_io.read_to_end(admin, topics.DLQ_TOPIC).records
             if r.headers.get(topics.HEADER_TEAM) == team.encode()]
 
@@ -204,7 +204,7 @@ def test_a_wrong_sasl_password_fails_the_job_naming_authentication_and_loses_not
         failed.stop()
     log = (tmp_path / "wrong.log").read_text(errors="replace")
     assert code != 0 and re.search(r"(?i)authentication failed", log), log[-3000:]
-    assert not kafka_io_read_dlq(admin, team.name), "a wrong password sends nothing to the DLQ"
+    assert not dead_letters_of(admin, team.name), "a wrong password sends nothing to the DLQ"
 
     # the file fixed (the team's own), the job started again: every message lands once
     with DispatcherProcess(job_args(secured_stack, stack_security, secured_service, team, team.client_file),
@@ -213,5 +213,31 @@ def test_a_wrong_sasl_password_fails_the_job_naming_authentication_and_loses_not
                       JOB_TIMEOUT_S, keep_dead=lambda d: d.team == team.name, watch=job.check_alive)
         audit.wait_until_caught_up(admin, team.input_topic, topics.dispatcher_group(team.name), JOB_TIMEOUT_S)
     assert sorted(got.results) == sorted(m["id"] for m in messages) and not got.dead
+    report = audit.audit(admin, team.name, dlq_topic=topics.DLQ_TOPIC)
+    assert report.clean and report.records == len(messages), report.as_dict()
+
+
+def test_a_job_over_mtls_as_the_teams_certificate_lands_exactly_once(
+        secured_stack, stack_security, admin, new_team, secured_service, fruit_images, tmp_path):
+    """The other tested mechanism: the job's Kafka clients authenticate with the team's certificate (CN
+    team-<team>, the same principal and ACLs as its SCRAM user) on the mTLS listener, through a PEM key store."""
+    team = new_team()
+    certificate = Authority(stack_security.folder / "pki").issue(topics.team_principal(team.name))
+    client_file = security.write_client_properties(tmp_path / "team-mtls.properties", stack_security.ca,
+                                                   keystore=certificate.bundle)
+    root = stack.minio_client(secured_stack)
+    bucket = topics.team_bucket(team.name)
+    root.make_bucket(bucket)
+    put(root, bucket, "a.jpg", fruit_images["clean"])
+    messages = [{"id": f"{team.name}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(6)]
+    produce_messages(admin, team.input_topic, messages)
+    args = job_args(secured_stack, stack_security, secured_service, team, client_file)
+    args[args.index("--bootstrap") + 1] = secured_stack.mtls_bootstrap
+    with DispatcherProcess(args, tmp_path / "mtls.log") as job:
+        got = collect(admin, team.result_topic, topics.DLQ_TOPIC, lambda c: len(c.results) >= len(messages),
+                      JOB_TIMEOUT_S, keep_dead=lambda d: d.team == team.name, watch=job.check_alive)
+        audit.wait_until_caught_up(admin, team.input_topic, topics.dispatcher_group(team.name), JOB_TIMEOUT_S)
+    assert sorted(got.results) == sorted(m["id"] for m in messages) and not got.dead
+    assert all(r["label"] == "clean" for r in got.results.values())
     report = audit.audit(admin, team.name, dlq_topic=topics.DLQ_TOPIC)
     assert report.clean and report.records == len(messages), report.as_dict()
