@@ -81,9 +81,10 @@ test: setup lint
 test-faults: setup
 	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
-# compose.yaml on a real Docker engine (not in `make test`: the images take minutes to build). Installs Debian's
-# docker.io and builds Compose v2 when missing, and the local stand-ins for the official base images
-# (deploy/local-images/: this machine reaches no image registry); COMPOSE_ENV_FILE= (empty) uses the official ones.
+# compose.yaml and its secured variant (compose.secure.yaml) on a real Docker engine (not in `make test`: the images
+# take minutes to build). Installs Debian's docker.io and builds Compose v2 when missing, and the local stand-ins for
+# the official base images (deploy/local-images/: this machine reaches no image registry); COMPOSE_ENV_FILE= (empty)
+# uses the official ones.
 COMPOSE_ENV_FILE ?= deploy/local-images/images.env
 test-compose: setup
 	bash deploy/docker-engine.sh

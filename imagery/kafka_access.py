@@ -80,6 +80,13 @@ def team_acls(team: str, dlq_topic: str = topics.DLQ_TOPIC) -> list[AclBinding]:
     return [_binding(kind, name, pattern, principal, op) for kind, name, pattern, ops in grants for op in ops]
 
 
+def topic_writer_acls(user: str, topic_names: Iterable[str]) -> list[AclBinding]:
+    """What a producer that writes to TOPIC_NAMES and nothing else needs (WRITE and DESCRIBE on each, literal): the
+    user MinIO's bucket notifications write as (compose.secure.yaml), on the teams' input topics."""
+    return [_binding(ResourceType.TOPIC, name, ResourcePatternType.LITERAL, f"User:{user}", op)
+            for name in topic_names for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
+
+
 def create_acls(kafka: kafka_io.Target, bindings: Iterable[AclBinding], timeout_s: float = 30.0) -> None:
     """Create BINDINGS (an ACL that exists already is left as it is)."""
     client = kafka_io.admin(kafka)

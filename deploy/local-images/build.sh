@@ -21,8 +21,9 @@ label_of() { docker image inspect -f '{{ index .Config.Labels "org.imagery.versi
 # build IMAGE VERSION DOCKERFILE [files to put in the context ...]
 build() {
   local image=$1 base_version=$2 dockerfile=$3; shift 3
-  # the version, and a digest of the recipe: a changed Dockerfile or script rebuilds the image
-  local version; version="$base_version-$(cat "$here/$dockerfile" "$here"/*-*.sh | sha256sum | cut -c1-12)"
+  # the version, and a digest of the recipe: a changed Dockerfile, script or health check rebuilds the image
+  local version
+  version="$base_version-$(cat "$here/$dockerfile" "$here"/*-*.sh "$here"/kafka-ready/*.java | sha256sum | cut -c1-12)"
   if [ "$(label_of "$image")" = "$version" ]; then echo ">> $image ($version): up to date"; return; fi
   echo ">> building $image ($version)"
   local ctx; ctx=$(mktemp -d)

@@ -107,7 +107,7 @@ def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def minio_refusing(monkeypatch: pytest.MonkeyPatch, refusal: S3Error | None) -> FakeMinio:
     minio = FakeMinio(refusal)
-    monkeypatch.setattr("minio.Minio", lambda *_args, **_kwargs: minio)
+    monkeypatch.setattr("imagery.storage_access.minio_client", lambda *_args, **_kwargs: minio)
     return minio
 
 
@@ -138,14 +138,16 @@ def test_a_minio_that_does_not_answer_is_one_line(monkeypatch, capsys, no_kafka)
         def bucket_exists(self, name: str) -> bool:
             raise MaxRetryError(None, "/fruit", NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
 
-    monkeypatch.setattr("minio.Minio", lambda *_args, **_kwargs: Refusing())
+    monkeypatch.setattr("imagery.storage_access.minio_client", lambda *_args, **_kwargs: Refusing())
     assert run_main(monkeypatch, "provision", "--minio", "127.0.0.1:1", "fruit:2:fruit_cls_best.ts") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: MinIO did not answer: ") and "Connection refused" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("error", "shown"), [
-    (KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")), "error: Kafka: broker down\n"),
+    (KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")),
+     "error: Kafka: broker down; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
+     "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG\n"),
     (provision.ProvisionError("no weights"), "error: no weights\n"),
     (RuntimeError("something [in brackets] failed"), "error: something [in brackets] failed\n"),
     (TimeoutError(), "error: no answer in time: check that Kafka and MinIO run where the command looks for them "
@@ -205,7 +207,11 @@ def principals(monkeypatch: pytest.MonkeyPatch, no_kafka: None) -> list[tuple[ob
             entries["ssl.keystore.location"] = str(credentials_dir / f"team-{team}.pem")
         return write_properties(provision.team_client_file(credentials_dir, team), entries)
 
+    def reader(_admin: object, team: str, credentials_dir: Path) -> tuple[str, Path]:
+        return provision.team_minio_access_key(team), provision.team_minio_secret_file(credentials_dir, team)
+
     monkeypatch.setattr(provision, "ensure_team_principal", ensure)
+    monkeypatch.setattr(provision, "ensure_team_storage_reader", reader)  # tests/secured makes a real one
     minio_refusing(monkeypatch, None)
     return calls
 
