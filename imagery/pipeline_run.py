@@ -6,6 +6,7 @@ Used by `imagery demo`, by the end-to-end tests and by bench/pipeline.py, so all
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,18 @@ def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], di
     argv = ["bash", str(flink), "run", "--detached", "-m", jobmanager, "--python", str(JOB_FILE),
             *_with_connector_jars(args)]
     return argv, {**stack.flink_env(StackSettings()), "IMAGERY_DETACHED": "1"}
+
+
+def submit_to_cluster(args: list[str], jobmanager: str, timeout_s: float = 300) -> tuple[str, str]:
+    """`imagery dispatch --jobmanager JOBMANAGER ARGS` (`flink run --detached`, as the README has it): the submitted
+    job's id, and what the submission printed. Raises RuntimeError with that output when it fails."""
+    done = subprocess.run([sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
+                          capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
+    printed = done.stdout + done.stderr
+    job = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
+    if done.returncode != 0 or job is None:
+        raise RuntimeError(f"the submission failed (exit {done.returncode}):\n{printed[-6000:]}")
+    return job.group(1), printed
 
 
 class DispatcherProcess:

@@ -404,7 +404,8 @@ def _kafka_note(settings: StackSettings) -> str:
     sec = settings.security_dir
     return (f"Kafka {KAFKA_VERSION}, SASL_SSL (SCRAM-SHA-512) here and mTLS on {settings.mtls_bootstrap}, ACLs on; "
             f"client files (--kafka-config): {sec / 'admin.properties'}, {sec / 'admin-mtls.properties'}; "
-            f"CA: {sec / 'pki' / 'ca.crt'}")
+            f"CA: {sec / 'pki' / 'ca.crt'}; for a service over TLS: TLS_CERT_FILE, TLS_KEY_FILE "
+            f"{sec / 'pki' / local_security.SERVICE}.crt, .key and AUTH_TOKEN_FILE {sec / 'service.token'}")
 
 
 PARTS: tuple[Part, ...] = (  # in start order; `down` stops them in the reverse order

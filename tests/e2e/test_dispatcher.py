@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import subprocess
-import sys
 import uuid
 from typing import get_args
 
@@ -18,9 +15,8 @@ from minio.notificationconfig import NotificationConfig, QueueConfig
 from imagery.local import stack
 from imagery.local.inference_service import InferenceService
 from imagery.local.settings import StackSettings
-from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
+from imagery.pipeline_run import DispatcherProcess, collect, produce_messages, submit_to_cluster
 from imagery.process import free_port
-from imagery.repo import REPO_ROOT
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
 from streaming.dispatch.config import ExecutionMode
 from tests.conftest import remove_bucket, unique
@@ -169,12 +165,7 @@ def test_flink_run_on_the_standalone_cluster_exactly_once(
                            "--items-per-request", "4")
     # `imagery dispatch --jobmanager`, as the README has it: the job's jars ship with it (this cluster's lib/ lacks
     # them)
-    submitted = subprocess.run(
-        [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager",
-         f"{flink_cluster.host}:{flink_cluster.flink_rest_port}", *args],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
+    job_id, _ = submit_to_cluster(args, f"{flink_cluster.host}:{flink_cluster.flink_rest_port}")
     try:
         got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(msgs) or bool(c.dead), JOB_TIMEOUT_S)
     finally:

@@ -5,49 +5,22 @@ Real broker (SASL_SSL with SCRAM-SHA-512, mTLS, the StandardAuthorizer), real li
 from __future__ import annotations
 
 import io
-import logging
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 
 from imagery import kafka_config, kafka_io, provision, storage_access
 from imagery.local import security, stack
 from imagery.local.certs import Authority
 from imagery.repo import REPO_ROOT
 from schemas import topics
+from tests.kafka_refusal import refusal
 
 pytestmark = pytest.mark.integration
-
-
-def refusal(bootstrap: str, settings: dict[str, str], expect: str, deadline_s: float = 20.0) -> str:
-    """What librdkafka reports when a client with SETTINGS asks BOOTSTRAP for its metadata (which must fail), read
-    until it says EXPECT or the deadline passes. (Its logs and errors reach their callbacks only from poll, as they
-    come: the client keeps trying to connect, and says why each try failed.)"""
-    said: dict[str, None] = {}  # what the client reported, each once, in order
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said[record.getMessage()] = None
-
-    logger = logging.getLogger(f"refusal-{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)  # librdkafka's levels map to logging's: a disconnection is INFO
-    logger.addHandler(Collect())
-    client = AdminClient({"bootstrap.servers": bootstrap, **settings, "logger": logger, "log_level": 6,
-                          "error_cb": lambda error: said.setdefault(error.str())})
-    with pytest.raises(KafkaException) as failed:
-        client.list_topics(timeout=8)
-    said[str(failed.value)] = None
-    end = time.monotonic() + deadline_s
-    while expect not in " | ".join(said) and time.monotonic() < end:
-        client.poll(0.2)
-    return " | ".join(said)
 
 
 def test_a_plaintext_client_is_refused(secured_stack):

@@ -9,8 +9,6 @@ import io
 import json
 import re
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,7 @@ from imagery import audit, kafka_config, kafka_io, storage_access
 from imagery.local import security, stack
 from imagery.local.certs import Authority
 from imagery.local.inference_service import InferenceService
-from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
-from imagery.repo import REPO_ROOT
+from imagery.pipeline_run import DispatcherProcess, collect, produce_messages, submit_to_cluster
 from schemas import INFER_JSON_ROUTE, topics
 from tests.conftest import unique
 from tests.service_fixtures import FRUIT_SERVICE_ENV
@@ -115,12 +112,7 @@ def test_every_hop_secured_exactly_once_and_no_secret_shows(
     produce_messages(admin, team.input_topic, [*good, *bad])
 
     args = job_args(secured_stack, stack_security, secured_service, team, team.client_file)
-    submitted = subprocess.run(
-        [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager",
-         f"{flink_cluster.host}:{flink_cluster.flink_rest_port}", *args],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
+    job_id, submission = submit_to_cluster(args, f"{flink_cluster.host}:{flink_cluster.flink_rest_port}")
     rest = flink_cluster.flink_rest_url
     try:
         got = collect(admin, team.result_topic, topics.DLQ_TOPIC,
@@ -166,7 +158,7 @@ def test_every_hop_secured_exactly_once_and_no_secret_shows(
         for log in logs:
             if log.is_file():
                 found += leaks(f"the log {log}", log.read_text(errors="replace"), known)
-        found += leaks("the job's submission output", submitted.stdout + submitted.stderr, known)
+        found += leaks("the job's submission output", submission, known)
         for letter in got.dead:
             found += leaks("a dead letter", letter.model_dump_json(), known)
         for record in dead_letters_of(admin, team.name):
@@ -174,6 +166,17 @@ def test_every_hop_secured_exactly_once_and_no_secret_shows(
         assert not found, found
     finally:
         httpx.patch(f"{rest}/jobs/{job_id}?mode=cancel", timeout=10)
+
+
+def team_with_messages(secured_stack, admin, team, image: bytes, count: int = 6) -> list[dict]:
+    """TEAM's bucket holding IMAGE, and COUNT messages for it in the team's input topic (published as the admin)."""
+    root = stack.minio_client(secured_stack)
+    bucket = topics.team_bucket(team.name)
+    root.make_bucket(bucket)
+    put(root, bucket, "a.jpg", image)
+    messages = [{"id": f"{team.name}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(count)]
+    produce_messages(admin, team.input_topic, messages)
+    return messages
 
 
 def dead_letters_of(admin, team: str) -> list[kafka_io.Record]:
@@ -185,12 +188,7 @@ def dead_letters_of(admin, team: str) -> list[kafka_io.Record]:
 def test_a_wrong_sasl_password_fails_the_job_naming_authentication_and_loses_nothing(
         secured_stack, stack_security, admin, new_team, secured_service, fruit_images, tmp_path):
     team = new_team()
-    root = stack.minio_client(secured_stack)
-    bucket = topics.team_bucket(team.name)
-    root.make_bucket(bucket)
-    put(root, bucket, "a.jpg", fruit_images["defect"])
-    messages = [{"id": f"{team.name}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(6)]
-    produce_messages(admin, team.input_topic, messages)
+    messages = team_with_messages(secured_stack, admin, team, fruit_images["defect"])
     entries = kafka_config.read_properties(team.client_file)
     module, options = kafka_config.jaas_options(entries["sasl.jaas.config"])
     wrong = kafka_config.write_properties(tmp_path / "wrong.properties", {
@@ -225,12 +223,7 @@ def test_a_job_over_mtls_as_the_teams_certificate_lands_exactly_once(
     certificate = Authority(stack_security.folder / "pki").issue(topics.team_principal(team.name))
     client_file = security.write_client_properties(tmp_path / "team-mtls.properties", stack_security.ca,
                                                    keystore=certificate.bundle)
-    root = stack.minio_client(secured_stack)
-    bucket = topics.team_bucket(team.name)
-    root.make_bucket(bucket)
-    put(root, bucket, "a.jpg", fruit_images["clean"])
-    messages = [{"id": f"{team.name}-{i}", "bucket": bucket, "key": "a.jpg"} for i in range(6)]
-    produce_messages(admin, team.input_topic, messages)
+    messages = team_with_messages(secured_stack, admin, team, fruit_images["clean"])
     args = job_args(secured_stack, stack_security, secured_service, team, client_file)
     args[args.index("--bootstrap") + 1] = secured_stack.mtls_bootstrap
     with DispatcherProcess(args, tmp_path / "mtls.log") as job:
