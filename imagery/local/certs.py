@@ -53,6 +53,11 @@ def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ")
 
 
+def cert_files(folder: Path, name: str) -> CertFiles:
+    """Where the certificate NAME issued in FOLDER is (or will be)."""
+    return CertFiles(folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.pem")
+
+
 class Authority:
     """The CA kept in FOLDER (made on first use), and what it issues there."""
 
@@ -74,7 +79,7 @@ class Authority:
     def issue(self, name: str, hosts: Sequence[str] = LOCAL_HOSTS, *, expired: bool = False) -> CertFiles:
         """The certificate `name` (its subject CN, and so its Kafka principal `User:<name>` under the stack's
         mapping rule), for servers at HOSTS and for clients alike; `expired`: one whose validity ended yesterday."""
-        files = CertFiles(self.folder / f"{name}.crt", self.folder / f"{name}.key", self.folder / f"{name}.pem")
+        files = cert_files(self.folder, name)
         if files.bundle.exists():
             return files
         now = dt.datetime.now(dt.UTC)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagery.kafka_config import jaas_line, write_properties, write_secret
-from imagery.local.certs import Authority, CertFiles
+from imagery.local.certs import CA_NAME, Authority, CertFiles, cert_files
 from imagery.local.settings import StackSettings
 
 ADMIN = "admin"  # the operator: a Kafka super user, by its SCRAM password or its certificate
@@ -79,29 +79,39 @@ def write_client_properties(path: Path, ca: Path, *, scram: tuple[str, str] | No
     return write_properties(path, entries)
 
 
-def ensure(settings: StackSettings) -> StackSecurity:
-    """The stack's security material, made where missing."""
+def files(settings: StackSettings) -> StackSecurity:
+    """Where the stack's security material is: paths alone, no file is read or made (`ensure` makes them)."""
     folder = settings.security_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    authority = Authority(folder / "pki")
-    hosts = ("localhost", settings.host)
-    security = StackSecurity(
-        folder=folder, ca=authority.cert, broker=authority.issue(BROKER, hosts), minio=authority.issue(MINIO, hosts),
-        service=authority.issue(SERVICE, hosts), admin_cert=authority.issue(ADMIN, hosts),
-        admin_password_file=secret_file(folder / "admin.password"),
-        minio_root_password_file=secret_file(folder / "minio-root.password"),
-        service_token_file=secret_file(folder / "service.token"),
-        admin_sasl=folder / "admin.properties", admin_mtls=folder / "admin-mtls.properties")
-    write_client_properties(security.admin_sasl, security.ca,
-                            scram=(ADMIN, read_secret(security.admin_password_file)))
-    write_client_properties(security.admin_mtls, security.ca, keystore=security.admin_cert.bundle)
+    pki = folder / "pki"
+    return StackSecurity(
+        folder=folder, ca=pki / f"{CA_NAME}.crt", broker=cert_files(pki, BROKER), minio=cert_files(pki, MINIO),
+        service=cert_files(pki, SERVICE), admin_cert=cert_files(pki, ADMIN),
+        admin_password_file=folder / "admin.password", minio_root_password_file=folder / "minio-root.password",
+        service_token_file=folder / "service.token", admin_sasl=folder / "admin.properties",
+        admin_mtls=folder / "admin-mtls.properties")
+
+
+def ensure(settings: StackSettings) -> StackSecurity:
+    """The stack's security material, made where missing (at a start; what only reads it takes `files`)."""
+    security = files(settings)
+    security.folder.mkdir(parents=True, exist_ok=True)
+    security.folder.chmod(0o700)
+    authority = Authority(security.folder / "pki")
+    for name in (BROKER, MINIO, SERVICE, ADMIN):
+        authority.issue(name, ("localhost", settings.host))
+    for secret in (security.admin_password_file, security.minio_root_password_file, security.service_token_file):
+        secret_file(secret)
+    if not security.admin_sasl.exists():
+        write_client_properties(security.admin_sasl, security.ca,
+                                scram=(ADMIN, read_secret(security.admin_password_file)))
+    if not security.admin_mtls.exists():
+        write_client_properties(security.admin_mtls, security.ca, keystore=security.admin_cert.bundle)
     certs = security.minio_certs_dir
     (certs / "CAs").mkdir(parents=True, exist_ok=True)
     for name, source in (("public.crt", security.minio.cert), ("private.key", security.minio.key),
                          ("CAs/ca.crt", security.ca)):
-        (certs / name).write_bytes(source.read_bytes())
-    (certs / "private.key").chmod(0o600)
+        if not (certs / name).exists():
+            write_secret(certs / name, source.read_text())
     return security
 
 

@@ -193,7 +193,7 @@ def kafka_admin(settings: StackSettings, mtls: bool = False) -> kafka_io.Connect
 
     if not settings.secure:
         return kafka_io.Connection(settings.bootstrap)
-    security = local_security.ensure(settings)
+    security = local_security.files(settings)
     return kafka_io.Connection(settings.mtls_bootstrap if mtls else settings.bootstrap,
                                kafka_config.load(security.admin_mtls if mtls else security.admin_sasl))
 
@@ -205,7 +205,7 @@ def secured_kafka_ready(settings: StackSettings) -> None:
     from imagery import kafka_access
 
     kafka_round_trip(kafka_admin(settings, mtls=True))
-    password = local_security.read_secret(local_security.ensure(settings).admin_password_file)
+    password = local_security.read_secret(local_security.files(settings).admin_password_file)
     kafka_access.ensure_scram_user(kafka_admin(settings, mtls=True), local_security.ADMIN, password)
     kafka_round_trip(kafka_admin(settings))
 
@@ -262,13 +262,13 @@ def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = 
 def _minio_root_password(settings: StackSettings) -> dict[str, str]:
     """MinIO's root password: the secured stack's from a file MinIO reads itself, the plain stack's as given."""
     if settings.secure:
-        return {"MINIO_ROOT_PASSWORD_FILE": str(local_security.ensure(settings).minio_root_password_file)}
+        return {"MINIO_ROOT_PASSWORD_FILE": str(local_security.files(settings).minio_root_password_file)}
     return {"MINIO_ROOT_PASSWORD": settings.minio_secret_key}
 
 
 def minio_secret_key(settings: StackSettings) -> str:
     if settings.secure:
-        return local_security.read_secret(local_security.ensure(settings).minio_root_password_file)
+        return local_security.read_secret(local_security.files(settings).minio_root_password_file)
     return settings.minio_secret_key
 
 
@@ -278,7 +278,7 @@ def minio_client(settings: StackSettings) -> Minio:
 
     return storage_access.minio_client(settings.minio_endpoint, settings.minio_access_key, minio_secret_key(settings),
                                        secure=settings.secure,
-                                       ca_file=local_security.ensure(settings).ca if settings.secure else None)
+                                       ca_file=local_security.files(settings).ca if settings.secure else None)
 
 
 def minio_bucket_call(settings: StackSettings) -> None:

@@ -25,10 +25,6 @@ JOB_OWNED = {
     "max.request.size": "--max-record-bytes",
     "transaction.timeout.ms": "the job (the broker's transaction.max.timeout.ms)",
 }
-# Entries whose value is a secret: never shown, in an error or anywhere else
-SECRET_ENTRIES = {"sasl.jaas.config", "ssl.key.password", "ssl.keystore.password", "ssl.truststore.password",
-                  "ssl.keystore.key", "ssl.keystore.certificate.chain", "ssl.truststore.certificates",
-                  "sasl.oauthbearer.client.credentials.client.secret"}
 # Entries whose value names Kafka client classes: flink-sql-connector-kafka bundles the Kafka client relocated
 # under this package, so a class named as Kafka documents it must be renamed to the one the jar holds
 CLASS_ENTRIES = {"sasl.jaas.config", "sasl.login.callback.handler.class", "sasl.client.callback.handler.class",
@@ -106,7 +102,3 @@ def flink_kafka_options(entries: dict[str, str]) -> dict[str, str]:
                                    if name in CLASS_ENTRIES and FLINK_SHADED_KAFKA_PACKAGE not in value else value)
             for name, value in entries.items()}
 
-
-def redacted(entries: dict[str, str]) -> dict[str, str]:
-    """The entries with every secret's value replaced: what may be printed."""
-    return {name: "[hidden]" if name in SECRET_ENTRIES else value for name, value in entries.items()}

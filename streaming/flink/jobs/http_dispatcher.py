@@ -272,19 +272,17 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _kafka_options(cfg: DispatcherConfig, topic: str) -> str:
-    # --kafka-config's entries (security) for the source and both sinks, read here where the job is built: they are
-    # table options of the job graph, never a field of the config that is pickled into the Python operators
-    client = flink_kafka_options(read_properties(cfg.kafka_config)) if cfg.kafka_config else {}
+def _kafka_options(cfg: DispatcherConfig, topic: str, client: dict[str, str]) -> str:
+    """A Kafka table's options; CLIENT: the `properties.*` of --kafka-config (security), for every table alike."""
     return (f"'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{cfg.bootstrap}', "
             "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
             "'value.fields-include' = 'EXCEPT_KEY'"
             + "".join(f", {_sql_text(name)} = {_sql_text(value)}" for name, value in client.items()))
 
 
-def _sink_options(cfg: DispatcherConfig, topic: str, role: str) -> str:
+def _sink_options(cfg: DispatcherConfig, topic: str, role: str, client: dict[str, str]) -> str:
     # every record the job writes is built to fit max_record_bytes (streaming/dispatch/records.py)
-    opts = (_kafka_options(cfg, topic) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
+    opts = (_kafka_options(cfg, topic, client) + f", 'sink.delivery-guarantee' = '{cfg.delivery_guarantee}'"
             f", 'properties.max.request.size' = '{cfg.max_record_bytes}'")
     if cfg.delivery_guarantee == "exactly-once":
         # One prefix per job identity and sink (DispatcherConfig.transactional_id_prefix says why). A transaction
@@ -302,6 +300,9 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     t_env.get_config().set("pipeline.name", cfg.name)
     startup = {"group": "group-offsets", "earliest": "earliest-offset", "latest": "latest-offset"}[
         cfg.starting_offsets]
+    # --kafka-config's entries, read once, here where the job is built: they become table options of the job graph,
+    # never a field of the config that is pickled into the Python operators
+    client = flink_kafka_options(read_properties(cfg.kafka_config)) if cfg.kafka_config else {}
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE kafka_input (
           `k` BYTES, `v` BYTES,
@@ -311,17 +312,17 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
           `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
           `headers` MAP<STRING, BYTES> METADATA VIRTUAL,
           `pt` AS PROCTIME()
-        ) WITH ({_kafka_options(cfg, cfg.input_topic)},
+        ) WITH ({_kafka_options(cfg, cfg.input_topic, client)},
           'properties.group.id' = '{cfg.group_id}',
           'properties.auto.offset.reset' = 'earliest',
           'properties.isolation.level' = 'read_committed',
           'scan.startup.mode' = '{startup}')""")
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE kafka_results (`k` BYTES, `v` BYTES)
-        WITH ({_sink_options(cfg, cfg.output_topic, 'results')})""")
+        WITH ({_sink_options(cfg, cfg.output_topic, 'results', client)})""")
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE kafka_dlq (`k` BYTES, `v` BYTES, `headers` MAP<STRING, BYTES> METADATA)
-        WITH ({_sink_options(cfg, cfg.dlq_topic, 'dlq')})""")
+        WITH ({_sink_options(cfg, cfg.dlq_topic, 'dlq', client)})""")
 
     routed = (_routed_in_thread if cfg.execution_mode == "thread" else _routed_in_groups)(t_env, cfg)
     t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
