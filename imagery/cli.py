@@ -26,6 +26,16 @@ console = Console()
 
 
 BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers [default: the local stack's]")
+# provisioning's (provision, new-team): MinIO, and where a secured target's team secrets go
+MINIO = typer.Option(None, "--minio", envvar="MINIO_ENDPOINT", help="MinIO host:port [default: the local stack's]")
+MINIO_SECURE = typer.Option(False, "--minio-secure", envvar="MINIO_SECURE", help="reach MinIO over TLS")
+MINIO_CA_FILE = typer.Option(None, "--minio-ca-file", envvar="MINIO_CA_FILE", dir_okay=False,
+                             help="a PEM CA bundle to trust for MinIO (besides the system's roots)")
+CREDENTIALS_DIR = typer.Option(
+    Path("credentials"), "--credentials-dir", file_okay=False,
+    help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own secrets are written (mode "
+    "0600): its Kafka client file <team>.kafka.properties, and the secret key of its own MinIO user, "
+    "<team>.minio.secret")
 # --kafka-config, given before the command (`imagery --kafka-config FILE dlq show`): every Kafka client of the command
 _kafka_config_file: Path | None = None
 
@@ -436,13 +446,11 @@ def kafka_user(name: str = typer.Argument(..., help="the SCRAM user (a principal
 @app.command("new-team")
 def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack"),
              partitions: int = typer.Option(4, help="its input topic's partitions, where it is provisioned"),
-             credentials_dir: Path = typer.Option(
-                 Path("credentials"), "--credentials-dir", file_okay=False,
-                 help="with --kafka-config on a secured Kafka: where the team's secrets are written (see "
-                 "`imagery provision --help`)")) -> None:
+             minio: str | None = MINIO, minio_secure: bool = MINIO_SECURE, minio_ca_file: Path | None = MINIO_CA_FILE,
+             credentials_dir: Path = CREDENTIALS_DIR) -> None:
     """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml. Given a
     secured Kafka (`imagery --kafka-config FILE new-team ...`, FILE the operator's), also provision it there: its
-    topics, bucket, principal, ACLs and MinIO user, as `imagery provision` does (MinIO from MINIO_* variables)."""
+    topics, bucket, principal, ACLs and MinIO user, as `imagery provision` does."""
     from imagery import compose as compose_files
     from imagery import scaffold
     from imagery.teams import Team
@@ -454,10 +462,8 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
         _fail(exc)
     console.print(f"wrote {path}" + (" and added the team to deploy/teams.yaml and compose.yaml" if compose else ""))
     if _kafka_config_file is not None:
-        minio_ca = os.environ.get("MINIO_CA_FILE")
         _provision_teams([Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)], None,
-                         os.environ.get("MINIO_ENDPOINT"), os.environ.get("MINIO_SECURE", "") in ("1", "true", "on"),
-                         Path(minio_ca) if minio_ca else None, None, credentials_dir)
+                         minio, minio_secure, minio_ca_file, None, credentials_dir)
     console.print(f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
                   f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
                   + ("; on compose: `docker compose up -d` (the secured variant: `imagery compose-secrets` first, "
@@ -501,19 +507,11 @@ def compose_secrets_command(
 @app.command()
 def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGHTS_FILE, one per team"),
               bootstrap: str | None = BOOTSTRAP,
-              minio: str | None = typer.Option(None, envvar="MINIO_ENDPOINT",
-                                               help="MinIO host:port [default: the local stack's]"),
-              minio_secure: bool = typer.Option(False, "--minio-secure", envvar="MINIO_SECURE",
-                                                help="reach MinIO over TLS"),
-              minio_ca_file: Path | None = typer.Option(None, "--minio-ca-file", envvar="MINIO_CA_FILE",
-                                                        dir_okay=False, help="a PEM CA bundle to trust for MinIO "
-                                                        "(besides the system's roots)"),
+              minio: str | None = MINIO,
+              minio_secure: bool = MINIO_SECURE,
+              minio_ca_file: Path | None = MINIO_CA_FILE,
               weights_dir: Path | None = typer.Option(None, help="check each team's weights file here"),
-              credentials_dir: Path = typer.Option(
-                  Path("credentials"), "--credentials-dir", file_okay=False,
-                  help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own secrets are "
-                  "written (mode 0600): its Kafka client file <team>.kafka.properties, and the secret key of its own "
-                  "MinIO user, <team>.minio.secret"),
+              credentials_dir: Path = CREDENTIALS_DIR,
               events_user: str | None = typer.Option(
                   None, "--events-user", help="on a secured Kafka: the Kafka user MinIO's bucket notifications write "
                   "as, allowed to write to each team's input topic (compose.secure.yaml: minio-events)")) -> None:
