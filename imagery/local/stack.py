@@ -204,9 +204,10 @@ def secured_kafka_ready(settings: StackSettings) -> None:
     line, where every process list would show the password."""
     from imagery import kafka_access
 
-    kafka_round_trip(kafka_admin(settings, mtls=True))
+    as_certificate = kafka_admin(settings, mtls=True)
+    kafka_round_trip(as_certificate)
     password = local_security.read_secret(local_security.files(settings).admin_password_file)
-    kafka_access.ensure_scram_user(kafka_admin(settings, mtls=True), local_security.ADMIN, password)
+    kafka_access.ensure_scram_user(as_certificate, local_security.ADMIN, password)
     kafka_round_trip(kafka_admin(settings))
 
 
@@ -401,18 +402,18 @@ class Part:
 def _kafka_note(settings: StackSettings) -> str:
     if not settings.secure:
         return f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"
-    sec = settings.security_dir
+    sec = local_security.files(settings)
     return (f"Kafka {KAFKA_VERSION}, SASL_SSL (SCRAM-SHA-512) here and mTLS on {settings.mtls_bootstrap}, ACLs on; "
-            f"client files (--kafka-config): {sec / 'admin.properties'}, {sec / 'admin-mtls.properties'}; "
-            f"CA: {sec / 'pki' / 'ca.crt'}; for a service over TLS: TLS_CERT_FILE, TLS_KEY_FILE "
-            f"{sec / 'pki' / local_security.SERVICE}.crt, .key and AUTH_TOKEN_FILE {sec / 'service.token'}")
+            f"client files (--kafka-config): {sec.admin_sasl}, {sec.admin_mtls}; CA: {sec.ca}; for a service over "
+            f"TLS: TLS_CERT_FILE {sec.service.cert}, TLS_KEY_FILE {sec.service.key}, AUTH_TOKEN_FILE "
+            f"{sec.service_token_file}")
 
 
 PARTS: tuple[Part, ...] = (  # in start order; `down` stops them in the reverse order
     Part(KAFKA, kafka_component, lambda s: s.bootstrap, lambda s: _kafka_note(s)),
     Part(MINIO, minio_component, lambda s: f"{'https' if s.secure else 'http'}://{s.minio_endpoint}",
          lambda s: f"root user {s.minio_access_key}, its secret "
-         + (f"in {s.security_dir / 'minio-root.password'}" if s.secure else "IMAGERY_MINIO_SECRET_KEY")
+         + (f"in {local_security.files(s).minio_root_password_file}" if s.secure else "IMAGERY_MINIO_SECRET_KEY")
          + "; IMAGERY_MINIO_PORT"),
     Part(FLINK_JOBMANAGER, flink_jobmanager_component, lambda s: s.flink_rest_url,
          lambda s: "REST + UI; IMAGERY_FLINK_REST_PORT", flink=True),
