@@ -22,7 +22,7 @@ PYDANTIC_VERSION := $(shell sed -n 's/^pydantic==//p' requirements.lock)
 MYPY_DIR   := $(CACHE)/tools/mypy-$(MYPY_VERSION)-pydantic-$(PYDANTIC_VERSION)
 MYPY       := $(MYPY_DIR)/bin/mypy
 
-.PHONY: setup deps up down status lint test test-faults test-gpu test-unit test-compose weights demo bench lock schemas clean
+.PHONY: setup deps up down status lint test test-faults test-gpu test-unit test-compose test-k8s weights demo bench lock schemas clean
 
 setup: $(VENV)/.ready
 	$(PY) -m imagery.cli setup
@@ -90,6 +90,14 @@ test-compose: setup
 	bash deploy/docker-engine.sh
 	$(if $(COMPOSE_ENV_FILE),bash deploy/local-images/build.sh)
 	IMAGERY_COMPOSE_ENV_FILE=$(or $(COMPOSE_ENV_FILE),/dev/null) $(PY) -m pytest tests/compose -s -p no:cacheprovider $(PYTEST_ARGS)
+
+# The Helm charts of deploy/helm/ on a real single-node Kubernetes control plane (not in `make test`: the first run
+# builds kube-apiserver and kubectl from the k8s.io/kubernetes module, minutes on 2 cores, cached by version, and
+# unpacks Debian's etcd): install, upgrade, rollback and uninstall through the API server's own validation
+# (imagery/k8s/control_plane.py; README, "Kubernetes").
+test-k8s: setup
+	$(PY) -m imagery.k8s.control_plane
+	$(PY) -m pytest tests/k8s -s -p no:cacheprovider $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest tests/gpu $(PYTEST_ARGS)

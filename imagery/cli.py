@@ -453,6 +453,7 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
     topics, bucket, principal, ACLs and MinIO user, as `imagery provision` does."""
     from imagery import compose as compose_files
     from imagery import scaffold
+    from imagery.k8s.render import release_name
     from imagery.teams import Team
 
     files = compose_files.ComposeFiles.in_repo() if compose else None
@@ -461,13 +462,15 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
     except scaffold.ScaffoldError as exc:
         _fail(exc)
     console.print(f"wrote {path}" + (" and added the team to deploy/teams.yaml and compose.yaml" if compose else ""))
+    spec = Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)
     if _kafka_config_file is not None:
-        _provision_teams([Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)], None,
-                         minio, minio_secure, minio_ca_file, None, credentials_dir)
+        _provision_teams([spec], None, minio, minio_secure, minio_ca_file, None, credentials_dir)
     console.print(f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
                   f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
                   + ("; on compose: `docker compose up -d` (the secured variant: `imagery compose-secrets` first, "
-                     "for the team's secrets)" if compose else ""))
+                     "for the team's secrets)" if compose else "")
+                  + f"; on Kubernetes: `imagery k8s values {team} | helm install {release_name(spec)} "
+                    "deploy/helm/imagery-team -f cluster.yaml -f -` (README, \"Kubernetes\")")
 
 
 @app.command("compose")
@@ -502,6 +505,120 @@ def compose_secrets_command(
     console.print(f"{folder}: made {', '.join(made.made) or 'nothing (all there)'}; kept {len(made.kept)}")
     console.print("next: docker compose -f compose.yaml -f compose.secure.yaml up -d --build; the host's tooling: "
                   f"imagery --kafka-config {folder / compose_secrets.HOST_ADMIN} ...", soft_wrap=True)
+
+
+k8s_app = typer.Typer(help="Kubernetes: each team's objects from deploy/helm/ and deploy/teams.yaml (README, "
+                        "\"Kubernetes\").", no_args_is_help=True)
+app.add_typer(k8s_app, name="k8s")
+K8S_TEAMS = typer.Option(None, "--team", help="a team of deploy/teams.yaml (repeatable) [default: every team]")
+K8S_NAMESPACE = typer.Option("imagery", "--namespace", "-n", help="the namespace the releases go in")
+K8S_VALUES = typer.Option(None, "--values", "-f", exists=True, dir_okay=False,
+                          help="a values file of the cluster's (images, Kafka, MinIO, state; repeatable)")
+K8S_SECURED = typer.Option(False, "--secured", help="point each team at its Secrets (`imagery k8s secrets`)")
+
+
+def _k8s_teams(names: list[str] | None) -> list[Team]:
+    from imagery.teams import load_teams, team_named
+
+    try:
+        return [team_named(name) for name in names] if names else load_teams()
+    except LookupError as exc:
+        _fail(exc)
+        raise
+
+
+@k8s_app.command("render")
+def k8s_render(teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE, values: list[Path] = K8S_VALUES,
+               secured: bool = K8S_SECURED,
+               platform: bool = typer.Option(True, help="also the platform release (alert rules, dashboard)"),
+               check: bool = typer.Option(False, "--check", help="validate them too (as `imagery k8s check`)")) -> None:
+    """Print the objects of the platform release and of each team's (`helm template`), for `kubectl apply` or a
+    GitOps repository; `helm install` of deploy/helm/imagery-team with `imagery k8s values` makes the same."""
+    from imagery.k8s import render, validate
+
+    chosen = _k8s_teams(teams)
+    try:
+        text = render.render(chosen, namespace, values or [], platform=platform, secured=secured)
+    except render.RenderError as exc:
+        _fail(exc)
+        raise
+    if check:
+        _report_problems(validate.problems(render.documents(text), chosen))
+    print(text, end="")
+
+
+@k8s_app.command("values")
+def k8s_values(team: str, secured: bool = K8S_SECURED) -> None:
+    """Print a team's values from deploy/teams.yaml, for `helm install|upgrade ... -f cluster.yaml -f -`."""
+    import yaml
+
+    from imagery.k8s import render
+
+    print(yaml.safe_dump(render.release_values(_k8s_teams([team])[0], secured), sort_keys=False), end="")
+
+
+def _report_problems(problems: list) -> None:
+    for problem in problems:
+        Console(stderr=True).print(f"[red]✗[/red] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@k8s_app.command("check")
+def k8s_check(file: Path | None = typer.Argument(None, exists=True, dir_okay=False,
+                                                 help="rendered objects [default: `imagery k8s render`'s]"),
+              teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE, values: list[Path] = K8S_VALUES,
+              secured: bool = K8S_SECURED) -> None:
+    """Validate objects offline: Kubernetes's schemas (strict), the operators' CRDs of deploy/k8s/crds, and the
+    project's rules (GPU in limits, probes, a disruption budget, savepoint upgrades, exactly-once), and that every
+    team is there."""
+    from imagery.k8s import render, validate
+
+    chosen = _k8s_teams(teams)
+    try:
+        text = file.read_text() if file else render.render(chosen, namespace, values or [], secured=secured)
+    except render.RenderError as exc:
+        _fail(exc)
+        raise
+    objects = render.documents(text)
+    _report_problems(validate.problems(objects, chosen))
+    console.print(f"[green]✓[/green] {len(objects)} objects of {len(chosen)} team(s) pass")
+
+
+@k8s_app.command("size")
+def k8s_size(rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)"),
+             mode: str = typer.Option("process", "--execution-mode",
+                                      help="the dispatcher's: process | thread")) -> None:
+    """Partitions, parallelism (task slots), --capacity and GPUs (service replicas) for a rate, from the measured
+    figures of bench/RESULTS.md (imagery/k8s/sizing.py names each)."""
+    from imagery.k8s import sizing
+
+    if mode not in sizing.DISPATCHER_CPU_MS_PER_MSG:
+        _fail(ValueError(f"--execution-mode must be one of {', '.join(sizing.DISPATCHER_CPU_MS_PER_MSG)}"))
+    table = Table("images/s", "dispatcher cores", "parallelism (slots)", "partitions", "--capacity",
+                  "GPUs (replicas)", caption=f"{mode} mode; one GPU as measured: {sizing.GPU_MEASURED_ON}")
+    for rate in rates:
+        p = sizing.plan(rate, mode)  # type: ignore[arg-type]
+        table.add_row(f"{rate:,.0f}", f"{p.dispatcher_cores:.2f}", str(p.parallelism), str(p.partitions),
+                      str(p.capacity), str(p.gpus))
+    console.print(table)
+
+
+@k8s_app.command("secrets")
+def k8s_secrets(out: Path = typer.Option(..., "--out", dir_okay=False, help="the manifest to write (mode 0600)"),
+                teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE,
+                credentials_dir: Path = CREDENTIALS_DIR) -> None:
+    """Write each team's Kafka client file (with its stores) and MinIO secret key, as `imagery provision` left them
+    in --credentials-dir, as Secrets for `kubectl apply -f OUT`; render with --secured to use them."""
+    from imagery.k8s import secrets
+
+    chosen = _k8s_teams(teams)
+    try:
+        secrets.write_team_secrets(out, chosen, credentials_dir, namespace)
+    except (secrets.SecretFilesError, OSError) as exc:
+        _fail(exc)
+    names = [name for t in chosen for name in (secrets.kafka_secret_name(t), secrets.minio_secret_name(t))]
+    console.print(f"wrote {out}: {', '.join(names)}; next: kubectl apply -f {out}, then delete it", soft_wrap=True)
 
 
 @app.command()

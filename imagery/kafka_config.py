@@ -145,10 +145,14 @@ def write_secret(path: Path, text: str) -> Path:
     return path
 
 
+def properties_text(entries: dict[str, str]) -> str:
+    """ENTRIES in the properties format (a backslash doubled, as the format's escape)."""
+    return "".join(f"{name}={value.replace(chr(92), chr(92) * 2)}\n" for name, value in entries.items())
+
+
 def write_properties(path: Path, entries: dict[str, str]) -> Path:
     """ENTRIES as a properties file at PATH, readable by its owner alone (it holds secrets)."""
-    return write_secret(path, "".join(f"{name}={value.replace(chr(92), chr(92) * 2)}\n"
-                                      for name, value in entries.items()))
+    return write_secret(path, properties_text(entries))
 
 
 def load(path: str | Path) -> dict[str, str]:

@@ -76,9 +76,11 @@ class Authority:
                  "-subj", f"/CN=imagery local CA {os.urandom(4).hex()}",
                  "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
-    def issue(self, name: str, hosts: Sequence[str] = LOCAL_HOSTS, *, expired: bool = False) -> CertFiles:
+    def issue(self, name: str, hosts: Sequence[str] = LOCAL_HOSTS, *, expired: bool = False,
+              organization: str | None = None) -> CertFiles:
         """The certificate `name` (its subject CN, and so its Kafka principal `User:<name>` under the stack's
-        mapping rule), for servers at HOSTS and for clients alike; `expired`: one whose validity ended yesterday."""
+        mapping rule), for servers at HOSTS and for clients alike; `expired`: one whose validity ended yesterday;
+        `organization`: a subject O as well (Kubernetes reads a client certificate's O as the user's group)."""
         files = cert_files(self.folder, name)
         if files.bundle.exists():
             return files
@@ -95,11 +97,12 @@ class Authority:
             "[ca]\ndefault_ca = local\n"
             "[local]\ndatabase = index.txt\nnew_certs_dir = new\nserial = serial\ndefault_md = sha256\n"
             "policy = anything\nunique_subject = no\n"
-            "[anything]\ncommonName = supplied\n"
+            "[anything]\norganizationName = optional\ncommonName = supplied\n"
             "[leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
             f"extendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = {san}\n")
         _new_key(files.key)
-        _openssl("req", "-new", "-key", files.key, "-out", work / "leaf.csr", "-subj", f"/CN={name}")
+        subject = (f"/O={organization}" if organization else "") + f"/CN={name}"
+        _openssl("req", "-new", "-key", files.key, "-out", work / "leaf.csr", "-subj", subject)
         _openssl("ca", "-batch", "-notext", "-config", "ca.cnf", "-extensions", "leaf", "-cert", self.cert,
                  "-keyfile", self._key, "-in", "leaf.csr", "-out", files.cert, "-startdate", _stamp(start),
                  "-enddate", _stamp(end), cwd=work)

@@ -3,7 +3,8 @@
 Each `ensure_*` is idempotent: a finished install leaves a `.complete` marker and the next call returns at once.
 Kafka's jars come from Maven Central through Maven (it resolves the broker's transitive jars for us), MinIO is
 built from source with `go install` (upstream publishes source only), the Flink connector jars are plain
-downloads checked against Maven Central's published SHA-1.
+downloads checked against Maven Central's published SHA-1, and Helm (which renders the Kubernetes charts of
+deploy/helm/ for `imagery k8s` and its tests) is built with `go install` too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from imagery.local.settings import StackSettings
-from imagery.local.versions import KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
+from imagery.local.versions import HELM_MODULE, HELM_VERSION, KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
 from streaming.flink import connectors
 
 KAFKA_POM = Path(__file__).with_name("kafka-broker.pom.xml")
@@ -32,6 +33,10 @@ class InstallError(RuntimeError):
 
 def kafka_home(settings: StackSettings) -> Path:
     return settings.cache_dir / "kafka" / KAFKA_VERSION
+
+
+def helm_binary(settings: StackSettings) -> Path:
+    return settings.cache_dir / "tools" / f"helm-{HELM_VERSION}" / "bin" / "helm"
 
 
 def minio_binary(settings: StackSettings) -> Path:
@@ -82,21 +87,29 @@ def ensure_kafka(settings: StackSettings) -> Path:
     return home
 
 
-def ensure_minio(settings: StackSettings) -> Path:
-    binary = minio_binary(settings)
+def _go_install(binary: Path, module: str, version: str, what: str) -> Path:
+    """`go install MODULE@VERSION` into BINARY's folder, once (a `.complete` marker beside it)."""
     if binary.exists() and (binary.parent / ".complete").exists():
         return binary
     go = _require("go", "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)")
     env = dict(os.environ, GOBIN=str(binary.parent), CGO_ENABLED="0", GOFLAGS="-trimpath")
     _run_streaming(
-        [go, "install", "-v", f"{MINIO_MODULE}@{MINIO_VERSION}"],
-        f"Building MinIO {MINIO_VERSION} with `go install` (first time only: several minutes on 2 cores)",
+        [go, "install", "-v", f"{module}@{version}"],
+        f"Building {what} {version} with `go install` (first time only: minutes on 2 cores)",
         env=env,
     )
     if not binary.exists():
         raise InstallError(f"go install finished but {binary} is missing")
     (binary.parent / ".complete").touch()
     return binary
+
+
+def ensure_minio(settings: StackSettings) -> Path:
+    return _go_install(minio_binary(settings), MINIO_MODULE, MINIO_VERSION, "MinIO")
+
+
+def ensure_helm(settings: StackSettings) -> Path:
+    return _go_install(helm_binary(settings), f"{HELM_MODULE}/cmd/helm", HELM_VERSION, "Helm")
 
 
 def _download(url: str, dest: Path) -> None:
@@ -133,3 +146,5 @@ def ensure_all(settings: StackSettings) -> None:
     console.print(f"[green]✓[/green] Flink connectors: {', '.join(j.name for j in jars)}")
     minio = ensure_minio(settings)
     console.print(f"[green]✓[/green] MinIO {MINIO_VERSION}: {minio}")
+    helm = ensure_helm(settings)
+    console.print(f"[green]✓[/green] Helm {HELM_VERSION}: {helm}")
