@@ -47,6 +47,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """COUNT distinct free ports (two calls of free_port may name the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port(host)) not in ports:
+            ports.append(port)
+    return ports
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """Whether something accepts TCP connections on HOST:PORT."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

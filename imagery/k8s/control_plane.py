@@ -5,7 +5,8 @@ admission and CRDs rather than a mock.
 It is only the control plane: no kubelet, no container runtime, no scheduler, no controller manager. Objects are
 stored and validated, never run: a Deployment gets no Pods, a new namespace gets no `default` ServiceAccount (so the
 ServiceAccount admission plugin refuses a bare Pod unless one is created), and a deleted namespace stays
-Terminating. Whatever needs containers to run is the caller's business (see the `make test-k8s` tests).
+Terminating. Whatever needs containers to run is the caller's business (see the `make test-k8s` tests):
+imagery.k8s.node adds a node (containerd, kubelet, controller manager, scheduler) that runs pods.
 
 Versions (imagery/local/versions.py): kube-apiserver and kubectl are built from the Go module k8s.io/kubernetes
 at KUBERNETES_VERSION (upstream publishes no module-friendly binaries; a wrapper module replaces each `./staging`
@@ -127,13 +128,16 @@ def _go_json(go: str, *args: str) -> dict[str, Any]:
     return answer
 
 
-def _build_kubernetes(bin_dir: Path) -> None:
-    """`go build` kube-apiserver and kubectl from a wrapper module that requires k8s.io/kubernetes: the module
-    cannot be `go install`ed directly, its go.mod replaces the staging modules by directories of its repository."""
+def _build_kubernetes(bin_dir: Path, commands: Sequence[str] = COMMANDS, build_name: str = "build",
+                      minutes: str = "4 to 8") -> None:
+    """`go build` COMMANDS (default: kube-apiserver and kubectl) of k8s.io/kubernetes into BIN_DIR, from a wrapper
+    module (in the folder BUILD_NAME beside BIN_DIR) that requires k8s.io/kubernetes: the module cannot be
+    `go install`ed directly, its go.mod replaces the staging modules by directories of its repository. MINUTES: what
+    the progress line announces for a first build on 2 cores."""
     go = _require("go", "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)")
     module = _go_json(go, "mod", "download", "-json", f"{KUBERNETES_MODULE}@{KUBERNETES_VERSION}")
-    build_dir = bin_dir.parent / "build"
-    _write_wrapper_module(go, Path(module["GoMod"]), build_dir)
+    build_dir = bin_dir.parent / build_name
+    _write_wrapper_module(go, Path(module["GoMod"]), build_dir, commands)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-trimpath -buildvcs=false")
     _run_streaming([go, "-C", str(build_dir), "mod", "tidy", "-v"],
                    f"Resolving {KUBERNETES_MODULE} {KUBERNETES_VERSION}'s dependencies", env=env)
@@ -142,14 +146,15 @@ def _build_kubernetes(bin_dir: Path) -> None:
     partial.mkdir()
     _run_streaming(
         [go, "-C", str(build_dir), "build", "-v", "-ldflags", _version_ldflags(_release_date(module)),
-         "-o", f"{partial}/", *(f"{KUBERNETES_MODULE}/cmd/{command}" for command in COMMANDS)],
-        f"Building {', '.join(COMMANDS)} {KUBERNETES_VERSION} (first time only: 4 to 8 minutes on 2 cores)", env=env)
-    for command in COMMANDS:  # moved in only once whole, so an interrupted build is never taken for a finished one
+         "-o", f"{partial}/", *(f"{KUBERNETES_MODULE}/cmd/{command}" for command in commands)],
+        f"Building {', '.join(commands)} {KUBERNETES_VERSION} (first time only: {minutes} minutes on 2 cores)",
+        env=env)
+    for command in commands:  # moved in only once whole, so an interrupted build is never taken for a finished one
         os.replace(partial / command, bin_dir / command)
     partial.rmdir()
 
 
-def _write_wrapper_module(go: str, upstream_go_mod: Path, build_dir: Path) -> None:
+def _write_wrapper_module(go: str, upstream_go_mod: Path, build_dir: Path, commands: Sequence[str]) -> None:
     """A go.mod requiring k8s.io/kubernetes, with each of its `=> ./staging/...` replacements (read from its own
     go.mod, so a new release's list is followed) pointed at the published module instead, and its `go` and `godebug`
     lines copied: a dependency's godebug settings do not apply, only the main module's."""
@@ -162,7 +167,7 @@ def _write_wrapper_module(go: str, upstream_go_mod: Path, build_dir: Path) -> No
     lines = [f"module {WRAPPER_MODULE}", "", f"go {upstream['Go']}", ""]
     lines += [f"godebug {entry['Key']}={entry['Value']}" for entry in godebug]
     lines += ["", f"require {KUBERNETES_MODULE} {KUBERNETES_VERSION}", "", "tool ("]
-    lines += [f"\t{KUBERNETES_MODULE}/cmd/{command}" for command in COMMANDS]
+    lines += [f"\t{KUBERNETES_MODULE}/cmd/{command}" for command in commands]
     lines += [")", "", "replace ("]
     lines += [f"\t{path} => {path} {STAGING_VERSION}" for path in staging]
     lines += [")", ""]
@@ -235,9 +240,10 @@ def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class _Pki:
+class Pki:
     """The control plane's credentials: one CA signs the server's certificate and the admin's client certificate
-    (so it is also the client CA); the service-account key signs and verifies ServiceAccount tokens."""
+    (so it is also the client CA; imagery.k8s.node issues its kubelet's certificate with it too); the
+    service-account key signs and verifies ServiceAccount tokens (the node's controller manager signs with it)."""
 
     ca: Path
     serving: CertFiles
@@ -246,7 +252,7 @@ class _Pki:
     service_account_public_key: Path  # --service-account-key-file reads no PKCS#8 private key: give it the public
 
 
-def _make_pki(folder: Path) -> _Pki:
+def _make_pki(folder: Path) -> Pki:
     authority = Authority(folder)
     key = folder / "service-accounts.key"
     _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
@@ -254,21 +260,21 @@ def _make_pki(folder: Path) -> _Pki:
     key.chmod(0o600)
     public_key = folder / "service-accounts.pub"
     _run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public_key)], "deriving its public key")
-    return _Pki(ca=authority.cert,
+    return Pki(ca=authority.cert,
                 serving=authority.issue("kube-apiserver", ("localhost", "127.0.0.1", "kubernetes",
                                                            "kubernetes.default.svc")),
                 admin=authority.issue(ADMIN_USER, organization=ADMIN_GROUP),
                 service_account_key=key, service_account_public_key=public_key)
 
 
-def _client_context(pki: _Pki) -> ssl.SSLContext:
+def _client_context(pki: Pki) -> ssl.SSLContext:
     """TLS as the admin: the readiness probe then needs no anonymous access."""
     context = ssl.create_default_context(cafile=str(pki.ca))
     context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
     return context
 
 
-def _write_kubeconfig(path: Path, server: str, pki: _Pki) -> None:
+def _write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
     """An admin kubeconfig (JSON, which is YAML too) naming the certificate files: kubectl and helm read it."""
     name = "imagery-test"
     config = {
@@ -285,18 +291,9 @@ def _write_kubeconfig(path: Path, server: str, pki: _Pki) -> None:
 # ---------------------------------------------------------------------------- the processes
 
 
-def _free_ports(count: int) -> list[int]:
-    """COUNT distinct free ports (two calls of free_port may name the same one)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := process.free_port()) not in ports:
-            ports.append(port)
-    return ports
-
-
 def _start_etcd(etcd: Path, workdir: Path) -> tuple[process.Process, str]:
     """A one-member etcd on loopback, its data in WORKDIR; (the process, its client URL) once it reports healthy."""
-    client, peer = (f"http://127.0.0.1:{port}" for port in _free_ports(2))
+    client, peer = (f"http://127.0.0.1:{port}" for port in process.free_ports(2))
     argv = [str(etcd), "--name", "imagery-test", "--data-dir", str(workdir / "etcd-data"), "--logger", "zap",
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -306,7 +303,7 @@ def _start_etcd(etcd: Path, workdir: Path) -> tuple[process.Process, str]:
     return etcd_process, client
 
 
-def _apiserver_argv(binary: Path, pki: _Pki, port: int, etcd_url: str) -> list[str]:
+def _apiserver_argv(binary: Path, pki: Pki, port: int, etcd_url: str) -> list[str]:
     """kube-apiserver's flags: the minimum 1.34 requires, plus what makes it behave like a kubeadm cluster's."""
     return [
         str(binary), "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
@@ -325,7 +322,7 @@ def _apiserver_argv(binary: Path, pki: _Pki, port: int, etcd_url: str) -> list[s
     ]
 
 
-def _start_apiserver(binary: Path, pki: _Pki, etcd_url: str, workdir: Path) -> tuple[process.Process, str]:
+def _start_apiserver(binary: Path, pki: Pki, etcd_url: str, workdir: Path) -> tuple[process.Process, str]:
     """kube-apiserver on a free loopback port; (the process, its URL) once /readyz answers 200 to the admin."""
     port = process.free_port()
     server = f"https://127.0.0.1:{port}"
@@ -352,11 +349,12 @@ class ControlPlane:
     (group system:masters). A context manager: leaving it stops both; the workdir can then be deleted."""
 
     def __init__(self, workdir: Path, binaries: KubeBinaries, etcd: process.Process, apiserver: process.Process,
-                 server: str, kubeconfig: Path) -> None:
+                 server: str, kubeconfig: Path, pki: Pki) -> None:
         self.workdir = workdir
         self.binaries = binaries
         self.server = server
         self.kubeconfig = kubeconfig
+        self.pki = pki
         self.logs_dir = workdir / "logs"
         self._etcd = etcd
         self._apiserver = apiserver
@@ -397,6 +395,11 @@ class ControlPlane:
                          *(f"crd/{name}" for name in names), check=True, timeout_s=seconds + 10)
         return tuple(names)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() has been called."""
+        return self._stopped is not None
+
     def stop(self) -> tuple[process.Stopped, ...]:
         """Stop kube-apiserver, then etcd (the server first: it would log etcd's absence while shutting down).
         Idempotent; what each stop took (see process.Stopped)."""
@@ -427,7 +430,7 @@ def start_control_plane(workdir: Path, binaries: KubeBinaries) -> ControlPlane:
         raise
     kubeconfig = workdir / "kubeconfig"
     _write_kubeconfig(kubeconfig, server, pki)
-    return ControlPlane(workdir, binaries, etcd, apiserver, server, kubeconfig)
+    return ControlPlane(workdir, binaries, etcd, apiserver, server, kubeconfig, pki)
 
 
 if __name__ == "__main__":  # `python -m imagery.k8s.control_plane`: build ahead, outside a test's timeout

@@ -18,3 +18,4 @@ PROMETHEUS_OPERATOR_VERSION = "v0.85.0"  # github.com/prometheus-operator/promet
 KUBERNETES_VERSION = "v1.34.2"  # k8s.io/kubernetes module; kube-apiserver and kubectl built from it (`make test-k8s`)
 ETCD_DEBIAN_PACKAGE = "etcd-server"  # Debian bookworm's etcd, unpacked into the cache (not installed system-wide)
 ETCD_VERSION = "3.4.23"  # upstream version of ETCD_DEBIAN_PACKAGE (Debian 3.4.23-4+b4); the download must match
+CNI_PLUGINS_VERSION = "v1.10.0"  # github.com/containernetworking/plugins: bridge, host-local, loopback, portmap

@@ -1,11 +1,11 @@
 """A team installed by Helm on a real Kubernetes API server (`make test-k8s`; not part of `make test`).
 
-The step reached (README, "Kubernetes"): the real kube-apiserver of the pinned version, on etcd, with the operators'
-CRDs applied and Established, validating every object server side (strict field validation, admission) as
-`helm install`, `helm upgrade`, `helm rollback` and `helm uninstall` create, change and delete them. No kubelet runs
-pods here, and no Flink Kubernetes Operator acts on the FlinkDeployment: the operator that runs Flink 2.x is not
-served by any registry this machine reaches (Maven Central holds its API jar up to 1.10.0, whose FlinkVersion ends at
-v1_20). So the operator's savepoint path is checked as the spec it acts on, not run.
+The real kube-apiserver of the pinned version, on etcd, with the operators' CRDs applied and Established, validates
+every object server side (strict field validation, admission) as `helm install`, `helm upgrade`, `helm rollback` and
+`helm uninstall` create, change and delete them (pods run in test_node.py and test_service_pod.py). No Flink
+Kubernetes Operator acts on the FlinkDeployment: the operator that runs Flink 2.x is not served by any registry this
+machine reaches (Maven Central holds its API jar up to 1.10.0, whose FlinkVersion ends at v1_20). So the operator's
+savepoint path is checked as the spec it acts on, not run.
 """
 
 from __future__ import annotations

@@ -224,11 +224,9 @@ def test_a_parallelism_above_the_partitions_is_refused():
 # ---- one source --------------------------------------------------------------------------------------------------
 
 def test_new_team_adds_the_team_to_the_render(tmp_path):
-    repo = compose.ComposeFiles.in_repo()
-    (tmp_path / "deploy").mkdir()
-    shutil.copy(repo.teams, tmp_path / "deploy" / "teams.yaml")
-    files = compose.ComposeFiles(tmp_path / "deploy" / "teams.yaml", tmp_path / "compose.yaml",
-                                 tmp_path / "compose.gpu.yaml", tmp_path / "deploy" / "prometheus.yml")
+    files = compose.ComposeFiles.in_repo(tmp_path)  # the same layout, in tmp_path
+    files.teams.parent.mkdir()
+    shutil.copy(compose.ComposeFiles.in_repo().teams, files.teams)
     scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
     teams = load_teams(files.teams)
     objects = objects_of(render.render(teams, platform=False))

@@ -15,11 +15,9 @@ from schemas import INFER_JSON_ROUTE
 
 
 def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack(tmp_path):
-    repo = compose.ComposeFiles.in_repo()
-    (tmp_path / "deploy").mkdir()
-    shutil.copy(repo.teams, tmp_path / "deploy" / "teams.yaml")
-    files = compose.ComposeFiles(tmp_path / "deploy" / "teams.yaml", tmp_path / "compose.yaml",
-                                 tmp_path / "compose.gpu.yaml", tmp_path / "deploy" / "prometheus.yml")
+    files = compose.ComposeFiles.in_repo(tmp_path)  # the same layout, in tmp_path
+    files.teams.parent.mkdir()
+    shutil.copy(compose.ComposeFiles.in_repo().teams, files.teams)
     compose.write(files)
     before = yaml.safe_load(files.compose.read_text())["services"]
     path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
