@@ -91,17 +91,18 @@ test-compose: setup
 	$(if $(COMPOSE_ENV_FILE),bash deploy/local-images/build.sh)
 	IMAGERY_COMPOSE_ENV_FILE=$(or $(COMPOSE_ENV_FILE),/dev/null) $(PY) -m pytest tests/compose -s -p no:cacheprovider $(PYTEST_ARGS)
 
-# The Helm charts of deploy/helm/ on a real single-node Kubernetes built here (not in `make test`: the first run
-# builds kube-apiserver, kubectl, kubelet, the controller manager, the scheduler and the CNI plugins from their Go
-# modules, about 15 minutes on 2 cores, cached by version, and unpacks Debian's etcd; containerd and runc are
-# Debian's): install, upgrade, rollback and uninstall through the API server's own validation, and the service's
-# image (built on the Docker engine, as test-compose does) run by the kubelet under a dispatcher
-# (imagery/k8s/control_plane.py, imagery/k8s/node.py; README, "Kubernetes"). Root only (containerd, runc, mounts).
+# The Helm charts of deploy/helm/ on a real single-node Kubernetes built here (not in `make test`; root only). The
+# first run builds kube-apiserver, kubectl, kubelet, the controller manager, the scheduler and the CNI plugins from
+# their Go modules (about 15 minutes on 2 cores, cached by version), unpacks Debian's etcd, and builds the service's
+# image on the Docker engine as test-compose does; containerd and runc are Debian's, installed with docker.io by
+# deploy/docker-engine.sh. Then: install, upgrade, rollback and uninstall through the API server's own validation, and
+# the service's pod run by the kubelet under a dispatcher (imagery/k8s/control_plane.py, imagery/k8s/node.py;
+# README, "Kubernetes").
 K8S_INFERENCE_IMAGE := imagery-inference-http:k8s
 test-k8s: setup
+	bash deploy/docker-engine.sh
 	$(PY) -m imagery.k8s.control_plane
 	$(PY) -m imagery.k8s.node
-	bash deploy/docker-engine.sh
 	bash deploy/local-images/build.sh
 	docker build -q -f services/inference_http/Dockerfile -t $(K8S_INFERENCE_IMAGE) \
 		--build-arg PYTHON_IMAGE=$$(sed -n 's/^IMAGERY_PYTHON_IMAGE=//p' deploy/local-images/images.env) .
