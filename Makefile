@@ -104,7 +104,7 @@ test-k8s: setup
 	$(PY) -m imagery.k8s.control_plane
 	$(PY) -m imagery.k8s.node
 	bash deploy/local-images/build.sh
-	docker build -q -f services/inference_http/Dockerfile -t $(K8S_INFERENCE_IMAGE) \
+	docker build -f services/inference_http/Dockerfile -t $(K8S_INFERENCE_IMAGE) \
 		--build-arg PYTHON_IMAGE=$$(sed -n 's/^IMAGERY_PYTHON_IMAGE=//p' deploy/local-images/images.env) .
 	IMAGERY_K8S_INFERENCE_IMAGE=$(K8S_INFERENCE_IMAGE) $(PY) -m pytest tests/k8s -s -p no:cacheprovider $(PYTEST_ARGS)
 
