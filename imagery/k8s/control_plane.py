@@ -38,7 +38,7 @@ from typing import Any
 
 from imagery import process
 from imagery.local.certs import Authority, CertFiles
-from imagery.local.install import InstallError, _require, _run_streaming, console
+from imagery.local.install import GO_HINT, InstallError, console, require_tool, run_streaming
 from imagery.local.settings import StackSettings
 from imagery.local.versions import ETCD_DEBIAN_PACKAGE, ETCD_VERSION, KUBERNETES_VERSION
 
@@ -92,26 +92,27 @@ def ensure_binaries(cache_dir: Path | None = None) -> KubeBinaries:
     bin_dir = binaries_dir(cache_dir)
     binaries = KubeBinaries(bin_dir / "kube-apiserver", bin_dir / "kubectl", bin_dir / "etcd")
     marker = bin_dir / ".complete"
-    if _completed(marker):
+    if completed(marker, _marker_text()):
         return binaries
     bin_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(bin_dir / ".lock"):
-        if _completed(marker):  # another process finished it while this one waited
+    with exclusive(bin_dir / ".lock"):
+        if completed(marker, _marker_text()):  # another process finished it while this one waited
             return binaries
         if not (binaries.kube_apiserver.exists() and binaries.kubectl.exists()):
-            _build_kubernetes(bin_dir)
+            build_kubernetes(bin_dir)
         if not _etcd_matches(binaries.etcd):
             _fetch_etcd(binaries.etcd)
         marker.write_text(_marker_text())
     return binaries
 
 
-def _completed(marker: Path) -> bool:
-    return marker.exists() and marker.read_text() == _marker_text()
+def completed(marker: Path, text: str) -> bool:
+    """Whether a build finished under the pins TEXT names (a changed pin invalidates the marker)."""
+    return marker.exists() and marker.read_text() == text
 
 
 @contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on LOCK_PATH: two test runs starting at once build once, not twice into one folder."""
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -128,23 +129,23 @@ def _go_json(go: str, *args: str) -> dict[str, Any]:
     return answer
 
 
-def _build_kubernetes(bin_dir: Path, commands: Sequence[str] = COMMANDS, build_name: str = "build",
+def build_kubernetes(bin_dir: Path, commands: Sequence[str] = COMMANDS, build_name: str = "build",
                       minutes: str = "4 to 8") -> None:
     """`go build` COMMANDS (default: kube-apiserver and kubectl) of k8s.io/kubernetes into BIN_DIR, from a wrapper
     module (in the folder BUILD_NAME beside BIN_DIR) that requires k8s.io/kubernetes: the module cannot be
     `go install`ed directly, its go.mod replaces the staging modules by directories of its repository. MINUTES: what
     the progress line announces for a first build on 2 cores."""
-    go = _require("go", "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)")
+    go = require_tool("go", GO_HINT)
     module = _go_json(go, "mod", "download", "-json", f"{KUBERNETES_MODULE}@{KUBERNETES_VERSION}")
     build_dir = bin_dir.parent / build_name
     _write_wrapper_module(go, Path(module["GoMod"]), build_dir, commands)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-trimpath -buildvcs=false")
-    _run_streaming([go, "-C", str(build_dir), "mod", "tidy", "-v"],
+    run_streaming([go, "-C", str(build_dir), "mod", "tidy", "-v"],
                    f"Resolving {KUBERNETES_MODULE} {KUBERNETES_VERSION}'s dependencies", env=env)
     partial = bin_dir / ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    _run_streaming(
+    run_streaming(
         [go, "-C", str(build_dir), "build", "-v", "-ldflags", _version_ldflags(_release_date(module)),
          "-o", f"{partial}/", *(f"{KUBERNETES_MODULE}/cmd/{command}" for command in commands)],
         f"Building {', '.join(commands)} {KUBERNETES_VERSION} (first time only: {minutes} minutes on 2 cores)",
@@ -201,7 +202,7 @@ def _etcd_matches(etcd: Path) -> bool:
 
 def _fetch_etcd(dest: Path) -> None:
     """Unpack Debian's etcd package into the cache (`dpkg -x`): no system-wide install, no service started."""
-    _require("dpkg-deb", "this needs Debian's dpkg (the etcd binary comes from Debian's package)")
+    require_tool("dpkg-deb", "this needs Debian's dpkg (the etcd binary comes from Debian's package)")
     console.print(f"[bold]Fetching etcd {ETCD_VERSION} (Debian's {ETCD_DEBIAN_PACKAGE})[/bold]")
     with tempfile.TemporaryDirectory(prefix="imagery-etcd-") as tmp:
         deb = _download_deb(Path(tmp))
@@ -217,7 +218,7 @@ def _fetch_etcd(dest: Path) -> None:
 
 def _download_deb(folder: Path) -> Path:
     """`apt-get download` the package into FOLDER; `apt-get update` first only if the lists are stale or missing."""
-    apt = _require("apt-get", "this needs Debian's apt (the etcd binary comes from Debian's package)")
+    apt = require_tool("apt-get", "this needs Debian's apt (the etcd binary comes from Debian's package)")
     download = [apt, "download", "-q", ETCD_DEBIAN_PACKAGE]
     if subprocess.run(download, cwd=folder, capture_output=True).returncode != 0:
         _run([apt, "update", "-q"], "apt-get update (the package lists are stale)")
@@ -274,18 +275,19 @@ def _client_context(pki: Pki) -> ssl.SSLContext:
     return context
 
 
-def _write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
-    """An admin kubeconfig (JSON, which is YAML too) naming the certificate files: kubectl and helm read it."""
-    name = "imagery-test"
+def write_kubeconfig(path: Path, server: str, ca: Path, client: CertFiles, user: str,
+                     cluster: str = "imagery-test") -> Path:
+    """A kubeconfig (JSON, which is YAML too) naming the certificate files of USER, for kubectl, helm and the node's
+    components."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
-        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": str(pki.ca)}}],
-        "users": [{"name": ADMIN_USER, "user": {"client-certificate": str(pki.admin.cert),
-                                                "client-key": str(pki.admin.key)}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": ADMIN_USER, "namespace": "default"}}],
+        "apiVersion": "v1", "kind": "Config", "current-context": cluster, "preferences": {},
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
     }
     path.write_text(json.dumps(config, indent=2) + "\n")
     path.chmod(0o600)  # helm warns about a kubeconfig others can read
+    return path
 
 
 # ---------------------------------------------------------------------------- the processes
@@ -429,7 +431,7 @@ def start_control_plane(workdir: Path, binaries: KubeBinaries) -> ControlPlane:
         etcd.stop()
         raise
     kubeconfig = workdir / "kubeconfig"
-    _write_kubeconfig(kubeconfig, server, pki)
+    write_kubeconfig(kubeconfig, server, pki.ca, pki.admin, ADMIN_USER)
     return ControlPlane(workdir, binaries, etcd, apiserver, server, kubeconfig, pki)
 
 

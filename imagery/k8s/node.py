@@ -42,12 +42,14 @@ from imagery import process
 from imagery.k8s.control_plane import (
     KUBERNETES_VERSION,
     ControlPlane,
-    _build_kubernetes,
-    _exclusive,
     binaries_dir,
+    build_kubernetes,
+    completed,
+    exclusive,
+    write_kubeconfig,
 )
 from imagery.local.certs import Authority
-from imagery.local.install import InstallError, _require, _run_streaming
+from imagery.local.install import GO_HINT, InstallError, require_tool, run_streaming
 from imagery.local.versions import CNI_PLUGINS_VERSION
 
 NODE_COMMANDS = ("kubelet", "kube-controller-manager", "kube-scheduler")
@@ -125,39 +127,35 @@ def ensure_node_binaries(cache_dir: Path | None = None) -> NodeBinaries:
     <cache>/k8s/<KUBERNETES_VERSION>/bin/, from a wrapper module of their own in ../build-node), the CNI plugins
     (bin/cni/) and the pause image (bin/pause.tar), all once: a `.node-complete` marker makes the next call instant.
     Raises InstallError saying what failed (or that containerd or runc is missing)."""
-    containerd = Path(_require("containerd", "apt-get install containerd runc (Debian's containerd 1.6)"))
-    ctr = Path(_require("ctr", "apt-get install containerd (it ships ctr)"))
-    _require("runc", "apt-get install runc")
+    containerd = Path(require_tool("containerd", "apt-get install containerd runc (Debian's containerd 1.6)"))
+    ctr = Path(require_tool("ctr", "apt-get install containerd (it ships ctr)"))
+    require_tool("runc", "apt-get install runc")
     bin_dir = binaries_dir(cache_dir)
     binaries = NodeBinaries(bin_dir / "kubelet", bin_dir / "kube-controller-manager", bin_dir / "kube-scheduler",
                             bin_dir / "cni", bin_dir / "pause.tar", containerd, ctr)
     marker = bin_dir / ".node-complete"
-    if _node_completed(marker):
+    if completed(marker, _node_marker_text()):
         return binaries
     bin_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(bin_dir / ".lock"):
-        if _node_completed(marker):
+    with exclusive(bin_dir / ".lock"):
+        if completed(marker, _node_marker_text()):
             return binaries
         if not all((bin_dir / command).exists() for command in NODE_COMMANDS):
-            _build_kubernetes(bin_dir, NODE_COMMANDS, "build-node", minutes="2 to 10")
+            build_kubernetes(bin_dir, NODE_COMMANDS, "build-node", minutes="2 to 10")
         _build_cni_plugins(binaries.cni_bin_dir)
         build_static_go_image(PAUSE_IMAGE, _PAUSE_GO, binaries.pause_image)
         marker.write_text(_node_marker_text())
     return binaries
 
 
-def _node_completed(marker: Path) -> bool:
-    return marker.exists() and marker.read_text() == _node_marker_text()
-
-
 def _build_cni_plugins(dest: Path) -> None:
     """`go install` the four CNI plugins at CNI_PLUGINS_VERSION into DEST (moved in whole)."""
-    go = _require("go", "install Go 1.24+")
+    go = require_tool("go", GO_HINT)
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     env = dict(os.environ, CGO_ENABLED="0", GOBIN=str(partial), GOFLAGS="-trimpath -buildvcs=false")
-    _run_streaming([go, "install", "-ldflags", "-s -w",
+    run_streaming([go, "install", "-ldflags", "-s -w",
                     *(f"{CNI_MODULE}/{CNI_PACKAGES[name]}@{CNI_PLUGINS_VERSION}" for name in CNI_PLUGINS)],
                    f"Building the CNI plugins {', '.join(CNI_PLUGINS)} {CNI_PLUGINS_VERSION}", env=env)
     shutil.rmtree(dest, ignore_errors=True)
@@ -169,7 +167,7 @@ def build_static_go_image(reference: str, main_go: str, dest: Path, *, args: Seq
     """Compile MAIN_GO (a `package main` using the standard library only) into a static linux/amd64 binary and write
     an image holding only it, /app (its entrypoint, then ARGS), as a docker-archive tarball at DEST tagged REFERENCE
     (what `ctr images import` and `docker load` read). Returns DEST."""
-    go = _require("go", "install Go 1.24+")
+    go = require_tool("go", GO_HINT)
     with tempfile.TemporaryDirectory(prefix="imagery-image-") as tmp:
         source = Path(tmp)
         (source / "go.mod").write_text("module imagery.local/image\n\ngo 1.22\n")
@@ -318,19 +316,6 @@ def _kubelet_config(workdir: Path, ca: Path, containerd_socket: Path, cgroup_roo
         "nodeStatusUpdateFrequency": "5s",
         "fileCheckFrequency": "5s", "syncFrequency": "10s",
     }
-
-
-def _kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> Path:
-    name = "imagery-node"
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
-        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
-    }
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    path.chmod(0o600)
-    return path
 
 
 # ---------------------------------------------------------------------------- cgroups, mounts, leftovers
@@ -512,7 +497,7 @@ class Node:
         imagePullPolicy IfNotPresent or Never."""
         if Path(image).exists():
             return self.ctr("images", "import", str(image), timeout_s=timeout_s).stdout
-        docker = _require("docker", f"{image} is no file, and reading it from Docker needs the docker CLI")
+        docker = require_tool("docker", f"{image} is no file, and reading it from Docker needs the docker CLI")
         with tempfile.TemporaryDirectory(prefix="imagery-image-") as tmp:
             tarball = Path(tmp) / "image.tar"
             done = subprocess.run([docker, "save", "-o", str(tarball), str(image)], capture_output=True, text=True)
@@ -651,8 +636,8 @@ def _start(node: Node, plane: ControlPlane, binaries: NodeBinaries, ready_timeou
     authority = Authority(pki.ca.parent)
     kubelet_cert = authority.issue(f"system:node:{node.name}", ("localhost", "127.0.0.1", node.name),
                                    organization="system:nodes")
-    kubelet_kubeconfig = _kubeconfig(workdir / "kubelet.kubeconfig", plane.server, pki.ca, kubelet_cert.cert,
-                                     kubelet_cert.key, f"system:node:{node.name}")
+    kubelet_kubeconfig = write_kubeconfig(workdir / "kubelet.kubeconfig", plane.server, pki.ca, kubelet_cert,
+                                          f"system:node:{node.name}", cluster=node.name)
     admin = str(plane.kubeconfig)
     manager_port, scheduler_port, kubelet_port, healthz_port = process.free_ports(4)
     node.processes["kube-controller-manager"] = process.spawn([

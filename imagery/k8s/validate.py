@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -69,6 +70,7 @@ def _strict(schema: Any) -> Any:
     return out
 
 
+@cache
 def _custom_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
     validators = {}
     for key, kind in crds.custom_kinds().items():

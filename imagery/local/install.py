@@ -27,6 +27,9 @@ KAFKA_POM = Path(__file__).with_name("kafka-broker.pom.xml")
 console = Console(stderr=True)
 
 
+GO_HINT = "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)"
+
+
 class InstallError(RuntimeError):
     """A part of the stack could not be installed; the message says what to do."""
 
@@ -47,14 +50,14 @@ def connector_jars(settings: StackSettings) -> list[Path]:
     return connectors.jar_paths(settings.cache_dir / "connectors")
 
 
-def _require(tool: str, hint: str) -> str:
+def require_tool(tool: str, hint: str) -> str:
     path = shutil.which(tool)
     if not path:
         raise InstallError(f"`{tool}` is not on PATH: {hint}")
     return path
 
 
-def _run_streaming(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+def run_streaming(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
     """Run a slow command, echoing its lines dimmed so a long build visibly moves."""
     console.print(f"[bold]{what}[/bold]")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -72,11 +75,11 @@ def ensure_kafka(settings: StackSettings) -> Path:
     home = kafka_home(settings)
     if (home / ".complete").exists():
         return home
-    mvn = _require("mvn", "install Maven (Debian: apt-get install -y maven)")
-    _require("java", "install a JDK 17+ (Debian: apt-get install -y openjdk-17-jre-headless)")
+    mvn = require_tool("mvn", "install Maven (Debian: apt-get install -y maven)")
+    require_tool("java", "install a JDK 17+ (Debian: apt-get install -y openjdk-17-jre-headless)")
     libs = home / "libs"
     shutil.rmtree(libs, ignore_errors=True)
-    _run_streaming(
+    run_streaming(
         [mvn, "-B", "-ntp", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
          f"-Dkafka.version={KAFKA_VERSION}", "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
         f"Fetching Apache Kafka {KAFKA_VERSION} broker jars from Maven Central",
@@ -91,9 +94,9 @@ def _go_install(binary: Path, module: str, version: str, what: str) -> Path:
     """`go install MODULE@VERSION` into BINARY's folder, once (a `.complete` marker beside it)."""
     if binary.exists() and (binary.parent / ".complete").exists():
         return binary
-    go = _require("go", "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)")
+    go = require_tool("go", GO_HINT)
     env = dict(os.environ, GOBIN=str(binary.parent), CGO_ENABLED="0", GOFLAGS="-trimpath")
-    _run_streaming(
+    run_streaming(
         [go, "install", "-v", f"{module}@{version}"],
         f"Building {what} {version} with `go install` (first time only: minutes on 2 cores)",
         env=env,
