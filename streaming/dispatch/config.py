@@ -29,7 +29,7 @@ from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
-ExecutionMode = Literal["process", "thread"]
+ExecutionMode = Literal["process", "thread", "thread-records"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
 DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"

@@ -1,0 +1,296 @@
+"""The job's Python operators: a group of one partition's records in, each record's routed outputs out.
+
+Both wrap `Dispatcher` (streaming/dispatch/handler.py), which handles every record on its own (its own calls, its
+own result or dead letter); they differ in where the Python runs and when the outputs are handed back to Flink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import pickle
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+from pyflink.common import Row, Time, Types
+from pyflink.datastream import AsyncFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor
+
+from schemas import DispatcherIdentity
+from streaming.dispatch.client import InferenceClient
+from streaming.dispatch.config import DispatcherConfig
+from streaming.dispatch.handler import Dispatcher
+from streaming.dispatch.in_flight import InFlight
+from streaming.dispatch.metrics import DispatcherMetrics
+from streaming.dispatch.records import KafkaInput, Output
+from streaming.dispatch.retry import RetryPolicy
+
+ROUTED_TYPE = Types.ROW_NAMED(
+    ["dlq", "k", "v", "headers"],
+    [Types.BOOLEAN(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+     Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))],
+)
+# An outage is waited out inside the handling; this bound only catches a wedged call. It is kept inside the
+# coroutine (an asyncio deadline: one timer handle on the loop): PyFlink's own async operator timeout starts a
+# threading.Timer, a new thread, for every element (pyflink/fn_execution/datastream/process/async_function/
+# operation.py, ResultHandler.register_timeout), so that operator is given none (0: "no timeout").
+WEDGED_CALL_S = 24 * 3600
+NO_OPERATOR_TIMEOUT = Time.milliseconds(0)
+# Thread mode: how often a partition with calls running looks for finished ones to emit when no record comes
+EMIT_TICK_MS = 5
+
+
+def _epoch_ms(ts: Any) -> int | None:
+    if ts is None:
+        return None
+    if hasattr(ts, "to_epoch_milli"):
+        return int(ts.to_epoch_milli())
+    if hasattr(ts, "toEpochMilli"):  # thread mode hands a TIMESTAMP_LTZ over as the JVM's Instant
+        return int(ts.toEpochMilli())
+    if hasattr(ts, "timestamp"):
+        return int(ts.timestamp() * 1000)
+    return int(ts)
+
+
+def kafka_input(partition: int, row: Any) -> KafkaInput:
+    """One record: (k, v, topic, offset, ts, headers)."""
+    k, v, topic, offset, ts, headers = row
+    return KafkaInput(
+        value=None if v is None else bytes(v), key=None if k is None else bytes(k), topic=topic, partition=partition,
+        offset=offset, timestamp_ms=_epoch_ms(ts),
+        headers={name: bytes(b or b"") for name, b in (headers or {}).items()},
+    )
+
+
+def group_inputs(partition: int, columns: Any) -> list[KafkaInput]:
+    """The records of a group: `records` of `tables.grouped_records`, one array per field."""
+    return [kafka_input(partition, row) for row in zip(*columns, strict=True)]
+
+
+def encode_group(records: list[KafkaInput]) -> bytes:
+    """A group as the bytes thread mode keeps in Flink state: builtin tuples, not `KafkaInput` objects, whose pickle
+    names the class for every record (bench/RESULTS.md, issue 28: the state entry's cost)."""
+    return pickle.dumps([(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp_ms, r.headers) for r in records],
+                        protocol=5)
+
+
+def decode_group(data: bytes) -> list[KafkaInput]:
+    return [KafkaInput(value=v, key=k, topic=t, partition=p, offset=o, timestamp_ms=ts, headers=h)
+            for v, k, t, p, o, ts, h in pickle.loads(data)]
+
+
+def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
+                        ) -> tuple[Callable[[], Dispatcher], DispatcherMetrics]:
+    """What makes a subtask's `Dispatcher` (call it inside the event loop its HTTP client binds to), and its metrics,
+    registered with Flink (the Flink UI, and Prometheus through the reporter)."""
+    client = functools.partial(
+        InferenceClient,
+        http_url=cfg.http_url,
+        policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
+        attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
+        max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
+        auth_token=cfg.service_token(), ca_file=cfg.http_ca_file or None,
+    )
+    identity = DispatcherIdentity(job=f"{cfg.name}/{_subtask_index(runtime_context)}", group_id=cfg.group_id,
+                                  host=cfg.host)
+    metrics = DispatcherMetrics()
+    metrics.register(runtime_context.get_metrics_group())
+
+    def new_dispatcher() -> Dispatcher:
+        return Dispatcher(client(), cfg.team, identity, cfg.max_message_bytes, cfg.max_record_bytes,
+                          in_flight=cfg.capacity, metrics=metrics)
+
+    return new_dispatcher, metrics
+
+
+def _subtask_index(runtime_context: RuntimeContext) -> int:
+    try:
+        return runtime_context.get_index_of_this_subtask()
+    except AttributeError:  # thread mode's context asks the JVM for a method Flink 2 moved to its TaskInfo
+        return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())  # type: ignore[attr-defined]
+
+
+async def _unless_wedged(handling: Awaitable[list[Output]]) -> list[Output]:
+    """The outputs, or a TimeoutError after WEDGED_CALL_S, which fails the job: restarting from the last checkpoint
+    loses nothing, where a DLQ entry would lie (outages are waited out inside the handling, however long)."""
+    try:
+        async with asyncio.timeout(WEDGED_CALL_S):
+            return await handling
+    except TimeoutError:
+        raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
+
+
+def routed(outputs: Iterable[Output]) -> list[Row]:
+    # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
+    return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
+
+
+class InferAndRoute(AsyncFunction):
+    """Process mode: wraps `Dispatcher.handle_group` for PyFlink's async operator in a Python worker."""
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+        self.dispatcher: Dispatcher | None = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # (No live gauge for a pause or an outage here: PyFlink hands Python metrics to Flink when a bundle finishes,
+        # and a paused bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
+        self._new_dispatcher, _ = _dispatcher_factory(self.config, runtime_context)
+
+    def _dispatcher(self) -> Dispatcher:
+        # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
+        if self.dispatcher is None:
+            self.dispatcher = self._new_dispatcher()
+        return self.dispatcher
+
+    def close(self) -> None:
+        # The client's connections belong to the operator's event loop, which is already stopped here; they
+        # close with the worker process. Dropping the reference is all that is left to do.
+        self.dispatcher = None
+
+    async def async_invoke(self, group: Row) -> list[Row]:
+        records = group_inputs(group.partition, group.records)
+        return routed(await _unless_wedged(self._dispatcher().handle_group(records)))
+
+
+class _InThread(KeyedProcessFunction):
+    """What both thread-mode operators share: an event loop in a thread of the function's own that runs the calls,
+    and `InFlight`, through which finished calls reach Flink's task thread to be emitted."""
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        new_dispatcher, _ = _dispatcher_factory(self.config, runtime_context)
+        self.in_flight: InFlight[list[Output]] = InFlight()
+        self.resumed: set[int] = set()  # partitions whose entries in state were sent again since this start
+        self.timer_at: dict[int, int] = {}
+        self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(target=self.loop.run_forever, name="imagery-dispatch", daemon=True)
+        self.loop_thread.start()
+
+        async def make() -> Dispatcher:  # inside the loop its HTTP client and semaphore bind to
+            return new_dispatcher()
+
+        self.dispatcher = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+
+    def close(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            self.loop_thread.join(timeout=5)
+
+    def _start(self, partition: int, entry: int, handling: Awaitable[list[Output]]) -> None:
+        self.in_flight.start(partition, entry)
+        call = asyncio.run_coroutine_threadsafe(_unless_wedged(handling), self.loop)
+
+        def finished(done: Any) -> None:
+            if done.exception() is not None:
+                self.in_flight.fail(done.exception())
+            else:
+                self.in_flight.finish(partition, entry, done.result())
+
+        call.add_done_callback(finished)
+
+    def _arm(self, ctx: Any, partition: int) -> None:
+        now = ctx.timer_service().current_processing_time()
+        if self.timer_at.get(partition, 0) <= now:
+            self.timer_at[partition] = at = (now // EMIT_TICK_MS + 1) * EMIT_TICK_MS
+            ctx.timer_service().register_processing_time_timer(at)
+
+
+class InferAndRouteInThread(_InThread):
+    """Thread mode (`--execution-mode thread`): groups of one partition's records (`tables.grouped_records`), keyed by
+    their partition, with each group's outputs emitted as soon as its calls complete: no bundle to wait for.
+
+    A group is put in keyed MapState (one entry, under its first offset) before its calls start, and removed from it
+    in the same step that emits its outputs (`_emit`, on Flink's task thread, from the next group or timer of its
+    partition; a timer every `EMIT_TICK_MS` while calls run). So a checkpoint holds every record it has read either
+    in that state or in its outputs: after a restore, the groups the state holds are sent again (`_resume`), and the
+    outputs they had produced since were never committed."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        self.groups = runtime_context.get_map_state(
+            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())))
+        # groups held per partition: as many as images in flight, since a light load makes groups of one record
+        self.max_held = self.config.groups_in_flight
+
+    def process_element(self, records: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        # (the operator hands over the row's second field, `records`: it takes the first for the key)
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        group = group_inputs(partition, records)
+        while self.in_flight.running(partition) >= self.max_held:  # back-pressure: Kafka waits, not memory
+            self.in_flight.wait_for_finished(partition, timeout_s=1.0)
+            yield from self._emit(partition)
+        entry = group[0].offset
+        self.groups.put(entry, encode_group(group))
+        self._start(partition, entry, self.dispatcher.handle_group(group))
+        yield from self._emit(partition)
+        self._arm(ctx, partition)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        yield from self._emit(partition)
+        if self.in_flight.running(partition):
+            self._arm(ctx, partition)
+
+    def _emit(self, partition: int) -> Iterator[Row]:
+        for entry, outputs in self.in_flight.take(partition):
+            self.groups.remove(entry)
+            yield from routed(outputs)
+
+    def _resume(self, partition: int) -> None:
+        """After a start or restore, send again the groups the restored state holds (their outputs, if any had been
+        emitted, belonged to a checkpoint that did not complete)."""
+        if partition in self.resumed:
+            return
+        self.resumed.add(partition)  # before this, nothing of the partition was sent by this process
+        for entry, data in list(self.groups.items()):
+            self._start(partition, entry, self.dispatcher.handle_group(decode_group(bytes(data))))
+
+
+class InferAndRouteRecords(_InThread):
+    """The former thread mode, kept for issue 28's measurement only: records one by one, keyed by a Python key
+    selector, each record a pickled `KafkaInput` in MapState."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        self.records = runtime_context.get_map_state(
+            MapStateDescriptor("records_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        self.max_held = 2 * self.config.capacity
+
+    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        k, v, topic, _, offset, ts, headers = row
+        record = kafka_input(partition, (k, v, topic, offset, ts, headers))
+        while self.in_flight.running(partition) >= self.max_held:
+            self.in_flight.wait_for_finished(partition, timeout_s=1.0)
+            yield from self._emit(partition)
+        self.records.put(record.offset, record)
+        self._start(partition, record.offset, self.dispatcher.handle(record))
+        yield from self._emit(partition)
+        self._arm(ctx, partition)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        partition = ctx.get_current_key()
+        self._resume(partition)
+        yield from self._emit(partition)
+        if self.in_flight.running(partition):
+            self._arm(ctx, partition)
+
+    def _emit(self, partition: int) -> Iterator[Row]:
+        for offset, outputs in self.in_flight.take(partition):
+            self.records.remove(offset)
+            yield from routed(outputs)
+
+    def _resume(self, partition: int) -> None:
+        if partition in self.resumed:
+            return
+        self.resumed.add(partition)
+        for _, record in list(self.records.items()):
+            self._start(partition, record.offset, self.dispatcher.handle(record))
