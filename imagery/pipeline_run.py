@@ -126,6 +126,9 @@ class Collected:
     dead: list[DeadLetter] = field(default_factory=list)
     result_count: int = 0  # every result record read, duplicates included
     result_times_ms: dict[str, int] = field(default_factory=dict)  # id -> broker timestamp of the result
+    # id -> when this reader received the result (it reads committed records only: under exactly-once, when the
+    # result's transaction was committed, at the checkpoint after it was written)
+    seen_ms: dict[str, int] = field(default_factory=dict)
 
 
 def collect(
@@ -157,6 +160,7 @@ def collect(
                     out.result_count += 1
                     out.results[record["id"]] = record
                     out.result_times_ms[record["id"]] = msg.timestamp()[1]
+                    out.seen_ms.setdefault(record["id"], int(time.time() * 1000))
             else:
                 try:
                     letter = DeadLetter.model_validate_json(value)

@@ -29,7 +29,7 @@ from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
-ExecutionMode = Literal["process", "thread", "thread-records"]
+ExecutionMode = Literal["process", "thread"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
 DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"
@@ -61,11 +61,11 @@ class DispatcherConfig(BaseSettings):
     capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
     execution_mode: ExecutionMode = setting(
         "process", "process (records in groups through PyFlink's async operator in a Python worker: the higher pace) "
-        "| thread (each record's result as soon as its call completes, the Python running inside the JVM: the "
-        "lower latency)")
+        "| thread (the Python inside the JVM, with no bundle: each group's results as soon as its calls complete, "
+        "the lower latency)")
     group_size: int = setting(
-        64, "most records of one partition handed to Python at once (PyFlink's operator costs about a millisecond "
-        "per element, whatever it holds)", ge=1)
+        64, "most records of one partition handed to Python at once (each element that crosses into Python costs "
+        "the same, whatever it holds)", ge=1)
     group_wait_ms: int = setting(10, "longest a record waits for its group to fill", ge=1)
     items_per_request: int = setting(defaults.ITEMS_PER_REQUEST, "1 = /infer_json, more = /infer_batch", ge=1)
     max_batch_wait_ms: float = setting(defaults.MAX_BATCH_WAIT_MS, "how long /infer_batch waits to fill", ge=0)

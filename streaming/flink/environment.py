@@ -21,7 +21,7 @@ from streaming.dispatch.metrics import reporter_options
 def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> StreamExecutionEnvironment:
     conf = Configuration()
     conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
-    conf.set_string("python.execution-mode", "process" if cfg.execution_mode == "process" else "thread")
+    conf.set_string("python.execution-mode", cfg.execution_mode)
     # Checkpoints outlive the job (a crash, a cancel), so that a restart resumes from the state its committed output
     # belongs to: streaming/dispatch/checkpoints.py finds the newest and passes it as `restore_from`.
     job_dir = checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id)

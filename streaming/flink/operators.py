@@ -155,8 +155,8 @@ class InferAndRoute(AsyncFunction):
 
 
 class _InThread(KeyedProcessFunction):
-    """What both thread-mode operators share: an event loop in a thread of the function's own that runs the calls,
-    and `InFlight`, through which finished calls reach Flink's task thread to be emitted."""
+    """An event loop in a thread of the function's own that runs the calls, and `InFlight`, through which finished
+    calls reach Flink's task thread to be emitted."""
 
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
@@ -251,46 +251,3 @@ class InferAndRouteInThread(_InThread):
         self.resumed.add(partition)  # before this, nothing of the partition was sent by this process
         for entry, data in list(self.groups.items()):
             self._start(partition, entry, self.dispatcher.handle_group(decode_group(bytes(data))))
-
-
-class InferAndRouteRecords(_InThread):
-    """The former thread mode, kept for issue 28's measurement only: records one by one, keyed by a Python key
-    selector, each record a pickled `KafkaInput` in MapState."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        super().open(runtime_context)
-        self.records = runtime_context.get_map_state(
-            MapStateDescriptor("records_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
-        self.max_held = 2 * self.config.capacity
-
-    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        partition = ctx.get_current_key()
-        self._resume(partition)
-        k, v, topic, _, offset, ts, headers = row
-        record = kafka_input(partition, (k, v, topic, offset, ts, headers))
-        while self.in_flight.running(partition) >= self.max_held:
-            self.in_flight.wait_for_finished(partition, timeout_s=1.0)
-            yield from self._emit(partition)
-        self.records.put(record.offset, record)
-        self._start(partition, record.offset, self.dispatcher.handle(record))
-        yield from self._emit(partition)
-        self._arm(ctx, partition)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
-        partition = ctx.get_current_key()
-        self._resume(partition)
-        yield from self._emit(partition)
-        if self.in_flight.running(partition):
-            self._arm(ctx, partition)
-
-    def _emit(self, partition: int) -> Iterator[Row]:
-        for offset, outputs in self.in_flight.take(partition):
-            self.records.remove(offset)
-            yield from routed(outputs)
-
-    def _resume(self, partition: int) -> None:
-        if partition in self.resumed:
-            return
-        self.resumed.add(partition)
-        for _, record in list(self.records.items()):
-            self._start(partition, record.offset, self.dispatcher.handle(record))

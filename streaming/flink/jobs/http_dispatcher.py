@@ -43,7 +43,6 @@ from streaming.flink.operators import (
     ROUTED_TYPE,
     InferAndRoute,
     InferAndRouteInThread,
-    InferAndRouteRecords,
 )
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -62,8 +61,7 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     client = flink_kafka_options(read_properties(cfg.kafka_config)) if cfg.kafka_config else {}
     tables.create_kafka_tables(t_env, cfg, client)
 
-    route = {"process": _routed_in_worker, "thread": _routed_in_thread, "thread-records": _routed_records_in_thread}
-    routed = route[cfg.execution_mode](t_env, cfg)
+    routed = (_routed_in_thread if cfg.execution_mode == "thread" else _routed_in_worker)(t_env, cfg)
     t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
         .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
         .column("headers", DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())).build()))
@@ -98,14 +96,6 @@ def _routed_in_thread(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> D
             .name("parse, infer over HTTP, route (thread mode)"))
 
 
-def _routed_records_in_thread(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> DataStream:
-    records = t_env.to_data_stream(t_env.sql_query(
-        f"SELECT k, v, `topic`, `partition`, `offset`, ts, headers FROM {tables.INPUT}"))
-    return (records.key_by(lambda row: row[3], key_type=Types.INT())
-            .process(InferAndRouteRecords(cfg), output_type=ROUTED_TYPE)
-            .name("parse, infer over HTTP, route (thread mode, records)"))
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("_python_worker_execution_mode", "process")
     if cfg.prometheus_port:
         put_reporter_on_local_classpath()
-    if cfg.execution_mode != "process":  # the local JVM's embedded Python imports what this process does
+    if cfg.execution_mode == "thread":  # the local JVM's embedded Python imports what this process does
         os.environ["PYTHONPATH"] = embedded_python.python_path()
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
