@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import pickle
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -26,10 +25,14 @@ from streaming.dispatch.metrics import DispatcherMetrics
 from streaming.dispatch.records import KafkaInput, Output
 from streaming.dispatch.retry import RetryPolicy
 
+_BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+# What both operators emit: the outputs of one or more groups as one element, one array per field (flattened back into
+# records in SQL, `tables.ROUTED`): each element handed from Python to the JVM costs the same whatever it holds
+# (bench/RESULTS.md, issue 28). Arrays, not an array of ROWs, for the reason `tables.GROUP_FIELDS` gives.
 ROUTED_TYPE = Types.ROW_NAMED(
     ["dlq", "k", "v", "headers"],
-    [Types.BOOLEAN(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-     Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))],
+    [Types.OBJECT_ARRAY(Types.BOOLEAN()), Types.OBJECT_ARRAY(_BYTES), Types.OBJECT_ARRAY(_BYTES),
+     Types.OBJECT_ARRAY(Types.MAP(Types.STRING(), _BYTES))],
 )
 # An outage is waited out inside the handling; this bound only catches a wedged call. It is kept inside the
 # coroutine (an asyncio deadline: one timer handle on the loop): PyFlink's own async operator timeout starts a
@@ -68,16 +71,20 @@ def group_inputs(partition: int, columns: Any) -> list[KafkaInput]:
     return [kafka_input(partition, row) for row in zip(*columns, strict=True)]
 
 
-def encode_group(records: list[KafkaInput]) -> bytes:
-    """A group as the bytes thread mode keeps in Flink state: builtin tuples, not `KafkaInput` objects, whose pickle
-    names the class for every record (bench/RESULTS.md, issue 28: the state entry's cost)."""
-    return pickle.dumps([(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp_ms, r.headers) for r in records],
-                        protocol=5)
+GroupEntry = list[tuple[Any, ...]]
 
 
-def decode_group(data: bytes) -> list[KafkaInput]:
+def encode_group(records: list[KafkaInput]) -> GroupEntry:
+    """A group as thread mode keeps it in Flink state (one entry, pickled once by PyFlink's state converter): builtin
+    tuples, not one pickled `KafkaInput` per record, whose pickle names the class each time. (A byte-array state type
+    is no way around the pickle: PyFlink's embedded converter hands a Python `bytes` over as an array of numbers,
+    which the state's byte[] serializer refuses at the checkpoint.)"""
+    return [(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp_ms, r.headers) for r in records]
+
+
+def decode_group(entry: GroupEntry) -> list[KafkaInput]:
     return [KafkaInput(value=v, key=k, topic=t, partition=p, offset=o, timestamp_ms=ts, headers=h)
-            for v, k, t, p, o, ts, h in pickle.loads(data)]
+            for v, k, t, p, o, ts, h in entry]
 
 
 def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
@@ -121,9 +128,12 @@ async def _unless_wedged(handling: Awaitable[list[Output]]) -> list[Output]:
         raise TimeoutError(f"an inference call did not finish within {WEDGED_CALL_S} s") from None
 
 
-def routed(outputs: Iterable[Output]) -> list[Row]:
+def routed(outputs: Iterable[Output]) -> Row:
+    """OUTPUTS as one element of ROUTED_TYPE."""
+    outputs = list(outputs)
     # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
-    return [Row(dlq=o.dlq, k=o.key, v=o.value, headers=o.headers or None) for o in outputs]
+    return Row(dlq=[o.dlq for o in outputs], k=[o.key for o in outputs], v=[o.value for o in outputs],
+               headers=[o.headers or None for o in outputs])
 
 
 class InferAndRoute(AsyncFunction):
@@ -151,7 +161,7 @@ class InferAndRoute(AsyncFunction):
 
     async def async_invoke(self, group: Row) -> list[Row]:
         records = group_inputs(group.partition, group.records)
-        return routed(await _unless_wedged(self._dispatcher().handle_group(records)))
+        return [routed(await _unless_wedged(self._dispatcher().handle_group(records)))]
 
 
 class _InThread(KeyedProcessFunction):
@@ -213,7 +223,7 @@ class InferAndRouteInThread(_InThread):
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
         self.groups = runtime_context.get_map_state(
-            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())))
+            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
         # groups held per partition: as many as images in flight, since a light load makes groups of one record
         self.max_held = self.config.groups_in_flight
 
@@ -239,9 +249,11 @@ class InferAndRouteInThread(_InThread):
             self._arm(ctx, partition)
 
     def _emit(self, partition: int) -> Iterator[Row]:
-        for entry, outputs in self.in_flight.take(partition):
+        finished = self.in_flight.take(partition)
+        for entry, _ in finished:
             self.groups.remove(entry)
-            yield from routed(outputs)
+        if finished:
+            yield routed(output for _, outputs in finished for output in outputs)
 
     def _resume(self, partition: int) -> None:
         """After a start or restore, send again the groups the restored state holds (their outputs, if any had been
@@ -249,5 +261,5 @@ class InferAndRouteInThread(_InThread):
         if partition in self.resumed:
             return
         self.resumed.add(partition)  # before this, nothing of the partition was sent by this process
-        for entry, data in list(self.groups.items()):
-            self._start(partition, entry, self.dispatcher.handle_group(decode_group(bytes(data))))
+        for entry, records in list(self.groups.items()):
+            self._start(partition, entry, self.dispatcher.handle_group(decode_group(records)))

@@ -93,3 +93,10 @@ def grouped_records(cfg: DispatcherConfig) -> str:
         FROM {INPUT}
         GROUP BY TUMBLE({PROCESSING_TIME}, INTERVAL '{cfg.group_wait_ms / 1000:.3f}' SECOND), `partition`,
                  `offset` / {cfg.group_size}"""
+
+
+def routed_records(batches: str) -> str:
+    """The records of BATCHES (a view of the operators' `ROUTED_TYPE`), one row per output: dlq, k, v, headers."""
+    return f"""
+        SELECT o.dlq, b.k[o.i] AS k, b.v[o.i] AS v, b.headers[o.i] AS headers
+        FROM {batches} AS b CROSS JOIN UNNEST(b.dlq) WITH ORDINALITY AS o(dlq, i)"""

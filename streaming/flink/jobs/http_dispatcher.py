@@ -62,9 +62,11 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     tables.create_kafka_tables(t_env, cfg, client)
 
     routed = (_routed_in_thread if cfg.execution_mode == "thread" else _routed_in_worker)(t_env, cfg)
-    t_env.create_temporary_view("routed", t_env.from_data_stream(routed, Schema.new_builder()
-        .column("dlq", DataTypes.BOOLEAN()).column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
-        .column("headers", DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())).build()))
+    headers = DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())
+    t_env.create_temporary_view("batches", t_env.from_data_stream(routed, Schema.new_builder()
+        .column("dlq", DataTypes.ARRAY(DataTypes.BOOLEAN())).column("k", DataTypes.ARRAY(DataTypes.BYTES()))
+        .column("v", DataTypes.ARRAY(DataTypes.BYTES())).column("headers", DataTypes.ARRAY(headers)).build()))
+    t_env.create_temporary_view("routed", t_env.sql_query(tables.routed_records("batches")))
 
     statements = t_env.create_statement_set()
     statements.add_insert_sql(f"INSERT INTO {tables.RESULTS} SELECT k, v FROM routed WHERE NOT dlq")
