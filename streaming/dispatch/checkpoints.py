@@ -98,3 +98,33 @@ def resume_path(resume: str, checkpoint_dir: str, group_id: str) -> str | None:
         return None
     prune(folder, keep=found)
     return str(found)
+
+
+# The operators of the job, and the state they keep, by execution mode: a checkpoint restores only into the layout
+# that took it. A new layout (a change of the job's operators or their state) takes a new number here.
+LAYOUT_FILE = "layout"
+LAYOUT_VERSION = 2
+
+
+class LayoutMismatch(Exception):
+    """The group's newest checkpoint was taken by a job whose operators keep other state."""
+
+
+def layout(execution_mode: str) -> str:
+    return f"{execution_mode}-{LAYOUT_VERSION}"
+
+
+def claim_layout(checkpoint_dir: str, group_id: str, job_layout: str, restore_from: str | None) -> None:
+    """Before a job of JOB_LAYOUT starts in the group's folder: raise LayoutMismatch if it would restore (RESTORE_FROM,
+    found by `--resume latest`) a checkpoint that another layout took, or one from before layouts were recorded;
+    otherwise record JOB_LAYOUT as the layout of the checkpoints the job takes there. A local folder only (a remote
+    file system is left to Flink, which refuses a restore into other operators at start)."""
+    folder = local_path(job_dir(checkpoint_dir, group_id))
+    if folder is None:
+        return
+    marker = folder / LAYOUT_FILE
+    found = marker.read_text().strip() if marker.is_file() else None
+    if restore_from is not None and found != job_layout:
+        raise LayoutMismatch(found or "an earlier version's")
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(job_layout + "\n")

@@ -60,9 +60,10 @@ class DispatcherConfig(BaseSettings):
     parallelism: int = setting(1, "Flink parallelism (give the input topic at least as many partitions)", ge=1)
     capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
     execution_mode: ExecutionMode = setting(
-        "process", "process (records in groups through PyFlink's async operator in a Python worker: the higher pace) "
-        "| thread (the Python inside the JVM, with no bundle: each group's results as soon as its calls complete, "
-        "the lower latency)")
+        "thread", "thread (the Python inside the JVM: each group's results handed on as soon as its calls complete; "
+        "the higher pace and the lower latency, bench/RESULTS.md) | process (groups through PyFlink's async operator "
+        "in a Python worker, results handed on when a bundle ends). The modes keep different state: a checkpoint of "
+        "one does not restore into the other (the job refuses at start and names the safe path)")
     group_size: int = setting(
         64, "most records of one partition handed to Python at once (each element that crosses into Python costs "
         "the same, whatever it holds)", ge=1)
@@ -78,9 +79,15 @@ class DispatcherConfig(BaseSettings):
         defaults.ATTEMPTS, "tries per message for retryable failures (outages are not counted)", ge=1)
     backoff_ms: int = setting(defaults.BACKOFF_MS, "first retry delay; doubles per attempt, with jitter", ge=0)
     backoff_max_ms: int = setting(defaults.BACKOFF_MAX_MS, "retry delay cap", ge=0)
-    delivery_guarantee: DeliveryGuarantee = setting("at-least-once", "at-least-once | exactly-once")
+    delivery_guarantee: DeliveryGuarantee = setting(
+        "exactly-once", "exactly-once (every input record ends in exactly one place, result or dead letter, through "
+        "crashes and restarts: the outputs are Kafka transactions, which read_committed consumers see once a "
+        "checkpoint commits them) | at-least-once (outputs visible at once; a crash or restart can write some of "
+        "them twice)")
     # Flink refuses a checkpoint interval under 10 ms
-    checkpoint_interval_ms: int = setting(5_000, "Flink checkpoint interval", ge=10)
+    checkpoint_interval_ms: int = setting(
+        1_000, "Flink checkpoint interval; under exactly-once also how often results become visible (a committed "
+        "result waits about half of it on average: bench/RESULTS.md, issue 28)", ge=10)
     checkpoint_dir: str = setting(
         "", "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
         "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder")

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.execution_mode == "thread":  # the local JVM's embedded Python imports what this process does
         os.environ["PYTHONPATH"] = embedded_python.python_path()
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
+    if cfg.resume == "latest":  # an explicit --resume path is the operator's choice, which Flink checks
+        _claim_layout(cfg, restore_from)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
           f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
     env = make_environment(cfg, restore_from)
@@ -118,6 +120,23 @@ def main(argv: list[str] | None = None) -> None:
         savepoints = checkpoints.savepoint_dir(checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id))
         run_until_stopped(result.get_job_client(), savepoints)
         result.wait()
+
+
+def _claim_layout(cfg: DispatcherConfig, restore_from: str | None) -> None:
+    """Refuse to restore a checkpoint taken by a job whose operators keep other state (the other execution mode, or
+    an earlier version), naming the safe path: tested under load in tests/faults/test_operator_actions.py."""
+    try:
+        checkpoints.claim_layout(cfg.checkpoint_dir, cfg.group_id, checkpoints.layout(cfg.execution_mode),
+                                 restore_from)
+    except checkpoints.LayoutMismatch as found:
+        raise SystemExit(
+            f"{cfg.name}: the newest checkpoint of group {cfg.group_id} ({restore_from}) holds {found} state, and "
+            f"this job (--execution-mode {cfg.execution_mode}) keeps other state: Flink cannot restore it. To switch, "
+            "start this job with --resume none: it reads on from the group's committed offsets. The records the old "
+            "job still held (read, not yet written) are then missing until `imagery audit --team "
+            f"{cfg.team} --group-id {cfg.group_id} --input-topic {cfg.input_topic} --output-topic "
+            f"{cfg.output_topic} --repair`, run once this job has caught up, re-publishes them; a second audit finds "
+            "each record landed once.") from None
 
 
 if __name__ == "__main__":
