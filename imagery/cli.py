@@ -587,7 +587,7 @@ def k8s_check(file: Path | None = typer.Argument(None, exists=True, dir_okay=Fal
 
 @k8s_app.command("size")
 def k8s_size(rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)"),
-             mode: str = typer.Option("process", "--execution-mode",
+             mode: str = typer.Option("thread", "--execution-mode",
                                       help="the dispatcher's: process | thread")) -> None:
     """Partitions, parallelism (task slots), --capacity and GPUs (service replicas) for a rate, from the measured
     figures of bench/RESULTS.md (imagery/k8s/sizing.py names each)."""
