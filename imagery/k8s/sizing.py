@@ -15,9 +15,9 @@ Mode = Literal["process", "thread"]
 
 # The dispatcher's CPU per message (JVM + Python worker), against a stand-in service, 32 items per request,
 # parallelism 2: "Dispatcher pace vs Flink SQL passthrough (bursts of 10,000)", 2026-12-05, 2-core AMD EPYC.
-# The thread figure is the former record-at-a-time thread mode's; the grouped one that replaced it cost less than process
-# mode in one run at p=1 and 1 item per request (0.525 against 0.715 ms: "Issue 28", run B), so it over-provisions
-# until the p=2, 32-item row is measured again.
+# The thread figure is the former record-at-a-time thread mode's; the grouped one that replaced it cost less than
+# process mode in one run at p=1 and 1 item per request (0.525 against 0.715 ms: "Issue 28", run B), so it
+# over-provisions until the p=2, 32-item row is measured again.
 DISPATCHER_CPU_MS_PER_MSG: dict[Mode, float] = {"process": 0.151 + 0.109, "thread": 0.445}
 # One GPU's service: ResNet-50, 640x480 JPEGs from MinIO, /infer_batch (24 clients x 32 items), 8 workers:
 # "Goal 1 (issue 10): resnet50 service on NVIDIA H100 80GB HBM3", 2026-11-23 (the newest GPU figure; the

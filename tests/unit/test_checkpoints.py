@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from streaming.dispatch import checkpoints
 
 
@@ -50,3 +52,26 @@ def test_none_and_an_explicit_path_are_taken_as_given(tmp_path):
 def test_plain_paths_become_file_uris():
     assert checkpoints.as_uri("/var/ckpt") == "file:///var/ckpt"
     assert checkpoints.as_uri("s3://b/ckpt") == "s3://b/ckpt"
+
+
+def test_a_job_refuses_a_checkpoint_of_another_layout_and_records_its_own(tmp_path):
+    uri = tmp_path.as_uri()
+    thread, process = checkpoints.layout("thread"), checkpoints.layout("process")
+    checkpoints.claim_layout(uri, "g", thread, restore_from=None)  # a first start records its layout
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == thread
+    checkpoints.claim_layout(uri, "g", thread, restore_from="chk-1")  # the same layout resumes
+    with pytest.raises(checkpoints.LayoutMismatch, match=thread):
+        checkpoints.claim_layout(uri, "g", process, restore_from="chk-1")
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == thread  # a refusal changes nothing
+    checkpoints.claim_layout(uri, "g", process, restore_from=None)  # --resume none: the switch, recorded
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == process
+
+
+def test_a_checkpoint_from_before_layouts_were_recorded_is_refused(tmp_path):
+    (tmp_path / "g" / "job" / "chk-3").mkdir(parents=True)
+    with pytest.raises(checkpoints.LayoutMismatch, match="earlier version"):
+        checkpoints.claim_layout(tmp_path.as_uri(), "g", checkpoints.layout("thread"), restore_from="chk-3")
+
+
+def test_a_remote_folder_is_left_to_flink():
+    checkpoints.claim_layout("s3://bucket/checkpoints", "g", checkpoints.layout("thread"), restore_from="s3://x")
