@@ -13,8 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+# sitecustomize.py there keeps pyarrow out of the JVM (it says why); first, so that it is the one Python imports
+EMBEDDED_SITE = Path(__file__).resolve().parent / "embedded"
+
 
 def python_path() -> str:
-    """This process's import path, then any PYTHONPATH it was given."""
-    paths = [p for p in sys.path if p and Path(p).is_dir()] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    """EMBEDDED_SITE, this process's import path, then any PYTHONPATH it was given."""
+    paths = [str(EMBEDDED_SITE), *(p for p in sys.path if p and Path(p).is_dir()),
+             *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     return os.pathsep.join(p for p in dict.fromkeys(paths) if p)

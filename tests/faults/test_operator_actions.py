@@ -27,7 +27,7 @@ from confluent_kafka.admin import NewPartitions
 
 from bench.results import append_results, markdown_table
 from imagery import kafka_io
-from imagery.audit import AuditReport, audit, describe, repair, wait_until_caught_up
+from imagery.audit import AuditReport, audit, describe, wait_until_caught_up
 from imagery.local import stack
 from imagery.pipeline_run import DispatcherProcess
 from imagery.repo import REPO_ROOT
@@ -203,7 +203,8 @@ def two_jobs_started_and_stopped(s: Scenario) -> None:
 
 def switched_mode(s: Scenario) -> None:
     """A running team's job switched to the other execution mode, by the path the job names when it refuses to
-    restore the other mode's checkpoint: start with --resume none, then `imagery audit --repair` once caught up."""
+    restore the other mode's checkpoint: drain (producers paused until the audit finds everything landed), stop,
+    start the other mode with --resume none, resume the producers."""
     job = s.new_job()
     mode = job.args[job.args.index("--execution-mode") + 1] if "--execution-mode" in job.args else "thread"
     other = "process" if mode == "thread" else "thread"
@@ -213,19 +214,36 @@ def switched_mode(s: Scenario) -> None:
     assert job.proc is not None and job.proc.proc is not None
     assert job.proc.proc.wait(120) != 0, "the job restored the other mode's checkpoint"
     refusal = job.logs[-1].read_text()
-    assert "--resume none" in refusal and "--repair" in refusal, refusal[-3000:]
-    job.start("--execution-mode", other, "--resume", "none")
+    assert "--resume none" in refusal and "imagery audit" in refusal, refusal[-3000:]
+    job.start()  # back in its own mode, under load, until the drain
     checkpointed(job, s.checkpoint_dir)
     for producer in s.producers:
-        producer.stop()
-    assert job.proc is not None
-    wait_until_caught_up(s.bootstrap, job.topic("--input-topic"), job.group, CATCH_UP_S, job.proc.check_alive)
-    before = audit(s.bootstrap, "fruit", input_topic=job.topic("--input-topic"),
-                   output_topic=job.topic("--output-topic"), dlq_topic=job.topic("--dlq-topic"), group_id=job.group)
-    repaired = repair(s.bootstrap, before)
+        producer.stop()  # the drain: producers paused
+    drained(s.bootstrap, job)
+    job.stop_with_savepoint()
+    job.start("--execution-mode", other, "--resume", "none")
+    producer = SteadyProducer(s.bootstrap, job.topic("--input-topic"), s.producers[0].bucket)
+    producer.start()
+    s.producers.append(producer)
+    checkpointed(job, s.checkpoint_dir)
+    time.sleep(MOMENTS_S[-1])  # the new mode under load for a while before the final audit
     s.cycles = 1
-    s.notes.append(f"{mode} -> {other}: refused, then --resume none; {len(before.missing)} records the old job "
-                   f"held were missing, {len(repaired)} re-published by `imagery audit --repair`")
+    s.notes.append(f"{mode} -> {other}: refused, then drained, stopped, started with --resume none")
+
+
+def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
+    """Wait until the audit finds every record of the job's input landed, none pending (its producers paused)."""
+    assert job.proc is not None
+    wait_until_caught_up(bootstrap, job.topic("--input-topic"), job.group, timeout_s, job.proc.check_alive)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = audit(bootstrap, "fruit", input_topic=job.topic("--input-topic"),
+                       output_topic=job.topic("--output-topic"), dlq_topic=job.topic("--dlq-topic"),
+                       group_id=job.group)
+        if report.clean and not report.pending:
+            return
+        assert time.monotonic() < deadline, f"{job.name} did not drain: {describe(report.missing)}"
+        time.sleep(1)
 
 
 def running(job: Job, timeout_s: float = 180) -> None:

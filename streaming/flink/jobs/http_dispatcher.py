@@ -132,11 +132,11 @@ def _claim_layout(cfg: DispatcherConfig, restore_from: str | None) -> None:
         raise SystemExit(
             f"{cfg.name}: the newest checkpoint of group {cfg.group_id} ({restore_from}) holds {found} state, and "
             f"this job (--execution-mode {cfg.execution_mode}) keeps other state: Flink cannot restore it. To switch, "
-            "start this job with --resume none: it reads on from the group's committed offsets. The records the old "
-            "job still held (read, not yet written) are then missing until `imagery audit --team "
-            f"{cfg.team} --group-id {cfg.group_id} --input-topic {cfg.input_topic} --output-topic "
-            f"{cfg.output_topic} --repair`, run once this job has caught up, re-publishes them; a second audit finds "
-            "each record landed once.") from None
+            f"let the running job drain: pause what writes to {cfg.input_topic}; wait until `imagery audit --team "
+            f"{cfg.team} --group-id {cfg.group_id} --input-topic {cfg.input_topic} --output-topic {cfg.output_topic}` "
+            "finds every record landed and none pending; stop the job; start this one with --resume none (it reads "
+            "on from the group's committed offsets); resume the producers. Without the drain, the group's committed "
+            "offsets can lag what the old job wrote, and records are written twice.") from None
 
 
 if __name__ == "__main__":
