@@ -164,9 +164,16 @@ class InferAndRoute(AsyncFunction):
         return [routed(await _unless_wedged(self._dispatcher().handle_group(records)))]
 
 
-class _InThread(KeyedProcessFunction):
-    """An event loop in a thread of the function's own that runs the calls, and `InFlight`, through which finished
-    calls reach Flink's task thread to be emitted."""
+class InferAndRouteInThread(KeyedProcessFunction):
+    """Thread mode (`--execution-mode thread`): groups of one partition's records (`tables.grouped_records`), keyed by
+    their partition, with each group's outputs emitted as soon as its calls complete: no bundle to wait for.
+
+    A group is put in keyed MapState (one entry, under its first offset) before its calls start, and removed from it
+    in the same step that emits its outputs (`_emit`, on Flink's task thread, from the next group or timer of its
+    partition; a timer every `EMIT_TICK_MS` while calls run). So a checkpoint holds every record it has read either
+    in that state or in its outputs: after a restore, the groups the state holds are sent again (`_resume`), and the
+    outputs they had produced since were never committed. The calls run on an event loop in a thread of the function's
+    own; finished ones reach the task thread through `InFlight`."""
 
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
@@ -184,6 +191,10 @@ class _InThread(KeyedProcessFunction):
             return new_dispatcher()
 
         self.dispatcher = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+        self.groups = runtime_context.get_map_state(
+            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        # groups held per partition: as many as images in flight, since a light load makes groups of one record
+        self.max_held = self.config.groups_in_flight
 
     def close(self) -> None:
         loop = getattr(self, "loop", None)
@@ -208,24 +219,6 @@ class _InThread(KeyedProcessFunction):
         if self.timer_at.get(partition, 0) <= now:
             self.timer_at[partition] = at = (now // EMIT_TICK_MS + 1) * EMIT_TICK_MS
             ctx.timer_service().register_processing_time_timer(at)
-
-
-class InferAndRouteInThread(_InThread):
-    """Thread mode (`--execution-mode thread`): groups of one partition's records (`tables.grouped_records`), keyed by
-    their partition, with each group's outputs emitted as soon as its calls complete: no bundle to wait for.
-
-    A group is put in keyed MapState (one entry, under its first offset) before its calls start, and removed from it
-    in the same step that emits its outputs (`_emit`, on Flink's task thread, from the next group or timer of its
-    partition; a timer every `EMIT_TICK_MS` while calls run). So a checkpoint holds every record it has read either
-    in that state or in its outputs: after a restore, the groups the state holds are sent again (`_resume`), and the
-    outputs they had produced since were never committed."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        super().open(runtime_context)
-        self.groups = runtime_context.get_map_state(
-            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
-        # groups held per partition: as many as images in flight, since a light load makes groups of one record
-        self.max_held = self.config.groups_in_flight
 
     def process_element(self, records: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         # (the operator hands over the row's second field, `records`: it takes the first for the key)
