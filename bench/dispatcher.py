@@ -7,7 +7,9 @@ the service's real shapes), next to Flink SQL Kafka -> Kafka with no Python, in 
 Each --variant is the job with those extra flags (e.g. the previous defaults beside the current ones), measured in
 the same run against the same stand-in and passthrough; without one, the job as it is.
 
-Each job is started, warmed up with a few hundred messages, then given a burst of --messages published at once.
+Each job is started, warmed up with --warm-up messages (the JIT compiles as they pass: with 500, the JVM's compiler
+threads still took as much CPU as the operator's thread during the burst, bench/RESULTS.md "Issue 28, continued"),
+then given a burst of --messages published at once.
 rate = burst / (broker timestamp of the last output - time the burst started); CPU = user + system time of the
 job's processes (the JVM and its Python workers) over the burst, per message.
 """
@@ -39,7 +41,6 @@ from streaming.dispatch.config import DispatcherConfig  # noqa: E402
 
 console = Console(width=150)
 BENCH = Path(__file__).resolve().parent
-WARM_UP = 500
 
 
 def job_cpu_s(pid: int) -> dict[str, float]:
@@ -90,19 +91,19 @@ def wait_for(bootstrap: str, topic: str, total: int, job: Process, timeout_s: fl
         time.sleep(0.2)
 
 
-def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_job) -> Run:
+def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_job, warm_up: int) -> Run:
     run = uuid.uuid4().hex[:8]
     inp, out, dlq = f"bench.in.{run}", f"bench.out.{run}", f"bench.dlq.{run}"
     kafka_io.create_topics(settings.bootstrap, [inp, out, dlq], partitions=parallelism)
     log = settings.logs_dir / f"bench-dispatcher-{run}.log"
     job = spawn(start_job(inp, out, dlq, run), log, name=name, cwd=REPO_ROOT)
     try:
-        publish_burst(settings.bootstrap, inp, WARM_UP, "warm", "fruit")
-        wait_for(settings.bootstrap, out, WARM_UP, job)
+        publish_burst(settings.bootstrap, inp, warm_up, "warm", "fruit")
+        wait_for(settings.bootstrap, out, warm_up, job)
         cpu_before = job_cpu_s(job.pid)
         started_ms = time.time() * 1000
         publish_burst(settings.bootstrap, inp, n, "m", "fruit")
-        wait_for(settings.bootstrap, out, WARM_UP + n, job)
+        wait_for(settings.bootstrap, out, warm_up + n, job)
         cpu_after = job_cpu_s(job.pid)
         times = sorted(output_times(settings.bootstrap, out, parallelism))
         if sum(kafka_io.end_offsets(settings.bootstrap, dlq).values()):
@@ -128,6 +129,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000, help="messages per burst")
+    parser.add_argument("--warm-up", type=int, default=500, help="messages through each job before its burst")
     parser.add_argument("--parallelism", default="1,2,4", help="parallelism (= partitions) of the dispatcher runs")
     parser.add_argument("--items", default="1,32", help="items per request of the p=1 runs (1 = /infer_json)")
     parser.add_argument("--capacity", type=int, default=DispatcherConfig.model_fields["capacity"].default,
@@ -167,15 +169,18 @@ def main() -> None:
         def name(label: str, n_items: int) -> str:
             return f"dispatcher{f' ({label})' if label else ''} vs stand-in, {n_items} item(s)/request"
 
-        runs.append(measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1)))
+        runs.append(measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1),
+                            args.warm_up))
         for n_items in items:
             for label, flags in variants:
-                runs.append(measure(settings, name(label, n_items), 1, args.messages, dispatcher(1, n_items, flags)))
+                runs.append(measure(settings, name(label, n_items), 1, args.messages, dispatcher(1, n_items, flags),
+                                    args.warm_up))
         for p in (p for p in parallelisms if p != 1):
-            runs.append(measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p)))
+            runs.append(measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p),
+                                args.warm_up))
             for label, flags in variants:
                 runs.append(measure(settings, name(label, max(items)), p, args.messages,
-                                    dispatcher(p, max(items), flags)))
+                                    dispatcher(p, max(items), flags), args.warm_up))
     finally:
         standin.stop()
         stack.down(settings, started, log=console.print)
@@ -195,7 +200,7 @@ def main() -> None:
     if not args.no_record:
         append_results(f"Dispatcher pace vs Flink SQL passthrough (bursts of {args.messages:,})", "\n".join(md),
                        notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
-                             f"--parallelism {args.parallelism} --items {args.items}"
+                             f"--warm-up {args.warm_up} --parallelism {args.parallelism} --items {args.items}"
                              + "".join(f" --variant '{v}'" for v in args.variant) + "`. Stand-in: bench/standin.py "
                              "(canned answers, uvicorn + httptools, its own process). CPU: the job's JVM and Python "
                              "worker processes, user + system, over the burst.")

@@ -586,19 +586,16 @@ def k8s_check(file: Path | None = typer.Argument(None, exists=True, dir_okay=Fal
 
 
 @k8s_app.command("size")
-def k8s_size(rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)"),
-             mode: str = typer.Option("thread", "--execution-mode",
-                                      help="the dispatcher's: process | thread")) -> None:
+def k8s_size(rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)")
+             ) -> None:
     """Partitions, parallelism (task slots), --capacity and GPUs (service replicas) for a rate, from the measured
     figures of bench/RESULTS.md (imagery/k8s/sizing.py names each)."""
     from imagery.k8s import sizing
 
-    if mode not in sizing.DISPATCHER_CPU_MS_PER_MSG:
-        _fail(ValueError(f"--execution-mode must be one of {', '.join(sizing.DISPATCHER_CPU_MS_PER_MSG)}"))
     table = Table("images/s", "dispatcher cores", "parallelism (slots)", "partitions", "--capacity",
-                  "GPUs (replicas)", caption=f"{mode} mode; one GPU as measured: {sizing.GPU_MEASURED_ON}")
+                  "GPUs (replicas)", caption=f"one GPU as measured: {sizing.GPU_MEASURED_ON}")
     for rate in rates:
-        p = sizing.plan(rate, mode)  # type: ignore[arg-type]
+        p = sizing.plan(rate)
         table.add_row(f"{rate:,.0f}", f"{p.dispatcher_cores:.2f}", str(p.parallelism), str(p.partitions),
                       str(p.capacity), str(p.gpus))
     console.print(table)

@@ -100,18 +100,16 @@ def resume_path(resume: str, checkpoint_dir: str, group_id: str) -> str | None:
     return str(found)
 
 
-# The operators of the job, and the state they keep, by execution mode: a checkpoint restores only into the layout
-# that took it. A new layout (a change of the job's operators or their state) takes a new number here.
+# The operators of the job and the state they keep: a checkpoint restores only into the layout that took it. A new
+# layout (a change of the job's operators or their state) takes a new number here. Earlier layouts: "process-2",
+# the Python worker mode that was removed (bench/RESULTS.md, issue 28); unmarked, the versions before layouts.
 LAYOUT_FILE = "layout"
 LAYOUT_VERSION = 2
+LAYOUT = f"thread-{LAYOUT_VERSION}"
 
 
 class LayoutMismatch(Exception):
     """The group's newest checkpoint was taken by a job whose operators keep other state."""
-
-
-def layout(execution_mode: str) -> str:
-    return f"{execution_mode}-{LAYOUT_VERSION}"
 
 
 def claim_layout(checkpoint_dir: str, group_id: str, job_layout: str, restore_from: str | None) -> None:

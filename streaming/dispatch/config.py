@@ -2,7 +2,7 @@
 
 `parse_args` reads the flags with pydantic-settings' `CliSettingsSource` (the flags, their types, choices and `--help`
 come from the fields) over the given environment, and pydantic validates the result: a value that cannot work is a
-usage error at start, naming its flag and variable, not a failure in a Python worker later.
+usage error at start, naming its flag and variable, not a failure in the Python operator later.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from streaming.dispatch.metrics import PROMETHEUS_PORTS
 
 DeliveryGuarantee = Literal["at-least-once", "exactly-once"]
 StartingOffsets = Literal["group", "earliest", "latest"]
-ExecutionMode = Literal["process", "thread"]
 RestartStrategy = Literal["exponential-delay", "none"]
 
 DESCRIPTION = "Kafka -> HTTP inference -> results/DLQ, one PyFlink job per team"
@@ -46,7 +45,7 @@ def setting(default: Any, help: str, *, env: str = "", formerly: str = "", **con
 
 class DispatcherConfig(BaseSettings):
     """Every setting of the dispatcher, once: `parse_args` builds the command line and reads the environment from
-    these fields. Frozen and picklable: the job hands it to its Python workers."""
+    these fields. Frozen and picklable: the job hands it to its Python operator."""
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
@@ -59,11 +58,6 @@ class DispatcherConfig(BaseSettings):
     group_id: str = setting("", "default http-dispatcher-<team>")
     parallelism: int = setting(1, "Flink parallelism (give the input topic at least as many partitions)", ge=1)
     capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
-    execution_mode: ExecutionMode = setting(
-        "thread", "thread (the Python inside the JVM: each group's results handed on as soon as its calls complete; "
-        "the higher pace and the lower latency, bench/RESULTS.md) | process (groups through PyFlink's async operator "
-        "in a Python worker, results handed on when a bundle ends). The modes keep different state: a checkpoint of "
-        "one does not restore into the other (the job refuses at start and names the safe path)")
     group_size: int = setting(
         64, "most records of one partition handed to Python at once (each element that crosses into Python costs "
         "the same, whatever it holds)", ge=1)
@@ -109,11 +103,6 @@ class DispatcherConfig(BaseSettings):
         "environment as a variable; prefer --auth-token-file")
     http_ca_file: str = setting(
         "", "a PEM CA bundle to trust for an https:// --http-url (default: the system's roots)", env="HTTP_CA_FILE")
-    bundle_size: int = setting(
-        0, "groups per Python bundle (results are handed on when a bundle ends); 0 = 4 x the groups in flight", ge=0)
-    bundle_time_ms: int = setting(
-        25, "longest a Python bundle stays open (it ends when its calls are answered, and only then are its results "
-        "handed on: short bundles, short latency)", ge=1)
     buffer_timeout_ms: int = setting(
         5, "longest a record waits in a network buffer between Flink tasks (Flink's execution.buffer-timeout; its "
         "default, 100, made a record wait about 50 ms on average at each shuffle)", ge=0)
@@ -259,7 +248,7 @@ class DispatcherConfig(BaseSettings):
 
     @property
     def groups_in_flight(self) -> int:
-        """Groups the async operator holds. `capacity` bounds the images at the service (a semaphore in the
+        """Groups the operator holds per partition. `capacity` bounds the images at the service (a semaphore in the
         dispatcher); groups are small when the load is light (a few records per window), so as many groups as
         images may be needed to keep `capacity` images in flight."""
         return max(2, self.capacity)

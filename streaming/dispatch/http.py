@@ -1,12 +1,12 @@
 """A lean HTTP/1.1 keep-alive client for the dispatcher's hot path: one service, POSTs of JSON, answers in memory.
 
 Why not httpx here (httpx stays everywhere else): under the dispatcher's load its pool was the costliest code in
-the job. py-spy of the Python worker against a fast stand-in put httpx and its libraries at 67% of the samples:
-the pool rescans every connection for every queued request (cost grows with the square of the concurrency), a
-failed `import sniffio` per request, a liveness check per connection. This pool takes an idle connection from a
-stack and waits on a semaphore when all are busy, so its cost per request does not depend on the concurrency;
-httptools (already the service's parser under uvicorn) reads the answers. (The py-spy profile was not kept; what
-bench/RESULTS.md keeps is the job's pace with this client: "Dispatcher pace vs Flink SQL passthrough".)
+the job. py-spy of the job's Python (then a worker process) against a fast stand-in put httpx and its libraries at
+67% of the samples: the pool rescans every connection for every queued request (cost grows with the square of the
+concurrency), a failed `import sniffio` per request, a liveness check per connection. This pool takes an idle
+connection from a stack and waits on a semaphore when all are busy, so its cost per request does not depend on the
+concurrency; httptools (already the service's parser under uvicorn) reads the answers. (The py-spy profile was not
+kept; what bench/RESULTS.md keeps is the job's pace with this client: "Dispatcher pace vs Flink SQL passthrough".)
 
 Errors are a small hierarchy, classified by streaming/dispatch/outcome.py: `ConnectFailed` and `ConnectionBroken`
 mean the service is not there (an outage, waited out), `RequestTimedOut` that it did not answer in time.

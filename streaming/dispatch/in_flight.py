@@ -1,7 +1,7 @@
 """The records whose calls are running, handed from the event loop that runs them to the task thread that emits.
 
-In thread mode (streaming/flink/operators.py, `InferAndRouteInThread`) Flink's task thread calls the
-process function once per group or timer, and the calls to the service run on an event loop in a thread of its own.
+Flink's task thread calls the job's process function (streaming/flink/operators.py, `InferAndRoute`) once per
+group or timer, and the calls to the service run on an event loop in a thread of its own.
 A call that completes puts its outputs here (`finish`, on the loop's thread); the task thread takes them (`take`) on
 its next group or timer of that key, emits them and forgets the group in Flink state, in one step, so a checkpoint
 holds a record either in state (to be sent again after a restore) or in its outputs, never both or neither.

@@ -1,17 +1,15 @@
 """The dispatcher's own numbers, kept in plain Python and handed to Flink's metric system as gauges.
 
-Why gauges only: PyFlink hands Python metrics to Flink through Beam when a bundle finishes, and Beam counters
-count only on the thread that runs the bundle; the async function's calls run on its own event-loop thread, where
-a Beam counter's `inc()` is silently dropped. So the counts live here (one event loop writes them) and Flink reads
-them through gauges, which PyFlink evaluates on the bundle's thread when a bundle finishes. (Flink's Prometheus
-reporter exports counters as Prometheus gauges anyway; the cumulative ones below only ever grow, so `rate()` and
-`increase()` work on them.)
+Why gauges only: the counts are made on the operator's own event-loop thread (streaming/flink/operators.py), where
+the calls run, not on Flink's task thread. So they live here (one event loop writes them), and Flink reads them
+through gauges when it reports: PyFlink's embedded metric group wraps each gauge in a Java gauge that calls back into
+Python. (Flink's Prometheus reporter exports counters as Prometheus gauges anyway; the cumulative ones below only
+ever grow, so `rate()` and `increase()` work on them.)
 
-What a gauge can show is the state at a bundle's end, and a bundle ends only once every call in it is answered:
-the live in-flight count is always 0 there, so `in_flight_peak` is the most images in flight since the last
-report; during an outage no bundle ends and these values hold still (the breaker's time open arrives when it
-closes). Flink's own metrics, from the JVM, do move then: the Kafka source's `pendingRecords` (consumer lag) and
-the operator's `numRecordsOut`; the alerts use those for "stalled" (ops/prometheus/alerts.yml).
+What a gauge shows is the state when Flink reads it: `in_flight_peak` is the most images in flight since the last
+read, and the breaker's time open arrives when it closes. Flink's own metrics, from the JVM, show a stall: the Kafka
+source's `pendingRecords` (consumer lag) and the operator's `numRecordsOut`; the alerts use those for "stalled"
+(ops/prometheus/alerts.yml).
 
 Latency percentiles: PyFlink has no histogram that reaches Prometheus (a distribution becomes a gauge of a
 non-number), so the p50/p95/p99 of the HTTP latency of the calls of the last `LATENCY_WINDOW_S` seconds are
@@ -100,7 +98,7 @@ class DispatcherMetrics:
         if http_ms is not None:
             self._latencies.append((self._clock(), http_ms))
 
-    # ---- read by Flink (the bundle's thread) when a bundle finishes
+    # ---- read by Flink when it reports
 
     def in_flight_peak(self) -> int:
         """The most images in flight since the last read (the current count when that is higher)."""

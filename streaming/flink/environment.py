@@ -21,7 +21,9 @@ from streaming.dispatch.metrics import reporter_options
 def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> StreamExecutionEnvironment:
     conf = Configuration()
     conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
-    conf.set_string("python.execution-mode", cfg.execution_mode)
+    # The Python operator runs inside the JVM (PyFlink's thread mode): it beat a Python worker process on pace, CPU
+    # and latency in one run (bench/RESULTS.md, issue 28, runs B and C).
+    conf.set_string("python.execution-mode", "thread")
     # Checkpoints outlive the job (a crash, a cancel), so that a restart resumes from the state its committed output
     # belongs to: streaming/dispatch/checkpoints.py finds the newest and passes it as `restore_from`.
     job_dir = checkpoints.job_dir(cfg.checkpoint_dir, cfg.group_id)
@@ -34,10 +36,6 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", "1000000")
     conf.set_string("execution.checkpointing.timeout", "30 min")
     conf.set_string("restart-strategy.type", cfg.restart_strategy)
-    # The Python operator hands its outputs back to Flink when a bundle ends, and a bundle ends only after every
-    # call in it completed: small bundles keep results flowing during a backlog instead of arriving all at once.
-    conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size or 4 * cfg.groups_in_flight))
-    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
     # A record crosses network shuffles between the job's tasks (at least the one into the SQL window), each flushed
     # every buffer timeout: Flink's 100 ms put about 35 ms on the p50 at 300 msg/s (bench/RESULTS.md, issue 20).
     conf.set_string("execution.buffer-timeout.interval", f"{cfg.buffer_timeout_ms} ms")

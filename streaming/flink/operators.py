@@ -1,7 +1,7 @@
-"""The job's Python operators: a group of one partition's records in, each record's routed outputs out.
+"""The job's Python operator: groups of one partition's records in, each record's routed outputs out.
 
-Both wrap `Dispatcher` (streaming/dispatch/handler.py), which handles every record on its own (its own calls, its
-own result or dead letter); they differ in where the Python runs and when the outputs are handed back to Flink.
+It wraps `Dispatcher` (streaming/dispatch/handler.py), which handles every record on its own (its own calls, its own
+result or dead letter), and runs inside the JVM (PyFlink's thread mode).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from pyflink.common import Row, Time, Types
-from pyflink.datastream import AsyncFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from schemas import DispatcherIdentity
@@ -26,7 +26,7 @@ from streaming.dispatch.records import KafkaInput, Output
 from streaming.dispatch.retry import RetryPolicy
 
 _BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
-# What both operators emit: the outputs of one or more groups as one element, one array per field (flattened back into
+# What the operator emits: the outputs of one or more groups as one element, one array per field (flattened back into
 # records in SQL, `tables.ROUTED`): each element handed from Python to the JVM costs the same whatever it holds
 # (bench/RESULTS.md, issue 28). Arrays, not an array of ROWs, for the reason `tables.GROUP_FIELDS` gives.
 ROUTED_TYPE = Types.ROW_NAMED(
@@ -34,13 +34,10 @@ ROUTED_TYPE = Types.ROW_NAMED(
     [Types.OBJECT_ARRAY(Types.BOOLEAN()), Types.OBJECT_ARRAY(_BYTES), Types.OBJECT_ARRAY(_BYTES),
      Types.OBJECT_ARRAY(Types.MAP(Types.STRING(), _BYTES))],
 )
-# An outage is waited out inside the handling; this bound only catches a wedged call. It is kept inside the
-# coroutine (an asyncio deadline: one timer handle on the loop): PyFlink's own async operator timeout starts a
-# threading.Timer, a new thread, for every element (pyflink/fn_execution/datastream/process/async_function/
-# operation.py, ResultHandler.register_timeout), so that operator is given none (0: "no timeout").
+# An outage is waited out inside the handling; this bound only catches a wedged call (an asyncio deadline: one timer
+# handle on the loop).
 WEDGED_CALL_S = 24 * 3600
-NO_OPERATOR_TIMEOUT = Time.milliseconds(0)
-# Thread mode: how often a partition with calls running looks for finished ones to emit when no record comes
+# How often a partition with calls running looks for finished ones to emit when no record comes
 EMIT_TICK_MS = 5
 
 
@@ -49,7 +46,7 @@ def _epoch_ms(ts: Any) -> int | None:
         return None
     if hasattr(ts, "to_epoch_milli"):
         return int(ts.to_epoch_milli())
-    if hasattr(ts, "toEpochMilli"):  # thread mode hands a TIMESTAMP_LTZ over as the JVM's Instant
+    if hasattr(ts, "toEpochMilli"):  # the embedded Python gets a TIMESTAMP_LTZ as the JVM's Instant
         return int(ts.toEpochMilli())
     if hasattr(ts, "timestamp"):
         return int(ts.timestamp() * 1000)
@@ -75,7 +72,7 @@ GroupEntry = list[tuple[Any, ...]]
 
 
 def encode_group(records: list[KafkaInput]) -> GroupEntry:
-    """A group as thread mode keeps it in Flink state (one entry, pickled once by PyFlink's state converter): builtin
+    """A group as the operator keeps it in Flink state (one entry, pickled once by PyFlink's state converter): builtin
     tuples, not one pickled `KafkaInput` per record, whose pickle names the class each time. (A byte-array state type
     is no way around the pickle: PyFlink's embedded converter hands a Python `bytes` over as an array of numbers,
     which the state's byte[] serializer refuses at the checkpoint.)"""
@@ -87,9 +84,8 @@ def decode_group(entry: GroupEntry) -> list[KafkaInput]:
             for v, k, t, p, o, ts, h in entry]
 
 
-def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
-                        ) -> tuple[Callable[[], Dispatcher], DispatcherMetrics]:
-    """What makes a subtask's `Dispatcher` (call it inside the event loop its HTTP client binds to), and its metrics,
+def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext) -> Callable[[], Dispatcher]:
+    """What makes a subtask's `Dispatcher` (call it inside the event loop its HTTP client binds to), with its metrics
     registered with Flink (the Flink UI, and Prometheus through the reporter)."""
     client = functools.partial(
         InferenceClient,
@@ -108,14 +104,12 @@ def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext
         return Dispatcher(client(), cfg.team, identity, cfg.max_message_bytes, cfg.max_record_bytes,
                           in_flight=cfg.capacity, metrics=metrics)
 
-    return new_dispatcher, metrics
+    return new_dispatcher
 
 
 def _subtask_index(runtime_context: RuntimeContext) -> int:
-    try:
-        return runtime_context.get_index_of_this_subtask()
-    except AttributeError:  # thread mode's context asks the JVM for a method Flink 2 moved to its TaskInfo
-        return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())  # type: ignore[attr-defined]
+    # PyFlink's embedded context asks the JVM for `getIndexOfThisSubtask`, which Flink 2 moved to its TaskInfo
+    return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())  # type: ignore[attr-defined]
 
 
 async def _unless_wedged(handling: Awaitable[list[Output]]) -> list[Output]:
@@ -136,37 +130,9 @@ def routed(outputs: Iterable[Output]) -> Row:
                headers=[o.headers or None for o in outputs])
 
 
-class InferAndRoute(AsyncFunction):
-    """Process mode: wraps `Dispatcher.handle_group` for PyFlink's async operator in a Python worker."""
-
-    def __init__(self, config: DispatcherConfig) -> None:
-        self.config = config
-        self.dispatcher: Dispatcher | None = None
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        # (No live gauge for a pause or an outage here: PyFlink hands Python metrics to Flink when a bundle finishes,
-        # and a paused bundle does not; the pause is logged at ERROR, and every minute while it lasts.)
-        self._new_dispatcher, _ = _dispatcher_factory(self.config, runtime_context)
-
-    def _dispatcher(self) -> Dispatcher:
-        # made on first use, inside the operator's event loop, which httpx and asyncio objects bind to
-        if self.dispatcher is None:
-            self.dispatcher = self._new_dispatcher()
-        return self.dispatcher
-
-    def close(self) -> None:
-        # The client's connections belong to the operator's event loop, which is already stopped here; they
-        # close with the worker process. Dropping the reference is all that is left to do.
-        self.dispatcher = None
-
-    async def async_invoke(self, group: Row) -> list[Row]:
-        records = group_inputs(group.partition, group.records)
-        return [routed(await _unless_wedged(self._dispatcher().handle_group(records)))]
-
-
-class InferAndRouteInThread(KeyedProcessFunction):
-    """Thread mode (`--execution-mode thread`): groups of one partition's records (`tables.grouped_records`), keyed by
-    their partition, with each group's outputs emitted as soon as its calls complete: no bundle to wait for.
+class InferAndRoute(KeyedProcessFunction):
+    """Groups of one partition's records (`tables.grouped_records`), keyed by their partition, with each group's
+    outputs emitted as soon as its calls complete.
 
     A group is put in keyed MapState (one entry, under its first offset) before its calls start, and removed from it
     in the same step that emits its outputs (`_emit`, on Flink's task thread, from the next group or timer of its
@@ -179,7 +145,7 @@ class InferAndRouteInThread(KeyedProcessFunction):
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        new_dispatcher, _ = _dispatcher_factory(self.config, runtime_context)
+        new_dispatcher = _dispatcher_factory(self.config, runtime_context)
         self.in_flight: InFlight[list[Output]] = InFlight()
         self.resumed: set[int] = set()  # partitions whose entries in state were sent again since this start
         self.timer_at: dict[int, int] = {}

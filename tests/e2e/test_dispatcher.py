@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import uuid
-from typing import get_args
 
 import httpx
 import pytest
@@ -18,7 +16,6 @@ from imagery.local.settings import StackSettings
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages, submit_to_cluster
 from imagery.process import free_port
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
-from streaming.dispatch.config import ExecutionMode
 from tests.conftest import remove_bucket, unique
 
 pytestmark = pytest.mark.e2e
@@ -30,24 +27,17 @@ def put(minio, bucket: str, key: str, data: bytes) -> None:
     minio.put_object(bucket, key, io.BytesIO(data), len(data))
 
 
-# IMAGERY_TEST_EXECUTION_MODE=thread runs every job of a suite in thread mode (`make test-faults` in both modes); a
-# test that names its mode in `extra` keeps it (the later flag wins)
-EXECUTION_MODE = os.environ.get("IMAGERY_TEST_EXECUTION_MODE", "")
-# the tests that run in every mode, whatever the suite's
-EXECUTION_MODES = pytest.mark.parametrize("mode", get_args(ExecutionMode))
 
 
 def dispatcher_args(bootstrap: str, team: str, service: InferenceService, inp: str, out: str, dlq: str,
                     *extra: str) -> list[str]:
-    mode = ["--execution-mode", EXECUTION_MODE] if EXECUTION_MODE else []
     return ["--bootstrap", bootstrap, "--team", team, "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
-            "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *mode, *extra]
+            "--checkpoint-interval-ms", "2000", "--backoff-ms", "50", "--backoff-max-ms", "500", *extra]
 
 
-@EXECUTION_MODES
 def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path, mode):
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     good = []
@@ -63,7 +53,7 @@ def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
         {"id": f"{run}-text", "bucket": bucket, "key": "notes/readme.jpg"},
     ]
     produce_messages(bootstrap, inp, [*good, *bad])
-    with DispatcherProcess(dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--execution-mode", mode),
+    with DispatcherProcess(dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq),
                            tmp_path / "dispatcher.log") as job:
         got = collect(bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= len(good) + len(bad),
                       JOB_TIMEOUT_S, watch=job.check_alive)

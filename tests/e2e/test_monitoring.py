@@ -33,7 +33,6 @@ from imagery.repo import ALERT_RULES, DASHBOARD, REPO_ROOT
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
-from tests.e2e.test_dispatcher import EXECUTION_MODES
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 # Debian's prometheus is a requirement of the suite (.ci/run installs it): without it these tests fail, never skip
@@ -245,11 +244,9 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
 
 
-@EXECUTION_MODES
 def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic, minio, bucket, fruit_service,
-                                                            fruit_images, tmp_path, mode):
-    """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port), in
-    either execution mode."""
+                                                            fruit_images, tmp_path):
+    """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port)."""
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     data = fruit_images["clean"]
     minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
@@ -257,7 +254,7 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic,
     port = free_port()
     args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}{INFER_JSON_ROUTE}",
             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
-            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port), "--execution-mode", mode]
+            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port)]
     with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
         def scraped():
             job.check_alive()

@@ -12,10 +12,9 @@ import pytest
 from imagery import kafka_io
 from imagery.audit import audit, wait_until_caught_up
 from imagery.pipeline_run import DispatcherProcess, collect
-from tests.e2e.test_dispatcher import EXECUTION_MODES, JOB_TIMEOUT_S, dispatcher_args, put
+from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
 
 pytestmark = pytest.mark.e2e
-# thread mode keeps its records in flight in keyed state of its own (InferAndRouteInThread): the same proof for both
 
 
 def flink_leftovers() -> set[Path]:
@@ -25,9 +24,8 @@ def flink_leftovers() -> set[Path]:
     return {*tmp.glob("minicluster_*"), *tmp.glob("flink-rpc-*.jar")}
 
 
-@EXECUTION_MODES
 def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_twice(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path, mode):
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     put(minio, bucket, "clean.jpg", fruit_images.clean)
@@ -35,8 +33,7 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
     kafka_io.produce(bootstrap, inp, [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode())
                                       for i in ids])
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--items-per-request", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"),
-                           "--execution-mode", mode)
+                           "--items-per-request", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"))
     leftovers_before = flink_leftovers()
     first = DispatcherProcess(args, tmp_path / "first.log").start()
     try:
@@ -59,9 +56,8 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
     assert late.result_count == len(ids), f"nothing twice: {late.result_count - len(ids)} duplicates"
 
 
-@EXECUTION_MODES
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path, mode):
+        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     put(minio, bucket, "clean.jpg", fruit_images.clean)
@@ -69,7 +65,7 @@ def test_a_job_stopped_with_a_savepoint_resumes_from_it(
     kafka_io.produce(bootstrap, inp, [json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode()
                                       for i in ids])
     args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--checkpoint-dir", str(tmp_path / "checkpoints"), "--execution-mode", mode)
+                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
     # The first run takes no checkpoint (only the savepoint commits). The resumed one checkpoints as usual: Flink
     # starts a job's first checkpoint at a random moment within one interval, so with the first run's 300 s the
     # resumed run's results stayed uncommitted past this test's deadline in about one run in four (the flake).

@@ -31,6 +31,7 @@ from imagery.audit import AuditReport, audit, describe, wait_until_caught_up
 from imagery.local import stack
 from imagery.pipeline_run import DispatcherProcess
 from imagery.repo import REPO_ROOT
+from streaming.dispatch import checkpoints
 from tests.e2e.test_dispatcher import dispatcher_args, put
 
 pytestmark = pytest.mark.faults
@@ -185,7 +186,7 @@ def two_jobs_of_one_team(s: Scenario) -> None:
 
 def two_jobs_started_and_stopped(s: Scenario) -> None:
     """Two jobs of one team at once, each started and stopped START_CYCLES times (once it ran, a savepoint or a kill
-    in turn): in thread mode each one's JVM runs embedded Python, where a JVM once died in native code (issue 28);
+    in turn): each one's JVM runs embedded Python, where a JVM once died in native code (issue 28);
     the test asserts that none does (`JVM_CRASH` in no log)."""
     jobs = [s.new_job(), s.new_job()]
     for i in range(START_CYCLES - 1):
@@ -201,34 +202,43 @@ def two_jobs_started_and_stopped(s: Scenario) -> None:
     s.notes.append(f"{s.cycles} starts, every other stop a kill")
 
 
-def switched_mode(s: Scenario) -> None:
-    """A running team's job switched to the other execution mode, by the path the job names when it refuses to
-    restore the other mode's checkpoint: drain (producers paused until the audit finds everything landed), stop,
-    start the other mode with --resume none, resume the producers."""
+def moved_from_an_earlier_layout(s: Scenario) -> None:
+    """A running team's checkpoints taken by an earlier version whose operators kept other state (the removed process
+    mode's, "process-2"), and the path the job names when it refuses to restore them: drain (producers paused until
+    the audit finds everything landed), stop, start with --resume none, resume the producers. The earlier version
+    cannot run here: its checkpoints are stood in for by their layout marker, which is what the job reads."""
     job = s.new_job()
-    mode = job.args[job.args.index("--execution-mode") + 1] if "--execution-mode" in job.args else "thread"
-    other = "process" if mode == "thread" else "thread"
+    marker = s.checkpoint_dir / job.group / checkpoints.LAYOUT_FILE
     checkpointed(job, s.checkpoint_dir)
     job.stop_with_savepoint()
-    job.start("--execution-mode", other)
+    marker.write_text("process-2\n")
+    job.start()
     assert job.proc is not None and job.proc.proc is not None
-    assert job.proc.proc.wait(120) != 0, "the job restored the other mode's checkpoint"
+    assert job.proc.proc.wait(120) != 0, "the job restored an earlier layout's checkpoint"
     refusal = job.logs[-1].read_text()
-    assert "--resume none" in refusal and "imagery audit" in refusal, refusal[-3000:]
-    job.start()  # back in its own mode, under load, until the drain
+    assert "process-2" in refusal and "--resume none" in refusal and "imagery audit" in refusal, refusal[-3000:]
+    marker.write_text(checkpoints.LAYOUT + "\n")  # the earlier version runs on, under load, until the drain
+    job.start()
     checkpointed(job, s.checkpoint_dir)
     for producer in s.producers:
         producer.stop()  # the drain: producers paused
     drained(s.bootstrap, job)
     job.stop_with_savepoint()
-    job.start("--execution-mode", other, "--resume", "none")
+    marker.write_text("process-2\n")  # what the earlier version leaves
+    job.start("--resume", "none")
     producer = SteadyProducer(s.bootstrap, job.topic("--input-topic"), s.producers[0].bucket)
     producer.start()
     s.producers.append(producer)
     checkpointed(job, s.checkpoint_dir)
-    time.sleep(MOMENTS_S[-1])  # the new mode under load for a while before the final audit
-    s.cycles = 1
-    s.notes.append(f"{mode} -> {other}: refused, then drained, stopped, started with --resume none")
+    assert marker.read_text().strip() == checkpoints.LAYOUT, "the new start did not record its layout"
+    job.kill()  # and the new version restores its own checkpoints after a crash
+    job.start()
+    assert "chk-" in _resumed_from(job.logs[-1]), "the restart did not resume from the new version's checkpoint"
+    checkpointed(job, s.checkpoint_dir)
+    time.sleep(MOMENTS_S[-1])  # the new version under load for a while before the final audit
+    s.cycles = 2
+    s.notes.append("process-2 checkpoint: refused, then drained, stopped, started with --resume none; killed and "
+                   "resumed")
 
 
 def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
@@ -276,10 +286,9 @@ def rescaled(s: Scenario) -> None:
 
 
 def upgraded(s: Scenario) -> None:
-    """Resumed from a savepoint with other --group-size, --items-per-request and bundle settings: it restores."""
+    """Resumed from a savepoint with other --items-per-request, then other grouping settings: it restores."""
     job = s.new_job()
-    changes = [("--items-per-request", "4"), ("--group-size", "16", "--group-wait-ms", "25"),
-               ("--bundle-size", "8", "--bundle-time-ms", "50")]
+    changes = [("--items-per-request", "4"), ("--group-size", "16", "--group-wait-ms", "25")]
     for change in changes:
         checkpointed(job, s.checkpoint_dir)  # a job that runs: its stop takes a savepoint to upgrade from
         job.stop_with_savepoint()
@@ -287,7 +296,7 @@ def upgraded(s: Scenario) -> None:
     for log in job.logs[1:]:
         assert "savepoint-" in _resumed_from(log), f"{log.name} did not resume from the savepoint"
     s.cycles = len(changes)
-    s.notes.append("items per request 1 -> 4, group size 64 -> 16, bundle 4x -> 8 groups / 50 ms: each restored")
+    s.notes.append("items per request 1 -> 4, group size 64 -> 16 and wait 10 -> 25 ms: each restored")
 
 
 def checkpointed(job: Job, checkpoint_dir: Path, timeout_s: float = 180) -> None:
@@ -319,9 +328,9 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     f"kill -9 and resume, {CYCLES} times": kill_cycles,
     "two jobs of one team, each stopped and resumed 3 times": two_jobs_of_one_team,
     "two jobs of one team, started and stopped": two_jobs_started_and_stopped,
-    "switched to the other execution mode": switched_mode,
+    "moved from an earlier layout's checkpoint": moved_from_an_earlier_layout,
     "rescaled with a new input partition": rescaled,
-    "upgraded: other grouping, batching, bundles": upgraded,
+    "upgraded: other grouping, batching": upgraded,
 }
 
 

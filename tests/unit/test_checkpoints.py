@@ -56,22 +56,22 @@ def test_plain_paths_become_file_uris():
 
 def test_a_job_refuses_a_checkpoint_of_another_layout_and_records_its_own(tmp_path):
     uri = tmp_path.as_uri()
-    thread, process = checkpoints.layout("thread"), checkpoints.layout("process")
-    checkpoints.claim_layout(uri, "g", thread, restore_from=None)  # a first start records its layout
-    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == thread
-    checkpoints.claim_layout(uri, "g", thread, restore_from="chk-1")  # the same layout resumes
-    with pytest.raises(checkpoints.LayoutMismatch, match=thread):
-        checkpoints.claim_layout(uri, "g", process, restore_from="chk-1")
-    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == thread  # a refusal changes nothing
-    checkpoints.claim_layout(uri, "g", process, restore_from=None)  # --resume none: the switch, recorded
-    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == process
+    earlier, current = "process-2", checkpoints.LAYOUT  # the removed process mode's checkpoints, and this version's
+    checkpoints.claim_layout(uri, "g", earlier, restore_from=None)  # a first start records its layout
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == earlier
+    checkpoints.claim_layout(uri, "g", earlier, restore_from="chk-1")  # the same layout resumes
+    with pytest.raises(checkpoints.LayoutMismatch, match=earlier):
+        checkpoints.claim_layout(uri, "g", current, restore_from="chk-1")
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == earlier  # a refusal changes nothing
+    checkpoints.claim_layout(uri, "g", current, restore_from=None)  # --resume none: the move, recorded
+    assert (tmp_path / "g" / checkpoints.LAYOUT_FILE).read_text().strip() == current
 
 
 def test_a_checkpoint_from_before_layouts_were_recorded_is_refused(tmp_path):
     (tmp_path / "g" / "job" / "chk-3").mkdir(parents=True)
     with pytest.raises(checkpoints.LayoutMismatch, match="earlier version"):
-        checkpoints.claim_layout(tmp_path.as_uri(), "g", checkpoints.layout("thread"), restore_from="chk-3")
+        checkpoints.claim_layout(tmp_path.as_uri(), "g", checkpoints.LAYOUT, restore_from="chk-3")
 
 
 def test_a_remote_folder_is_left_to_flink():
-    checkpoints.claim_layout("s3://bucket/checkpoints", "g", checkpoints.layout("thread"), restore_from="s3://x")
+    checkpoints.claim_layout("s3://bucket/checkpoints", "g", checkpoints.LAYOUT, restore_from="s3://x")

@@ -294,11 +294,10 @@ def test_a_missing_secret_file_is_named(tmp_path):
 # ---- sizing ------------------------------------------------------------------------------------------------------
 
 def test_the_sizing_model_follows_its_measured_figures():
-    small, large = sizing.plan(1_000, "process"), sizing.plan(50_000, "process")
-    # 50,000 x 0.26 ms = 13 cores, at 70% = 19 slots; 64 partitions (2 x 19, a power of two); 13 GPUs of 5,688/s at 70%
-    assert (large.parallelism, large.partitions, large.gpus) == (19, 64, 13)
+    small, large = sizing.plan(1_000), sizing.plan(50_000)
+    # 50,000 x 0.573 ms = 28.7 cores, at 70% = 41 slots; 128 partitions (2 x 41, a power of two); 13 GPUs of 5,688/s
+    # at 70%
+    assert (large.parallelism, large.partitions, large.gpus) == (41, 128, 13)
     assert large.capacity * large.parallelism >= 50_000 * sizing.SERVICE_P50_S_AT_SATURATION  # Little's law
     assert (small.parallelism, small.partitions, small.gpus) == (1, 4, 1)
-    # the thread figure is the former thread mode's (sizing.py says why it stays until measured again)
-    assert sizing.plan(50_000).parallelism > large.parallelism
     assert large.parallelism <= large.partitions

@@ -14,8 +14,10 @@ plain Python in streaming/dispatch/, and Flink's configuration streaming/flink/e
 
 Records reach Python in groups (at most --group-size records of one partition, gathered for at most
 --group-wait-ms by a processing-time window in SQL), because each element that crosses from the JVM into Python
-costs the same whatever it holds. Each record in a group is still handled on its own (its own calls, result or dead
-letter); the window's contents are Flink state, so a checkpoint covers them like any other record in flight.
+costs the same whatever it holds. The groups are keyed by their partition in the JVM and handled by Python running
+inside the JVM (PyFlink's thread mode), which emits each group's outputs as soon as its calls complete. Each record
+in a group is still handled on its own (its own calls, result or dead letter); the window's contents and the groups
+whose calls run are Flink state, so a checkpoint covers them like any other record in flight.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if __package__ in (None, ""):  # run as a file (python ... / flink run --python)
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from pyflink.common import Types
-from pyflink.datastream import AsyncDataStream, DataStream, KeyedStream, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
@@ -38,12 +40,7 @@ from streaming.dispatch.config import DispatcherConfig, parse_args
 from streaming.dispatch.kafka_properties import flink_kafka_options, read_properties
 from streaming.flink import embedded_python, tables
 from streaming.flink.environment import make_environment, put_reporter_on_local_classpath, run_until_stopped
-from streaming.flink.operators import (
-    NO_OPERATOR_TIMEOUT,
-    ROUTED_TYPE,
-    InferAndRoute,
-    InferAndRouteInThread,
-)
+from streaming.flink.operators import ROUTED_TYPE, InferAndRoute
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 # a row of `tables.grouped_records`
@@ -61,7 +58,10 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     client = flink_kafka_options(read_properties(cfg.kafka_config)) if cfg.kafka_config else {}
     tables.create_kafka_tables(t_env, cfg, client)
 
-    routed = (_routed_in_thread if cfg.execution_mode == "thread" else _routed_in_worker)(t_env, cfg)
+    # typed as the DataStream API's RowTypeInfo, which thread mode's keyed operator requires of its input
+    groups = t_env.to_append_stream(t_env.sql_query(tables.grouped_records(cfg)), GROUP_TYPE)
+    routed = _keyed_by_partition(groups).process(InferAndRoute(cfg), output_type=ROUTED_TYPE).name(
+        "parse, infer over HTTP, route")
     headers = DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())
     t_env.create_temporary_view("batches", t_env.from_data_stream(routed, Schema.new_builder()
         .column("dlq", DataTypes.ARRAY(DataTypes.BOOLEAN())).column("k", DataTypes.ARRAY(DataTypes.BYTES()))
@@ -74,14 +74,6 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
     return statements
 
 
-def _routed_in_worker(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> DataStream:
-    """Process mode: groups through PyFlink's async operator in a Python worker."""
-    groups = t_env.to_data_stream(t_env.sql_query(tables.grouped_records(cfg)))
-    return AsyncDataStream.unordered_wait(
-        groups, InferAndRoute(cfg), NO_OPERATOR_TIMEOUT, capacity=cfg.groups_in_flight, output_type=ROUTED_TYPE,
-    ).name("parse, infer over HTTP, route")
-
-
 def _keyed_by_partition(stream: DataStream) -> KeyedStream:
     """STREAM (rows whose first field is the partition) keyed by that field in the JVM. PyFlink's `key_by` would run
     a Python key selector, one more crossing into Python per element on the source's thread."""
@@ -90,28 +82,18 @@ def _keyed_by_partition(stream: DataStream) -> KeyedStream:
     return KeyedStream(j_keyed, None, stream)
 
 
-def _routed_in_thread(t_env: StreamTableEnvironment, cfg: DispatcherConfig) -> DataStream:
-    """Thread mode: groups, keyed by their partition, through `InferAndRouteInThread` inside the JVM."""
-    # typed as the DataStream API's RowTypeInfo, which thread mode's keyed operator requires of its input
-    groups = t_env.to_append_stream(t_env.sql_query(tables.grouped_records(cfg)), GROUP_TYPE)
-    return (_keyed_by_partition(groups).process(InferAndRouteInThread(cfg), output_type=ROUTED_TYPE)
-            .name("parse, infer over HTTP, route (thread mode)"))
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
     os.environ.setdefault("LOG4J_PROPERTIES", str(LOCAL_LOG4J))
-    # PyFlink's local default ("loopback") runs every subtask's Python as threads of this process, under one GIL,
-    # so parallelism would gain nothing; a worker process per subtask is what a cluster does anyway.
-    os.environ.setdefault("_python_worker_execution_mode", "process")
     if cfg.prometheus_port:
         put_reporter_on_local_classpath()
-    if cfg.execution_mode == "thread":  # the local JVM's embedded Python imports what this process does
-        os.environ["PYTHONPATH"] = embedded_python.python_path()
+    # the local JVM's embedded Python imports what this process does
+    os.environ["PYTHONPATH"] = embedded_python.python_path()
     restore_from = checkpoints.resume_path(cfg.resume, cfg.checkpoint_dir, cfg.group_id)
-    if cfg.resume == "latest":  # an explicit --resume path is the operator's choice, which Flink checks
-        _claim_layout(cfg, restore_from)
+    # Checked only under --resume latest (an explicit --resume path is the operator's choice, which Flink checks),
+    # recorded at every start: the checkpoints this job takes are of its layout, whatever it started from.
+    _claim_layout(cfg, restore_from if cfg.resume == "latest" else None)
     print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
           f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
     env = make_environment(cfg, restore_from)
@@ -123,15 +105,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _claim_layout(cfg: DispatcherConfig, restore_from: str | None) -> None:
-    """Refuse to restore a checkpoint taken by a job whose operators keep other state (the other execution mode, or
-    an earlier version), naming the safe path: tested under load in tests/faults/test_operator_actions.py."""
+    """Refuse to restore a checkpoint taken by a job whose operators keep other state (an earlier version's, such as
+    the former process mode), naming the safe path: tested under load in tests/faults/test_operator_actions.py."""
     try:
-        checkpoints.claim_layout(cfg.checkpoint_dir, cfg.group_id, checkpoints.layout(cfg.execution_mode),
-                                 restore_from)
+        checkpoints.claim_layout(cfg.checkpoint_dir, cfg.group_id, checkpoints.LAYOUT, restore_from)
     except checkpoints.LayoutMismatch as found:
         raise SystemExit(
             f"{cfg.name}: the newest checkpoint of group {cfg.group_id} ({restore_from}) holds {found} state, and "
-            f"this job (--execution-mode {cfg.execution_mode}) keeps other state: Flink cannot restore it. To switch, "
+            f"this job keeps other state ({checkpoints.LAYOUT}): Flink cannot restore it. To move over, "
             f"let the running job drain: pause what writes to {cfg.input_topic}; wait until `imagery audit --team "
             f"{cfg.team} --group-id {cfg.group_id} --input-topic {cfg.input_topic} --output-topic {cfg.output_topic}` "
             "finds every record landed and none pending; stop the job; start this one with --resume none (it reads "
