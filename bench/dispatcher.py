@@ -11,7 +11,7 @@ Each job is started, warmed up with --warm-up messages (the JIT compiles as they
 threads still took as much CPU as the operator's thread during the burst, bench/RESULTS.md "Issue 28, continued"),
 then given a burst of --messages published at once.
 rate = burst / (broker timestamp of the last output - time the burst started); CPU = user + system time of the
-job's processes (the JVM and its Python workers) over the burst, per message.
+job's processes (the JVM, with the Python inside it, and the submitting Python) over the burst, per message.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ BENCH = Path(__file__).resolve().parent
 
 
 def job_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds of the job's process tree by kind: the JVM, and the Python processes (client and workers)."""
+    """CPU seconds of the job's process tree by kind: the JVM, and the Python processes (the submitting client)."""
     out = {"jvm": 0.0, "python": 0.0}
     for comm, cpu in process_tree_cpu(pid):
         out["jvm" if comm == "java" else "python"] += cpu
@@ -202,8 +202,8 @@ def main() -> None:
                        notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
                              f"--warm-up {args.warm_up} --parallelism {args.parallelism} --items {args.items}"
                              + "".join(f" --variant '{v}'" for v in args.variant) + "`. Stand-in: bench/standin.py "
-                             "(canned answers, uvicorn + httptools, its own process). CPU: the job's JVM and Python "
-                             "worker processes, user + system, over the burst.")
+                             "(canned answers, uvicorn + httptools, its own process). CPU: the job's processes (its "
+                             "JVM, with the Python inside it), user + system, over the burst.")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class DispatcherProcess:
         self.stop()
 
     def kill(self) -> None:
-        """SIGKILL to the whole process group (the job's JVM and Python workers too): a crash, nothing flushed."""
+        """SIGKILL to the whole process group (the job's JVM too): a crash, nothing flushed."""
         if self.proc is not None:
             self.proc.kill()
         self._remove_scratch()

@@ -44,8 +44,6 @@ EMIT_TICK_MS = 5
 def _epoch_ms(ts: Any) -> int | None:
     if ts is None:
         return None
-    if hasattr(ts, "to_epoch_milli"):
-        return int(ts.to_epoch_milli())
     if hasattr(ts, "toEpochMilli"):  # the embedded Python gets a TIMESTAMP_LTZ as the JVM's Instant
         return int(ts.toEpochMilli())
     if hasattr(ts, "timestamp"):

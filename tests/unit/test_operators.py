@@ -1,4 +1,4 @@
-"""The pure parts of the job's operators: a group as SQL hands it over, and as thread mode keeps it in state."""
+"""The pure parts of the job's operator: a group as SQL hands it over, and as the operator keeps it in state."""
 
 from __future__ import annotations
 
