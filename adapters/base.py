@@ -33,8 +33,9 @@ from adapters import imaging
 class Runner(Protocol):
     """The runner interface; every team's runner has it, and the registry and the service call only this."""
 
-    def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def run(
+        self, image_bytes_or_uri: Any, model_tag: str | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -49,8 +50,12 @@ class BatchRunner(Runner, Protocol):
     def to_device(self, device: torch.device) -> None:
         """Move the model to `device` (fp16 and channels_last on CUDA); called once, before any `run_batch`."""
 
-    def run_batch(self, images: torch.Tensor, model_tags: Sequence[str | None] | None = None,
-                  extras: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    def run_batch(
+        self,
+        images: torch.Tensor,
+        model_tags: Sequence[str | None] | None = None,
+        extras: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[dict[str, Any]]:
         """uint8 RGB images [N, 3, *input_size] on `device` -> one result dict per image, in order.
 
         `model_tags` and `extras` are the requests' own, item by item (a runner serving one model may
@@ -130,8 +135,9 @@ class TorchClassifierRunner:
             # outputs within 3e-5
             self.model = self.model.to(self.device).float().to(memory_format=torch.channels_last)
 
-    def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(
+        self, image_bytes_or_uri: Any, model_tag: str | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         image = imaging.resize(imaging.decode_rgb(read_image_source(image_bytes_or_uri)), self.input_size)
         return self.run_batch(image[None].to(self.device), [model_tag], [extra])[0]
 
@@ -148,15 +154,20 @@ class TorchClassifierRunner:
         call specialises on its size (warm-up starts at 1), the second size makes torch recompile with the batch
         dimension alone dynamic (`dynamic=None`, automatic dynamic shapes; `dynamic=True` would make the image's
         height and width symbolic too), and every later size reuses that graph."""
-        self.forward_scores = torch.compile(self.probabilities, backend=backend,
-                                            mode=None if mode == "default" else mode)
+        self.forward_scores = torch.compile(
+            self.probabilities, backend=backend, mode=None if mode == "default" else mode
+        )
 
     def eager_forward(self) -> None:
         self.forward_scores = self.probabilities
 
     @torch.inference_mode()
-    def run_batch(self, images: torch.Tensor, model_tags: Sequence[str | None] | None = None,
-                  extras: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    def run_batch(
+        self,
+        images: torch.Tensor,
+        model_tags: Sequence[str | None] | None = None,
+        extras: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[dict[str, Any]]:
         started = time.perf_counter()
         probs = self.forward_scores(images).cpu()  # .cpu() waits for the GPU: the latency is real
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -165,13 +176,15 @@ class TorchClassifierRunner:
         extras = self.batch_extra_fields(probs)
         for values, indices, extra in zip(top.values.tolist(), top.indices.tolist(), extras, strict=True):
             runner_up = values[1] if len(values) > 1 else 0.0
-            results.append({
-                "label": self.labels[indices[0]],
-                "score": values[0],
-                "confidence": values[0] - runner_up,
-                "latency_ms_model": latency_ms,
-                **extra,
-            })
+            results.append(
+                {
+                    "label": self.labels[indices[0]],
+                    "score": values[0],
+                    "confidence": values[0] - runner_up,
+                    "latency_ms_model": latency_ms,
+                    **extra,
+                }
+            )
         return results
 
     def extra_fields(self, probs: torch.Tensor) -> dict[str, Any]:

@@ -60,8 +60,11 @@ def _fold_batch_norms(model: FruitDefectNet) -> FruitDefectNet:
     """Each convolution absorbs the batch norm after it (eval mode: a fixed scale and shift): one kernel fewer per
     block in every forward pass, the same outputs (what torch.jit.freeze did for the TorchScript file)."""
     for block in model.features:
-        if (isinstance(block, nn.Sequential) and isinstance(block[0], nn.Conv2d)
-                and isinstance(block[1], nn.BatchNorm2d)):
+        if (
+            isinstance(block, nn.Sequential)
+            and isinstance(block[0], nn.Conv2d)
+            and isinstance(block[1], nn.BatchNorm2d)
+        ):
             block[0] = fuse_conv_bn_eval(block[0], block[1])
             block[1] = nn.Identity()
     return model

@@ -45,8 +45,9 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.resize(image, list(size), antialias=True)
 
 
-def to_model_input(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def to_model_input(
+    batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> normalised `dtype` on the same device; channels_last on CUDA (faster convs)."""
     scale = torch.tensor(std, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
     shift = torch.tensor(mean, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0

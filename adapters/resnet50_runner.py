@@ -39,9 +39,10 @@ class ResNet50Runner(TorchClassifierRunner):
     def batch_extra_fields(self, probs: torch.Tensor) -> list[dict[str, Any]]:
         top = probs.topk(5, dim=1)  # one call for the batch, not one per image
         labels = self.labels
-        return [{"top5": [{"label": labels[index], "score": score} for score, index in zip(values, indices,
-                                                                                               strict=True)]}
-                for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        return [
+            {"top5": [{"label": labels[index], "score": score} for score, index in zip(values, indices, strict=True)]}
+            for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
 
 
 RUNNER = ResNet50Runner

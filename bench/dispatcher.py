@@ -76,8 +76,13 @@ class Run:
 
 
 def publish_burst(bootstrap: str, topic: str, n: int, prefix: str, bucket: str) -> None:
-    values = [(f"{prefix}-{i}".encode(), b'{"id": "%s-%d", "bucket": "%s", "key": "img/%d.jpg"}'
-               % (prefix.encode(), i, bucket.encode(), i % 64)) for i in range(n)]
+    values = [
+        (
+            f"{prefix}-{i}".encode(),
+            b'{"id": "%s-%d", "bucket": "%s", "key": "img/%d.jpg"}' % (prefix.encode(), i, bucket.encode(), i % 64),
+        )
+        for i in range(n)
+    ]
     kafka_io.produce(bootstrap, topic, values)
 
 
@@ -110,8 +115,10 @@ def measure(settings: StackSettings, name: str, parallelism: int, n: int, start_
             raise SystemExit(f"{name}: dead letters in a benchmark run; see {log}")
         rate = n / ((times[-1] - started_ms) / 1000)
         cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in cpu_after}
-        console.print(f"{name} p={parallelism}: {rate:,.0f} msg/s; CPU per message: JVM {cpu['jvm']:.3f} ms, "
-                      f"Python {cpu['python']:.3f} ms")
+        console.print(
+            f"{name} p={parallelism}: {rate:,.0f} msg/s; CPU per message: JVM {cpu['jvm']:.3f} ms, "
+            f"Python {cpu['python']:.3f} ms"
+        )
         return Run(name, parallelism, rate, cpu["jvm"], cpu["python"])
     finally:
         job.stop()
@@ -132,10 +139,19 @@ def main() -> None:
     parser.add_argument("--warm-up", type=int, default=500, help="messages through each job before its burst")
     parser.add_argument("--parallelism", default="1,2,4", help="parallelism (= partitions) of the dispatcher runs")
     parser.add_argument("--items", default="1,32", help="items per request of the p=1 runs (1 = /infer_json)")
-    parser.add_argument("--capacity", type=int, default=DispatcherConfig.model_fields["capacity"].default,
-                        help="images in flight per dispatcher instance [default: the dispatcher's]")
-    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
-                        help="the job with these extra flags, labelled (repeatable; default: the job as it is)")
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=DispatcherConfig.model_fields["capacity"].default,
+        help="images in flight per dispatcher instance [default: the dispatcher's]",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=FLAGS",
+        help="the job with these extra flags, labelled (repeatable; default: the job as it is)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     variants = [parse_variant(v) for v in args.variant] or [("", [])]
@@ -146,8 +162,12 @@ def main() -> None:
     started = stack.up(settings, flink=False, log=console.print)
     jars = ",".join(str(p) for p in install.connector_jars(settings))
     port = free_port()
-    standin = spawn([sys.executable, str(BENCH / "standin.py"), "--port", str(port)],
-                    settings.logs_dir / "bench-standin.log", name="the stand-in", cwd=REPO_ROOT)
+    standin = spawn(
+        [sys.executable, str(BENCH / "standin.py"), "--port", str(port)],
+        settings.logs_dir / "bench-standin.log",
+        name="the stand-in",
+        cwd=REPO_ROOT,
+    )
     runs: list[Run] = []
     try:
         try:
@@ -156,31 +176,75 @@ def main() -> None:
             raise SystemExit(f"the stand-in did not start: {exc}") from None
 
         def passthrough(p: int):
-            return lambda inp, out, dlq, run: [sys.executable, str(BENCH / "jobs" / "sql_passthrough.py"),
-                                               settings.bootstrap, inp, out, str(p), jars]
+            return lambda inp, out, dlq, run: [
+                sys.executable,
+                str(BENCH / "jobs" / "sql_passthrough.py"),
+                settings.bootstrap,
+                inp,
+                out,
+                str(p),
+                jars,
+            ]
 
         def dispatcher(p: int, n_items: int, flags: list[str]):
-            return lambda inp, out, dlq, run: local_job_command([
-                "--connector-jars", jars, "--bootstrap", settings.bootstrap, "--team", "fruit",
-                "--http-url", f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}", "--input-topic", inp, "--output-topic", out,
-                "--dlq-topic", dlq, "--group-id", f"bench-{run}", "--parallelism", str(p),
-                "--capacity", str(args.capacity), "--items-per-request", str(n_items), "--resume", "none", *flags])
+            return lambda inp, out, dlq, run: local_job_command(
+                [
+                    "--connector-jars",
+                    jars,
+                    "--bootstrap",
+                    settings.bootstrap,
+                    "--team",
+                    "fruit",
+                    "--http-url",
+                    f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}",
+                    "--input-topic",
+                    inp,
+                    "--output-topic",
+                    out,
+                    "--dlq-topic",
+                    dlq,
+                    "--group-id",
+                    f"bench-{run}",
+                    "--parallelism",
+                    str(p),
+                    "--capacity",
+                    str(args.capacity),
+                    "--items-per-request",
+                    str(n_items),
+                    "--resume",
+                    "none",
+                    *flags,
+                ]
+            )
 
         def name(label: str, n_items: int) -> str:
             return f"dispatcher{f' ({label})' if label else ''} vs stand-in, {n_items} item(s)/request"
 
-        runs.append(measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1),
-                            args.warm_up))
+        runs.append(
+            measure(settings, "Flink SQL passthrough, no Python", 1, args.messages, passthrough(1), args.warm_up)
+        )
         for n_items in items:
             for label, flags in variants:
-                runs.append(measure(settings, name(label, n_items), 1, args.messages, dispatcher(1, n_items, flags),
-                                    args.warm_up))
+                runs.append(
+                    measure(
+                        settings, name(label, n_items), 1, args.messages, dispatcher(1, n_items, flags), args.warm_up
+                    )
+                )
         for p in (p for p in parallelisms if p != 1):
-            runs.append(measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p),
-                                args.warm_up))
+            runs.append(
+                measure(settings, "Flink SQL passthrough, no Python", p, args.messages, passthrough(p), args.warm_up)
+            )
             for label, flags in variants:
-                runs.append(measure(settings, name(label, max(items)), p, args.messages,
-                                    dispatcher(p, max(items), flags), args.warm_up))
+                runs.append(
+                    measure(
+                        settings,
+                        name(label, max(items)),
+                        p,
+                        args.messages,
+                        dispatcher(p, max(items), flags),
+                        args.warm_up,
+                    )
+                )
     finally:
         standin.stop()
         stack.down(settings, started, log=console.print)
@@ -189,21 +253,33 @@ def main() -> None:
     table = Table(title=f"dispatcher pace: bursts of {args.messages:,} messages, capacity {args.capacity}")
     for col in ("job", "parallelism", "msg/s", "of SQL passthrough", "CPU ms/msg JVM", "CPU ms/msg Python"):
         table.add_column(col, justify="right")
-    md = ["| job | parallelism | msg/s | of SQL passthrough (same p) | CPU ms/msg JVM | CPU ms/msg Python |",
-          "|---|---:|---:|---:|---:|---:|"]
+    md = [
+        "| job | parallelism | msg/s | of SQL passthrough (same p) | CPU ms/msg JVM | CPU ms/msg Python |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in runs:
-        cells = [r.name, str(r.parallelism), f"{r.rate:,.0f}", f"{r.rate / base[r.parallelism]:.0%}",
-                 f"{r.cpu_jvm_ms:.3f}", f"{r.cpu_python_ms:.3f}"]
+        cells = [
+            r.name,
+            str(r.parallelism),
+            f"{r.rate:,.0f}",
+            f"{r.rate / base[r.parallelism]:.0%}",
+            f"{r.cpu_jvm_ms:.3f}",
+            f"{r.cpu_python_ms:.3f}",
+        ]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
     if not args.no_record:
-        append_results(f"Dispatcher pace vs Flink SQL passthrough (bursts of {args.messages:,})", "\n".join(md),
-                       notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
-                             f"--warm-up {args.warm_up} --parallelism {args.parallelism} --items {args.items}"
-                             + "".join(f" --variant '{v}'" for v in args.variant) + "`. Stand-in: bench/standin.py "
-                             "(canned answers, uvicorn + httptools, its own process). CPU: the job's processes (its "
-                             "JVM, with the Python inside it), user + system, over the burst.")
+        append_results(
+            f"Dispatcher pace vs Flink SQL passthrough (bursts of {args.messages:,})",
+            "\n".join(md),
+            notes=f"Command: `.venv/bin/python bench/dispatcher.py --messages {args.messages} "
+            f"--warm-up {args.warm_up} --parallelism {args.parallelism} --items {args.items}"
+            + "".join(f" --variant '{v}'" for v in args.variant)
+            + "`. Stand-in: bench/standin.py "
+            "(canned answers, uvicorn + httptools, its own process). CPU: the job's processes (its "
+            "JVM, with the Python inside it), user + system, over the burst.",
+        )
 
 
 if __name__ == "__main__":

@@ -98,9 +98,12 @@ def http_get(path: str, timeout: float = 5) -> tuple[int, bytes]:
 
 
 def start_minio(binary: str, data_dir: str, log_path: Path) -> Process:
-    process = spawn([binary, "server", data_dir, "--address", "127.0.0.1:9000", "--console-address", "127.0.0.1:9001",
-                     "--quiet"], log_path, name="MinIO",
-                    env={"MINIO_ROOT_USER": "minioadmin", "MINIO_ROOT_PASSWORD": "minioadmin"})
+    process = spawn(
+        [binary, "server", data_dir, "--address", "127.0.0.1:9000", "--console-address", "127.0.0.1:9001", "--quiet"],
+        log_path,
+        name="MinIO",
+        env={"MINIO_ROOT_USER": "minioadmin", "MINIO_ROOT_PASSWORD": "minioadmin"},
+    )
     try:
         process.wait_ready(http_200("http://127.0.0.1:9000/minio/health/ready", timeout_s=1), 60)
     except ProcessError as exc:
@@ -121,20 +124,34 @@ def upload(endpoint: str, access: str, secret: str) -> int:
     return sum(map(len, jpegs)) // len(jpegs)
 
 
-def start_service(config: dict[str, str], device: str, endpoint: str, access: str, secret: str,
-                  log_path: Path) -> Process:
+def start_service(
+    config: dict[str, str], device: str, endpoint: str, access: str, secret: str, log_path: Path
+) -> Process:
     """The service as users start it. A config's SERVICE_ROOT (not a setting) runs the service's code from another
     checkout, e.g. an older commit's, so before and after are measured in one run on one machine."""
     config = dict(config)
     root = Path(config.pop("SERVICE_ROOT", REPO_ROOT)).resolve()
-    python_path = [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                 if p and Path(p).resolve() != REPO_ROOT]
-    env = {"PYTHONPATH": os.pathsep.join(python_path),
-           **service_environment(team="resnet50", weights_path=WEIGHTS_DIR / "resnet50.pt", device=device,
-                                 minio_endpoint=endpoint, minio_access_key=access, minio_secret_key=secret,
-                                 host="127.0.0.1", port=PORT, max_queue=8192, request_timeout_ms=60000,
-                                 max_connections=4096, log_level="warning"),
-           **checked_service_environment(config)}
+    python_path = [str(root)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO_ROOT
+    ]
+    env = {
+        "PYTHONPATH": os.pathsep.join(python_path),
+        **service_environment(
+            team="resnet50",
+            weights_path=WEIGHTS_DIR / "resnet50.pt",
+            device=device,
+            minio_endpoint=endpoint,
+            minio_access_key=access,
+            minio_secret_key=secret,
+            host="127.0.0.1",
+            port=PORT,
+            max_queue=8192,
+            request_timeout_ms=60000,
+            max_connections=4096,
+            log_level="warning",
+        ),
+        **checked_service_environment(config),
+    }
     process = spawn([sys.executable, "-m", "services.inference_http"], log_path, name="the service", env=env, cwd=root)
     started = time.monotonic()
     answers = http_200(f"http://127.0.0.1:{PORT}{READYZ_ROUTE}")
@@ -178,8 +195,11 @@ async def _connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 async def _post(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, body: bytes) -> tuple[int, bytes]:
     reader, writer = conn
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -228,6 +248,7 @@ STALE = -1  # not a status: a pooled connection the server had closed
 
 def _open_worker(rate: float, seconds: float, queue: mp.Queue) -> None:
     """Poisson arrivals at `rate` /infer_json requests per second, each on a free pooled connection."""
+
     async def main() -> None:
         rnd = random.Random(os.getpid())
         # last in, first out: the connection used most recently goes next, as a client's pool does, so at a low
@@ -301,11 +322,19 @@ def closed(pid: int, path: str, items: int, procs: int, conns: int, seconds: flo
     passes = after.get("inference_batch_size_count", 0) - before.get("inference_batch_size_count", 0)
     in_passes = after.get("inference_batch_size_sum", 0) - before.get("inference_batch_size_sum", 0)
     forward_s = after.get("inference_forward_seconds_total", 0) - before.get("inference_forward_seconds_total", 0)
-    result = dict(path=path, items=items, concurrency=procs * conns, img_s=round(images / seconds, 1),
-                  errors=errors.total(), error_kinds=dict(errors),
-                  p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), mean_batch=round(in_passes / max(1, passes), 1),
-                  cpu_ms_per_img=round((cpu1 - cpu0) / max(1, images) * 1000, 3),
-                  outside_forward_ms_per_img=round((cpu1 - cpu0 - forward_s) / max(1, images) * 1000, 3))
+    result = dict(
+        path=path,
+        items=items,
+        concurrency=procs * conns,
+        img_s=round(images / seconds, 1),
+        errors=errors.total(),
+        error_kinds=dict(errors),
+        p50_ms=pct(latencies, 50),
+        p99_ms=pct(latencies, 99),
+        mean_batch=round(in_passes / max(1, passes), 1),
+        cpu_ms_per_img=round((cpu1 - cpu0) / max(1, images) * 1000, 3),
+        outside_forward_ms_per_img=round((cpu1 - cpu0 - forward_s) / max(1, images) * 1000, 3),
+    )
     log(result)
     return result
 
@@ -322,9 +351,27 @@ def profile(pid: int, procs: int, out_dir: Path) -> None:
             proc.start()
         time.sleep(4)
         for flag, tag in (("--gil", "gil"), ("--idle", "all")):
-            subprocess.run(["py-spy", "record", "-d", "8", "-r", "200", "--format", "raw", "--threads",
-                            "--nonblocking", flag, "-o", str(out_dir / f"prof_{path.strip('/')}_{tag}.txt"),
-                            "--pid", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            subprocess.run(
+                [
+                    "py-spy",
+                    "record",
+                    "-d",
+                    "8",
+                    "-r",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--nonblocking",
+                    flag,
+                    "-o",
+                    str(out_dir / f"prof_{path.strip('/')}_{tag}.txt"),
+                    "--pid",
+                    str(target),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
         images = sum(queue.get(timeout=120)[0] for _ in load)
         for proc in load:
             proc.join()
@@ -333,9 +380,16 @@ def profile(pid: int, procs: int, out_dir: Path) -> None:
 
 def open_loop(rate: float, procs: int, seconds: float) -> dict:
     images, errors, latencies = run_load(_open_worker, [(rate / procs, seconds)] * procs, seconds + 120)
-    result = dict(path="open", offered_img_s=rate, done_img_s=round(images / seconds, 1),
-                  errors=errors.total(), error_kinds=dict(errors),
-                  p50_ms=pct(latencies, 50), p99_ms=pct(latencies, 99), p999_ms=pct(latencies, 99.9))
+    result = dict(
+        path="open",
+        offered_img_s=rate,
+        done_img_s=round(images / seconds, 1),
+        errors=errors.total(),
+        error_kinds=dict(errors),
+        p50_ms=pct(latencies, 50),
+        p99_ms=pct(latencies, 99),
+        p999_ms=pct(latencies, 99.9),
+    )
     log(result)
     return result
 
@@ -409,6 +463,7 @@ def ceiling(plan: CeilingPlan, compiled: bool = True) -> dict[str, float]:
         return round(plan.passes * batch / (time.perf_counter() - started), 1)
 
     for batch in plan.batches:
+
         def step(batch: int = batch) -> None:
             images = decode_jpeg([jpegs[i % len(jpegs)] for i in range(batch)], device=device)
             assert isinstance(images, list)  # a list in, a list out
@@ -423,7 +478,8 @@ def ceiling(plan: CeilingPlan, compiled: bool = True) -> dict[str, float]:
         with torch.inference_mode():
             out[f"bare forward, batch {batch}"] = rate(lambda x0=x0: model(x0), batch)
     out[f"{plan.decoder} decode alone, batch {plan.largest}"] = rate(
-        lambda: decode_jpeg([jpegs[i % len(jpegs)] for i in range(plan.largest)], device=device), plan.largest)
+        lambda: decode_jpeg([jpegs[i % len(jpegs)] for i in range(plan.largest)], device=device), plan.largest
+    )
     log("ceiling (eager)", out)
     if compiled:
         try:
@@ -454,8 +510,13 @@ def compiled_ceiling(raw: list[bytes], plan: CeilingPlan) -> dict[str, float]:
     out: dict[str, float] = {}
     items = [(data, decode.probe(data, 50_000_000)) for data in raw]
     batch_items = [items[i % len(items)] for i in range(batch)]
-    images = torch.stack([image for image in decode.decode_batch_cuda(batch_items, (224, 224), device)
-                          if isinstance(image, torch.Tensor)])
+    images = torch.stack(
+        [
+            image
+            for image in decode.decode_batch_cuda(batch_items, (224, 224), device)
+            if isinstance(image, torch.Tensor)
+        ]
+    )
     checked = min(64, batch)
     with torch.inference_mode():
         eager = runner.probabilities(images[:checked]).float()
@@ -484,7 +545,8 @@ def compiled_ceiling(raw: list[bytes], plan: CeilingPlan) -> dict[str, float]:
     with torch.inference_mode():
         out[f"bare forward compiled, batch {batch}"] = timed(lambda: runner.forward_scores(images))
         out[f"bare forward eager (runner, with normalise + softmax), batch {batch}"] = timed(
-            lambda: runner.probabilities(images))
+            lambda: runner.probabilities(images)
+        )
 
     def decode_step() -> torch.Tensor:
         decoded = decode.decode_batch_cuda(batch_items, (224, 224), device)
@@ -550,8 +612,20 @@ def tables(results: dict) -> list[tuple[str, str]]:
     def share(img_s: float, of: float) -> str:
         return f"{img_s / of:.2f}" if of == of and of > 0 else ""
 
-    headers = ["config", "run", "clients x items", "img/s", "of eager ceiling", "of compiled ceiling", "p50 ms",
-               "p99 ms", "mean batch", "CPU ms/img", "outside forward ms/img", "errors"]
+    headers = [
+        "config",
+        "run",
+        "clients x items",
+        "img/s",
+        "of eager ceiling",
+        "of compiled ceiling",
+        "p50 ms",
+        "p99 ms",
+        "mean batch",
+        "CPU ms/img",
+        "outside forward ms/img",
+        "errors",
+    ]
     rows = []
     for config in results["configs"]:
         name = " ".join(f"{k}={v}" for k, v in config["env"].items()) or "defaults"
@@ -559,31 +633,74 @@ def tables(results: dict) -> list[tuple[str, str]]:
             rows.append([name, "did not start (see gpu_service.log)", "", "", "", "", "", "", "", "", "", ""])
         for run in config["runs"]:
             if run["path"] == "open":
-                rows.append([name, f"open loop, Poisson {run['offered_img_s']:g}/s", "1", run["done_img_s"], "", "",
-                             run["p50_ms"], f"**{run['p99_ms']}**", "", "", "", run["errors"]])
+                rows.append(
+                    [
+                        name,
+                        f"open loop, Poisson {run['offered_img_s']:g}/s",
+                        "1",
+                        run["done_img_s"],
+                        "",
+                        "",
+                        run["p50_ms"],
+                        f"**{run['p99_ms']}**",
+                        "",
+                        "",
+                        "",
+                        run["errors"],
+                    ]
+                )
                 continue
-            rows.append([name, run["path"], f"{run['concurrency']} x {run['items']}", f"**{run['img_s']}**",
-                         share(run["img_s"], eager), share(run["img_s"], compiled), run["p50_ms"], run["p99_ms"],
-                         run["mean_batch"], run["cpu_ms_per_img"], run["outside_forward_ms_per_img"], run["errors"]])
+            rows.append(
+                [
+                    name,
+                    run["path"],
+                    f"{run['concurrency']} x {run['items']}",
+                    f"**{run['img_s']}**",
+                    share(run["img_s"], eager),
+                    share(run["img_s"], compiled),
+                    run["p50_ms"],
+                    run["p99_ms"],
+                    run["mean_batch"],
+                    run["cpu_ms_per_img"],
+                    run["outside_forward_ms_per_img"],
+                    run["errors"],
+                ]
+            )
     ceiling_rows = [[k, v] for k, v in measured.items()]
     where = results["machine"]
-    return [(f"Issue 19: resnet50 service on {where}, fetch + decode + infer + JSON, before and after",
-             markdown_table(headers, rows)),
-            (f"the same {'GPU' if results['device'] == 'cuda' else 'CPU'}'s ceiling in the same run (no HTTP, no "
-             "storage)", markdown_table(["what", "img/s (or as named)"], ceiling_rows))]
+    return [
+        (
+            f"Issue 19: resnet50 service on {where}, fetch + decode + infer + JSON, before and after",
+            markdown_table(headers, rows),
+        ),
+        (
+            f"the same {'GPU' if results['device'] == 'cuda' else 'CPU'}'s ceiling in the same run (no HTTP, no "
+            "storage)",
+            markdown_table(["what", "img/s (or as named)"], ceiling_rows),
+        ),
+    ]
 
 
 def cpu_name() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "CPU",
+    )
     return f"{model}, {os.cpu_count()} cores, no GPU"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=os.environ.get("CONFIGS", DEFAULT_CONFIGS),
-                        help="JSON list of service environments, one service run each; a config with "
-                        "\"IF_FAILED\": true runs only if the one before it could not start")
+    parser.add_argument(
+        "--configs",
+        default=os.environ.get("CONFIGS", DEFAULT_CONFIGS),
+        help="JSON list of service environments, one service run each; a config with "
+        '"IF_FAILED": true runs only if the one before it could not start',
+    )
     parser.add_argument("--secs", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--gen-procs", type=int, default=6, help="load-generator processes")
     parser.add_argument("--json-conc", default="[256]", help="JSON list of /infer_json client counts")
@@ -592,13 +709,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="only profile each config's service with py-spy")
     parser.add_argument("--no-compiled-ceiling", action="store_true", help="measure the eager ceiling only")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                        help="cpu: the whole run (ceiling and services) on the CPU, at the CPU's batch sizes: the "
-                        "table where no GPU is at hand, and a rehearsal of the GPU run")
-    parser.add_argument("--ceiling-batches", default=None,
-                        help="JSON list of the ceiling's batch sizes (default [64, 128] on a GPU, [16, 32] on the CPU)")
-    parser.add_argument("--ceiling-passes", type=int, default=None,
-                        help="timed passes per ceiling figure (default 30 on a GPU, 4 on the CPU)")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu: the whole run (ceiling and services) on the CPU, at the CPU's batch sizes: the "
+        "table where no GPU is at hand, and a rehearsal of the GPU run",
+    )
+    parser.add_argument(
+        "--ceiling-batches",
+        default=None,
+        help="JSON list of the ceiling's batch sizes (default [64, 128] on a GPU, [16, 32] on the CPU)",
+    )
+    parser.add_argument(
+        "--ceiling-passes",
+        type=int,
+        default=None,
+        help="timed passes per ceiling figure (default 30 on a GPU, 4 on the CPU)",
+    )
     args = parser.parse_args(argv)
     configs = json.loads(args.configs)
     for config in configs:  # a misspelt variable fails here, not after minutes of the GPU's time
@@ -607,21 +735,32 @@ def main(argv: list[str] | None = None) -> int:
     on_gpu = args.device == "cuda"
     machine = cuda_device() if on_gpu else cpu_name()
     if machine is None:
-        print("Goal 1 (issue 10) needs a CUDA GPU: torch sees none on this machine, so nothing was measured. "
-              "Run `python bench/gpu_service.py` where one is (bench/gpu_run.sh runs it on a bare GPU machine), or "
-              "add `--device cpu` for the same run on the CPU.")
+        print(
+            "Goal 1 (issue 10) needs a CUDA GPU: torch sees none on this machine, so nothing was measured. "
+            "Run `python bench/gpu_service.py` where one is (bench/gpu_run.sh runs it on a bare GPU machine), or "
+            "add `--device cpu` for the same run on the CPU."
+        )
         return 0
-    plan = CeilingPlan(args.device,
-                       tuple(json.loads(args.ceiling_batches or ("[64, 128]" if on_gpu else "[16, 32]"))),
-                       args.ceiling_passes or (30 if on_gpu else 4))
+    plan = CeilingPlan(
+        args.device,
+        tuple(json.loads(args.ceiling_batches or ("[64, 128]" if on_gpu else "[16, 32]"))),
+        args.ceiling_passes or (30 if on_gpu else 4),
+    )
     endpoint = os.environ.get("MINIO_ENDPOINT", "127.0.0.1:9000")
     access = os.environ.get("MINIO_ACCESS_KEY", "minioadmin")
     secret = os.environ.get("MINIO_SECRET_KEY", "minioadmin")
     out_dir = Path(os.environ.get("OUT", "/tmp"))
-    subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", "weights/resnet50.pt"],
-                   cwd=REPO_ROOT, check=True)
-    results: dict = {"machine": machine, "device": args.device, "cpus": os.cpu_count(), "configs": [],
-                      "ceiling": {}, "ceiling_batch": plan.largest}
+    subprocess.run(
+        [sys.executable, "-m", "adapters.resnet50_weights", "--out", "weights/resnet50.pt"], cwd=REPO_ROOT, check=True
+    )
+    results: dict = {
+        "machine": machine,
+        "device": args.device,
+        "cpus": os.cpu_count(),
+        "configs": [],
+        "ceiling": {},
+        "ceiling_batch": plan.largest,
+    }
     if not args.profile:
         # first, in a process of its own (its CUDA context and caches gone before the services start): if the run
         # is cut short, the ceiling is there to compare with, and its compilation fills torch's cache for the
@@ -660,12 +799,16 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 entry["runs"].append(closed(service.pid, INFER_JSON_ROUTE, 1, 1, 1, args.secs))
                 for concurrency in json.loads(args.json_conc):
-                    entry["runs"].append(closed(service.pid, INFER_JSON_ROUTE, 1, procs, max(1, concurrency // procs),
-                                                args.secs))
+                    entry["runs"].append(
+                        closed(service.pid, INFER_JSON_ROUTE, 1, procs, max(1, concurrency // procs), args.secs)
+                    )
                 for items, clients in json.loads(args.batch_runs):
                     generators = min(procs, clients)
-                    entry["runs"].append(closed(service.pid, INFER_BATCH_ROUTE, items, generators,
-                                                max(1, clients // generators), args.secs))
+                    entry["runs"].append(
+                        closed(
+                            service.pid, INFER_BATCH_ROUTE, items, generators, max(1, clients // generators), args.secs
+                        )
+                    )
                 best_json = max(r["img_s"] for r in entry["runs"] if r["path"] == INFER_JSON_ROUTE)
                 entry["runs"].append(open_loop(round(best_json / 2), procs, args.secs))
             finally:
@@ -684,10 +827,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {title}\n\n{table}")
     if args.record:
         for title, table in tables(results):
-            append_results(title, table, f"Command: `python bench/gpu_service.py {' '.join(argv or sys.argv[1:])}`; "
-                           f"{results['cpus']} cores. Goals (issue 19): /infer_batch >= 0.9 and /infer_json >= 0.8 "
-                           f"of the ceiling, {GOAL_IMG_S} img/s on /infer_batch, p99 <= 50 ms and p50 <= 20 ms at "
-                           f"half the best /infer_json rate, one client p50 <= 8 ms.")
+            append_results(
+                title,
+                table,
+                f"Command: `python bench/gpu_service.py {' '.join(argv or sys.argv[1:])}`; "
+                f"{results['cpus']} cores. Goals (issue 19): /infer_batch >= 0.9 and /infer_json >= 0.8 "
+                f"of the ceiling, {GOAL_IMG_S} img/s on /infer_batch, p99 <= 50 ms and p50 <= 20 ms at "
+                f"half the best /infer_json rate, one client p50 <= 8 ms.",
+            )
     return 0
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from imagery.repo import REPO_ROOT
 
 RESULTS_FILE = REPO_ROOT / "bench" / "RESULTS.md"
-_HEADER = ("# Benchmark results\n\nAppended by the scripts in bench/ (newest last). "
-           "Compare numbers only within one section.\n")
+_HEADER = (
+    "# Benchmark results\n\nAppended by the scripts in bench/ (newest last). Compare numbers only within one section.\n"
+)
 
 
 def _run(argv: list[str]) -> str:
@@ -64,12 +65,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], ali
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def append_results(title: str, table_md: str, notes: str = "", path: Path = RESULTS_FILE,
-                   measured_on: str | None = None) -> Path:
+def append_results(
+    title: str, table_md: str, notes: str = "", path: Path = RESULTS_FILE, measured_on: str | None = None
+) -> Path:
     """`measured_on` names the machine when the numbers came from another one than this (a lent GPU machine)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"\n## {title}\n\n- date: {stamp}\n- machine: {measured_on or machine()}\n- commit: {commit()}\n\n"
-               f"{table_md.strip()}\n")
+    section = (
+        f"\n## {title}\n\n- date: {stamp}\n- machine: {measured_on or machine()}\n- commit: {commit()}\n\n"
+        f"{table_md.strip()}\n"
+    )
     if notes.strip():
         section += f"\n{notes.strip()}\n"
     existing = path.read_text() if path.exists() else _HEADER

@@ -17,9 +17,18 @@ import uvicorn
 from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, READYZ_ROUTE, InferResponse, Timings
 
 TEAM = "fruit"
-CANNED = InferResponse(label="clean", score=0.93, confidence=0.93, latency_ms_model=0.0, team=TEAM, bucket="b",
-                       key="k", model_name="stand-in", batch_size=1,
-                       timings=Timings(fetch_ms=0, decode_ms=0, queue_ms=0, infer_ms=0, total_ms=0)).model_dump()
+CANNED = InferResponse(
+    label="clean",
+    score=0.93,
+    confidence=0.93,
+    latency_ms_model=0.0,
+    team=TEAM,
+    bucket="b",
+    key="k",
+    model_name="stand-in",
+    batch_size=1,
+    timings=Timings(fetch_ms=0, decode_ms=0, queue_ms=0, infer_ms=0, total_ms=0),
+).model_dump()
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -57,8 +66,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, http="httptools", loop="uvloop", log_level="warning",
-                access_log=False, lifespan="off")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        loop="uvloop",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

@@ -89,11 +89,17 @@ class AuditReport:
 
     def as_dict(self) -> dict:
         return {
-            "team": self.team, "input_topic": self.input_topic, "output_topic": self.output_topic,
-            "dlq_topic": self.dlq_topic, "group_id": self.group_id,
+            "team": self.team,
+            "input_topic": self.input_topic,
+            "output_topic": self.output_topic,
+            "dlq_topic": self.dlq_topic,
+            "group_id": self.group_id,
             "ranges": {str(p): {"from": lo, "to": hi} for p, (lo, hi) in sorted(self.ranges.items())},
-            "records": self.records, "units": self.units, "results": self.results,
-            "dead_letters": self.dead_letters, "replayed": self.replayed,
+            "records": self.records,
+            "units": self.units,
+            "results": self.results,
+            "dead_letters": self.dead_letters,
+            "replayed": self.replayed,
             "missing": [str(u) for u in self.missing],
             "duplicated": [{"unit": str(u), "why": why} for u, why in self.duplicated],
             "pending": [str(u) for u in self.pending],
@@ -178,8 +184,9 @@ def _verdict(journey: list[Landing]) -> tuple[str, str]:
     doubled = [j for j in journey if j.results + j.dead > 1]
     if doubled:
         j = doubled[0]
-        return "duplicated", (f"{j.results} results and {j.dead} dead letters for the record at "
-                              f"{j.partition}@{j.offset}")
+        return "duplicated", (
+            f"{j.results} results and {j.dead} dead letters for the record at {j.partition}@{j.offset}"
+        )
     results = sum(j.results for j in journey)
     if results > 1:
         return "duplicated", f"{results} results along its replays"
@@ -218,8 +225,10 @@ def _tally_outputs(bootstrap: kafka_io.Target, report: AuditReport, tally: _Tall
             read += 1
             if progress and read % 50_000 == 0:
                 progress(topic, read, total)
-            if not is_result and rec.headers.get(topics.HEADER_TOPIC, report.input_topic.encode()) \
-                    != report.input_topic.encode():
+            if (
+                not is_result
+                and rec.headers.get(topics.HEADER_TOPIC, report.input_topic.encode()) != report.input_topic.encode()
+            ):
                 continue  # another team's or topic's dead letter: skip it without parsing
             where = source_of(rec.value, is_result)
             if where and tally.add(*where, is_result):
@@ -238,10 +247,18 @@ def _tally_outputs(bootstrap: kafka_io.Target, report: AuditReport, tally: _Tall
                     tally.open.add(where)
 
 
-def audit(bootstrap: kafka_io.Target, team: str, *, input_topic: str | None = None, output_topic: str | None = None,
-          dlq_topic: str = topics.DLQ_TOPIC, group_id: str | None = None,
-          start: dict[int, int] | None = None, end: dict[int, int] | None = None,
-          progress: Progress | None = None) -> AuditReport:
+def audit(
+    bootstrap: kafka_io.Target,
+    team: str,
+    *,
+    input_topic: str | None = None,
+    output_topic: str | None = None,
+    dlq_topic: str = topics.DLQ_TOPIC,
+    group_id: str | None = None,
+    start: dict[int, int] | None = None,
+    end: dict[int, int] | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
     """Audit the input records of `team` from `start` (partition -> offset; default each partition's first) up to
     `end` (default: `group_id`'s committed offsets, the team's dispatcher group unless given; a partition the
     group never committed is audited up to nothing). Raises AuditError."""
@@ -256,8 +273,9 @@ def audit(bootstrap: kafka_io.Target, team: str, *, input_topic: str | None = No
         end = kafka_io.committed_offsets(bootstrap, input_topic, group_id, list(marks))
     first = {p: max(m.low, (start or {}).get(p, m.low)) for p, m in marks.items()}
     due_end = {p: max(first[p], min(end.get(p, first[p]), marks[p].high)) for p in marks}
-    report = AuditReport(team, input_topic, output_topic, dlq_topic, group_id,
-                         {p: (first[p], due_end[p]) for p in sorted(marks)})
+    report = AuditReport(
+        team, input_topic, output_topic, dlq_topic, group_id, {p: (first[p], due_end[p]) for p in sorted(marks)}
+    )
     # the tally spans up to the high offsets: replays past the committed offsets decide what is pending
     tally = _Tally(first, {p: m.high for p, m in marks.items()})
     _tally_outputs(bootstrap, report, tally, progress)
@@ -289,8 +307,11 @@ def audit(bootstrap: kafka_io.Target, team: str, *, input_topic: str | None = No
     for unit in sorted(problems.keys() | replays.keys()):
         journey = sorted(replays.get(unit, []), key=lambda j: (j.timestamp_ms, j.partition, j.offset))
         original = problems.get(unit)
-        if original is None and unit.topic == input_topic and first.get(unit.partition, 0) <= unit.offset \
-                < due_end.get(unit.partition, 0):
+        if (
+            original is None
+            and unit.topic == input_topic
+            and first.get(unit.partition, 0) <= unit.offset < due_end.get(unit.partition, 0)
+        ):
             original = _landing(tally, unit.partition, unit.offset, unit.record, 0, True)
         if original is not None:
             journey.insert(0, original)
@@ -309,8 +330,7 @@ def audit(bootstrap: kafka_io.Target, team: str, *, input_topic: str | None = No
     return report
 
 
-def _landing(tally: _Tally, partition: int, offset: int, record: int | None, timestamp_ms: int,
-             due: bool) -> Landing:
+def _landing(tally: _Tally, partition: int, offset: int, record: int | None, timestamp_ms: int, due: bool) -> Landing:
     results, dead = tally.of(partition, offset, record)
     return Landing(partition, offset, timestamp_ms, results, dead, due, (partition, offset, record) in tally.open)
 
@@ -341,8 +361,13 @@ def describe(units: Iterable[Unit], limit: int = 20) -> str:
     return text + (f" ... and {len(units) - limit} more" if len(units) > limit else "")
 
 
-def wait_until_caught_up(bootstrap: kafka_io.Target, input_topic: str, group_id: str, timeout_s: float,
-                         watch: Callable[[], None] = lambda: None) -> dict[int, int]:
+def wait_until_caught_up(
+    bootstrap: kafka_io.Target,
+    input_topic: str,
+    group_id: str,
+    timeout_s: float,
+    watch: Callable[[], None] = lambda: None,
+) -> dict[int, int]:
     """Wait until `group_id` has committed every record of `input_topic` written so far (Flink commits a job's
     offsets when a checkpoint completes; a stop with a savepoint commits none), calling `watch` between looks;
     the committed offsets. Raises TimeoutError at the deadline."""

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from imagery.dlq import DlqRead
     from imagery.teams import Team
 
-app = typer.Typer(help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 
@@ -29,23 +32,37 @@ BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers [def
 # provisioning's (provision, new-team): MinIO, and where a secured target's team secrets go
 MINIO = typer.Option(None, "--minio", envvar="MINIO_ENDPOINT", help="MinIO host:port [default: the local stack's]")
 MINIO_SECURE = typer.Option(False, "--minio-secure", envvar="MINIO_SECURE", help="reach MinIO over TLS")
-MINIO_CA_FILE = typer.Option(None, "--minio-ca-file", envvar="MINIO_CA_FILE", dir_okay=False,
-                             help="a PEM CA bundle to trust for MinIO (besides the system's roots)")
+MINIO_CA_FILE = typer.Option(
+    None,
+    "--minio-ca-file",
+    envvar="MINIO_CA_FILE",
+    dir_okay=False,
+    help="a PEM CA bundle to trust for MinIO (besides the system's roots)",
+)
 CREDENTIALS_DIR = typer.Option(
-    Path("credentials"), "--credentials-dir", file_okay=False,
+    Path("credentials"),
+    "--credentials-dir",
+    file_okay=False,
     help="on a secured Kafka (--kafka-config with SASL or TLS): where each team's own secrets are written (mode "
     "0600): its Kafka client file <team>.kafka.properties, and the secret key of its own MinIO user, "
-    "<team>.minio.secret")
+    "<team>.minio.secret",
+)
 # --kafka-config, given before the command (`imagery --kafka-config FILE dlq show`): every Kafka client of the command
 _kafka_config_file: Path | None = None
 
 
 @app.callback()
-def _options(kafka_config: Path | None = typer.Option(
-        None, "--kafka-config", envvar="IMAGERY_KAFKA_CONFIG", dir_okay=False,
+def _options(
+    kafka_config: Path | None = typer.Option(
+        None,
+        "--kafka-config",
+        envvar="IMAGERY_KAFKA_CONFIG",
+        dir_okay=False,
         help="a Kafka client properties file (the Java client's names, as the dispatcher's --kafka-config and "
-             "Kafka's --command-config take): security.protocol, sasl.*, ssl.*; for every command that talks to "
-             "Kafka")) -> None:
+        "Kafka's --command-config take): security.protocol, sasl.*, ssl.*; for every command that talks to "
+        "Kafka",
+    ),
+) -> None:
     global _kafka_config_file
     _kafka_config_file = kafka_config
 
@@ -77,11 +94,17 @@ def setup() -> None:
 
 
 @app.command()
-def up(flink: bool = typer.Option(False, "--flink", help="also start a standalone Flink cluster"),
-       secure: bool = typer.Option(False, "--secure", envvar="IMAGERY_SECURE",
-                                   help="Kafka over SASL_SSL (SCRAM) and mTLS with ACLs, MinIO over TLS; the CA, "
-                                   "certificates and client files are made at the first start and kept in the state "
-                                   "folder (`imagery status` says where)")) -> None:
+def up(
+    flink: bool = typer.Option(False, "--flink", help="also start a standalone Flink cluster"),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        envvar="IMAGERY_SECURE",
+        help="Kafka over SASL_SSL (SCRAM) and mTLS with ACLs, MinIO over TLS; the CA, "
+        "certificates and client files are made at the first start and kept in the state "
+        "folder (`imagery status` says where)",
+    ),
+) -> None:
     """Start the local stack (Kafka, MinIO; with --flink a JobManager and TaskManager) and wait until ready."""
     settings = StackSettings(secure=secure)
     try:
@@ -98,8 +121,11 @@ def down() -> None:
 
 
 @app.command()
-def status(secure: bool = typer.Option(False, "--secure", envvar="IMAGERY_SECURE",
-                                       help="the stack was started with `up --secure`")) -> None:
+def status(
+    secure: bool = typer.Option(
+        False, "--secure", envvar="IMAGERY_SECURE", help="the stack was started with `up --secure`"
+    ),
+) -> None:
     """Show each part of the local stack: pid, address, and the variable that moves it."""
     _print_status(StackSettings(secure=secure))
 
@@ -129,8 +155,9 @@ def demo(count: int = typer.Option(12, help="sample images to generate")) -> Non
 
 
 @app.command()
-def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
-          port: int = typer.Option(8000, envvar="PORT")) -> None:
+def serve(
+    team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1", port: int = typer.Option(8000, envvar="PORT")
+) -> None:
     """Run the inference service for TEAM in the foreground (python -m services.inference_http)."""
     import os
     import sys
@@ -142,11 +169,16 @@ def serve(team: str = typer.Option(..., envvar="TEAM"), host: str = "127.0.0.1",
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def dispatch(ctx: typer.Context,
-             jobmanager: str | None = typer.Option(
-                 None, "--jobmanager", help="HOST:PORT of a Flink cluster's REST API: submit the job there "
-                 "(detached) instead of running it on a local MiniCluster (`imagery up --flink` starts one at "
-                 "127.0.0.1:8081)")) -> None:
+def dispatch(
+    ctx: typer.Context,
+    jobmanager: str | None = typer.Option(
+        None,
+        "--jobmanager",
+        help="HOST:PORT of a Flink cluster's REST API: submit the job there "
+        "(detached) instead of running it on a local MiniCluster (`imagery up --flink` starts one at "
+        "127.0.0.1:8081)",
+    ),
+) -> None:
     """Run the dispatcher job; arguments as http_dispatcher.py (--team, --http-url, ...)."""
     import sys
 
@@ -163,14 +195,18 @@ def dispatch(ctx: typer.Context,
 
 
 @app.command()
-def produce(team: str, bucket: str, keys: list[str], bootstrap: str | None = BOOTSTRAP,
-            camera: str | None = None) -> None:
+def produce(
+    team: str, bucket: str, keys: list[str], bootstrap: str | None = BOOTSTRAP, camera: str | None = None
+) -> None:
     """Publish one {bucket, key} message per KEY to imagery.new.<team>."""
     from imagery.pipeline_run import produce_messages
     from schemas import topics
 
-    n = produce_messages(_bootstrap(bootstrap), topics.input_topic(team),
-                         [{"bucket": bucket, "key": k, **({"camera": camera} if camera else {})} for k in keys])
+    n = produce_messages(
+        _bootstrap(bootstrap),
+        topics.input_topic(team),
+        [{"bucket": bucket, "key": k, **({"camera": camera} if camera else {})} for k in keys],
+    )
     console.print(f"produced {n} messages to {topics.input_topic(team)}")
 
 
@@ -182,8 +218,11 @@ app.add_typer(dlq_app, name="dlq")
 DlqStage = enum.Enum("DlqStage", {stage: stage for stage in get_args(Stage)}, type=str)  # type: ignore[misc]
 DLQ_TOPIC_OPTION = typer.Option(None, "--topic", help="the DLQ topic [default: dlq.inference.http]")
 DLQ_GROUP_OPTION = typer.Option(
-    None, "--group-id", help="read from this consumer group's committed offsets, and commit what was read once "
-    "done (shown, or replayed), so its next run sees only newer dead letters [default: no group, read it all]")
+    None,
+    "--group-id",
+    help="read from this consumer group's committed offsets, and commit what was read once "
+    "done (shown, or replayed), so its next run sees only newer dead letters [default: no group, read it all]",
+)
 DLQ_STAGE_OPTION = typer.Option(None, "--stage", help="only dead letters of this stage (repeatable)")
 DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this team (repeatable)")
 
@@ -212,10 +251,14 @@ def _dlq_positions(values: list[str], partitions: int) -> set[tuple[int, int]]:
 
 
 @dlq_app.command("show")
-def dlq_show(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAGE_OPTION,
-             bootstrap: str | None = BOOTSTRAP, topic: str = DLQ_TOPIC_OPTION,
-             group_id: str | None = DLQ_GROUP_OPTION,
-             limit: int = typer.Option(50, help="show at most the newest LIMIT")) -> None:
+def dlq_show(
+    team: list[str] = DLQ_TEAM_OPTION,
+    stage: list[DlqStage] = DLQ_STAGE_OPTION,
+    bootstrap: str | None = BOOTSTRAP,
+    topic: str = DLQ_TOPIC_OPTION,
+    group_id: str | None = DLQ_GROUP_OPTION,
+    limit: int = typer.Option(50, help="show at most the newest LIMIT"),
+) -> None:
     """List the dead letters (oldest first): all of the DLQ up to its end when the command starts."""
     from imagery.dlq import select
     from schemas import topics
@@ -223,33 +266,49 @@ def dlq_show(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAG
     dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
     read = _dlq_read(servers, dlq_topic, group_id)
     entries = select(read.entries, teams=team or (), stages=[s.value for s in stage or ()])
-    table = Table(title=f"{dlq_topic}: {len(entries)} dead letters"
-                  + (f", the newest {limit} shown" if len(entries) > limit else ""))
+    table = Table(
+        title=f"{dlq_topic}: {len(entries)} dead letters"
+        + (f", the newest {limit} shown" if len(entries) > limit else "")
+    )
     for col in ("partition:offset", "team", "source", "stage", "type", "http", "tries", "message", "value"):
         table.add_column(col, overflow="fold")
-    for e in entries[len(entries) - limit if len(entries) > limit else 0:]:
+    for e in entries[len(entries) - limit if len(entries) > limit else 0 :]:
         d = e.letter
-        table.add_row(f"{e.partition}:{e.offset}", d.team, f"{d.source.topic}@{d.source.offset}", d.error.stage,
-                      d.error.type, str(d.error.http_status or "-"), str(d.error.attempts), d.error.message[:100],
-                      (d.original_value_text or "<binary>")[:80]
-                      + ("" if d.complete else f" ... ({d.original_value_bytes} bytes in all)"))
+        table.add_row(
+            f"{e.partition}:{e.offset}",
+            d.team,
+            f"{d.source.topic}@{d.source.offset}",
+            d.error.stage,
+            d.error.type,
+            str(d.error.http_status or "-"),
+            str(d.error.attempts),
+            d.error.message[:100],
+            (d.original_value_text or "<binary>")[:80]
+            + ("" if d.complete else f" ... ({d.original_value_bytes} bytes in all)"),
+        )
     console.print(table)
     if group_id:
         kafka_io.commit_offsets(servers, dlq_topic, group_id, read.end_offsets)
 
 
 @dlq_app.command("replay")
-def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_STAGE_OPTION,
-               offsets: list[str] = typer.Option(None, "--offset", help="only this dead letter, PARTITION:OFFSET "
-                                                 "(or OFFSET for a DLQ of one partition; repeatable)"),
-               replay_all: bool = typer.Option(False, "--all", help="with no --team/--stage/--offset: the whole DLQ"),
-               bootstrap: str | None = BOOTSTRAP, topic: str = DLQ_TOPIC_OPTION,
-               group_id: str | None = DLQ_GROUP_OPTION,
-               to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
-               again: bool = typer.Option(False, "--again", help="also entries replayed before"),
-               max_replays: int = typer.Option(3, help="skip entries whose record was replayed this often already"),
-               dry_run: bool = typer.Option(False, "--dry-run", help="list what would be replayed, replay nothing")
-               ) -> None:
+def dlq_replay(
+    team: list[str] = DLQ_TEAM_OPTION,
+    stage: list[DlqStage] = DLQ_STAGE_OPTION,
+    offsets: list[str] = typer.Option(
+        None,
+        "--offset",
+        help="only this dead letter, PARTITION:OFFSET (or OFFSET for a DLQ of one partition; repeatable)",
+    ),
+    replay_all: bool = typer.Option(False, "--all", help="with no --team/--stage/--offset: the whole DLQ"),
+    bootstrap: str | None = BOOTSTRAP,
+    topic: str = DLQ_TOPIC_OPTION,
+    group_id: str | None = DLQ_GROUP_OPTION,
+    to: str = typer.Option(None, help="target topic; default: each letter's source topic"),
+    again: bool = typer.Option(False, "--again", help="also entries replayed before"),
+    max_replays: int = typer.Option(3, help="skip entries whose record was replayed this often already"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be replayed, replay nothing"),
+) -> None:
     """Re-publish the original bytes, key and headers of the chosen dead letters, once: what was replayed is
     recorded (dlq.inference.http.replayed) and skipped next time unless --again. Choose with --team, --stage,
     --offset, or --all for the whole DLQ."""
@@ -257,21 +316,36 @@ def dlq_replay(team: list[str] = DLQ_TEAM_OPTION, stage: list[DlqStage] = DLQ_ST
     from schemas import topics
 
     if not (team or stage or offsets or replay_all or dry_run):  # a dry run replays nothing: it may list them all
-        _fail(ValueError("say what to replay: --team, --stage or --offset, or --all for the whole DLQ "
-                         "(--dry-run lists what would go)"))
+        _fail(
+            ValueError(
+                "say what to replay: --team, --stage or --offset, or --all for the whole DLQ "
+                "(--dry-run lists what would go)"
+            )
+        )
     dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
     read = _dlq_read(servers, dlq_topic, group_id)
-    entries = select(read.entries, teams=team or (), stages=[s.value for s in stage or ()],
-                     positions=_dlq_positions(offsets or [], len(read.end_offsets)))
+    entries = select(
+        read.entries,
+        teams=team or (),
+        stages=[s.value for s in stage or ()],
+        positions=_dlq_positions(offsets or [], len(read.end_offsets)),
+    )
     chosen = plan(entries, replayed(servers, dlq_topic), again=again, max_replays=max_replays)
-    table = Table(title=f"{len(chosen.go)} to replay" + (" (dry run)" if dry_run else "")
-                  + f", {len(chosen.skipped)} skipped")
+    table = Table(
+        title=f"{len(chosen.go)} to replay" + (" (dry run)" if dry_run else "") + f", {len(chosen.skipped)} skipped"
+    )
     for col in ("partition:offset", "team", "stage", "type", "replays", "to", "note"):
         table.add_column(col, overflow="fold")
     for e, why in [*((e, "") for e in chosen.go), *chosen.skipped]:
-        table.add_row(f"{e.partition}:{e.offset}", e.letter.team, e.letter.error.stage, e.letter.error.type,
-                      str(e.replay_count), to or e.letter.source.topic,
-                      why or ("would replay" if dry_run else "replayed"))
+        table.add_row(
+            f"{e.partition}:{e.offset}",
+            e.letter.team,
+            e.letter.error.stage,
+            e.letter.error.type,
+            str(e.replay_count),
+            to or e.letter.source.topic,
+            why or ("would replay" if dry_run else "replayed"),
+        )
     if dry_run:
         console.print(table)
         return
@@ -299,20 +373,32 @@ def _offsets_option(values: list[str] | None, flag: str) -> dict[int, int] | Non
 
 
 @app.command()
-def audit(team: str = typer.Option(..., "--team", help="the team whose dispatcher job is audited"),
-          bootstrap: str | None = BOOTSTRAP,
-          input_topic: str = typer.Option(None, help="default imagery.new.<team>"),
-          output_topic: str = typer.Option(None, help="default inference.results.<team>"),
-          dlq_topic: str = typer.Option(None, help="default dlq.inference.http"),
-          group_id: str = typer.Option(None, help="the job's consumer group, whose committed offsets end the "
-                                       "range [default: http-dispatcher-<team>]"),
-          start: list[str] = typer.Option(None, "--from", help="PARTITION:OFFSET where the range starts "
-                                          "(repeatable) [default: each partition's first record]"),
-          end: list[str] = typer.Option(None, "--to", help="PARTITION:OFFSET where the range ends, exclusive "
-                                        "(repeatable) [default: the group's committed offsets]"),
-          as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
-          repair_missing: bool = typer.Option(False, "--repair", help="re-publish each missing record once, as "
-                                              "a replay (a second audit finds it pending, then landed)")) -> None:
+def audit(
+    team: str = typer.Option(..., "--team", help="the team whose dispatcher job is audited"),
+    bootstrap: str | None = BOOTSTRAP,
+    input_topic: str = typer.Option(None, help="default imagery.new.<team>"),
+    output_topic: str = typer.Option(None, help="default inference.results.<team>"),
+    dlq_topic: str = typer.Option(None, help="default dlq.inference.http"),
+    group_id: str = typer.Option(
+        None, help="the job's consumer group, whose committed offsets end the range [default: http-dispatcher-<team>]"
+    ),
+    start: list[str] = typer.Option(
+        None,
+        "--from",
+        help="PARTITION:OFFSET where the range starts (repeatable) [default: each partition's first record]",
+    ),
+    end: list[str] = typer.Option(
+        None,
+        "--to",
+        help="PARTITION:OFFSET where the range ends, exclusive (repeatable) [default: the group's committed offsets]",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="the report as JSON on stdout"),
+    repair_missing: bool = typer.Option(
+        False,
+        "--repair",
+        help="re-publish each missing record once, as a replay (a second audit finds it pending, then landed)",
+    ),
+) -> None:
     """Where every input record of a team's job landed: counts, and the records missing, duplicated or still
     pending. Exits 1 when anything is missing or duplicated."""
     import json
@@ -327,10 +413,17 @@ def audit(team: str = typer.Option(..., "--team", help="the team whose dispatche
 
     servers = _bootstrap(bootstrap)
     try:
-        report = run_audit(servers, team, input_topic=input_topic, output_topic=output_topic,
-                           dlq_topic=dlq_topic or topics.DLQ_TOPIC, group_id=group_id,
-                           start=_offsets_option(start, "--from"), end=_offsets_option(end, "--to"),
-                           progress=progress)
+        report = run_audit(
+            servers,
+            team,
+            input_topic=input_topic,
+            output_topic=output_topic,
+            dlq_topic=dlq_topic or topics.DLQ_TOPIC,
+            group_id=group_id,
+            start=_offsets_option(start, "--from"),
+            end=_offsets_option(end, "--to"),
+            progress=progress,
+        )
         if repair_missing:
             repair(servers, report)
     except (AuditError, kafka_io.ReadStalled) as exc:
@@ -344,37 +437,50 @@ def audit(team: str = typer.Option(..., "--team", help="the team whose dispatche
         table.add_column("count", justify="right")
         table.add_column("detail")
         ranges = ", ".join(f"{p}:[{lo},{hi})" for p, (lo, hi) in sorted(report.ranges.items()))
-        rows = [("input records", report.records, ranges), ("images", report.units, ""),
-                ("results", report.results, report.output_topic), ("dead letters", report.dead_letters,
-                                                                   report.dlq_topic),
-                ("through a replay", report.replayed, ""),
-                ("missing", len(report.missing), describe(report.missing)),
-                ("duplicated", len(report.duplicated), describe(u for u, _ in report.duplicated)),
-                ("pending", len(report.pending), describe(report.pending))]
+        rows = [
+            ("input records", report.records, ranges),
+            ("images", report.units, ""),
+            ("results", report.results, report.output_topic),
+            ("dead letters", report.dead_letters, report.dlq_topic),
+            ("through a replay", report.replayed, ""),
+            ("missing", len(report.missing), describe(report.missing)),
+            ("duplicated", len(report.duplicated), describe(u for u, _ in report.duplicated)),
+            ("pending", len(report.pending), describe(report.pending)),
+        ]
         if repair_missing:
             rows.append(("repaired", len(report.repaired), describe(report.repaired)))
         for what, count, detail in rows:
             style = "red" if what in ("missing", "duplicated") and count else ""
             table.add_row(what, f"[{style}]{count}[/{style}]" if style else str(count), detail)
         console.print(table)
-        console.print("[green]clean: every image landed exactly once[/green]" if report.clean else
-                      "[red]not clean[/red]" + (": repaired records are re-published; audit again once the job "
-                                                "has handled them" if report.repaired else ""))
+        console.print(
+            "[green]clean: every image landed exactly once[/green]"
+            if report.clean
+            else "[red]not clean[/red]"
+            + (
+                ": repaired records are re-published; audit again once the job has handled them"
+                if report.repaired
+                else ""
+            )
+        )
     if not report.clean:
         raise typer.Exit(1)
 
 
 @app.command()
-def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="the image"),
-          team: str = typer.Option(..., "--team", help="the team whose model should answer (checked: a service of "
-                                   "another team is refused)"),
-          url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="IMAGERY_SERVICE_URL",
-                                  help="the team's inference service"),
-          model_tag: str | None = typer.Option(None, "--model-tag"),
-          extra: str | None = typer.Option(None, "--extra", help="a JSON object for the runner, e.g. "
-                                           "'{\"min_score\": 0.5}'"),
-          token: str | None = typer.Option(None, "--token", envvar="AUTH_TOKEN", help="the service's bearer token"),
-          timeout_s: float = typer.Option(60.0, "--timeout-s")) -> None:
+def infer(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="the image"),
+    team: str = typer.Option(
+        ..., "--team", help="the team whose model should answer (checked: a service of another team is refused)"
+    ),
+    url: str = typer.Option(
+        "http://127.0.0.1:8000", "--url", envvar="IMAGERY_SERVICE_URL", help="the team's inference service"
+    ),
+    model_tag: str | None = typer.Option(None, "--model-tag"),
+    extra: str | None = typer.Option(None, "--extra", help="a JSON object for the runner, e.g. '{\"min_score\": 0.5}'"),
+    token: str | None = typer.Option(None, "--token", envvar="AUTH_TOKEN", help="the service's bearer token"),
+    timeout_s: float = typer.Option(60.0, "--timeout-s"),
+) -> None:
     """Run TEAM's model on FILE, no MinIO needed: POST /infer_upload to its service (`imagery serve`), print the
     answer as JSON."""
     import json
@@ -401,20 +507,29 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
         with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
             served = client.get(HEALTHZ_ROUTE).json().get("team")
             if served != team.strip().lower():
-                _fail(ValueError(f"the service at {base} serves team {served!r}, not {team!r}: point --url at "
-                                 f"{team}'s service"))
+                _fail(
+                    ValueError(
+                        f"the service at {base} serves team {served!r}, not {team!r}: point --url at {team}'s service"
+                    )
+                )
             data, deadline = file.read_bytes(), time.monotonic() + timeout_s
             while True:  # a service still warming up says so (503 not_ready): wait for it, within --timeout-s
-                answer = client.post(INFER_UPLOAD_ROUTE, data=fields,
-                                     files={UPLOAD_FILE_FIELD: (file.name, data, "application/octet-stream")})
+                answer = client.post(
+                    INFER_UPLOAD_ROUTE,
+                    data=fields,
+                    files={UPLOAD_FILE_FIELD: (file.name, data, "application/octet-stream")},
+                )
                 retry_s = float(answer.headers.get("retry-after", "1") or 1)
-                if answer.status_code != 503 or "not_ready" not in answer.text \
-                        or time.monotonic() + retry_s > deadline:
+                if answer.status_code != 503 or "not_ready" not in answer.text or time.monotonic() + retry_s > deadline:
                     break
                 time.sleep(retry_s)
     except httpx.TransportError as exc:
-        _fail(ConnectionError(f"no inference service answers at {base} ({exc}); start one with "
-                              f"`TEAM={team} imagery serve` or give --url"))
+        _fail(
+            ConnectionError(
+                f"no inference service answers at {base} ({exc}); start one with "
+                f"`TEAM={team} imagery serve` or give --url"
+            )
+        )
     except ValueError as exc:  # /healthz answered something that is not the service's JSON
         _fail(ValueError(f"{base}{HEALTHZ_ROUTE} is not the inference service's ({exc})"))
     try:
@@ -428,10 +543,17 @@ def infer(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable
 
 
 @app.command("kafka-user")
-def kafka_user(name: str = typer.Argument(..., help="the SCRAM user (a principal User:NAME)"),
-               password_file: Path = typer.Option(..., "--password-file", exists=True, dir_okay=False,
-                                                  help="a file holding the password (never a flag: argv shows)"),
-               bootstrap: str | None = BOOTSTRAP) -> None:
+def kafka_user(
+    name: str = typer.Argument(..., help="the SCRAM user (a principal User:NAME)"),
+    password_file: Path = typer.Option(
+        ...,
+        "--password-file",
+        exists=True,
+        dir_okay=False,
+        help="a file holding the password (never a flag: argv shows)",
+    ),
+    bootstrap: str | None = BOOTSTRAP,
+) -> None:
     """Set NAME's SCRAM-SHA-512 credential on a secured Kafka (made, or replaced: a rotation), as the principal of
     --kafka-config (a super user, or one allowed to alter users)."""
     from imagery import kafka_access
@@ -444,10 +566,15 @@ def kafka_user(name: str = typer.Argument(..., help="the SCRAM user (a principal
 
 
 @app.command("new-team")
-def new_team(team: str, compose: bool = typer.Option(True, help="also add the team to the compose stack"),
-             partitions: int = typer.Option(4, help="its input topic's partitions, where it is provisioned"),
-             minio: str | None = MINIO, minio_secure: bool = MINIO_SECURE, minio_ca_file: Path | None = MINIO_CA_FILE,
-             credentials_dir: Path = CREDENTIALS_DIR) -> None:
+def new_team(
+    team: str,
+    compose: bool = typer.Option(True, help="also add the team to the compose stack"),
+    partitions: int = typer.Option(4, help="its input topic's partitions, where it is provisioned"),
+    minio: str | None = MINIO,
+    minio_secure: bool = MINIO_SECURE,
+    minio_ca_file: Path | None = MINIO_CA_FILE,
+    credentials_dir: Path = CREDENTIALS_DIR,
+) -> None:
     """Scaffold a team: adapters/<team>_runner.py, and the team in deploy/teams.yaml and compose.yaml. Given a
     secured Kafka (`imagery --kafka-config FILE new-team ...`, FILE the operator's), also provision it there: its
     topics, bucket, principal, ACLs and MinIO user, as `imagery provision` does."""
@@ -465,12 +592,18 @@ def new_team(team: str, compose: bool = typer.Option(True, help="also add the te
     spec = Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)
     if _kafka_config_file is not None:
         _provision_teams([spec], None, minio, minio_secure, minio_ca_file, None, credentials_dir)
-    console.print(f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
-                  f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
-                  + ("; on compose: `docker compose up -d` (the secured variant: `imagery compose-secrets` first, "
-                     "for the team's secrets)" if compose else "")
-                  + f"; on Kubernetes: `imagery k8s values {team} | helm install {release_name(spec)} "
-                    "deploy/helm/imagery-team -f cluster.yaml -f -` (README, \"Kubernetes\")")
+    console.print(
+        f"next: fill in {path.name}, put weights in weights/{scaffold.weights_file(team)}, "
+        f"then `TEAM={team} .venv/bin/imagery serve` and check /readyz"
+        + (
+            "; on compose: `docker compose up -d` (the secured variant: `imagery compose-secrets` first, "
+            "for the team's secrets)"
+            if compose
+            else ""
+        )
+        + f"; on Kubernetes: `imagery k8s values {team} | helm install {release_name(spec)} "
+        'deploy/helm/imagery-team -f cluster.yaml -f -` (README, "Kubernetes")'
+    )
 
 
 @app.command("compose")
@@ -481,16 +614,27 @@ def compose_command() -> None:
 
     files = compose.ComposeFiles.in_repo()
     compose.write(files)
-    console.print(f"wrote {files.compose}, {files.gpu}, {files.secure}, {files.prometheus} and "
-                  f"{files.secure_prometheus} for {len(compose.load_teams(files.teams))} team(s)")
+    console.print(
+        f"wrote {files.compose}, {files.gpu}, {files.secure}, {files.prometheus} and "
+        f"{files.secure_prometheus} for {len(compose.load_teams(files.teams))} team(s)"
+    )
 
 
 @app.command("compose-secrets")
 def compose_secrets_command(
-        folder: Path = typer.Option(Path("secrets"), "--dir", file_okay=False,
-                                    help="where to make them: compose.secure.yaml reads ./secrets beside it"),
-        hosts: list[str] = typer.Option(None, "--host", help="another name the host's clients reach Kafka and MinIO "
-                                        "by (KAFKA_EXTERNAL_HOST), for their certificates (repeatable)")) -> None:
+    folder: Path = typer.Option(
+        Path("secrets"),
+        "--dir",
+        file_okay=False,
+        help="where to make them: compose.secure.yaml reads ./secrets beside it",
+    ),
+    hosts: list[str] = typer.Option(
+        None,
+        "--host",
+        help="another name the host's clients reach Kafka and MinIO "
+        "by (KAFKA_EXTERNAL_HOST), for their certificates (repeatable)",
+    ),
+) -> None:
     """Make every secret of the secured compose variant (compose.secure.yaml) for the teams of deploy/teams.yaml: a
     CA and certificates, passwords, tokens and client files (imagery/compose_secrets.py says which, and their
     modes). Made once and kept: run it again after `imagery new-team` for the new team's."""
@@ -503,17 +647,28 @@ def compose_secrets_command(
         _fail(exc)
         raise  # (_fail exits)
     console.print(f"{folder}: made {', '.join(made.made) or 'nothing (all there)'}; kept {len(made.kept)}")
-    console.print("next: docker compose -f compose.yaml -f compose.secure.yaml up -d --build; the host's tooling: "
-                  f"imagery --kafka-config {folder / compose_secrets.HOST_ADMIN} ...", soft_wrap=True)
+    console.print(
+        "next: docker compose -f compose.yaml -f compose.secure.yaml up -d --build; the host's tooling: "
+        f"imagery --kafka-config {folder / compose_secrets.HOST_ADMIN} ...",
+        soft_wrap=True,
+    )
 
 
-k8s_app = typer.Typer(help="Kubernetes: each team's objects from deploy/helm/ and deploy/teams.yaml (README, "
-                        "\"Kubernetes\").", no_args_is_help=True)
+k8s_app = typer.Typer(
+    help='Kubernetes: each team\'s objects from deploy/helm/ and deploy/teams.yaml (README, "Kubernetes").',
+    no_args_is_help=True,
+)
 app.add_typer(k8s_app, name="k8s")
 K8S_TEAMS = typer.Option(None, "--team", help="a team of deploy/teams.yaml (repeatable) [default: every team]")
 K8S_NAMESPACE = typer.Option("imagery", "--namespace", "-n", help="the namespace the releases go in")
-K8S_VALUES = typer.Option(None, "--values", "-f", exists=True, dir_okay=False,
-                          help="a values file of the cluster's (images, Kafka, MinIO, state; repeatable)")
+K8S_VALUES = typer.Option(
+    None,
+    "--values",
+    "-f",
+    exists=True,
+    dir_okay=False,
+    help="a values file of the cluster's (images, Kafka, MinIO, state; repeatable)",
+)
 K8S_SECURED = typer.Option(False, "--secured", help="point each team at its Secrets (`imagery k8s secrets`)")
 
 
@@ -528,10 +683,14 @@ def _k8s_teams(names: list[str] | None) -> list[Team]:
 
 
 @k8s_app.command("render")
-def k8s_render(teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE, values: list[Path] = K8S_VALUES,
-               secured: bool = K8S_SECURED,
-               platform: bool = typer.Option(True, help="also the platform release (alert rules, dashboard)"),
-               check: bool = typer.Option(False, "--check", help="validate them too (as `imagery k8s check`)")) -> None:
+def k8s_render(
+    teams: list[str] = K8S_TEAMS,
+    namespace: str = K8S_NAMESPACE,
+    values: list[Path] = K8S_VALUES,
+    secured: bool = K8S_SECURED,
+    platform: bool = typer.Option(True, help="also the platform release (alert rules, dashboard)"),
+    check: bool = typer.Option(False, "--check", help="validate them too (as `imagery k8s check`)"),
+) -> None:
     """Print the objects of the platform release and of each team's (`helm template`), for `kubectl apply` or a
     GitOps repository; `helm install` of deploy/helm/imagery-team with `imagery k8s values` makes the same."""
     from imagery.k8s import render, validate
@@ -565,10 +724,15 @@ def _report_problems(problems: list) -> None:
 
 
 @k8s_app.command("check")
-def k8s_check(file: Path | None = typer.Argument(None, exists=True, dir_okay=False,
-                                                 help="rendered objects [default: `imagery k8s render`'s]"),
-              teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE, values: list[Path] = K8S_VALUES,
-              secured: bool = K8S_SECURED) -> None:
+def k8s_check(
+    file: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, help="rendered objects [default: `imagery k8s render`'s]"
+    ),
+    teams: list[str] = K8S_TEAMS,
+    namespace: str = K8S_NAMESPACE,
+    values: list[Path] = K8S_VALUES,
+    secured: bool = K8S_SECURED,
+) -> None:
     """Validate objects offline: Kubernetes's schemas (strict), the operators' CRDs of deploy/k8s/crds, and the
     project's rules (GPU in limits, probes, a disruption budget, savepoint upgrades, exactly-once), and that every
     team is there."""
@@ -586,25 +750,42 @@ def k8s_check(file: Path | None = typer.Argument(None, exists=True, dir_okay=Fal
 
 
 @k8s_app.command("size")
-def k8s_size(rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)")
-             ) -> None:
+def k8s_size(
+    rates: list[float] = typer.Option(..., "--rate", help="images per second to plan for (repeatable)"),
+) -> None:
     """Partitions, parallelism (task slots), --capacity and GPUs (service replicas) for a rate, from the measured
     figures of bench/RESULTS.md (imagery/k8s/sizing.py names each)."""
     from imagery.k8s import sizing
 
-    table = Table("images/s", "dispatcher cores", "parallelism (slots)", "partitions", "--capacity",
-                  "GPUs (replicas)", caption=f"one GPU as measured: {sizing.GPU_MEASURED_ON}")
+    table = Table(
+        "images/s",
+        "dispatcher cores",
+        "parallelism (slots)",
+        "partitions",
+        "--capacity",
+        "GPUs (replicas)",
+        caption=f"one GPU as measured: {sizing.GPU_MEASURED_ON}",
+    )
     for rate in rates:
         p = sizing.plan(rate)
-        table.add_row(f"{rate:,.0f}", f"{p.dispatcher_cores:.2f}", str(p.parallelism), str(p.partitions),
-                      str(p.capacity), str(p.gpus))
+        table.add_row(
+            f"{rate:,.0f}",
+            f"{p.dispatcher_cores:.2f}",
+            str(p.parallelism),
+            str(p.partitions),
+            str(p.capacity),
+            str(p.gpus),
+        )
     console.print(table)
 
 
 @k8s_app.command("secrets")
-def k8s_secrets(out: Path = typer.Option(..., "--out", dir_okay=False, help="the manifest to write (mode 0600)"),
-                teams: list[str] = K8S_TEAMS, namespace: str = K8S_NAMESPACE,
-                credentials_dir: Path = CREDENTIALS_DIR) -> None:
+def k8s_secrets(
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="the manifest to write (mode 0600)"),
+    teams: list[str] = K8S_TEAMS,
+    namespace: str = K8S_NAMESPACE,
+    credentials_dir: Path = CREDENTIALS_DIR,
+) -> None:
     """Write each team's Kafka client file (with its stores) and MinIO secret key, as `imagery provision` left them
     in --credentials-dir, as Secrets for `kubectl apply -f OUT`; render with --secured to use them."""
     from imagery.k8s import secrets
@@ -619,16 +800,21 @@ def k8s_secrets(out: Path = typer.Option(..., "--out", dir_okay=False, help="the
 
 
 @app.command()
-def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGHTS_FILE, one per team"),
-              bootstrap: str | None = BOOTSTRAP,
-              minio: str | None = MINIO,
-              minio_secure: bool = MINIO_SECURE,
-              minio_ca_file: Path | None = MINIO_CA_FILE,
-              weights_dir: Path | None = typer.Option(None, help="check each team's weights file here"),
-              credentials_dir: Path = CREDENTIALS_DIR,
-              events_user: str | None = typer.Option(
-                  None, "--events-user", help="on a secured Kafka: the Kafka user MinIO's bucket notifications write "
-                  "as, allowed to write to each team's input topic (compose.secure.yaml: minio-events)")) -> None:
+def provision(
+    teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGHTS_FILE, one per team"),
+    bootstrap: str | None = BOOTSTRAP,
+    minio: str | None = MINIO,
+    minio_secure: bool = MINIO_SECURE,
+    minio_ca_file: Path | None = MINIO_CA_FILE,
+    weights_dir: Path | None = typer.Option(None, help="check each team's weights file here"),
+    credentials_dir: Path = CREDENTIALS_DIR,
+    events_user: str | None = typer.Option(
+        None,
+        "--events-user",
+        help="on a secured Kafka: the Kafka user MinIO's bucket notifications write "
+        "as, allowed to write to each team's input topic (compose.secure.yaml: minio-events)",
+    ),
+) -> None:
     """Make what teams need before they start: topics with their partitions, buckets whose uploads' events go to
     the teams' input topics, and (with --weights-dir) check their weights. On a secured Kafka (`imagery
     --kafka-config FILE provision ...`, FILE the operator's), also each team's principal, its ACLs and its client
@@ -644,9 +830,16 @@ def provision(teams: list[str] = typer.Argument(..., help="TEAM:PARTITIONS:WEIGH
     _provision_teams(specs, bootstrap, minio, minio_secure, minio_ca_file, weights_dir, credentials_dir, events_user)
 
 
-def _provision_teams(specs: list[Team], bootstrap: str | None, minio: str | None, minio_secure: bool,
-                     minio_ca_file: Path | None, weights_dir: Path | None, credentials_dir: Path,
-                     events_user: str | None = None) -> None:
+def _provision_teams(
+    specs: list[Team],
+    bootstrap: str | None,
+    minio: str | None,
+    minio_secure: bool,
+    minio_ca_file: Path | None,
+    weights_dir: Path | None,
+    credentials_dir: Path,
+    events_user: str | None = None,
+) -> None:
     """What `provision` makes for SPECS (on a secured Kafka, each team's principal, ACLs and MinIO user too)."""
     from rich.markup import escape
 
@@ -659,10 +852,14 @@ def _provision_teams(specs: list[Team], bootstrap: str | None, minio: str | None
         local = StackSettings()
         endpoint, access_key = minio or local.minio_endpoint, os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key)
         secret_file = os.environ.get("MINIO_SECRET_KEY_FILE")
-        secret_key = (Path(secret_file).read_text().strip() if secret_file else
-                      os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key))
-        client = storage_access.minio_client(endpoint, access_key, secret_key, secure=minio_secure,
-                                             ca_file=minio_ca_file)
+        secret_key = (
+            Path(secret_file).read_text().strip()
+            if secret_file
+            else os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key)
+        )
+        client = storage_access.minio_client(
+            endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file
+        )
         kafka = _bootstrap(bootstrap)
         if weights_dir is not None:
             provisioning.check_weights(weights_dir, specs)  # every team's, before anything is made
@@ -674,24 +871,36 @@ def _provision_teams(specs: list[Team], bootstrap: str | None, minio: str | None
             if provisioning.secured(kafka):
                 assert _kafka_config_file is not None  # (a secured Connection comes from --kafka-config)
                 made = provisioning.ensure_team_principal(kafka, spec.team, _kafka_config_file, credentials_dir)
-                console.print(f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
-                              f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
-                              f"--kafka-config) is {escape(str(made))}", soft_wrap=True)
+                console.print(
+                    f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
+                    f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
+                    f"--kafka-config) is {escape(str(made))}",
+                    soft_wrap=True,
+                )
                 if events_user:
                     kafka_access.create_acls(kafka, kafka_access.topic_writer_acls(events_user, [spec.input_topic]))
-                    console.print(f"team {spec.team}: User:{escape(events_user)} (MinIO's bucket events) may write "
-                                  f"to {spec.input_topic}", soft_wrap=True)
-                admin = storage_access.minio_admin(endpoint, access_key, secret_key, secure=minio_secure,
-                                                   ca_file=minio_ca_file)
+                    console.print(
+                        f"team {spec.team}: User:{escape(events_user)} (MinIO's bucket events) may write "
+                        f"to {spec.input_topic}",
+                        soft_wrap=True,
+                    )
+                admin = storage_access.minio_admin(
+                    endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file
+                )
                 reader, secret = provisioning.ensure_team_storage_reader(admin, spec.team, credentials_dir)
-                console.print(f"team {spec.team}: MinIO user {reader} reads its buckets alone; its secret key (give "
-                              f"it to the team's service as MINIO_SECRET_KEY_FILE) is in {escape(str(secret))}",
-                              soft_wrap=True)
+                console.print(
+                    f"team {spec.team}: MinIO user {reader} reads its buckets alone; its secret key (give "
+                    f"it to the team's service as MINIO_SECRET_KEY_FILE) is in {escape(str(secret))}",
+                    soft_wrap=True,
+                )
                 if "sasl.jaas.config" not in read_properties(_kafka_config_file):
                     keystore = read_properties(made)["ssl.keystore.location"]
-                    console.print(f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
-                                  f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
-                                  f"{escape(keystore)}", soft_wrap=True)
+                    console.print(
+                        f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
+                        f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
+                        f"{escape(keystore)}",
+                        soft_wrap=True,
+                    )
     except (provisioning.ProvisionError, kafka_access.AccessError, storage_access.StorageAccessError) as exc:
         _fail(exc)
 
@@ -710,30 +919,40 @@ def _per_team(values: list[str] | None, what: str) -> dict[str, str]:
 
 
 @app.command()
-def health(teams: list[str] = typer.Option(None, "--team", help="a team to check (repeatable) [default: every team "
-                                           "with an imagery.new.<team> topic]"),
-           services: list[str] = typer.Option(None, "--service", help="TEAM=URL of its inference service "
-                                              "(repeatable; implies --team)"),
-           topics_: list[str] = typer.Option(None, "--topic", help="TEAM=TOPIC when not imagery.new.<team>"),
-           groups: list[str] = typer.Option(None, "--group", help="TEAM=GROUP when not http-dispatcher-<team>"),
-           jobs: list[str] = typer.Option(None, "--job", help="TEAM=JOB NAME when not http-dispatcher-<team>"),
-           bootstrap: str | None = BOOTSTRAP,
-           flink_url: str | None = typer.Option(None, help="Flink REST URL [default: the local stack's]"),
-           max_lag: int = typer.Option(10_000, help="lag (records) above which a team's lag is a warning"),
-           as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table")) -> None:
+def health(
+    teams: list[str] = typer.Option(
+        None, "--team", help="a team to check (repeatable) [default: every team with an imagery.new.<team> topic]"
+    ),
+    services: list[str] = typer.Option(
+        None, "--service", help="TEAM=URL of its inference service (repeatable; implies --team)"
+    ),
+    topics_: list[str] = typer.Option(None, "--topic", help="TEAM=TOPIC when not imagery.new.<team>"),
+    groups: list[str] = typer.Option(None, "--group", help="TEAM=GROUP when not http-dispatcher-<team>"),
+    jobs: list[str] = typer.Option(None, "--job", help="TEAM=JOB NAME when not http-dispatcher-<team>"),
+    bootstrap: str | None = BOOTSTRAP,
+    flink_url: str | None = typer.Option(None, help="Flink REST URL [default: the local stack's]"),
+    max_lag: int = typer.Option(10_000, help="lag (records) above which a team's lag is a warning"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
+) -> None:
     """One table of every part: Kafka, MinIO, Flink, and per team its job, /healthz, /readyz and consumer lag.
     Exit status 1 when any part is down."""
     import json
 
     from imagery import health as h
 
-    service_urls, topic_of, group_of, job_of = (_per_team(services, "--service"), _per_team(topics_, "--topic"),
-                                                _per_team(groups, "--group"), _per_team(jobs, "--job"))
+    service_urls, topic_of, group_of, job_of = (
+        _per_team(services, "--service"),
+        _per_team(topics_, "--topic"),
+        _per_team(groups, "--group"),
+        _per_team(jobs, "--job"),
+    )
     names = list(dict.fromkeys([*(teams or []), *service_urls]))
-    team_list = [h.Team(n, service_urls.get(n), topic_of.get(n, ""), group_of.get(n, ""), job_of.get(n, ""))
-                 for n in names] or None
-    report = h.check_all(StackSettings(), team_list, bootstrap=_bootstrap(bootstrap), flink_url=flink_url,
-                         max_lag=max_lag)
+    team_list = [
+        h.Team(n, service_urls.get(n), topic_of.get(n, ""), group_of.get(n, ""), job_of.get(n, "")) for n in names
+    ] or None
+    report = h.check_all(
+        StackSettings(), team_list, bootstrap=_bootstrap(bootstrap), flink_url=flink_url, max_lag=max_lag
+    )
     if as_json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -748,10 +967,11 @@ def health(teams: list[str] = typer.Option(None, "--team", help="a team to check
 
 
 @app.command()
-def prometheus(services: list[str] = typer.Option(..., "--service", help="TEAM=HOST:PORT of an inference service "
-                                                  "(repeatable)"),
-               port: int = typer.Option(9090, help="Prometheus's own port"),
-               interval_s: float = typer.Option(5.0, "--interval", help="scrape and rule evaluation interval")) -> None:
+def prometheus(
+    services: list[str] = typer.Option(..., "--service", help="TEAM=HOST:PORT of an inference service (repeatable)"),
+    port: int = typer.Option(9090, help="Prometheus's own port"),
+    interval_s: float = typer.Option(5.0, "--interval", help="scrape and rule evaluation interval"),
+) -> None:
     """Run Prometheus (Debian's package) in the foreground, scraping the services and Flink's reporter ports with
     ops/prometheus/alerts.yml; its UI and API on 127.0.0.1:PORT. Ctrl-C stops it and drops its data."""
     from imagery.local import prometheus as prom
@@ -800,13 +1020,17 @@ def main() -> None:
         message = f"Kafka: {error.str() if isinstance(error, KafkaError) else exc}"
         if isinstance(error, KafkaError) and error.code() == KafkaError._TRANSPORT and _kafka_config_file is None:
             # what a plaintext client sees of a secured broker: it closes the connection before answering anything
-            message += ("; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
-                        "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG")
+            message += (
+                "; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
+                "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG"
+            )
     except (MinioException, kafka_config.KafkaConfigError, RuntimeError) as exc:
         message = str(exc)
     except TimeoutError as exc:  # a Kafka admin call's future, bare
-        message = str(exc) or ("no answer in time: check that Kafka and MinIO run where the command looks for them "
-                               "(--bootstrap, --minio; `imagery status` for the local stack)")
+        message = str(exc) or (
+            "no answer in time: check that Kafka and MinIO run where the command looks for them "
+            "(--bootstrap, --minio; `imagery status` for the local stack)"
+        )
     else:
         return
     Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)

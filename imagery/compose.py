@@ -40,8 +40,12 @@ class ComposeFiles:
 
     @classmethod
     def in_repo(cls, root: Path = REPO_ROOT) -> ComposeFiles:
-        return cls(root / TEAMS_FILE.relative_to(REPO_ROOT), root / "compose.yaml", root / "compose.gpu.yaml",
-                   root / "deploy" / "prometheus.yml")
+        return cls(
+            root / TEAMS_FILE.relative_to(REPO_ROOT),
+            root / "compose.yaml",
+            root / "compose.gpu.yaml",
+            root / "deploy" / "prometheus.yml",
+        )
 
     @property
     def secure(self) -> Path:
@@ -57,17 +61,23 @@ def prometheus_config(teams: list[Team], ca_file: str | None = None) -> str:
     """The stack's Prometheus: the local one's config (imagery/local/prometheus.py), with each team's service by
     its compose name, and Flink's JobManager and TaskManagers found by DNS (so scaled TaskManagers are scraped).
     With CA_FILE (the secured variant), the services are scraped over https, trusting that CA."""
-    config = prometheus.config({t.team: [f"{t.service}-inference-http:8000"] for t in teams}, interval_s=15,
-                               rule_files=[Path("/etc/prometheus/alerts.yml")])
+    config = prometheus.config(
+        {t.team: [f"{t.service}-inference-http:8000"] for t in teams},
+        interval_s=15,
+        rule_files=[Path("/etc/prometheus/alerts.yml")],
+    )
     for job in config["scrape_configs"]:
         if job["job_name"] == prometheus.FLINK_JOB:
             job.pop("static_configs")
-            job["dns_sd_configs"] = [{"names": ["flink-jobmanager", "flink-taskmanager"], "type": "A",
-                                      "port": FLINK_REPORTER_PORT}]
+            job["dns_sd_configs"] = [
+                {"names": ["flink-jobmanager", "flink-taskmanager"], "type": "A", "port": FLINK_REPORTER_PORT}
+            ]
         if job["job_name"] == prometheus.SERVICE_JOB and ca_file is not None:
             job.update({"scheme": "https", "tls_config": {"ca_file": ca_file}})
-    header = (f"# GENERATED with {'compose.secure.yaml' if ca_file else 'compose.yaml'} by `imagery compose` "
-              "(imagery/compose.py): do not edit\n")
+    header = (
+        f"# GENERATED with {'compose.secure.yaml' if ca_file else 'compose.yaml'} by `imagery compose` "
+        "(imagery/compose.py): do not edit\n"
+    )
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -75,8 +85,12 @@ def prometheus_config(teams: list[Team], ca_file: str | None = None) -> str:
 # SASL_SSL with SCRAM; ADMIN (kafka:9094) takes a client certificate (mTLS): the admin before its SCRAM credential
 # exists, and the broker itself (inter-broker traffic, its health check); the controller over SSL. (Not named
 # SASL_SSL and SSL: the official image reads a listener named so as asking for its own keystore variables.)
-SECURE_LISTENERS = {"INTERNAL": ("SASL_SSL", 9092), "CONTROLLER": ("SSL", 9093), "ADMIN": ("SSL", 9094),
-                    "EXTERNAL": ("SASL_SSL", 19092)}
+SECURE_LISTENERS = {
+    "INTERNAL": ("SASL_SSL", 9092),
+    "CONTROLLER": ("SSL", 9093),
+    "ADMIN": ("SSL", 9094),
+    "EXTERNAL": ("SASL_SSL", 19092),
+}
 EXTERNAL_ADDRESS = "${KAFKA_EXTERNAL_HOST:-localhost}:${KAFKA_HOST_PORT:-29092}"  # compose's variables
 
 
@@ -90,13 +104,16 @@ def secure_broker_properties() -> dict[str, str]:
     return {
         "listeners": ",".join(f"{name}://:{port}" for name, (_, port) in SECURE_LISTENERS.items()),
         "advertised.listeners": f"INTERNAL://kafka:{SECURE_LISTENERS['INTERNAL'][1]},"
-                                f"ADMIN://kafka:{SECURE_LISTENERS['ADMIN'][1]},EXTERNAL://{EXTERNAL_ADDRESS}",
-        "listener.security.protocol.map": ",".join(f"{name}:{protocol}"
-                                                   for name, (protocol, _) in SECURE_LISTENERS.items()),
+        f"ADMIN://kafka:{SECURE_LISTENERS['ADMIN'][1]},EXTERNAL://{EXTERNAL_ADDRESS}",
+        "listener.security.protocol.map": ",".join(
+            f"{name}:{protocol}" for name, (protocol, _) in SECURE_LISTENERS.items()
+        ),
         "inter.broker.listener.name": "ADMIN",
         "sasl.enabled.mechanisms": security.SCRAM_MECHANISM,
-        **{f"listener.name.{name.lower()}.{security.SCRAM_MECHANISM.lower()}.sasl.jaas.config":
-           f"{security.SCRAM_LOGIN_MODULE} required;" for name in sasl},
+        **{
+            f"listener.name.{name.lower()}.{security.SCRAM_MECHANISM.lower()}.sasl.jaas.config": f"{security.SCRAM_LOGIN_MODULE} required;"
+            for name in sasl
+        },
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": compose_secrets.container_path(compose_secrets.BROKER_KEYSTORE),
         "ssl.truststore.type": "PEM",
@@ -118,8 +135,10 @@ def kafka_variable(name: str) -> str:
 def secure_kafka_environment() -> dict[str, str]:
     """`secure_broker_properties` as compose.secure.yaml's KAFKA_* variables (a literal `$` doubled for compose;
     the advertised address keeps its compose variables)."""
-    return {kafka_variable(name): value if name == "advertised.listeners" else value.replace("$", "$$")
-            for name, value in secure_broker_properties().items()}
+    return {
+        kafka_variable(name): value if name == "advertised.listeners" else value.replace("$", "$$")
+        for name, value in secure_broker_properties().items()
+    }
 
 
 def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]:
@@ -130,8 +149,9 @@ def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]
     unpublished = [t.team for t in teams if t.http_port is None]
     if unpublished:
         raise ValueError(f"teams without an http_port (where compose publishes their service): {unpublished}")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
     context = {
         "teams": teams,
         "slots": sum(t.parallelism for t in teams) or 1,
@@ -150,10 +170,15 @@ def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]
         "events_user": compose_secrets.EVENTS_USER,
         "scram": security.SCRAM_MECHANISM,
     }
-    rendered = {name: env.get_template(f"{name}.j2").render(context)
-                for name in ("compose.yaml", "compose.gpu.yaml", "compose.secure.yaml")}
-    return {**rendered, "prometheus.yml": prometheus_config(teams),
-            "prometheus.secure.yml": prometheus_config(teams, compose_secrets.container_path(compose_secrets.CA))}
+    rendered = {
+        name: env.get_template(f"{name}.j2").render(context)
+        for name in ("compose.yaml", "compose.gpu.yaml", "compose.secure.yaml")
+    }
+    return {
+        **rendered,
+        "prometheus.yml": prometheus_config(teams),
+        "prometheus.secure.yml": prometheus_config(teams, compose_secrets.container_path(compose_secrets.CA)),
+    }
 
 
 def write(files: ComposeFiles) -> None:
@@ -172,10 +197,12 @@ def add_team(files: ComposeFiles, team: str, weights: str) -> Team:
     teams = parse_teams(text)
     if any(t.team == team for t in teams):
         raise ValueError(f"{files.teams} already has team {team}")
-    entry = Team(team=team, weights=weights,
-                        http_port=max((t.http_port for t in teams if t.http_port), default=FIRST_HTTP_PORT - 1) + 1)
+    entry = Team(
+        team=team,
+        weights=weights,
+        http_port=max((t.http_port for t in teams if t.http_port), default=FIRST_HTTP_PORT - 1) + 1,
+    )
     block = yaml.safe_dump([entry.model_dump()], sort_keys=False)
-    files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if teams
-                           else text + "teams:\n" + block)
+    files.teams.write_text(text + ("" if text.endswith("\n") else "\n") + block if teams else text + "teams:\n" + block)
     write(files)
     return entry

@@ -108,13 +108,28 @@ def container_path(name: str) -> str:
 def manifest(teams: Sequence[Team]) -> dict[str, int]:
     """Every file `make` leaves in the folder, and its mode."""
     files = {
-        CA: SHARED, "ca.key": PRIVATE,
-        f"{BROKER}.crt": SHARED, f"{BROKER}.key": PRIVATE, BROKER_KEYSTORE: SHARED, BROKER_CLIENT: SHARED,
-        MINIO_CERT: SHARED, MINIO_KEY: PRIVATE, f"{MINIO}.pem": PRIVATE,
-        SERVICE_CERT: SHARED, SERVICE_KEY: SHARED, f"{SERVICE}.pem": PRIVATE,
-        f"{ADMIN}.crt": SHARED, f"{ADMIN}.key": PRIVATE, ADMIN_KEYSTORE: PRIVATE,
-        ADMIN_PASSWORD: PRIVATE, ADMIN_SASL: PRIVATE, ADMIN_MTLS: PRIVATE, HOST_ADMIN: PRIVATE,
-        MINIO_ROOT_PASSWORD: PRIVATE, EVENTS_PASSWORD: PRIVATE, MINIO_NOTIFY_ENV: PRIVATE,
+        CA: SHARED,
+        "ca.key": PRIVATE,
+        f"{BROKER}.crt": SHARED,
+        f"{BROKER}.key": PRIVATE,
+        BROKER_KEYSTORE: SHARED,
+        BROKER_CLIENT: SHARED,
+        MINIO_CERT: SHARED,
+        MINIO_KEY: PRIVATE,
+        f"{MINIO}.pem": PRIVATE,
+        SERVICE_CERT: SHARED,
+        SERVICE_KEY: SHARED,
+        f"{SERVICE}.pem": PRIVATE,
+        f"{ADMIN}.crt": SHARED,
+        f"{ADMIN}.key": PRIVATE,
+        ADMIN_KEYSTORE: PRIVATE,
+        ADMIN_PASSWORD: PRIVATE,
+        ADMIN_SASL: PRIVATE,
+        ADMIN_MTLS: PRIVATE,
+        HOST_ADMIN: PRIVATE,
+        MINIO_ROOT_PASSWORD: PRIVATE,
+        EVENTS_PASSWORD: PRIVATE,
+        MINIO_NOTIFY_ENV: PRIVATE,
     }
     for t in teams:
         files.update({team_token(t.team): SHARED, team_kafka(t.team): SHARED, team_minio_secret(t.team): SHARED})
@@ -134,8 +149,9 @@ class SecretsError(RuntimeError):
 
 def _san_hosts(cert: Path) -> set[str]:
     """The DNS names and IP addresses a certificate is valid for."""
-    done = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"], capture_output=True, text=True
+    )
     return set(re.findall(r"(?:DNS|IP Address):([^,\s]+)", done.stdout)) if done.returncode == 0 else set()
 
 
@@ -169,19 +185,23 @@ def make(folder: Path, teams: Sequence[Team], hosts: Sequence[str] = ()) -> Made
     security.write_client_properties(folder / ADMIN_SASL, Path(inside), scram=(ADMIN, admin_password))
     security.write_client_properties(folder / ADMIN_MTLS, Path(inside), keystore=Path(CONTAINER_DIR / ADMIN_KEYSTORE))
     security.write_client_properties(folder / HOST_ADMIN, (folder / CA).resolve(), scram=(ADMIN, admin_password))
-    security.write_client_properties(folder / BROKER_CLIENT, Path(inside),
-                                     keystore=Path(CONTAINER_DIR / BROKER_KEYSTORE))
+    security.write_client_properties(
+        folder / BROKER_CLIENT, Path(inside), keystore=Path(CONTAINER_DIR / BROKER_KEYSTORE)
+    )
     security.secret_file(folder / MINIO_ROOT_PASSWORD)
     events_password = _password(folder / EVENTS_PASSWORD)
-    write_secret(folder / MINIO_NOTIFY_ENV, "".join(
-        f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{t.events_target_id}={events_password}\n" for t in teams))
+    write_secret(
+        folder / MINIO_NOTIFY_ENV,
+        "".join(f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{t.events_target_id}={events_password}\n" for t in teams),
+    )
 
     for t in teams:
         security.secret_file(folder / team_token(t.team))
         kafka = folder / team_kafka(t.team)
         if not kafka.exists():  # its password lives in it alone: made once
-            security.write_client_properties(kafka, Path(inside),
-                                             scram=(topics.team_principal(t.team), secrets.token_urlsafe(24)))
+            security.write_client_properties(
+                kafka, Path(inside), scram=(topics.team_principal(t.team), secrets.token_urlsafe(24))
+            )
         minio_secret = folder / team_minio_secret(t.team)
         if not minio_secret.exists():
             write_secret(minio_secret, secrets.token_urlsafe(24))
@@ -193,4 +213,3 @@ def make(folder: Path, teams: Sequence[Team], hosts: Sequence[str] = ()) -> Made
     for name, mode in wanted.items():
         (folder / name).chmod(mode)
     return Made(folder, made=sorted(set(wanted) - before), kept=sorted(set(wanted) & before))
-

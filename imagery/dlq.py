@@ -58,8 +58,9 @@ class DlqRead:
     end_offsets: dict[int, int]
 
 
-def read_letters(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *,
-                 group_id: str | None = None) -> DlqRead:
+def read_letters(
+    bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *, group_id: str | None = None
+) -> DlqRead:
     """Every parseable record of the DLQ, read by partition up to the end offsets taken at the start (all of it,
     however large; no consumer group unless `group_id`: then from that group's committed offsets, see
     kafka_io.read_to_end). Raises kafka_io.NoSuchTopic when there is no such topic."""
@@ -75,23 +76,34 @@ def read_letters(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, 
     return DlqRead(entries, read.end_offsets)
 
 
-def select(entries: Iterable[DlqEntry], *, teams: Collection[str] = (), stages: Collection[str] = (),
-           positions: Collection[tuple[int, int]] = ()) -> list[DlqEntry]:
+def select(
+    entries: Iterable[DlqEntry],
+    *,
+    teams: Collection[str] = (),
+    stages: Collection[str] = (),
+    positions: Collection[tuple[int, int]] = (),
+) -> list[DlqEntry]:
     """The entries of one of `teams`, at one of `stages` and at one of the (partition, offset) `positions`; an
     empty collection does not filter."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage {', '.join(sorted(unknown))}; the stages are {', '.join(STAGES)}")
-    return [e for e in entries
-            if (not teams or e.letter.team in teams) and (not stages or e.letter.error.stage in stages)
-            and (not positions or (e.partition, e.offset) in positions)]
+    return [
+        e
+        for e in entries
+        if (not teams or e.letter.team in teams)
+        and (not stages or e.letter.error.stage in stages)
+        and (not positions or (e.partition, e.offset) in positions)
+    ]
 
 
-def read_dlq(bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None,
-             stage: str | None = None) -> list[DlqEntry]:
+def read_dlq(
+    bootstrap: kafka_io.Target, dlq_topic: str = topics.DLQ_TOPIC, *, team: str | None = None, stage: str | None = None
+) -> list[DlqEntry]:
     """Every parseable DLQ record (optionally of one team / stage), oldest first."""
-    return select(read_letters(bootstrap, dlq_topic).entries, teams=[team] if team else (),
-                  stages=[stage] if stage else ())
+    return select(
+        read_letters(bootstrap, dlq_topic).entries, teams=[team] if team else (), stages=[stage] if stage else ()
+    )
 
 
 def ledger_key(entry: DlqEntry) -> str:
@@ -114,8 +126,9 @@ class ReplayPlan:
     skipped: list[tuple[DlqEntry, str]]  # and why
 
 
-def plan(entries: Iterable[DlqEntry], already: set[str], *, again: bool = False,
-         max_replays: int = DEFAULT_MAX_REPLAYS) -> ReplayPlan:
+def plan(
+    entries: Iterable[DlqEntry], already: set[str], *, again: bool = False, max_replays: int = DEFAULT_MAX_REPLAYS
+) -> ReplayPlan:
     """Which entries to replay: not those replayed before (unless `again`), not those whose record has been
     replayed `max_replays` times already (a message that keeps failing stops coming back)."""
     result = ReplayPlan([], [])
@@ -158,13 +171,19 @@ def original_record(bootstrap: kafka_io.Target, entry: DlqEntry) -> tuple[bytes 
     record = kafka_io.read_record(bootstrap, source.topic, source.partition, source.offset)
     value = record.value or b"" if record else b""
     if record is None or hashlib.sha256(value).hexdigest() != letter.original_value_sha256:
-        raise OriginalGone(f"{source.topic}-{source.partition}@{source.offset} is no longer in the input topic "
-                           f"(the dead letter at {entry.partition}:{entry.offset} kept only part of it)")
+        raise OriginalGone(
+            f"{source.topic}-{source.partition}@{source.offset} is no longer in the input topic "
+            f"(the dead letter at {entry.partition}:{entry.offset} kept only part of it)"
+        )
     return record.key, value, replay_headers(letter, record.headers)
 
 
-def replay(bootstrap: kafka_io.Target, entries: Iterable[DlqEntry], target_topic: str | None = None,
-           dlq_topic: str = topics.DLQ_TOPIC) -> int:
+def replay(
+    bootstrap: kafka_io.Target,
+    entries: Iterable[DlqEntry],
+    target_topic: str | None = None,
+    dlq_topic: str = topics.DLQ_TOPIC,
+) -> int:
     """Re-publish each entry's original bytes, key and headers to its source topic (or `target_topic`), and record
     it in the ledger, all in one transaction. Raises OriginalGone (before publishing anything) when an entry's
     whole record cannot be had."""
@@ -173,8 +192,13 @@ def replay(bootstrap: kafka_io.Target, entries: Iterable[DlqEntry], target_topic
         letter = entry.letter
         topic = target_topic or letter.source.topic or topics.input_topic(letter.team)
         records.append((topic, *original_record(bootstrap, entry)))
-        note = {"partition": entry.partition, "offset": entry.offset, "to": topic,
-                "replay_count": entry.replay_count + 1, "replayed_at_ms": int(time.time() * 1000)}
+        note = {
+            "partition": entry.partition,
+            "offset": entry.offset,
+            "to": topic,
+            "replay_count": entry.replay_count + 1,
+            "replayed_at_ms": int(time.time() * 1000),
+        }
         records.append((topics.replay_ledger(dlq_topic), ledger_key(entry).encode(), json.dumps(note).encode(), []))
     kafka_io.produce_in_transaction(bootstrap, records)
     return len(records) // 2

@@ -86,8 +86,13 @@ def check_kafka(bootstrap: kafka_io.Target) -> tuple[Check, set[str]]:
     except Exception as exc:
         return Check("kafka", "", DOWN, f"{bootstrap}: {exc}"), set()
     names = set(meta.topics)
-    return Check("kafka", "", OK, f"{bootstrap}: {len(meta.brokers)} broker(s), {len(names)} topics",
-                 {"brokers": len(meta.brokers), "topics": len(names)}), names
+    return Check(
+        "kafka",
+        "",
+        OK,
+        f"{bootstrap}: {len(meta.brokers)} broker(s), {len(names)} topics",
+        {"brokers": len(meta.brokers), "topics": len(names)},
+    ), names
 
 
 def check_minio(endpoint: str, secure: bool = False) -> Check:
@@ -95,6 +100,7 @@ def check_minio(endpoint: str, secure: bool = False) -> Check:
         url = f"{'https' if secure else 'http'}://{endpoint}/minio/health/live"
         status = httpx.get(url, timeout=TIMEOUT_S).status_code
         return Check("minio", "", OK if status == 200 else DOWN, f"{endpoint}: /minio/health/live {status}")
+
     return _guard("minio", "", probe)
 
 
@@ -105,10 +111,17 @@ def flink_jobs(rest_url: str) -> tuple[Check, list[dict] | None]:
     except Exception as exc:
         return Check("flink", "", DOWN, f"{rest_url}: {type(exc).__name__}: {str(exc)[:200]}"), None
     tms, slots = overview.get("taskmanagers", 0), overview.get("slots-total", 0)
-    detail = (f"{rest_url}: Flink {overview.get('flink-version', '?')}, {tms} TaskManager(s), "
-              f"{overview.get('slots-available', 0)}/{slots} slots free, {overview.get('jobs-running', 0)} running")
-    return Check("flink", "", OK if tms and slots else DOWN, detail + ("" if tms else ": no TaskManager"),
-                 {k: overview.get(k) for k in ("taskmanagers", "slots-total", "slots-available", "jobs-running")}), jobs
+    detail = (
+        f"{rest_url}: Flink {overview.get('flink-version', '?')}, {tms} TaskManager(s), "
+        f"{overview.get('slots-available', 0)}/{slots} slots free, {overview.get('jobs-running', 0)} running"
+    )
+    return Check(
+        "flink",
+        "",
+        OK if tms and slots else DOWN,
+        detail + ("" if tms else ": no TaskManager"),
+        {k: overview.get(k) for k in ("taskmanagers", "slots-total", "slots-available", "jobs-running")},
+    ), jobs
 
 
 # ---------------------------------------------------------------------------- per team
@@ -121,18 +134,26 @@ def check_job(team: Team, jobs: list[dict] | None) -> Check:
     running = [j for j in mine if j.get("state") == "RUNNING"]
     data = {"job_name": team.job_name, "jobs": [{"id": j["jid"], "state": j["state"]} for j in mine]}
     if len(running) > 1:
-        return Check("job", team.name, DOWN, f"{team.job_name}: {len(running)} jobs RUNNING at once (doubled: "
-                     f"results are written twice; cancel all but one)", data)
+        return Check(
+            "job",
+            team.name,
+            DOWN,
+            f"{team.job_name}: {len(running)} jobs RUNNING at once (doubled: "
+            f"results are written twice; cancel all but one)",
+            data,
+        )
     if running:
         up_s = (time.time() * 1000 - running[0].get("start-time", 0)) / 1000
-        return Check("job", team.name, OK, f"{team.job_name}: RUNNING for {_duration(up_s)} ({running[0]['jid']})",
-                     data)
+        return Check(
+            "job", team.name, OK, f"{team.job_name}: RUNNING for {_duration(up_s)} ({running[0]['jid']})", data
+        )
     if not mine:
         return Check("job", team.name, DOWN, f"{team.job_name}: no such job on this Flink", data)
     last = mine[-1]
     starting = last.get("state") in ("INITIALIZING", "CREATED", "RECONCILING")
-    return Check("job", team.name, WARN if starting else DOWN, f"{team.job_name}: {last['state']} ({last['jid']})",
-                 data)
+    return Check(
+        "job", team.name, WARN if starting else DOWN, f"{team.job_name}: {last['state']} ({last['jid']})", data
+    )
 
 
 def check_healthz(team: Team) -> Check:
@@ -145,6 +166,7 @@ def check_healthz(team: Team) -> Check:
         if answer.status_code == 200 and body.get("ok") is True and body.get("team") == team.name:
             return Check("healthz", team.name, OK, f"{team.service_url}: {answer.text.strip()}")
         return Check("healthz", team.name, DOWN, f"{team.service_url}: {answer.status_code} {answer.text[:200]}")
+
     return _guard("healthz", team.name, probe)
 
 
@@ -156,6 +178,7 @@ def check_readyz(team: Team) -> Check:
         answer = httpx.get(f"{team.service_url}{READYZ_ROUTE}", timeout=TIMEOUT_S)
         status = OK if answer.status_code == 200 else DOWN
         return Check("readyz", team.name, status, f"{team.service_url}: {answer.status_code} {answer.text[:200]}")
+
     return _guard("readyz", team.name, probe)
 
 
@@ -185,13 +208,23 @@ def check_lag(bootstrap: kafka_io.Target, team: Team, topic_names: set[str], max
     def probe() -> Check:
         parts = consumer_lag(bootstrap, team.input_topic, team.group_id)
         lag = sum(p["lag"] for p in parts.values())
-        data = {"topic": team.input_topic, "group_id": team.group_id, "lag": lag,
-                "partitions": {str(k): v for k, v in parts.items()}}
+        data = {
+            "topic": team.input_topic,
+            "group_id": team.group_id,
+            "lag": lag,
+            "partitions": {str(k): v for k, v in parts.items()},
+        }
         detail = f"{lag} records behind on {team.input_topic} (group {team.group_id}, {len(parts)} partitions)"
         if any(p["committed"] < 0 for p in parts.values()) and lag:
             return Check("lag", team.name, WARN, detail + "; no committed offsets yet", data)
-        return Check("lag", team.name, WARN if lag > max_lag else OK, detail + (
-            f", over {max_lag}" if lag > max_lag else ""), data)
+        return Check(
+            "lag",
+            team.name,
+            WARN if lag > max_lag else OK,
+            detail + (f", over {max_lag}" if lag > max_lag else ""),
+            data,
+        )
+
     return _guard("lag", team.name, probe)
 
 
@@ -199,21 +232,34 @@ def check_lag(bootstrap: kafka_io.Target, team: Team, topic_names: set[str], max
 
 
 def discover_teams(topic_names: Iterable[str]) -> list[str]:
-    return sorted(t[len(topics.INPUT_TOPIC_PREFIX):] for t in topic_names
-                  if t.startswith(topics.INPUT_TOPIC_PREFIX) and len(t) > len(topics.INPUT_TOPIC_PREFIX))
+    return sorted(
+        t[len(topics.INPUT_TOPIC_PREFIX) :]
+        for t in topic_names
+        if t.startswith(topics.INPUT_TOPIC_PREFIX) and len(t) > len(topics.INPUT_TOPIC_PREFIX)
+    )
 
 
-def check_all(settings: StackSettings, teams: list[Team] | None = None, bootstrap: kafka_io.Target | None = None,
-              flink_url: str | None = None, max_lag: int = DEFAULT_MAX_LAG) -> Report:
+def check_all(
+    settings: StackSettings,
+    teams: list[Team] | None = None,
+    bootstrap: kafka_io.Target | None = None,
+    flink_url: str | None = None,
+    max_lag: int = DEFAULT_MAX_LAG,
+) -> Report:
     """`teams` None: every team with an input topic (imagery.new.<team>) on the broker."""
     bootstrap = bootstrap or settings.bootstrap
     kafka, topic_names = check_kafka(bootstrap)
     flink, jobs = flink_jobs(flink_url or settings.flink_rest_url)
     checks = [kafka, check_minio(settings.minio_endpoint), flink]
     for team in teams if teams is not None else [Team(name) for name in discover_teams(topic_names)]:
-        checks += [check_job(team, jobs), check_healthz(team), check_readyz(team),
-                   check_lag(bootstrap, team, topic_names, max_lag) if kafka.status == OK else
-                   Check("lag", team.name, UNKNOWN, "Kafka does not answer")]
+        checks += [
+            check_job(team, jobs),
+            check_healthz(team),
+            check_readyz(team),
+            check_lag(bootstrap, team, topic_names, max_lag)
+            if kafka.status == OK
+            else Check("lag", team.name, UNKNOWN, "Kafka does not answer"),
+        ]
     return Report(checks)
 
 

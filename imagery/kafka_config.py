@@ -18,12 +18,24 @@ from streaming.dispatch.kafka_properties import KafkaConfigError, read_propertie
 
 # The same setting under the same name in both clients (librdkafka's CONFIGURATION.md)
 SAME_NAME = {
-    "security.protocol", "sasl.mechanism", "ssl.endpoint.identification.algorithm", "ssl.key.password",
-    "client.id", "ssl.cipher.suites", "sasl.oauthbearer.token.endpoint.url", "sasl.oauthbearer.scope",
-    "request.timeout.ms", "socket.connection.setup.timeout.ms", "connections.max.idle.ms", "metadata.max.age.ms",
-    "reconnect.backoff.ms", "reconnect.backoff.max.ms", "retry.backoff.ms", "client.rack",
+    "security.protocol",
+    "sasl.mechanism",
+    "ssl.endpoint.identification.algorithm",
+    "ssl.key.password",
+    "client.id",
+    "ssl.cipher.suites",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.oauthbearer.scope",
+    "request.timeout.ms",
+    "socket.connection.setup.timeout.ms",
+    "connections.max.idle.ms",
+    "metadata.max.age.ms",
+    "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms",
+    "retry.backoff.ms",
+    "client.rack",
 }
-_JAAS = re.compile(r'\s*([\w.$]+)\s+(required|requisite|sufficient|optional)\s*(.*?)\s*;?\s*$', re.S)
+_JAAS = re.compile(r"\s*([\w.$]+)\s+(required|requisite|sufficient|optional)\s*(.*?)\s*;?\s*$", re.S)
 _JAAS_OPTION = re.compile(r'([\w.]+)\s*=\s*("(?:\\.|[^"\\])*"|[^\s;]+)')
 
 
@@ -31,11 +43,12 @@ def jaas_options(line: str) -> tuple[str, dict[str, str]]:
     """A `sasl.jaas.config` value as (login module class, its options)."""
     match = _JAAS.fullmatch(line)
     if match is None:
-        raise KafkaConfigError("sasl.jaas.config is not one JAAS login module line "
-                               "(`<LoginModule> required key=\"value\" ...;`)")
+        raise KafkaConfigError(
+            'sasl.jaas.config is not one JAAS login module line (`<LoginModule> required key="value" ...;`)'
+        )
     options = {}
     for key, value in _JAAS_OPTION.findall(match.group(3)):
-        options[key] = re.sub(r'\\(.)', r'\1', value[1:-1]) if value.startswith('"') else value
+        options[key] = re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
     return match.group(1), options
 
 
@@ -48,13 +61,18 @@ def _jaas(value: str, _entries: dict[str, str]) -> dict[str, str]:
         return {"sasl.username": options["username"], "sasl.password": options["password"]}
     if short == "OAuthBearerLoginModule":  # client credentials against the token endpoint (sasl.oauthbearer.*)
         settings = {"sasl.oauthbearer.method": "oidc"}
-        for java, rdkafka in (("clientId", "sasl.oauthbearer.client.id"),
-                              ("clientSecret", "sasl.oauthbearer.client.secret"), ("scope", "sasl.oauthbearer.scope")):
+        for java, rdkafka in (
+            ("clientId", "sasl.oauthbearer.client.id"),
+            ("clientSecret", "sasl.oauthbearer.client.secret"),
+            ("scope", "sasl.oauthbearer.scope"),
+        ):
             if java in options:
                 settings[rdkafka] = options[java]
         return settings
-    raise KafkaConfigError(f"sasl.jaas.config: the tooling (librdkafka) has no login module {short}; it takes "
-                           "ScramLoginModule, PlainLoginModule and OAuthBearerLoginModule")
+    raise KafkaConfigError(
+        f"sasl.jaas.config: the tooling (librdkafka) has no login module {short}; it takes "
+        "ScramLoginModule, PlainLoginModule and OAuthBearerLoginModule"
+    )
 
 
 def _store_type(entries: dict[str, str], store: str) -> str:
@@ -63,8 +81,10 @@ def _store_type(entries: dict[str, str], store: str) -> str:
 
 def _truststore(value: str, entries: dict[str, str]) -> dict[str, str]:
     if _store_type(entries, "truststore") != "PEM":
-        raise KafkaConfigError("ssl.truststore.location: the tooling (librdkafka) reads PEM truststores only: set "
-                               "ssl.truststore.type=PEM with a PEM CA bundle (`keytool -exportcert -rfc` makes one)")
+        raise KafkaConfigError(
+            "ssl.truststore.location: the tooling (librdkafka) reads PEM truststores only: set "
+            "ssl.truststore.type=PEM with a PEM CA bundle (`keytool -exportcert -rfc` makes one)"
+        )
     return {"ssl.ca.location": value}
 
 
@@ -74,8 +94,10 @@ def _keystore(value: str, entries: dict[str, str]) -> dict[str, str]:
         return {"ssl.certificate.location": value, "ssl.key.location": value}
     if kind == "PKCS12":
         return {"ssl.keystore.location": value}
-    raise KafkaConfigError(f"ssl.keystore.location: the tooling (librdkafka) cannot read a {kind} keystore: use "
-                           "ssl.keystore.type=PEM (key and certificate in one file) or PKCS12")
+    raise KafkaConfigError(
+        f"ssl.keystore.location: the tooling (librdkafka) cannot read a {kind} keystore: use "
+        "ssl.keystore.type=PEM (key and certificate in one file) or PKCS12"
+    )
 
 
 def _keystore_password(value: str, entries: dict[str, str]) -> dict[str, str]:
@@ -92,8 +114,9 @@ def _store_kind(_value: str, _entries: dict[str, str]) -> dict[str, str]:
 
 def _pem_truststore_password(value: str, entries: dict[str, str]) -> dict[str, str]:
     if _store_type(entries, "truststore") == "PEM":
-        raise KafkaConfigError("ssl.truststore.password: a PEM truststore has no password (the Java client "
-                               "refuses one too): remove it")
+        raise KafkaConfigError(
+            "ssl.truststore.password: a PEM truststore has no password (the Java client refuses one too): remove it"
+        )
     return {}
 
 
@@ -121,8 +144,10 @@ def librdkafka_settings(entries: dict[str, str]) -> dict[str, str]:
             elif name in SAME_NAME:
                 settings[name] = value
             else:
-                raise KafkaConfigError(f"{name}: the tooling (librdkafka) has no such setting, so it cannot connect "
-                                       "as the file says; remove it, or keep it in a file for the dispatcher alone")
+                raise KafkaConfigError(
+                    f"{name}: the tooling (librdkafka) has no such setting, so it cannot connect "
+                    "as the file says; remove it, or keep it in a file for the dispatcher alone"
+                )
         except KafkaConfigError as exc:
             problems.append(str(exc))
     if problems:

@@ -63,8 +63,9 @@ def connection(target: Target) -> Connection:
     return target if isinstance(target, Connection) else Connection(target)
 
 
-def _client_settings(target: Target, defaults: ClientConfig,
-                     config: ClientConfig | None) -> dict[str, str | int | float | bool]:
+def _client_settings(
+    target: Target, defaults: ClientConfig, config: ClientConfig | None
+) -> dict[str, str | int | float | bool]:
     """The settings of one client: the target's servers and security over the defaults, the caller's on top."""
     kafka = connection(target)
     return {**defaults, "bootstrap.servers": kafka.bootstrap, **kafka.settings, **(config or {})}
@@ -82,8 +83,14 @@ def producer(bootstrap: Target, config: ClientConfig | None = None) -> Producer:
 
 
 @contextmanager
-def consumer(bootstrap: Target, *, group_id: str | None = None, read_committed: bool = True,
-             from_earliest: bool = False, config: ClientConfig | None = None) -> Iterator[Consumer]:
+def consumer(
+    bootstrap: Target,
+    *,
+    group_id: str | None = None,
+    read_committed: bool = True,
+    from_earliest: bool = False,
+    config: ClientConfig | None = None,
+) -> Iterator[Consumer]:
     """A consumer that never commits on its own, closed on leaving the block.
 
     `group_id` None names a throwaway reader (the client requires one; `assign()` joins no group with it).
@@ -150,8 +157,13 @@ def produce(
         if not isinstance(item, tuple):
             item = (None, item)
         key, value, item_headers = item if len(item) == 3 else (*item, headers)
-        client.produce(topic, value=value, key=key, headers=_wire(item_headers),
-                       on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+        client.produce(
+            topic,
+            value=value,
+            key=key,
+            headers=_wire(item_headers),
+            on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
+        )
         client.poll(0)
         count += 1
     remaining = client.flush(timeout_s)
@@ -160,8 +172,9 @@ def produce(
     return count
 
 
-def produce_in_transaction(bootstrap: Target, records: Iterable[tuple[str, bytes | None, bytes, Headers]],
-                           timeout_s: float = 30.0) -> int:
+def produce_in_transaction(
+    bootstrap: Target, records: Iterable[tuple[str, bytes | None, bytes, Headers]], timeout_s: float = 30.0
+) -> int:
     """Produce (topic, key, value, headers) records in one Kafka transaction: all become visible, or none."""
     client = producer(bootstrap, config={"transactional.id": f"imagery-tools-{uuid.uuid4().hex}"})
     client.init_transactions(timeout_s)
@@ -189,8 +202,15 @@ def _to_record(msg: Message) -> Record:
     for name, value in received.items() if isinstance(received, dict) else received:
         headers[name] = value.encode() if isinstance(value, str) else (value or b"")
     key = msg.key()
-    return Record(topic=topic, partition=partition, offset=offset, key=key.encode() if isinstance(key, str) else key,
-                  value=msg.value(), headers=headers, timestamp_ms=ts if ts_type else None)
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.encode() if isinstance(key, str) else key,
+        value=msg.value(),
+        headers=headers,
+        timestamp_ms=ts if ts_type else None,
+    )
 
 
 class ReadOptions(TypedDict, total=False):
@@ -221,8 +241,12 @@ def iter_topic(
     Stops when `until` records were read, when nothing new arrived for `idle_s`, or at `timeout_s` (a deadline,
     not a sleep: the caller asserts on what was read).
     """
-    with consumer(bootstrap, read_committed=read_committed, from_earliest=True,
-                  config={"topic.metadata.refresh.interval.ms": 1000}) as reader:
+    with consumer(
+        bootstrap,
+        read_committed=read_committed,
+        from_earliest=True,
+        config={"topic.metadata.refresh.interval.ms": 1000},
+    ) as reader:
         reader.subscribe([topic])
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
@@ -288,8 +312,9 @@ class TopicRead:
     end_offsets: dict[int, int]
 
 
-def _partition_offsets(client: AdminClient, bootstrap: Target, topic: str, timeout_s: float,
-                       *specs: tuple[OffsetSpec, bool]) -> list[dict[int, int]]:
+def _partition_offsets(
+    client: AdminClient, bootstrap: Target, topic: str, timeout_s: float, *specs: tuple[OffsetSpec, bool]
+) -> list[dict[int, int]]:
     """For each (spec, read_committed) of `specs`, partition -> that offset of `topic`, from one metadata request.
     Raises NoSuchTopic."""
     # every topic's metadata, not the one topic's: asking for it by name creates it on a broker that auto-creates
@@ -299,8 +324,11 @@ def _partition_offsets(client: AdminClient, bootstrap: Target, topic: str, timeo
     answers = []
     for spec, read_committed in specs:
         level = IsolationLevel.READ_COMMITTED if read_committed else IsolationLevel.READ_UNCOMMITTED
-        futures = client.list_offsets({TopicPartition(topic, p): spec for p in meta.topics[topic].partitions},
-                                      isolation_level=level, request_timeout=timeout_s)
+        futures = client.list_offsets(
+            {TopicPartition(topic, p): spec for p in meta.topics[topic].partitions},
+            isolation_level=level,
+            request_timeout=timeout_s,
+        )
         answers.append({tp.partition: fut.result(timeout_s).offset for tp, fut in futures.items()})
     return answers
 
@@ -313,8 +341,15 @@ def _stable_end_offsets(bootstrap: Target, topic: str, read_committed: bool, tim
     return ends
 
 
-def read_to_end(bootstrap: Target, topic: str, *, group_id: str | None = None, stall_timeout_s: float = 30.0,
-                read_committed: bool = True, timeout_s: float = 10.0) -> TopicRead:
+def read_to_end(
+    bootstrap: Target,
+    topic: str,
+    *,
+    group_id: str | None = None,
+    stall_timeout_s: float = 30.0,
+    read_committed: bool = True,
+    timeout_s: float = 10.0,
+) -> TopicRead:
     """Every record of `topic`, partition by partition, up to the end offsets taken when the read starts: all of
     it however large, whatever the broker's group rebalance delay, and nothing written after the start.
 
@@ -324,8 +359,18 @@ def read_to_end(bootstrap: Target, topic: str, *, group_id: str | None = None, s
     offsets are reached (the broker is gone, say): a partial answer is never returned as if it were the whole."""
     ends = _stable_end_offsets(bootstrap, topic, read_committed, timeout_s)
     starts = committed_offsets(bootstrap, topic, group_id, list(ends), timeout_s) if group_id else {}
-    records = list(iter_range(bootstrap, topic, starts, ends, group_id=group_id, stall_timeout_s=stall_timeout_s,
-                              read_committed=read_committed, timeout_s=timeout_s))
+    records = list(
+        iter_range(
+            bootstrap,
+            topic,
+            starts,
+            ends,
+            group_id=group_id,
+            stall_timeout_s=stall_timeout_s,
+            read_committed=read_committed,
+            timeout_s=timeout_s,
+        )
+    )
     return TopicRead(records, ends)
 
 
@@ -342,13 +387,21 @@ class Watermarks:
 def watermarks(bootstrap: Target, topic: str, timeout_s: float = 10.0) -> dict[int, Watermarks]:
     """partition -> its Watermarks, from one admin client. Raises NoSuchTopic."""
     client = admin(bootstrap)  # kept referenced while its futures are awaited
-    low, stable, high = _partition_offsets(client, bootstrap, topic, timeout_s, (OffsetSpec.earliest(), False),
-                                           (OffsetSpec.latest(), True), (OffsetSpec.latest(), False))
+    low, stable, high = _partition_offsets(
+        client,
+        bootstrap,
+        topic,
+        timeout_s,
+        (OffsetSpec.earliest(), False),
+        (OffsetSpec.latest(), True),
+        (OffsetSpec.latest(), False),
+    )
     return {p: Watermarks(low[p], stable[p], high[p]) for p in sorted(high)}
 
 
-def committed_offsets(bootstrap: Target, topic: str, group_id: str, partitions: list[int],
-                      timeout_s: float = 10.0) -> dict[int, int]:
+def committed_offsets(
+    bootstrap: Target, topic: str, group_id: str, partitions: list[int], timeout_s: float = 10.0
+) -> dict[int, int]:
     """partition -> `group_id`'s committed offset in `topic` (the next record it reads); partitions where the group
     has committed nothing are left out."""
     with consumer(bootstrap, group_id=group_id) as reader:
@@ -356,15 +409,24 @@ def committed_offsets(bootstrap: Target, topic: str, group_id: str, partitions: 
         return {c.partition: c.offset for c in committed if c.offset >= 0}
 
 
-def iter_range(bootstrap: Target, topic: str, starts: dict[int, int], ends: dict[int, int], *,
-               group_id: str | None = None, stall_timeout_s: float = 30.0, read_committed: bool = True,
-               timeout_s: float = 10.0) -> Iterator[Record]:
+def iter_range(
+    bootstrap: Target,
+    topic: str,
+    starts: dict[int, int],
+    ends: dict[int, int],
+    *,
+    group_id: str | None = None,
+    stall_timeout_s: float = 30.0,
+    read_committed: bool = True,
+    timeout_s: float = 10.0,
+) -> Iterator[Record]:
     """The records of `topic` from `starts` (partition -> offset; a partition left out: from its first record) up to
     `ends` (partition -> offset, exclusive; only these partitions are read), one at a time: a read of any size in
     bounded memory. Assigned, not subscribed: no group takes part (`group_id` only names the reader). Raises
     ReadStalled when nothing arrives for `stall_timeout_s` while partitions are short of their ends."""
-    with consumer(bootstrap, group_id=group_id, read_committed=read_committed,
-                  config={"enable.partition.eof": True}) as reader:
+    with consumer(
+        bootstrap, group_id=group_id, read_committed=read_committed, config={"enable.partition.eof": True}
+    ) as reader:
         low = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[0] for p in ends}
         start = {p: max(starts.get(p, low[p]), low[p]) for p in ends}
         pending = {p for p in ends if start[p] < ends[p]}
@@ -381,8 +443,10 @@ def iter_range(bootstrap: Target, topic: str, starts: dict[int, int], ends: dict
             if msg is None:
                 if time.monotonic() - last_progress > stall_timeout_s:
                     short = {p: ends[p] for p in sorted(pending)}
-                    raise ReadStalled(f"reading {topic}: nothing arrived for {stall_timeout_s:g}s with partitions "
-                                      f"short of their end offsets {short} ({count} records read)")
+                    raise ReadStalled(
+                        f"reading {topic}: nothing arrived for {stall_timeout_s:g}s with partitions "
+                        f"short of their end offsets {short} ({count} records read)"
+                    )
                 continue
             last_progress = time.monotonic()
             error = msg.error()
@@ -404,8 +468,9 @@ def iter_range(bootstrap: Target, topic: str, starts: dict[int, int], ends: dict
                 finish(partition)
 
 
-def commit_offsets(bootstrap: Target, topic: str, group_id: str, offsets: dict[int, int],
-                   timeout_s: float = 10.0) -> None:
+def commit_offsets(
+    bootstrap: Target, topic: str, group_id: str, offsets: dict[int, int], timeout_s: float = 10.0
+) -> None:
     """Record `offsets` (partition -> next offset to read) as `group_id`'s position in `topic`."""
     with consumer(bootstrap, group_id=group_id) as reader:
         reader.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)

@@ -46,16 +46,30 @@ def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], di
     from imagery.local.settings import StackSettings
 
     flink = stack.flink_home() / "bin" / "flink"
-    argv = ["bash", str(flink), "run", "--detached", "-m", jobmanager, "--python", str(JOB_FILE),
-            *_with_connector_jars(args)]
+    argv = [
+        "bash",
+        str(flink),
+        "run",
+        "--detached",
+        "-m",
+        jobmanager,
+        "--python",
+        str(JOB_FILE),
+        *_with_connector_jars(args),
+    ]
     return argv, {**stack.flink_env(StackSettings()), "IMAGERY_DETACHED": "1"}
 
 
 def submit_to_cluster(args: list[str], jobmanager: str, timeout_s: float = 300) -> tuple[str, str]:
     """`imagery dispatch --jobmanager JOBMANAGER ARGS` (`flink run --detached`, as the README has it): the submitted
     job's id, and what the submission printed. Raises RuntimeError with that output when it fails."""
-    done = subprocess.run([sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
-                          capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO_ROOT,
+    )
     printed = done.stdout + done.stderr
     job = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
     if done.returncode != 0 or job is None:
@@ -76,8 +90,13 @@ class DispatcherProcess:
 
     def start(self) -> DispatcherProcess:
         self.scratch = JobScratch.create()
-        self.proc = spawn(local_job_command(self.args), self.log_path, name="dispatcher",
-                          env={**self.scratch.environment(), **self.env}, cwd=REPO_ROOT)
+        self.proc = spawn(
+            local_job_command(self.args),
+            self.log_path,
+            name="dispatcher",
+            env={**self.scratch.environment(), **self.env},
+            cwd=REPO_ROOT,
+        )
         self.scratch.claim(self.proc.pid)
         return self
 
@@ -143,8 +162,9 @@ def collect(
 ) -> Collected:
     """Read the result and DLQ topics from the start until `done(collected)` or the deadline."""
     out = Collected()
-    with kafka_io.consumer(bootstrap, from_earliest=True,
-                           config={"topic.metadata.refresh.interval.ms": 1000}) as reader:
+    with kafka_io.consumer(
+        bootstrap, from_earliest=True, config={"topic.metadata.refresh.interval.ms": 1000}
+    ) as reader:
         reader.subscribe([result_topic, dlq_topic])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not done(out):

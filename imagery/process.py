@@ -65,9 +65,11 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 def listening(host: str, port: int) -> Probe:
     """A probe: something accepts connections on HOST:PORT."""
+
     def probe() -> None:
         if not port_open(host, port):
             raise NotReady(f"nothing listens on {host}:{port}")
+
     return probe
 
 
@@ -77,8 +79,11 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> Probe:
     """A probe: a GET of URL answers 200 (an https URL verified with CONTEXT, default: the system's roots)."""
-    opener = _DIRECT if context is None else urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    opener = (
+        _DIRECT
+        if context is None
+        else urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    )
 
     def probe() -> None:
         try:
@@ -90,6 +95,7 @@ def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = 
             raise NotReady(f"{url}: {exc}") from None
         if status != 200:
             raise NotReady(f"{url} {status}: {body.decode(errors='replace')}")
+
     return probe
 
 
@@ -112,7 +118,7 @@ def _stat(pid: int) -> tuple[str, list[str]] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.index("(") + 1: raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+    return raw[raw.index("(") + 1 : raw.rindex(")")], raw.rsplit(")", 1)[1].split()
 
 
 def group_members(pgid: int) -> list[int]:
@@ -215,8 +221,9 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def stop_group(pgid: int, timeout_s: float = 15.0, kill_timeout_s: float = 10.0,
-               reap: Callable[[], object] | None = None) -> Stopped:
+def stop_group(
+    pgid: int, timeout_s: float = 15.0, kill_timeout_s: float = 10.0, reap: Callable[[], object] | None = None
+) -> Stopped:
     """SIGTERM to every process of group PGID, up to TIMEOUT_S for all of them to end, then SIGKILL to those left
     and up to KILL_TIMEOUT_S more. REAP collects the leader's exit status while waiting (default: waitpid, for a
     leader that is our child). Reaches what the leader forked, even after the leader itself ended."""
@@ -293,11 +300,14 @@ class Process:
         last = "no answer yet"
         while True:
             if (code := self.returncode) is not None:
-                raise ProcessError(f"{self.name} exited with code {code} while starting; log {self.log_path}:\n"
-                                   f"{self.log_tail()}")
+                raise ProcessError(
+                    f"{self.name} exited with code {code} while starting; log {self.log_path}:\n{self.log_tail()}"
+                )
             if time.monotonic() >= deadline:
-                raise ProcessError(f"{self.name} was not ready within {timeout_s:.0f}s ({last}); "
-                                   f"log {self.log_path}:\n{self.log_tail()}")
+                raise ProcessError(
+                    f"{self.name} was not ready within {timeout_s:.0f}s ({last}); "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 probe()
                 return
@@ -318,8 +328,14 @@ class Process:
         return stopped
 
 
-def spawn(argv: Sequence[str], log_path: Path, *, name: str | None = None, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> Process:
+def spawn(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
     """Start ARGV in a new session, so in a process group of its own that `stop` reaches whole (whatever it forks
     stays in it), with stdin from /dev/null and stdout and stderr appended to LOG_PATH after a header line. ENV is
     laid over this process's environment. NAME (default: the program's) names it in errors."""
@@ -329,8 +345,15 @@ def spawn(argv: Sequence[str], log_path: Path, *, name: str | None = None, env: 
     with log_path.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}: {shlex.join(argv)}\n".encode())
         log.flush()
-        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
     return Process(popen, name, log_path)
 
 

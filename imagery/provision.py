@@ -30,12 +30,16 @@ def check_weights(weights_dir: Path, teams: list[Team]) -> None:
         lines = [f"  weights/{t.weights} (team {t.team})" for t in missing]
         raise ProvisionError(
             "missing weights, so these teams' services cannot start:\n" + "\n".join(lines) + "\n"
-            "Put each team's file in ./weights (the fruit team's: `make weights`), then `docker compose up -d`.")
+            "Put each team's file in ./weights (the fruit team's: `make weights`), then `docker compose up -d`."
+        )
     # init runs as a user of its own, as the services do: what it cannot read, they cannot either
     unreadable = [t for t in teams if not os.access(weights_dir / t.weights, os.R_OK)]
     if unreadable:
-        raise ProvisionError("the services cannot read " + ", ".join(f"weights/{t.weights}" for t in unreadable)
-                             + ": make them readable by others (chmod a+r)")
+        raise ProvisionError(
+            "the services cannot read "
+            + ", ".join(f"weights/{t.weights}" for t in unreadable)
+            + ": make them readable by others (chmod a+r)"
+        )
 
 
 def ensure_topics(bootstrap: kafka_io.Target, teams: list[Team], dlq_partitions: int = 4) -> list[str]:
@@ -58,7 +62,8 @@ def events_target_missing(team: Team) -> EventsTargetMissing:
         f"it: MINIO_NOTIFY_KAFKA_ENABLE_{name}=on, MINIO_NOTIFY_KAFKA_BROKERS_{name}=<Kafka's host:port as MinIO "
         f"reaches it>, MINIO_NOTIFY_KAFKA_TOPIC_{name}={team.input_topic} (compose.yaml sets them for the teams in "
         f"deploy/teams.yaml; on the local stack, set them for `imagery up`); then run `imagery provision` again. "
-        f"Until then, the flow starts only from messages (`imagery produce`).")
+        f"Until then, the flow starts only from messages (`imagery produce`)."
+    )
 
 
 def _unknown_target(exc: S3Error) -> bool:
@@ -73,8 +78,11 @@ def ensure_bucket_events(client: Minio, team: Team) -> None:
 
     if not client.bucket_exists(team.bucket):
         client.make_bucket(team.bucket)
-    config = NotificationConfig(queue_config_list=[
-        QueueConfig(["s3:ObjectCreated:*"], config_id=f"imagery-{team.team}", queue=team.events_target)])
+    config = NotificationConfig(
+        queue_config_list=[
+            QueueConfig(["s3:ObjectCreated:*"], config_id=f"imagery-{team.team}", queue=team.events_target)
+        ]
+    )
     try:
         client.set_bucket_notification(team.bucket, config)
     except S3Error as exc:
@@ -92,8 +100,9 @@ def team_client_file(credentials_dir: Path, team: str) -> Path:
     return credentials_dir / f"{team}.kafka.properties"
 
 
-def ensure_team_principal(kafka: kafka_io.Target, team: str, operator_file: Path, credentials_dir: Path,
-                          dlq_topic: str = topics.DLQ_TOPIC) -> Path:
+def ensure_team_principal(
+    kafka: kafka_io.Target, team: str, operator_file: Path, credentials_dir: Path, dlq_topic: str = topics.DLQ_TOPIC
+) -> Path:
     """TEAM's principal on a secured Kafka and its ACLs (imagery/kafka_access.py), made as the operator of
     OPERATOR_FILE; returns the team's own client properties file, written (mode 0600) in CREDENTIALS_DIR.
 
@@ -107,8 +116,9 @@ def ensure_team_principal(kafka: kafka_io.Target, team: str, operator_file: Path
     client = team_client_file(credentials_dir, team)
     if client.exists():  # made before (or handed over, as compose's secrets are): applied as it is
         existing = read_properties(client)
-        password = (jaas_options(existing["sasl.jaas.config"])[1].get("password")
-                    if "sasl.jaas.config" in existing else None)
+        password = (
+            jaas_options(existing["sasl.jaas.config"])[1].get("password") if "sasl.jaas.config" in existing else None
+        )
         kafka_access.ensure_team_access(kafka, team, password, dlq_topic)
         return client
     principal = topics.team_principal(team)
@@ -148,8 +158,13 @@ def ensure_team_storage_reader(admin: MinioAdmin, team: str, credentials_dir: Pa
     return access_key, secret
 
 
-def provision(bootstrap: kafka_io.Target, minio_client: Minio, weights_dir: Path | None, teams: list[Team],
-              log: Callable[[str], object] = print) -> None:
+def provision(
+    bootstrap: kafka_io.Target,
+    minio_client: Minio,
+    weights_dir: Path | None,
+    teams: list[Team],
+    log: Callable[[str], object] = print,
+) -> None:
     if weights_dir is not None:
         check_weights(weights_dir, teams)
         log(f"weights: {', '.join(t.weights for t in teams)} present")

@@ -22,8 +22,10 @@ class ScaffoldError(ValueError):
 
 def check_team(team: str) -> str:
     if not TEAM_RE.match(team):
-        raise ScaffoldError("team must be 2-31 characters of lowercase letters, digits and '_', starting with a "
-                            "letter (it names a module, topics and compose services)")
+        raise ScaffoldError(
+            "team must be 2-31 characters of lowercase letters, digits and '_', starting with a "
+            "letter (it names a module, topics and compose services)"
+        )
     return team
 
 
@@ -37,8 +39,7 @@ def weights_file(team: str) -> str:
     return f"{team}_best.pt"
 
 
-def new_team(team: str, adapters_dir: Path = ADAPTERS_DIR,
-             compose_files: compose.ComposeFiles | None = None) -> Path:
+def new_team(team: str, adapters_dir: Path = ADAPTERS_DIR, compose_files: compose.ComposeFiles | None = None) -> Path:
     """Write adapters/<team>_runner.py; with `compose_files`, add the team to deploy/teams.yaml and regenerate
     compose.yaml from its template (the team's service and dispatcher, its MinIO events target, its topics)."""
     check_team(team)

@@ -72,10 +72,16 @@ def reader_policy(buckets: Sequence[str]) -> dict[str, object]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": list(BUCKET_ACTIONS),
-             "Resource": [f"arn:aws:s3:::{bucket}" for bucket in buckets]},
-            {"Effect": "Allow", "Action": list(OBJECT_ACTIONS),
-             "Resource": [f"arn:aws:s3:::{bucket}/*" for bucket in buckets]},
+            {
+                "Effect": "Allow",
+                "Action": list(BUCKET_ACTIONS),
+                "Resource": [f"arn:aws:s3:::{bucket}" for bucket in buckets],
+            },
+            {
+                "Effect": "Allow",
+                "Action": list(OBJECT_ACTIONS),
+                "Resource": [f"arn:aws:s3:::{bucket}/*" for bucket in buckets],
+            },
         ],
     }
 
@@ -88,27 +94,54 @@ def _pool(secure: bool, ca_file: Path | None, timeout_s: float) -> urllib3.PoolM
         if ca_file is not None:
             context.load_verify_locations(cafile=str(ca_file))
     return urllib3.PoolManager(
-        maxsize=2, timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s),
+        maxsize=2,
+        timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s),
         retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE", ssl_context=context)
+        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+        ssl_context=context,
+    )
 
 
-def minio_admin(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
-                ca_file: Path | None = None, timeout_s: float = 10.0) -> MinioAdmin:
+def minio_admin(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    secure: bool = False,
+    ca_file: Path | None = None,
+    timeout_s: float = 10.0,
+) -> MinioAdmin:
     """An admin client of the MinIO at ENDPOINT (host:port) as ACCESS_KEY."""
-    return MinioAdmin(endpoint=endpoint, credentials=StaticProvider(access_key, secret_key), secure=secure,
-                      http_client=_pool(secure, ca_file, timeout_s))
+    return MinioAdmin(
+        endpoint=endpoint,
+        credentials=StaticProvider(access_key, secret_key),
+        secure=secure,
+        http_client=_pool(secure, ca_file, timeout_s),
+    )
 
 
-def minio_client(endpoint: str, access_key: str, secret_key: str, *, secure: bool = False,
-                 ca_file: Path | None = None, timeout_s: float = 10.0) -> Minio:
+def minio_client(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    secure: bool = False,
+    ca_file: Path | None = None,
+    timeout_s: float = 10.0,
+) -> Minio:
     """An S3 client of the MinIO at ENDPOINT (host:port) as ACCESS_KEY."""
-    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-                 http_client=_pool(secure, ca_file, timeout_s))
+    return Minio(
+        endpoint,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=secure,
+        http_client=_pool(secure, ca_file, timeout_s),
+    )
 
 
-def ensure_team_reader(admin: MinioAdmin, team: str, access_key: str, secret_key: str, *,
-                       buckets: Sequence[str] | None = None) -> TeamReader:
+def ensure_team_reader(
+    admin: MinioAdmin, team: str, access_key: str, secret_key: str, *, buckets: Sequence[str] | None = None
+) -> TeamReader:
     """Make the MinIO user ACCESS_KEY (secret SECRET_KEY) able to read TEAM's buckets (default: `team_buckets`)
     and nothing else, through a policy of the team's own. Idempotent."""
     if len(access_key) < 3 or len(secret_key) < 8:  # MinIO's own limits, said before anything is sent
@@ -134,7 +167,8 @@ def remove_team_reader(admin: MinioAdmin, team: str, access_key: str) -> None:
     """Undo `ensure_team_reader`: the user, then the team's policy (what is already gone is no error)."""
     steps: list[tuple[str, Callable[[str], str], str]] = [
         (f"removing the user {access_key}", admin.user_remove, access_key),
-        (f"removing the policy {reader_policy_name(team)}", admin.policy_remove, reader_policy_name(team))]
+        (f"removing the policy {reader_policy_name(team)}", admin.policy_remove, reader_policy_name(team)),
+    ]
     for what, call, name in steps:
         try:
             call(name)

@@ -42,17 +42,23 @@ class DeadLetter(BaseModel):
     team: str
     source: SourceRecord
     original_value_text: str | None = Field(
-        default=None, description="the original Kafka value (or its kept prefix) as text, when it is UTF-8")
+        default=None, description="the original Kafka value (or its kept prefix) as text, when it is UTF-8"
+    )
     original_value_b64: str | None = Field(
-        default=None, description="the original Kafka value (or its kept prefix), base64, when it is not text")
+        default=None, description="the original Kafka value (or its kept prefix), base64, when it is not text"
+    )
     original_value_bytes: int | None = Field(default=None, ge=0, description="length of the whole original value")
     original_value_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole original value")
     event_record: int | None = Field(
-        default=None, ge=0, description="for an S3 event with several records: the one this letter is about "
-        "(replay re-processes only it)")
+        default=None,
+        ge=0,
+        description="for an S3 event with several records: the one this letter is about (replay re-processes only it)",
+    )
     omitted: list[Omitted] = Field(
-        default_factory=list, description="what of the original record did not fit in this dead letter: "
-        "value_tail (only a prefix of the value is kept), key, headers; the record is still at `source`")
+        default_factory=list,
+        description="what of the original record did not fit in this dead letter: "
+        "value_tail (only a prefix of the value is kept), key, headers; the record is still at `source`",
+    )
     error: ErrorEnvelope
     dispatcher: DispatcherIdentity
     failed_at_ms: int

@@ -101,8 +101,9 @@ def check_json_tree(doc: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
                 break
         else:
             continue
-        raise InvalidMessage("validate", "a string in the message holds a lone surrogate (\\ud800-\\udfff), "
-                                         "which is not valid Unicode")
+        raise InvalidMessage(
+            "validate", "a string in the message holds a lone surrogate (\\ud800-\\udfff), which is not valid Unicode"
+        )
 
 
 class ImageMessage(BaseModel):
@@ -117,8 +118,10 @@ class ImageMessage(BaseModel):
     id: str | None = Field(default=None, description="producer's id; the dispatcher derives one if absent")
     model_tag: str | None = Field(default=None, description="optional model version/tag to ask for")
     extra: dict[str, Any] | None = Field(
-        default=None, description="passed to the team's runner as `extra` (e.g. thresholds, a region of interest); "
-        "echoed in the result under `echo`")
+        default=None,
+        description="passed to the team's runner as `extra` (e.g. thresholds, a region of interest); "
+        "echoed in the result under `echo`",
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -143,8 +146,9 @@ def _from_s3_event(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not records:
         raise InvalidMessage("validate", "S3 event notification has no Records")
     if len(records) > MAX_EVENT_RECORDS:
-        raise InvalidMessage("validate", f"S3 event notification has {len(records)} Records; at most "
-                                         f"{MAX_EVENT_RECORDS} are taken")
+        raise InvalidMessage(
+            "validate", f"S3 event notification has {len(records)} Records; at most {MAX_EVENT_RECORDS} are taken"
+        )
     out = []
     for rec in records:
         try:

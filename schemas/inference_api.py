@@ -43,7 +43,6 @@ class Timings(BaseModel):
     total_ms: float = Field(description="request received to response ready, inside the service")
 
 
-
 class RunnerOutput(BaseModel):
     """What a runner returns: any JSON object. A classifier's keys (label, score, confidence, latency_ms_model,
     probabilities) are recommended, not required (a detector's or a segmenter's answer has no single label); when
@@ -59,7 +58,11 @@ class RunnerOutput(BaseModel):
 
 # the recommended keys and the JSON types each must have when a runner returns it (bool is no number here)
 RECOMMENDED_RUNNER_KEYS: dict[str, tuple[type, ...]] = {
-    "label": (str,), "score": (float, int), "confidence": (float, int), "latency_ms_model": (float, int)}
+    "label": (str,),
+    "score": (float, int),
+    "confidence": (float, int),
+    "latency_ms_model": (float, int),
+}
 assert set(RECOMMENDED_RUNNER_KEYS) == set(RunnerOutput.model_fields)
 
 
@@ -99,9 +102,12 @@ class ErrorDetail(BaseModel):
     type: str = Field(examples=["object_not_found"])
     message: str
     stage: Stage | None = Field(default=None, description="where it failed (the dispatcher's DLQ stage)")
-    limit: int | None = Field(default=None, exclude_if=lambda v: v is None,
-                              description="the limit a request went over (too_many_items, request_too_large), "
-                              "so a client can fit its next requests under it")
+    limit: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="the limit a request went over (too_many_items, request_too_large), "
+        "so a client can fit its next requests under it",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -41,7 +41,9 @@ class InferenceResult(RunnerOutput):
     result_ts_ms: int
     source: SourceRecord
     event_record: int | None = Field(
-        default=None, ge=0, description="for an S3 event with several records: the one this result is about (as a "
-        "dead letter's event_record), so that every output is traced to one image of one input record")
-    echo: dict[str, Any] = Field(default_factory=dict, description="the input's unknown fields and its `extra`, "
-                                 "echoed")
+        default=None,
+        ge=0,
+        description="for an S3 event with several records: the one this result is about (as a "
+        "dead letter's event_record), so that every output is traced to one image of one input record",
+    )
+    echo: dict[str, Any] = Field(default_factory=dict, description="the input's unknown fields and its `extra`, echoed")

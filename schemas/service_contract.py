@@ -70,38 +70,44 @@ class ErrorKind:
 
 
 _PERMANENT, _RETRYABLE, _OUTAGE, _MISCONFIGURED = (
-    Verdict.PERMANENT, Verdict.RETRYABLE, Verdict.OUTAGE, Verdict.MISCONFIGURED)
+    Verdict.PERMANENT,
+    Verdict.RETRYABLE,
+    Verdict.OUTAGE,
+    Verdict.MISCONFIGURED,
+)
 
-ERROR_KINDS: Mapping[str, ErrorKind] = MappingProxyType({
-    # the request itself
-    "bad_request": ErrorKind(422, "validate", _PERMANENT, whole_request=True),
-    "too_many_items": ErrorKind(422, "validate", _PERMANENT, whole_request=True),  # over MAX_BATCH_ITEMS
-    "request_too_large": ErrorKind(413, "validate", _PERMANENT, whole_request=True),  # over MAX_REQUEST_BYTES
-    "request_timeout": ErrorKind(408, "validate", _RETRYABLE),  # the body did not arrive within BODY_TIMEOUT_S
-    # the deployment: every message would get the same answer
-    "unauthorized": ErrorKind(401, "validate", _MISCONFIGURED),  # a missing or wrong bearer token
-    "route_not_found": ErrorKind(404, "validate", _MISCONFIGURED),  # a wrong path in the dispatcher's URL
-    "method_not_allowed": ErrorKind(405, "validate", _MISCONFIGURED),
-    # fetching the object
-    "bucket_not_allowed": ErrorKind(403, "fetch", _PERMANENT),  # not one of the team's (ALLOWED_BUCKETS)
-    "object_not_found": ErrorKind(404, "fetch", _PERMANENT),
-    "bucket_not_found": ErrorKind(404, "fetch", _PERMANENT),
-    "access_denied": ErrorKind(403, "fetch", _PERMANENT),
-    "object_too_large": ErrorKind(413, "fetch", _PERMANENT),  # over MAX_OBJECT_BYTES
-    "storage_refused": ErrorKind(422, "fetch", _PERMANENT),  # an S3 4xx: a name storage will not serve
-    # an S3 5xx while MinIO is up: worth a few retries, not an outage (which would wait on one object forever)
-    "storage_error": ErrorKind(502, "fetch", _RETRYABLE),
-    "storage_unavailable": ErrorKind(503, "fetch", _OUTAGE),  # MinIO down, overloaded or refusing our credentials
-    # decoding it
-    "not_an_image": ErrorKind(415, "decode", _PERMANENT),
-    "unsupported_image_format": ErrorKind(415, "decode", _PERMANENT),
-    "decompression_bomb": ErrorKind(415, "decode", _PERMANENT),
-    "too_costly_to_decode": ErrorKind(415, "decode", _PERMANENT),
-    # capacity and time
-    "queue_full": ErrorKind(429, "queue", _RETRYABLE),  # with Retry-After
-    "not_ready": ErrorKind(503, "infer", _OUTAGE),  # the model is loading or warming up; with Retry-After
-    "timeout": ErrorKind(504, "infer", _RETRYABLE),  # no answer within REQUEST_TIMEOUT_MS
-    # bugs of the service or its adapter (never the input's fault)
-    "internal_error": ErrorKind(500, "infer", _RETRYABLE),
-    "runner_error": ErrorKind(500, "infer", _RETRYABLE),
-})
+ERROR_KINDS: Mapping[str, ErrorKind] = MappingProxyType(
+    {
+        # the request itself
+        "bad_request": ErrorKind(422, "validate", _PERMANENT, whole_request=True),
+        "too_many_items": ErrorKind(422, "validate", _PERMANENT, whole_request=True),  # over MAX_BATCH_ITEMS
+        "request_too_large": ErrorKind(413, "validate", _PERMANENT, whole_request=True),  # over MAX_REQUEST_BYTES
+        "request_timeout": ErrorKind(408, "validate", _RETRYABLE),  # the body did not arrive within BODY_TIMEOUT_S
+        # the deployment: every message would get the same answer
+        "unauthorized": ErrorKind(401, "validate", _MISCONFIGURED),  # a missing or wrong bearer token
+        "route_not_found": ErrorKind(404, "validate", _MISCONFIGURED),  # a wrong path in the dispatcher's URL
+        "method_not_allowed": ErrorKind(405, "validate", _MISCONFIGURED),
+        # fetching the object
+        "bucket_not_allowed": ErrorKind(403, "fetch", _PERMANENT),  # not one of the team's (ALLOWED_BUCKETS)
+        "object_not_found": ErrorKind(404, "fetch", _PERMANENT),
+        "bucket_not_found": ErrorKind(404, "fetch", _PERMANENT),
+        "access_denied": ErrorKind(403, "fetch", _PERMANENT),
+        "object_too_large": ErrorKind(413, "fetch", _PERMANENT),  # over MAX_OBJECT_BYTES
+        "storage_refused": ErrorKind(422, "fetch", _PERMANENT),  # an S3 4xx: a name storage will not serve
+        # an S3 5xx while MinIO is up: worth a few retries, not an outage (which would wait on one object forever)
+        "storage_error": ErrorKind(502, "fetch", _RETRYABLE),
+        "storage_unavailable": ErrorKind(503, "fetch", _OUTAGE),  # MinIO down, overloaded or refusing our credentials
+        # decoding it
+        "not_an_image": ErrorKind(415, "decode", _PERMANENT),
+        "unsupported_image_format": ErrorKind(415, "decode", _PERMANENT),
+        "decompression_bomb": ErrorKind(415, "decode", _PERMANENT),
+        "too_costly_to_decode": ErrorKind(415, "decode", _PERMANENT),
+        # capacity and time
+        "queue_full": ErrorKind(429, "queue", _RETRYABLE),  # with Retry-After
+        "not_ready": ErrorKind(503, "infer", _OUTAGE),  # the model is loading or warming up; with Retry-After
+        "timeout": ErrorKind(504, "infer", _RETRYABLE),  # no answer within REQUEST_TIMEOUT_MS
+        # bugs of the service or its adapter (never the input's fault)
+        "internal_error": ErrorKind(500, "infer", _RETRYABLE),
+        "runner_error": ErrorKind(500, "infer", _RETRYABLE),
+    }
+)

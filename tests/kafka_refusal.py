@@ -26,8 +26,15 @@ def refusal(bootstrap: str, settings: dict[str, str], expect: str, deadline_s: f
     logger.propagate = False
     logger.setLevel(logging.DEBUG)  # librdkafka's levels map to logging's: a disconnection is INFO
     logger.addHandler(Collect())
-    client = AdminClient({"bootstrap.servers": bootstrap, **settings, "logger": logger, "log_level": 6,
-                          "error_cb": lambda error: said.setdefault(error.str())})
+    client = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            **settings,
+            "logger": logger,
+            "log_level": 6,
+            "error_cb": lambda error: said.setdefault(error.str()),
+        }
+    )
     with pytest.raises(KafkaException) as failed:
         client.list_topics(timeout=8)
     said[str(failed.value)] = None

@@ -30,8 +30,12 @@ HELD_OUT_SEED = 2_000_000  # training uses seeds below 1_000_000 and validation 
 
 def ensure_fruit_weights(out: Path = FRUIT_WEIGHTS) -> Path:
     """Train (or copy from the cache, or keep) the fruit model: `python -m adapters.fruit_defect.train`."""
-    done = subprocess.run([sys.executable, "-m", "adapters.fruit_defect.train", "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "adapters.fruit_defect.train", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"training the fruit model failed:\n{done.stdout}\n{done.stderr}")
     return out

@@ -31,8 +31,7 @@ def _make_jpeg(job: tuple[str, int]) -> bytes:
     return make_image(*job, size=DEFAULT_SIZE)
 
 
-def make_datasets(counts_and_seeds: list[tuple[int, int]],
-                  workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_datasets(counts_and_seeds: list[tuple[int, int]], workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """For each `(count, first_seed)`: `count` images, half of each kind, decoded and resized exactly as the
     service will. The worker processes only draw JPEGs (PIL + numpy): torch's thread pool does not survive
     a fork, so all torch work stays in this process."""
@@ -41,7 +40,7 @@ def make_datasets(counts_and_seeds: list[tuple[int, int]],
         encoded = list(pool.map(_make_jpeg, [job for part in jobs for job in part], chunksize=32))
     datasets, at = [], 0
     for part in jobs:
-        chunk = encoded[at:at + len(part)]
+        chunk = encoded[at : at + len(part)]
         images = [imaging.resize(imaging.decode_rgb(data), fruit_model.INPUT_SIZE) for data in chunk]
         at += len(part)
         labels = torch.tensor([fruit_model.LABELS.index(kind) for kind, _ in part])
@@ -61,8 +60,8 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> floa
     with torch.inference_mode():
         correct = 0
         for start in range(0, len(images), 256):
-            x = imaging.to_model_input(images[start:start + 256], fruit_model.MEAN, fruit_model.STD)
-            correct += int((net(x).argmax(1) == labels[start:start + 256]).sum())
+            x = imaging.to_model_input(images[start : start + 256], fruit_model.MEAN, fruit_model.STD)
+            correct += int((net(x).argmax(1) == labels[start : start + 256]).sum())
     return correct / len(images)
 
 
@@ -72,7 +71,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple
     workers = max(1, min(4, os.cpu_count() or 1))
     t0 = time.monotonic()
     (train_x, train_y), (val_x, val_y) = make_datasets(
-        [(args.train_count, TRAIN_FIRST_SEED), (args.val_count, VAL_FIRST_SEED)], workers)
+        [(args.train_count, TRAIN_FIRST_SEED), (args.val_count, VAL_FIRST_SEED)], workers
+    )
     log(f"generated {len(train_x)} training and {len(val_x)} validation images in {time.monotonic() - t0:.1f}s")
 
     net = fruit_model.FruitDefectNet()
@@ -86,7 +86,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple
         order = torch.randperm(len(train_x), generator=gen)
         total = 0.0
         for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
+            idx = order[start : start + args.batch_size]
             x = imaging.to_model_input(_augment(train_x[idx], gen), fruit_model.MEAN, fruit_model.STD)
             loss = loss_fn(net(x), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -95,8 +95,10 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple
             schedule.step()
             total += float(loss.detach()) * len(idx)
         accuracy = evaluate(net, val_x, val_y)
-        log(f"epoch {epoch}/{args.epochs}: loss {total / len(train_x):.4f}, validation accuracy {accuracy:.4f} "
-            f"({time.monotonic() - t0:.0f}s)")
+        log(
+            f"epoch {epoch}/{args.epochs}: loss {total / len(train_x):.4f}, validation accuracy {accuracy:.4f} "
+            f"({time.monotonic() - t0:.0f}s)"
+        )
 
     meta = {
         "model_name": "fruit_defect_cnn",

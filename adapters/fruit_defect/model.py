@@ -16,8 +16,9 @@ STD = (0.25, 0.25, 0.25)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class FruitDefectNet(nn.Module):
@@ -27,7 +28,10 @@ class FruitDefectNet(nn.Module):
     def __init__(self, width: int = 16, num_classes: int = len(LABELS)) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _block(3, width), _block(width, 2 * width), _block(2 * width, 4 * width), _block(4 * width, 4 * width),
+            _block(3, width),
+            _block(width, 2 * width),
+            _block(2 * width, 4 * width),
+            _block(4 * width, 4 * width),
             _block(4 * width, 4 * width),
         )
         self.head = nn.Linear(8 * width, num_classes)

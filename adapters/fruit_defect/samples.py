@@ -80,8 +80,11 @@ def make_image(kind: str, seed: int, size: int = DEFAULT_SIZE) -> bytes:
 
     # the stem, at the top
     stem_x, stem_y = cx + rng.uniform(-0.1, 0.1) * rx, cy - ry * 0.92
-    draw.line([stem_x, stem_y, stem_x + rng.uniform(-8, 8), stem_y - rng.uniform(8, 18)],
-              fill=(92, 64, 40), width=max(2, size // 90))
+    draw.line(
+        [stem_x, stem_y, stem_x + rng.uniform(-8, 8), stem_y - rng.uniform(8, 18)],
+        fill=(92, 64, 40),
+        width=max(2, size // 90),
+    )
 
     img = np.asarray(canvas, dtype=np.float32)
     if kind == "defect":
@@ -96,26 +99,34 @@ def make_image(kind: str, seed: int, size: int = DEFAULT_SIZE) -> bytes:
     return out.getvalue()
 
 
-def _point_on_fruit(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float,
-                    within: float) -> tuple[float, float]:
+def _point_on_fruit(
+    rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, within: float
+) -> tuple[float, float]:
     angle, radius = rng.uniform(0, 2 * np.pi), within * np.sqrt(rng.uniform(0, 1))
     return cx + radius * rx * np.cos(angle), cy + radius * ry * np.sin(angle)
 
 
-def _blend(img: np.ndarray, colour: tuple[float, float, float], alpha: np.ndarray,
-           window: tuple[slice, slice] = (slice(None), slice(None))) -> None:
+def _blend(
+    img: np.ndarray,
+    colour: tuple[float, float, float],
+    alpha: np.ndarray,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
+) -> None:
     img[window] = img[window] * (1 - alpha[..., None]) + np.asarray(colour, np.float32) * alpha[..., None]
 
 
-def _add_rot_spots(img: np.ndarray, rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float,
-                   size: int) -> None:
+def _add_rot_spots(
+    img: np.ndarray, rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, size: int
+) -> None:
     """One to four dark brown blobs, each a union of a few overlapping ellipses with a soft edge."""
     for _ in range(int(rng.integers(1, 5))):
         px, py = _point_on_fruit(rng, cx, cy, rx, ry, 0.75)
         base = float(rng.uniform(0.03, 0.07)) * size
         reach = int(base * 2.5)
-        window = (slice(max(0, int(py) - reach), min(size, int(py) + reach)),
-                  slice(max(0, int(px) - reach), min(size, int(px) + reach)))
+        window = (
+            slice(max(0, int(py) - reach), min(size, int(py) + reach)),
+            slice(max(0, int(px) - reach), min(size, int(px) + reach)),
+        )
         wy, wx = np.mgrid[window].astype(np.float32)
         alpha = np.zeros(wy.shape, np.float32)
         softness = float(rng.uniform(2.0, 5.0))

@@ -37,8 +37,13 @@ META_NAME = "meta.json"  # the extra file inside a TorchScript archive (the form
 
 # the code that determines the weights (torch is imported only when training is really needed)
 _HERE = Path(__file__).resolve().parent
-_CODE_FILES = [_HERE / "train.py", _HERE / "fit.py", _HERE / "model.py", _HERE / "samples.py",
-               _HERE.parent / "imaging.py"]
+_CODE_FILES = [
+    _HERE / "train.py",
+    _HERE / "fit.py",
+    _HERE / "model.py",
+    _HERE / "samples.py",
+    _HERE.parent / "imaging.py",
+]
 
 
 def code_hash(args: argparse.Namespace) -> str:
@@ -137,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["code_hash"] = key
     _save_atomically(lambda tmp: fit.save(net, meta, tmp), cached)
     _save_atomically(lambda tmp: shutil.copyfile(cached, tmp), args.out)
-    print(f"saved {args.out} (validation accuracy {meta['val_accuracy']:.4f}, {meta['train_seconds']}s); "
-          f"cached at {cached}")
+    print(
+        f"saved {args.out} (validation accuracy {meta['val_accuracy']:.4f}, {meta['train_seconds']}s); "
+        f"cached at {cached}"
+    )
     return 0
 
 

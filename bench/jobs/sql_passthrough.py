@@ -18,8 +18,10 @@ def main(bootstrap: str, source: str, sink: str, parallelism: str, jars: str) ->
     env.enable_checkpointing(5000)
     env.add_jars(*(Path(j).resolve().as_uri() for j in jars.split(",")))
     t_env = StreamTableEnvironment.create(stream_execution_environment=env)
-    options = (f"'connector' = 'kafka', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'raw', "
-               "'key.fields' = 'k', 'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'")
+    options = (
+        f"'connector' = 'kafka', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'raw', "
+        "'key.fields' = 'k', 'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'"
+    )
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE src (`k` BYTES, `v` BYTES) WITH ({options}, 'topic' = '{source}',
         'properties.group.id' = 'passthrough-{source}', 'scan.startup.mode' = 'earliest-offset')""")
     t_env.execute_sql(f"CREATE TEMPORARY TABLE snk (`k` BYTES, `v` BYTES) WITH ({options}, 'topic' = '{sink}')")

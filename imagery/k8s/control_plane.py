@@ -129,8 +129,9 @@ def _go_json(go: str, *args: str) -> dict[str, Any]:
     return answer
 
 
-def build_kubernetes(bin_dir: Path, commands: Sequence[str] = COMMANDS, build_name: str = "build",
-                      minutes: str = "4 to 8") -> None:
+def build_kubernetes(
+    bin_dir: Path, commands: Sequence[str] = COMMANDS, build_name: str = "build", minutes: str = "4 to 8"
+) -> None:
     """`go build` COMMANDS (default: kube-apiserver and kubectl) of k8s.io/kubernetes into BIN_DIR, from a wrapper
     module (in the folder BUILD_NAME beside BIN_DIR) that requires k8s.io/kubernetes: the module cannot be
     `go install`ed directly, its go.mod replaces the staging modules by directories of its repository. MINUTES: what
@@ -140,16 +141,30 @@ def build_kubernetes(bin_dir: Path, commands: Sequence[str] = COMMANDS, build_na
     build_dir = bin_dir.parent / build_name
     _write_wrapper_module(go, Path(module["GoMod"]), build_dir, commands)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-trimpath -buildvcs=false")
-    run_streaming([go, "-C", str(build_dir), "mod", "tidy", "-v"],
-                   f"Resolving {KUBERNETES_MODULE} {KUBERNETES_VERSION}'s dependencies", env=env)
+    run_streaming(
+        [go, "-C", str(build_dir), "mod", "tidy", "-v"],
+        f"Resolving {KUBERNETES_MODULE} {KUBERNETES_VERSION}'s dependencies",
+        env=env,
+    )
     partial = bin_dir / ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     run_streaming(
-        [go, "-C", str(build_dir), "build", "-v", "-ldflags", _version_ldflags(_release_date(module)),
-         "-o", f"{partial}/", *(f"{KUBERNETES_MODULE}/cmd/{command}" for command in commands)],
+        [
+            go,
+            "-C",
+            str(build_dir),
+            "build",
+            "-v",
+            "-ldflags",
+            _version_ldflags(_release_date(module)),
+            "-o",
+            f"{partial}/",
+            *(f"{KUBERNETES_MODULE}/cmd/{command}" for command in commands),
+        ],
         f"Building {', '.join(commands)} {KUBERNETES_VERSION} (first time only: {minutes} minutes on 2 cores)",
-        env=env)
+        env=env,
+    )
     for command in commands:  # moved in only once whole, so an interrupted build is never taken for a finished one
         os.replace(partial / command, bin_dir / command)
     partial.rmdir()
@@ -187,8 +202,14 @@ def _version_ldflags(build_date: str) -> str:
     """The -X stamps Kubernetes' own build sets: without gitVersion a binary says v0.0.0-master+$Format:%H$, which
     kubectl cannot parse as a server version. The module proxy knows no commit, so gitCommit is left empty."""
     major, minor = KUBERNETES_VERSION.removeprefix("v").split(".")[:2]
-    stamps = {"gitVersion": KUBERNETES_VERSION, "gitMajor": major, "gitMinor": minor, "gitCommit": "",
-              "gitTreeState": "clean", "buildDate": build_date}
+    stamps = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": build_date,
+    }
     return " ".join(f"-X {package}.{key}={value}" for package in VERSION_PACKAGES for key, value in stamps.items())
 
 
@@ -208,8 +229,10 @@ def _fetch_etcd(dest: Path) -> None:
         deb = _download_deb(Path(tmp))
         version = _run(["dpkg-deb", "-f", str(deb), "Version"], "reading the package's version").strip()
         if not version.startswith(f"{ETCD_VERSION}-"):
-            raise InstallError(f"apt offers {ETCD_DEBIAN_PACKAGE} {version}, but ETCD_VERSION is {ETCD_VERSION}: "
-                               "update imagery/local/versions.py (and check it still works with kube-apiserver)")
+            raise InstallError(
+                f"apt offers {ETCD_DEBIAN_PACKAGE} {version}, but ETCD_VERSION is {ETCD_VERSION}: "
+                "update imagery/local/versions.py (and check it still works with kube-apiserver)"
+            )
         _run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], "unpacking the package")
         partial = dest.with_name(dest.name + ".partial")
         shutil.copy2(Path(tmp) / "root/usr/bin/etcd", partial)
@@ -256,16 +279,20 @@ class Pki:
 def _make_pki(folder: Path) -> Pki:
     authority = Authority(folder)
     key = folder / "service-accounts.key"
-    _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
-         "making the service-account signing key")
+    _run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+        "making the service-account signing key",
+    )
     key.chmod(0o600)
     public_key = folder / "service-accounts.pub"
     _run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public_key)], "deriving its public key")
-    return Pki(ca=authority.cert,
-                serving=authority.issue("kube-apiserver", ("localhost", "127.0.0.1", "kubernetes",
-                                                           "kubernetes.default.svc")),
-                admin=authority.issue(ADMIN_USER, organization=ADMIN_GROUP),
-                service_account_key=key, service_account_public_key=public_key)
+    return Pki(
+        ca=authority.cert,
+        serving=authority.issue("kube-apiserver", ("localhost", "127.0.0.1", "kubernetes", "kubernetes.default.svc")),
+        admin=authority.issue(ADMIN_USER, organization=ADMIN_GROUP),
+        service_account_key=key,
+        service_account_public_key=public_key,
+    )
 
 
 def _client_context(pki: Pki) -> ssl.SSLContext:
@@ -275,12 +302,16 @@ def _client_context(pki: Pki) -> ssl.SSLContext:
     return context
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, client: CertFiles, user: str,
-                     cluster: str = "imagery-test") -> Path:
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, client: CertFiles, user: str, cluster: str = "imagery-test"
+) -> Path:
     """A kubeconfig (JSON, which is YAML too) naming the certificate files of USER, for kubectl, helm and the node's
     components."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": cluster, "preferences": {},
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": cluster,
+        "preferences": {},
         "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca)}}],
         "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
@@ -296,10 +327,27 @@ def write_kubeconfig(path: Path, server: str, ca: Path, client: CertFiles, user:
 def _start_etcd(etcd: Path, workdir: Path) -> tuple[process.Process, str]:
     """A one-member etcd on loopback, its data in WORKDIR; (the process, its client URL) once it reports healthy."""
     client, peer = (f"http://127.0.0.1:{port}" for port in process.free_ports(2))
-    argv = [str(etcd), "--name", "imagery-test", "--data-dir", str(workdir / "etcd-data"), "--logger", "zap",
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"imagery-test={peer}", "--initial-cluster-state", "new"]
+    argv = [
+        str(etcd),
+        "--name",
+        "imagery-test",
+        "--data-dir",
+        str(workdir / "etcd-data"),
+        "--logger",
+        "zap",
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"imagery-test={peer}",
+        "--initial-cluster-state",
+        "new",
+    ]
     etcd_process = process.spawn(argv, workdir / "logs" / "etcd.log", name="etcd")
     _wait_or_stop(etcd_process, process.http_200(f"{client}/health"), ETCD_START_S)
     return etcd_process, client
@@ -308,9 +356,13 @@ def _start_etcd(etcd: Path, workdir: Path) -> tuple[process.Process, str]:
 def _apiserver_argv(binary: Path, pki: Pki, port: int, etcd_url: str) -> list[str]:
     """kube-apiserver's flags: the minimum 1.34 requires, plus what makes it behave like a kubeadm cluster's."""
     return [
-        str(binary), "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+        str(binary),
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
         f"--etcd-servers={etcd_url}",
-        f"--tls-cert-file={pki.serving.cert}", f"--tls-private-key-file={pki.serving.key}",
+        f"--tls-cert-file={pki.serving.cert}",
+        f"--tls-private-key-file={pki.serving.key}",
         f"--client-ca-file={pki.ca}",
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_key}",
@@ -328,8 +380,9 @@ def _start_apiserver(binary: Path, pki: Pki, etcd_url: str, workdir: Path) -> tu
     """kube-apiserver on a free loopback port; (the process, its URL) once /readyz answers 200 to the admin."""
     port = process.free_port()
     server = f"https://127.0.0.1:{port}"
-    apiserver = process.spawn(_apiserver_argv(binary, pki, port, etcd_url), workdir / "logs" / "kube-apiserver.log",
-                              name="kube-apiserver")
+    apiserver = process.spawn(
+        _apiserver_argv(binary, pki, port, etcd_url), workdir / "logs" / "kube-apiserver.log", name="kube-apiserver"
+    )
     _wait_or_stop(apiserver, process.http_200(f"{server}/readyz", context=_client_context(pki)), APISERVER_START_S)
     return apiserver, server
 
@@ -350,8 +403,16 @@ class ControlPlane:
     """A running etcd + kube-apiserver (made by start_control_plane), reached through `kubeconfig` as an admin
     (group system:masters). A context manager: leaving it stops both; the workdir can then be deleted."""
 
-    def __init__(self, workdir: Path, binaries: KubeBinaries, etcd: process.Process, apiserver: process.Process,
-                 server: str, kubeconfig: Path, pki: Pki) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        binaries: KubeBinaries,
+        etcd: process.Process,
+        apiserver: process.Process,
+        server: str,
+        kubeconfig: Path,
+        pki: Pki,
+    ) -> None:
         self.workdir = workdir
         self.binaries = binaries
         self.server = server
@@ -365,20 +426,27 @@ class ControlPlane:
     def __enter__(self) -> ControlPlane:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = False,
-                timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = False, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this control plane (its discovery cache kept in the workdir, not ~/.kube).
         CHECK: raise ControlPlaneError, with kubectl's output, if it fails."""
-        argv = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}",
-                f"--cache-dir={self.workdir / 'kube-cache'}", *args]
+        argv = [
+            str(self.binaries.kubectl),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.workdir / 'kube-cache'}",
+            *args,
+        ]
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout_s)
         if check and done.returncode != 0:
-            raise ControlPlaneError(f"kubectl {shlex.join(args)} failed (exit {done.returncode}):\n"
-                                    f"{(done.stderr + done.stdout).strip()}")
+            raise ControlPlaneError(
+                f"kubectl {shlex.join(args)} failed (exit {done.returncode}):\n{(done.stderr + done.stdout).strip()}"
+            )
         return done
 
     def apply_crds(self, paths: Sequence[Path], timeout_s: float = 60.0) -> tuple[str, ...]:
@@ -388,13 +456,27 @@ class ControlPlane:
         deadline = time.monotonic() + timeout_s
         names: list[str] = []
         for path in paths:
-            done = self.kubectl("apply", "--server-side", "-o", "name", "-f", str(path), check=True,
-                                timeout_s=_remaining(deadline, f"applying {path}"))
+            done = self.kubectl(
+                "apply",
+                "--server-side",
+                "-o",
+                "name",
+                "-f",
+                str(path),
+                check=True,
+                timeout_s=_remaining(deadline, f"applying {path}"),
+            )
             names += [line.split("/", 1)[1] for line in done.stdout.split() if line.startswith(f"{CRD_KIND}/")]
         if names:
             seconds = _remaining(deadline, "waiting for the CRDs to be established")
-            self.kubectl("wait", "--for=condition=Established", f"--timeout={seconds:.0f}s",
-                         *(f"crd/{name}" for name in names), check=True, timeout_s=seconds + 10)
+            self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                f"--timeout={seconds:.0f}s",
+                *(f"crd/{name}" for name in names),
+                check=True,
+                timeout_s=seconds + 10,
+            )
         return tuple(names)
 
     @property

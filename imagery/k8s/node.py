@@ -55,8 +55,12 @@ from imagery.local.versions import CNI_PLUGINS_VERSION
 NODE_COMMANDS = ("kubelet", "kube-controller-manager", "kube-scheduler")
 CNI_MODULE = "github.com/containernetworking/plugins"
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")  # loopback: containerd sets up each pod's lo with it
-CNI_PACKAGES = {"bridge": "plugins/main/bridge", "host-local": "plugins/ipam/host-local",
-                "loopback": "plugins/main/loopback", "portmap": "plugins/meta/portmap"}
+CNI_PACKAGES = {
+    "bridge": "plugins/main/bridge",
+    "host-local": "plugins/ipam/host-local",
+    "loopback": "plugins/main/loopback",
+    "portmap": "plugins/meta/portmap",
+}
 PAUSE_IMAGE = "imagery.local/pause:1"  # bump the tag when _PAUSE_GO changes (the cache is keyed by it)
 NODE_NAME = "imagery-node"
 POD_CIDR = "10.244.0.0/24"
@@ -131,8 +135,15 @@ def ensure_node_binaries(cache_dir: Path | None = None) -> NodeBinaries:
     ctr = Path(require_tool("ctr", "apt-get install containerd (it ships ctr)"))
     require_tool("runc", "apt-get install runc")
     bin_dir = binaries_dir(cache_dir)
-    binaries = NodeBinaries(bin_dir / "kubelet", bin_dir / "kube-controller-manager", bin_dir / "kube-scheduler",
-                            bin_dir / "cni", bin_dir / "pause.tar", containerd, ctr)
+    binaries = NodeBinaries(
+        bin_dir / "kubelet",
+        bin_dir / "kube-controller-manager",
+        bin_dir / "kube-scheduler",
+        bin_dir / "cni",
+        bin_dir / "pause.tar",
+        containerd,
+        ctr,
+    )
     marker = bin_dir / ".node-complete"
     if completed(marker, _node_marker_text()):
         return binaries
@@ -155,15 +166,24 @@ def _build_cni_plugins(dest: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     env = dict(os.environ, CGO_ENABLED="0", GOBIN=str(partial), GOFLAGS="-trimpath -buildvcs=false")
-    run_streaming([go, "install", "-ldflags", "-s -w",
-                    *(f"{CNI_MODULE}/{CNI_PACKAGES[name]}@{CNI_PLUGINS_VERSION}" for name in CNI_PLUGINS)],
-                   f"Building the CNI plugins {', '.join(CNI_PLUGINS)} {CNI_PLUGINS_VERSION}", env=env)
+    run_streaming(
+        [
+            go,
+            "install",
+            "-ldflags",
+            "-s -w",
+            *(f"{CNI_MODULE}/{CNI_PACKAGES[name]}@{CNI_PLUGINS_VERSION}" for name in CNI_PLUGINS),
+        ],
+        f"Building the CNI plugins {', '.join(CNI_PLUGINS)} {CNI_PLUGINS_VERSION}",
+        env=env,
+    )
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(partial, dest)
 
 
-def build_static_go_image(reference: str, main_go: str, dest: Path, *, args: Sequence[str] = (),
-                          exposed_ports: Sequence[int] = ()) -> Path:
+def build_static_go_image(
+    reference: str, main_go: str, dest: Path, *, args: Sequence[str] = (), exposed_ports: Sequence[int] = ()
+) -> Path:
     """Compile MAIN_GO (a `package main` using the standard library only) into a static linux/amd64 binary and write
     an image holding only it, /app (its entrypoint, then ARGS), as a docker-archive tarball at DEST tagged REFERENCE
     (what `ctr images import` and `docker load` read). Returns DEST."""
@@ -173,17 +193,18 @@ def build_static_go_image(reference: str, main_go: str, dest: Path, *, args: Seq
         (source / "go.mod").write_text("module imagery.local/image\n\ngo 1.22\n")
         (source / "main.go").write_text(main_go)
         env = dict(os.environ, CGO_ENABLED="0", GOOS="linux", GOARCH="amd64", GOFLAGS="-trimpath -buildvcs=false")
-        done = subprocess.run([go, "build", "-ldflags", "-s -w", "-o", "app", "."], cwd=source, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [go, "build", "-ldflags", "-s -w", "-o", "app", "."], cwd=source, env=env, capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise InstallError(f"go build of {reference}'s program failed: {done.stderr.strip()[-1500:]}")
-        write_image_tarball(dest, reference, {"app": (source / "app").read_bytes()}, ["/app", *args],
-                            exposed_ports)
+        write_image_tarball(dest, reference, {"app": (source / "app").read_bytes()}, ["/app", *args], exposed_ports)
     return dest
 
 
-def write_image_tarball(dest: Path, reference: str, files: Mapping[str, bytes], entrypoint: Sequence[str],
-                        exposed_ports: Sequence[int] = ()) -> None:
+def write_image_tarball(
+    dest: Path, reference: str, files: Mapping[str, bytes], entrypoint: Sequence[str], exposed_ports: Sequence[int] = ()
+) -> None:
     """A one-layer linux/amd64 image of FILES (path in the image -> content; all executable), as a docker-archive
     tarball tagged REFERENCE: manifest.json, the config and the layer (uncompressed)."""
     layer = io.BytesIO()
@@ -194,11 +215,18 @@ def write_image_tarball(dest: Path, reference: str, files: Mapping[str, bytes], 
             tar.addfile(info, io.BytesIO(content))
     layer_bytes = layer.getvalue()
     diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    config = {"architecture": "amd64", "os": "linux",
-              "config": {"Entrypoint": list(entrypoint), "Env": ["PATH=/"], "WorkingDir": "/",
-                         **({"ExposedPorts": {f"{port}/tcp": {} for port in exposed_ports}} if exposed_ports else {})},
-              "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-              "history": [{"created_by": "imagery.k8s.node.write_image_tarball"}]}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": list(entrypoint),
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+            **({"ExposedPorts": {f"{port}/tcp": {} for port in exposed_ports}} if exposed_ports else {}),
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": "imagery.k8s.node.write_image_tarball"}],
+    }
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     layer_name = diff_id.removeprefix("sha256:") + "/layer.tar"
@@ -206,8 +234,11 @@ def write_image_tarball(dest: Path, reference: str, files: Mapping[str, bytes], 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     with tarfile.open(partial, mode="w") as tar:
-        for name, content in ((config_name, config_bytes), (layer_name, layer_bytes),
-                              ("manifest.json", json.dumps(manifest).encode())):
+        for name, content in (
+            (config_name, config_bytes),
+            (layer_name, layer_bytes),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(content), 0o644, 0
             tar.addfile(info, io.BytesIO(content))
@@ -219,22 +250,22 @@ def write_image_tarball(dest: Path, reference: str, files: Mapping[str, bytes], 
 
 def _containerd_config(root: Path, cni_bin_dir: Path, cni_conf_dir: Path) -> str:
     """containerd 1.6's config (version 2): everything of its own under ROOT, the CRI plugin with cgroupfs runc,
-    the pause image imported here as its sandbox image, netns mounts under its state dir (not /run/netns), runc's
-state under its own state dir (not /run/containerd/runc)."""
+        the pause image imported here as its sandbox image, netns mounts under its state dir (not /run/netns), runc's
+    state under its own state dir (not /run/containerd/runc)."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
-root = "{root / 'root'}"
-state = "{root / 'state'}"
-temp = "{root / 'tmp'}"
+root = "{root / "root"}"
+state = "{root / "state"}"
+temp = "{root / "tmp"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
-  address = "{root / 'containerd.sock'}"
+  address = "{root / "containerd.sock"}"
 
 [ttrpc]
-  address = "{root / 'containerd.sock.ttrpc'}"
+  address = "{root / "containerd.sock.ttrpc"}"
 
 [debug]
   address = ""
@@ -243,7 +274,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = ""
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{root / 'opt'}"
+  path = "{root / "opt"}"
 
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -271,7 +302,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  Root = "{root / 'state' / 'runc'}"
+  Root = "{root / "state" / "runc"}"
 """
 
 
@@ -279,42 +310,71 @@ def _cni_config(bridge: str, pod_cidr: str, ipam_dir: Path) -> dict[str, object]
     """The pods' network: a bridge of the node's own, its gateway address the subnet's first (so the host routes
     POD_CIDR to it), no masquerading (pods need not reach out), portmap for hostPort."""
     return {
-        "cniVersion": "1.0.0", "name": "imagery-pods",
+        "cniVersion": "1.0.0",
+        "name": "imagery-pods",
         "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}],
-                      "dataDir": str(ipam_dir)}},
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_cidr}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(ipam_dir),
+                },
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
 
 
-def _kubelet_config(workdir: Path, ca: Path, containerd_socket: Path, cgroup_root: str, port: int,
-                    healthz_port: int) -> dict[str, object]:
+def _kubelet_config(
+    workdir: Path, ca: Path, containerd_socket: Path, cgroup_root: str, port: int, healthz_port: int
+) -> dict[str, object]:
     """KubeletConfiguration (JSON is YAML): cgroupfs (no systemd), its pods under CGROUP_ROOT, swap tolerated,
     eviction and image GC thresholds that a shared developer machine's disk does not trip, loopback-only ports."""
     endpoint = f"unix://{containerd_socket}"
     return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "address": "127.0.0.1", "port": port, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
-                           "x509": {"clientCAFile": str(ca)}},
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": False},
+            "x509": {"clientCAFile": str(ca)},
+        },
         "authorization": {"mode": "AlwaysAllow"},
-        "containerRuntimeEndpoint": endpoint, "imageServiceEndpoint": endpoint,
-        "cgroupDriver": "cgroupfs", "cgroupsPerQOS": True, "cgroupRoot": cgroup_root,
+        "containerRuntimeEndpoint": endpoint,
+        "imageServiceEndpoint": endpoint,
+        "cgroupDriver": "cgroupfs",
+        "cgroupsPerQOS": True,
+        "cgroupRoot": cgroup_root,
         "enforceNodeAllocatable": ["pods"],
         "failSwapOn": False,
-        "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%",
-                         "imagefs.available": "1%", "imagefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "50Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+            "imagefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
         "podLogsDir": str(workdir / "pod-logs"),
         "resolvConf": "/etc/resolv.conf",
         "serializeImagePulls": False,
         "maxPods": 30,
         "registerNode": True,
         "nodeStatusUpdateFrequency": "5s",
-        "fileCheckFrequency": "5s", "syncFrequency": "10s",
+        "fileCheckFrequency": "5s",
+        "syncFrequency": "10s",
     }
 
 
@@ -452,15 +512,24 @@ class Cleanup:
 
     @property
     def clean(self) -> bool:
-        return (all(each.clean for each in self.stopped) and not self.still_mounted and not self.cgroups_left)
+        return all(each.clean for each in self.stopped) and not self.still_mounted and not self.cgroups_left
 
 
 class Node:
     """A running node (made by start_node): containerd, kube-controller-manager, kube-scheduler and a kubelet,
     registered as `name` and Ready. A context manager: leaving it stops them all and removes what they created."""
 
-    def __init__(self, name: str, workdir: Path, plane: ControlPlane, binaries: NodeBinaries,
-                 containerd_socket: Path, bridge: str, cgroup_root: str, pod_cidr: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        plane: ControlPlane,
+        binaries: NodeBinaries,
+        containerd_socket: Path,
+        bridge: str,
+        cgroup_root: str,
+        pod_cidr: str,
+    ) -> None:
         self.name = name
         self.workdir = workdir
         self.plane = plane
@@ -477,8 +546,9 @@ class Node:
     def __enter__(self) -> Node:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def ctr(self, *args: str, check: bool = True, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -486,8 +556,9 @@ class Node:
         argv = [str(self.binaries.ctr), "--address", str(self.socket), "--namespace", "k8s.io", *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
         if check and done.returncode != 0:
-            raise NodeError(f"ctr {' '.join(args)} failed (exit {done.returncode}): "
-                            f"{(done.stderr + done.stdout).strip()[-1500:]}")
+            raise NodeError(
+                f"ctr {' '.join(args)} failed (exit {done.returncode}): {(done.stderr + done.stdout).strip()[-1500:]}"
+            )
         return done
 
     def import_image(self, image: Path | str, timeout_s: float = 1200.0) -> str:
@@ -540,9 +611,16 @@ class Node:
         """Delete every pod bound to this node and wait (bounded) until the kubelet has removed them."""
         selector = f"spec.nodeName={self.name}"
         try:  # best effort: what the kubelet leaves, stop removes by force
-            self.plane.kubectl("delete", "pods", "--all-namespaces", f"--field-selector={selector}", "--wait=true",
-                               f"--timeout={GRACEFUL_POD_DELETE_S:.0f}s", "--grace-period=5",
-                               timeout_s=GRACEFUL_POD_DELETE_S + 15)
+            self.plane.kubectl(
+                "delete",
+                "pods",
+                "--all-namespaces",
+                f"--field-selector={selector}",
+                "--wait=true",
+                f"--timeout={GRACEFUL_POD_DELETE_S:.0f}s",
+                "--grace-period=5",
+                timeout_s=GRACEFUL_POD_DELETE_S + 15,
+            )
         except subprocess.TimeoutExpired:
             pass
 
@@ -552,8 +630,9 @@ def _node_conditions(plane: ControlPlane, name: str) -> dict[str, str]:
     if done.returncode != 0:
         raise process.NotReady(f"node {name}: {done.stderr.strip()}")
     status = json.loads(done.stdout).get("status", {})
-    return {c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')}"
-            for c in status.get("conditions", [])}
+    return {
+        c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')}" for c in status.get("conditions", [])
+    }
 
 
 def _node_ready(plane: ControlPlane, name: str) -> process.Probe:
@@ -561,15 +640,18 @@ def _node_ready(plane: ControlPlane, name: str) -> process.Probe:
         conditions = _node_conditions(plane, name)
         if not conditions.get("Ready", "").startswith("True"):
             raise process.NotReady(f"node {name} not Ready: {conditions.get('Ready', 'no Ready condition yet')}")
+
     return probe
 
 
 def _service_accounts_ready(plane: ControlPlane) -> process.Probe:
     """The controllers act: the `default` namespace got its `default` ServiceAccount (a pod needs one)."""
+
     def probe() -> None:
         done = plane.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name", timeout_s=15)
         if done.returncode != 0:
             raise process.NotReady(f"no default ServiceAccount yet: {done.stderr.strip()}")
+
     return probe
 
 
@@ -585,11 +667,19 @@ def _both(first: process.Probe, second: process.Probe) -> process.Probe:
     def probe() -> None:
         first()
         second()
+
     return probe
 
 
-def start_node(workdir: Path, plane: ControlPlane, binaries: NodeBinaries | None = None, *, name: str = NODE_NAME,
-               pod_cidr: str = POD_CIDR, ready_timeout_s: float = NODE_READY_S) -> Node:
+def start_node(
+    workdir: Path,
+    plane: ControlPlane,
+    binaries: NodeBinaries | None = None,
+    *,
+    name: str = NODE_NAME,
+    pod_cidr: str = POD_CIDR,
+    ready_timeout_s: float = NODE_READY_S,
+) -> Node:
     """Start a node joined to PLANE, its files (configs, containerd's root and state, the kubelet's root dir, logs/)
     in WORKDIR; return once the node is Ready and the controllers have made the `default` ServiceAccount. The kubelet
     authenticates as system:node:NAME (group system:nodes, a certificate from the plane's CA: the Node authorizer
@@ -605,8 +695,9 @@ def start_node(workdir: Path, plane: ControlPlane, binaries: NodeBinaries | None
     workdir = workdir.resolve()
     tag = hashlib.sha256(str(workdir).encode()).hexdigest()[:8]
     bridge, cgroup_root = f"imgbr-{tag}", f"{name}-{tag}"
-    node = Node(name, workdir, plane, binaries, workdir / "containerd" / "containerd.sock", bridge, cgroup_root,
-                pod_cidr)
+    node = Node(
+        name, workdir, plane, binaries, workdir / "containerd" / "containerd.sock", bridge, cgroup_root, pod_cidr
+    )
     try:
         _start(node, plane, binaries, ready_timeout_s)
     except BaseException:
@@ -621,58 +712,102 @@ def _start(node: Node, plane: ControlPlane, binaries: NodeBinaries, ready_timeou
     cni_conf_dir = workdir / "cni" / "net.d"
     cni_conf_dir.mkdir(parents=True, exist_ok=True)
     (cni_conf_dir / "10-imagery.conflist").write_text(
-        json.dumps(_cni_config(node.bridge, node.pod_cidr, workdir / "cni" / "ipam"), indent=2) + "\n")
+        json.dumps(_cni_config(node.bridge, node.pod_cidr, workdir / "cni" / "ipam"), indent=2) + "\n"
+    )
     containerd_dir = node.socket.parent
     containerd_dir.mkdir(parents=True, exist_ok=True)
     config = containerd_dir / "config.toml"
     config.write_text(_containerd_config(containerd_dir, binaries.cni_bin_dir, cni_conf_dir))
-    node.processes["containerd"] = process.spawn([str(binaries.containerd), "--config", str(config)],
-                                                 logs / "containerd.log", name="containerd")
+    node.processes["containerd"] = process.spawn(
+        [str(binaries.containerd), "--config", str(config)], logs / "containerd.log", name="containerd"
+    )
     node.processes["containerd"].wait_ready(_socket_answers(node), CONTAINERD_START_S)
     node.import_image(binaries.pause_image)
 
     # the controllers, as the admin; the kubelet as system:node:<name>
     pki = plane.pki
     authority = Authority(pki.ca.parent)
-    kubelet_cert = authority.issue(f"system:node:{node.name}", ("localhost", "127.0.0.1", node.name),
-                                   organization="system:nodes")
-    kubelet_kubeconfig = write_kubeconfig(workdir / "kubelet.kubeconfig", plane.server, pki.ca, kubelet_cert,
-                                          f"system:node:{node.name}", cluster=node.name)
+    kubelet_cert = authority.issue(
+        f"system:node:{node.name}", ("localhost", "127.0.0.1", node.name), organization="system:nodes"
+    )
+    kubelet_kubeconfig = write_kubeconfig(
+        workdir / "kubelet.kubeconfig",
+        plane.server,
+        pki.ca,
+        kubelet_cert,
+        f"system:node:{node.name}",
+        cluster=node.name,
+    )
     admin = str(plane.kubeconfig)
     manager_port, scheduler_port, kubelet_port, healthz_port = process.free_ports(4)
-    node.processes["kube-controller-manager"] = process.spawn([
-        str(binaries.kube_controller_manager), f"--kubeconfig={admin}", f"--authentication-kubeconfig={admin}",
-        f"--authorization-kubeconfig={admin}", "--bind-address=127.0.0.1", f"--secure-port={manager_port}",
-        f"--cert-dir={workdir / 'controller-manager'}", "--leader-elect=false",
-        f"--service-account-private-key-file={pki.service_account_key}", f"--root-ca-file={pki.ca}",
-        "--use-service-account-credentials=true", "--cluster-name=imagery", "--controllers=*",
-        "--node-monitor-period=2s",
-    ], logs / "kube-controller-manager.log", name="kube-controller-manager")
-    node.processes["kube-scheduler"] = process.spawn([
-        str(binaries.kube_scheduler), f"--kubeconfig={admin}", f"--authentication-kubeconfig={admin}",
-        f"--authorization-kubeconfig={admin}", "--bind-address=127.0.0.1", f"--secure-port={scheduler_port}",
-        f"--cert-dir={workdir / 'scheduler'}", "--leader-elect=false",
-    ], logs / "kube-scheduler.log", name="kube-scheduler")
+    node.processes["kube-controller-manager"] = process.spawn(
+        [
+            str(binaries.kube_controller_manager),
+            f"--kubeconfig={admin}",
+            f"--authentication-kubeconfig={admin}",
+            f"--authorization-kubeconfig={admin}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={manager_port}",
+            f"--cert-dir={workdir / 'controller-manager'}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca}",
+            "--use-service-account-credentials=true",
+            "--cluster-name=imagery",
+            "--controllers=*",
+            "--node-monitor-period=2s",
+        ],
+        logs / "kube-controller-manager.log",
+        name="kube-controller-manager",
+    )
+    node.processes["kube-scheduler"] = process.spawn(
+        [
+            str(binaries.kube_scheduler),
+            f"--kubeconfig={admin}",
+            f"--authentication-kubeconfig={admin}",
+            f"--authorization-kubeconfig={admin}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={scheduler_port}",
+            f"--cert-dir={workdir / 'scheduler'}",
+            "--leader-elect=false",
+        ],
+        logs / "kube-scheduler.log",
+        name="kube-scheduler",
+    )
 
     _make_cgroup_root(node.cgroup_root)
     kubelet_config = workdir / "kubelet-config.json"
-    kubelet_config.write_text(json.dumps(_kubelet_config(workdir, pki.ca, node.socket, f"/{node.cgroup_root}",
-                                                         kubelet_port, healthz_port), indent=2) + "\n")
-    node.processes["kubelet"] = process.spawn([
-        str(binaries.kubelet), f"--config={kubelet_config}", f"--kubeconfig={kubelet_kubeconfig}",
-        f"--root-dir={workdir / 'kubelet'}", f"--cert-dir={workdir / 'kubelet-pki'}",
-        f"--hostname-override={node.name}", "--v=2",
-    ], logs / "kubelet.log", name="kubelet")
+    kubelet_config.write_text(
+        json.dumps(
+            _kubelet_config(workdir, pki.ca, node.socket, f"/{node.cgroup_root}", kubelet_port, healthz_port), indent=2
+        )
+        + "\n"
+    )
+    node.processes["kubelet"] = process.spawn(
+        [
+            str(binaries.kubelet),
+            f"--config={kubelet_config}",
+            f"--kubeconfig={kubelet_kubeconfig}",
+            f"--root-dir={workdir / 'kubelet'}",
+            f"--cert-dir={workdir / 'kubelet-pki'}",
+            f"--hostname-override={node.name}",
+            "--v=2",
+        ],
+        logs / "kubelet.log",
+        name="kubelet",
+    )
 
     deadline = time.monotonic() + ready_timeout_s
     for component, probe in (
-            ("kube-controller-manager", _insecure_https_200(f"https://127.0.0.1:{manager_port}/healthz")),
-            ("kube-scheduler", _insecure_https_200(f"https://127.0.0.1:{scheduler_port}/healthz")),
-            ("kubelet", process.http_200(f"http://127.0.0.1:{healthz_port}/healthz"))):
+        ("kube-controller-manager", _insecure_https_200(f"https://127.0.0.1:{manager_port}/healthz")),
+        ("kube-scheduler", _insecure_https_200(f"https://127.0.0.1:{scheduler_port}/healthz")),
+        ("kubelet", process.http_200(f"http://127.0.0.1:{healthz_port}/healthz")),
+    ):
         node.processes[component].wait_ready(probe, max(deadline - time.monotonic(), COMPONENT_START_S))
     kubelet = node.processes["kubelet"]
-    kubelet.wait_ready(_both(_node_ready(plane, node.name), _service_accounts_ready(plane)),
-                       max(deadline - time.monotonic(), 10.0))
+    kubelet.wait_ready(
+        _both(_node_ready(plane, node.name), _service_accounts_ready(plane)), max(deadline - time.monotonic(), 10.0)
+    )
 
 
 def _socket_answers(node: Node) -> process.Probe:
@@ -682,6 +817,7 @@ def _socket_answers(node: Node) -> process.Probe:
         done = node.ctr("version", check=False, timeout_s=10)
         if done.returncode != 0:
             raise process.NotReady(done.stderr.strip())
+
     return probe
 
 

@@ -42,9 +42,15 @@ def release_name(team: Team) -> str:
 
 def team_values(team: Team) -> dict[str, Any]:
     """The chart's values that deploy/teams.yaml decides for the team."""
-    return {"team": team.team, "weights": team.weights, "partitions": team.partitions,
-            "parallelism": team.parallelism, "itemsPerRequest": team.items_per_request,
-            "inputTopic": team.input_topic, "groupId": team.group_id}
+    return {
+        "team": team.team,
+        "weights": team.weights,
+        "partitions": team.partitions,
+        "parallelism": team.parallelism,
+        "itemsPerRequest": team.items_per_request,
+        "inputTopic": team.input_topic,
+        "groupId": team.group_id,
+    }
 
 
 def helm() -> Path:
@@ -55,8 +61,9 @@ def helm() -> Path:
     return binary
 
 
-def run_helm(args: Sequence[str | Path], *, stdin: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_helm(
+    args: Sequence[str | Path], *, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Helm, its own INFO lines (charts with linked files log one per link) kept out of the error text."""
     done = subprocess.run([str(helm()), *map(str, args)], input=stdin, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -71,11 +78,14 @@ def values_args(values_files: Iterable[Path], values: dict[str, Any] | None = No
     return [*args, "-f", "-"] if values else args
 
 
-def template(chart: Path, release: str, namespace: str, values_files: Iterable[Path] = (),
-             values: dict[str, Any] | None = None) -> str:
+def template(
+    chart: Path, release: str, namespace: str, values_files: Iterable[Path] = (), values: dict[str, Any] | None = None
+) -> str:
     """`helm template` of one release: the objects as `helm install` would create them."""
-    done = run_helm(["template", release, chart, "--namespace", namespace, *values_args(values_files, values)],
-                    stdin=yaml.safe_dump(values) if values else None)
+    done = run_helm(
+        ["template", release, chart, "--namespace", namespace, *values_args(values_files, values)],
+        stdin=yaml.safe_dump(values) if values else None,
+    )
     return done.stdout
 
 
@@ -87,8 +97,9 @@ def release_values(team: Team, secured: bool = False) -> dict[str, Any]:
     return {**team_values(team), **(secured_values(team) if secured else {})}
 
 
-def render_team(team: Team, namespace: str = DEFAULT_NAMESPACE, values_files: Iterable[Path] = (),
-                secured: bool = False) -> str:
+def render_team(
+    team: Team, namespace: str = DEFAULT_NAMESPACE, values_files: Iterable[Path] = (), secured: bool = False
+) -> str:
     # the cluster's files first, the team's entry last: teams.yaml decides what it declares
     return template(TEAM_CHART, release_name(team), namespace, values_files, release_values(team, secured))
 
@@ -97,8 +108,13 @@ def render_platform(namespace: str = DEFAULT_NAMESPACE, values_files: Iterable[P
     return template(PLATFORM_CHART, PLATFORM_RELEASE, namespace, values_files)
 
 
-def render(teams: Iterable[Team], namespace: str = DEFAULT_NAMESPACE, values_files: Sequence[Path] = (),
-           platform: bool = True, secured: bool = False) -> str:
+def render(
+    teams: Iterable[Team],
+    namespace: str = DEFAULT_NAMESPACE,
+    values_files: Sequence[Path] = (),
+    platform: bool = True,
+    secured: bool = False,
+) -> str:
     """Every object of the platform release (unless platform=False) and of each team's, as one YAML stream."""
     parts = [render_platform(namespace)] if platform else []
     parts += [render_team(team, namespace, values_files, secured) for team in teams]

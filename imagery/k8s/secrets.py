@@ -41,22 +41,27 @@ def minio_secret_name(team: Team) -> str:
 
 def secured_values(team: Team) -> dict[str, Any]:
     """The team's values that point the chart at its Secrets."""
-    return {"kafka": {"configSecret": kafka_secret_name(team)},
-            "minio": {"secretKeySecret": minio_secret_name(team),
-                      "accessKey": provision.team_minio_access_key(team.team)}}
+    return {
+        "kafka": {"configSecret": kafka_secret_name(team)},
+        "minio": {"secretKeySecret": minio_secret_name(team), "accessKey": provision.team_minio_access_key(team.team)},
+    }
 
 
 def _secret(name: str, namespace: str, files: dict[str, bytes]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/part-of": "imagery"}},
-            "data": {key: base64.b64encode(value).decode() for key, value in files.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "imagery"}},
+        "data": {key: base64.b64encode(value).decode() for key, value in files.items()},
+    }
 
 
 def _required(path: Path) -> Path:
     if not path.is_file():
-        raise SecretFilesError(f"{path} is missing: `imagery provision` (or `new-team`) on the secured cluster "
-                               "writes it")
+        raise SecretFilesError(
+            f"{path} is missing: `imagery provision` (or `new-team`) on the secured cluster writes it"
+        )
     return path
 
 
@@ -71,8 +76,10 @@ def team_secrets(team: Team, credentials_dir: Path, namespace: str) -> list[dict
             entries[name] = f"{KAFKA_MOUNT}/{store.name}"
     files[KAFKA_PROPERTIES_KEY] = properties_text(entries).encode()
     minio_key = _required(provision.team_minio_secret_file(credentials_dir, team.team)).read_bytes().strip()
-    return [_secret(kafka_secret_name(team), namespace, files),
-            _secret(minio_secret_name(team), namespace, {MINIO_SECRET_KEY: minio_key})]
+    return [
+        _secret(kafka_secret_name(team), namespace, files),
+        _secret(minio_secret_name(team), namespace, {MINIO_SECRET_KEY: minio_key}),
+    ]
 
 
 def write_team_secrets(path: Path, teams: list[Team], credentials_dir: Path, namespace: str) -> Path:

@@ -51,6 +51,7 @@ def subject(obj: dict[str, Any]) -> str:
 
 # ---- schemas -------------------------------------------------------------------------------------------------------
 
+
 def _strict(schema: Any) -> Any:
     """A CRD's structural schema as a JSON schema that refuses unknown fields (the API server's strict field
     validation), with its Kubernetes extensions spelled in JSON schema."""
@@ -77,7 +78,8 @@ def _custom_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator
         schema = _strict(copy.deepcopy(kind.schema))
         # apiVersion, kind and metadata (ObjectMeta) are the API server's to check, not the CRD's
         schema.setdefault("properties", {}).update(
-            apiVersion={"const": kind.api_version}, kind={"const": kind.kind}, metadata={"type": "object"})
+            apiVersion={"const": kind.api_version}, kind={"const": kind.kind}, metadata={"type": "object"}
+        )
         validators[key] = jsonschema.Draft7Validator(schema)
     return validators
 
@@ -98,12 +100,18 @@ def schema_problems(objects: Iterable[dict[str, Any]]) -> list[Problem]:
             where = ".".join(str(p) for p in exc.path) or "(top)"
             problems.append(Problem(subject(obj), f"{where}: {exc.message}"))
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(Problem(subject(obj), f"no schema for {key[0]} {key[1]} in Kubernetes "
-                                                  f"{KUBERNETES_VERSION} or the CRDs of deploy/k8s/crds"))
+            problems.append(
+                Problem(
+                    subject(obj),
+                    f"no schema for {key[0]} {key[1]} in Kubernetes "
+                    f"{KUBERNETES_VERSION} or the CRDs of deploy/k8s/crds",
+                )
+            )
     return problems
 
 
 # ---- policy --------------------------------------------------------------------------------------------------------
+
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -115,11 +123,15 @@ def _gpu_problems(container: dict[str, Any]) -> list[str]:
     requests, limits_ = resources.get("requests") or {}, resources.get("limits") or {}
     found = []
     if GPU in requests and GPU not in limits_:
-        found.append(f"container {container['name']} asks for {GPU} in requests only: an extended resource is "
-                     "set in limits (requests default to them)")
+        found.append(
+            f"container {container['name']} asks for {GPU} in requests only: an extended resource is "
+            "set in limits (requests default to them)"
+        )
     elif GPU in requests and str(requests[GPU]) != str(limits_[GPU]):
-        found.append(f"container {container['name']}: {GPU} requests ({requests[GPU]}) differ from limits "
-                     f"({limits_[GPU]}); the API server refuses that")
+        found.append(
+            f"container {container['name']}: {GPU} requests ({requests[GPU]}) differ from limits "
+            f"({limits_[GPU]}); the API server refuses that"
+        )
     if container["name"] == INFERENCE_CONTAINER and GPU not in limits_:
         found.append(f"container {container['name']} has no {GPU} in limits: the model would run on the CPU")
     return found
@@ -131,11 +143,15 @@ def _deployment_problems(obj: dict[str, Any]) -> list[str]:
         found += _gpu_problems(container)
         if container["name"] != INFERENCE_CONTAINER:
             continue
-        found += [f"container {container['name']} has no {probe}" for probe in REQUIRED_PROBES
-                  if probe not in container]
+        found += [
+            f"container {container['name']} has no {probe}" for probe in REQUIRED_PROBES if probe not in container
+        ]
         resources = container.get("resources") or {}
-        found += [f"container {container['name']} has no resource {part}" for part in ("requests", "limits")
-                  if not resources.get(part)]
+        found += [
+            f"container {container['name']} has no resource {part}"
+            for part in ("requests", "limits")
+            if not resources.get(part)
+        ]
     return found
 
 
@@ -157,9 +173,11 @@ def _flink_problems(obj: dict[str, Any]) -> list[str]:
     found = []
     mode = job.get("upgradeMode", "stateless")  # the operator's default
     if mode not in STATEFUL_UPGRADE_MODES:
-        found.append(f"upgradeMode {mode!r} starts the upgraded job without its state: results since the last "
-                     f"checkpoint are written again and its open transactions lost (use one of "
-                     f"{', '.join(STATEFUL_UPGRADE_MODES)})")
+        found.append(
+            f"upgradeMode {mode!r} starts the upgraded job without its state: results since the last "
+            f"checkpoint are written again and its open transactions lost (use one of "
+            f"{', '.join(STATEFUL_UPGRADE_MODES)})"
+        )
     if mode == "last-state" and not conf.get("high-availability.type"):
         found.append("upgradeMode 'last-state' needs high-availability.type (the newest checkpoint is found there)")
     if not conf.get("execution.checkpointing.savepoint-dir"):
@@ -170,8 +188,10 @@ def _flink_problems(obj: dict[str, Any]) -> list[str]:
     if interval > limits.KAFKA_MAX_TRANSACTION_MS // 2:
         found.append(f"--checkpoint-interval-ms {interval} exceeds half the broker's transaction limit")
     if args.get("resume") != "none":
-        found.append("the dispatcher picks its own checkpoint (--resume is not none): the operator's restore path "
-                     "would be overridden")
+        found.append(
+            "the dispatcher picks its own checkpoint (--resume is not none): the operator's restore path "
+            "would be overridden"
+        )
     checkpoint_dir, group = args.get("checkpoint-dir", ""), args.get("group-id", "")
     if conf.get("execution.checkpointing.dir") != f"{checkpoint_dir.rstrip('/')}/{group}":
         found.append("execution.checkpointing.dir is not where the job writes (--checkpoint-dir/--group-id)")
@@ -198,8 +218,14 @@ def coverage_problems(objects: Iterable[dict[str, Any]], teams: Iterable[Team]) 
     """Each team has its dispatcher (a FlinkDeployment running its --team) and its inference Deployment."""
     objects = list(objects)
     dispatched = {_args(o).get("team") for o in objects if o.get("kind") == "FlinkDeployment"}
-    served = {env.get("value") for o in objects if o.get("kind") == "Deployment"
-              for c in _containers(o) for env in c.get("env") or [] if env.get("name") == "TEAM"}
+    served = {
+        env.get("value")
+        for o in objects
+        if o.get("kind") == "Deployment"
+        for c in _containers(o)
+        for env in c.get("env") or []
+        if env.get("name") == "TEAM"
+    }
     problems = []
     for team in teams:
         if team.team not in dispatched:

@@ -72,12 +72,27 @@ class Authority:
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         _new_key(self._key)
-        _openssl("req", "-x509", "-new", "-key", self._key, "-out", self.cert, "-days", str(_CA_DAYS),
-                 "-subj", f"/CN=imagery local CA {os.urandom(4).hex()}",
-                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        _openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            self._key,
+            "-out",
+            self.cert,
+            "-days",
+            str(_CA_DAYS),
+            "-subj",
+            f"/CN=imagery local CA {os.urandom(4).hex()}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        )
 
-    def issue(self, name: str, hosts: Sequence[str] = LOCAL_HOSTS, *, expired: bool = False,
-              organization: str | None = None) -> CertFiles:
+    def issue(
+        self, name: str, hosts: Sequence[str] = LOCAL_HOSTS, *, expired: bool = False, organization: str | None = None
+    ) -> CertFiles:
         """The certificate `name` (its subject CN, and so its Kafka principal `User:<name>` under the stack's
         mapping rule), for servers at HOSTS and for clients alike; `expired`: one whose validity ended yesterday;
         `organization`: a subject O as well (Kubernetes reads a client certificate's O as the user's group)."""
@@ -85,8 +100,11 @@ class Authority:
         if files.bundle.exists():
             return files
         now = dt.datetime.now(dt.UTC)
-        start, end = ((now - dt.timedelta(days=30), now - dt.timedelta(days=1)) if expired else
-                      (now - dt.timedelta(hours=1), now + dt.timedelta(days=VALID_DAYS)))
+        start, end = (
+            (now - dt.timedelta(days=30), now - dt.timedelta(days=1))
+            if expired
+            else (now - dt.timedelta(hours=1), now + dt.timedelta(days=VALID_DAYS))
+        )
         work = self.folder / f".issue-{name}"
         shutil.rmtree(work, ignore_errors=True)
         (work / "new").mkdir(parents=True)
@@ -99,13 +117,33 @@ class Authority:
             "policy = anything\nunique_subject = no\n"
             "[anything]\norganizationName = optional\ncommonName = supplied\n"
             "[leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
-            f"extendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = {san}\n")
+            f"extendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = {san}\n"
+        )
         _new_key(files.key)
         subject = (f"/O={organization}" if organization else "") + f"/CN={name}"
         _openssl("req", "-new", "-key", files.key, "-out", work / "leaf.csr", "-subj", subject)
-        _openssl("ca", "-batch", "-notext", "-config", "ca.cnf", "-extensions", "leaf", "-cert", self.cert,
-                 "-keyfile", self._key, "-in", "leaf.csr", "-out", files.cert, "-startdate", _stamp(start),
-                 "-enddate", _stamp(end), cwd=work)
+        _openssl(
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-extensions",
+            "leaf",
+            "-cert",
+            self.cert,
+            "-keyfile",
+            self._key,
+            "-in",
+            "leaf.csr",
+            "-out",
+            files.cert,
+            "-startdate",
+            _stamp(start),
+            "-enddate",
+            _stamp(end),
+            cwd=work,
+        )
         files.bundle.write_text(files.key.read_text() + files.cert.read_text())
         files.bundle.chmod(0o600)
         shutil.rmtree(work, ignore_errors=True)

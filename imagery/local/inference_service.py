@@ -51,12 +51,23 @@ def _write_private(path: Path, text: str) -> None:
 class InferenceService:
     readiness_path = READYZ_ROUTE  # answers 200 once the model is warm and storage answers
 
-    def __init__(self, stack: StackSettings, team: str = "fruit", port: int | None = None,
-                 weights_path: str | None = None, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, access_log: bool = False, *,
-                 auth_token: str | None = None, tls: CertFiles | None = None,
-                 minio_secure: bool = False, minio_ca_file: Path | None = None,
-                 minio_access_key: str | None = None, minio_secret_key: str | None = None) -> None:
+    def __init__(
+        self,
+        stack: StackSettings,
+        team: str = "fruit",
+        port: int | None = None,
+        weights_path: str | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        access_log: bool = False,
+        *,
+        auth_token: str | None = None,
+        tls: CertFiles | None = None,
+        minio_secure: bool = False,
+        minio_ca_file: Path | None = None,
+        minio_access_key: str | None = None,
+        minio_secret_key: str | None = None,
+    ) -> None:
         """ENV: more of the service's variables (from `service_environment(...)`); a name it does not read raises.
         AUTH_TOKEN: the bearer token the infer routes will need. TLS: serve HTTPS with this certificate and key.
         MINIO_SECURE, MINIO_CA_FILE: reach MinIO over TLS, trusting that CA bundle too. MINIO_ACCESS_KEY and
@@ -75,10 +86,13 @@ class InferenceService:
         if auth_token is not None and given.get("auth_token"):
             raise ValueError("the token is given twice: as auth_token and as AUTH_TOKEN in env")
         self.secrets: dict[str, str] = {  # by the setting's field name; those with a *_FILE in ENV are the caller's
-            field: value for field, value in {
+            field: value
+            for field, value in {
                 "minio_secret_key": given.get("minio_secret_key") or minio_secret_key or stack.minio_secret_key,
                 "auth_token": auth_token if auth_token is not None else given.get("auth_token"),
-            }.items() if value and names[SECRET_FILES[field]] not in self.extra_env}
+            }.items()
+            if value and names[SECRET_FILES[field]] not in self.extra_env
+        }
         self.minio_secure = minio_secure
         self.minio_ca_file = minio_ca_file
         self.minio_access_key = minio_access_key or stack.minio_access_key
@@ -108,10 +122,18 @@ class InferenceService:
         """What the service's process gets on top of this one's environment: SECRET_FILES are the variables that
         name the files holding its secrets (`start` writes them)."""
         settings = service_environment(
-            team=self.team, minio_endpoint=self.stack.minio_endpoint, minio_access_key=self.minio_access_key,
-            minio_secure=self.minio_secure, minio_ca_file=self.minio_ca_file, host=self.host, port=self.port,
-            access_log=self.access_log, weights_path=self.weights_path,
-            tls_cert_file=self.tls.cert if self.tls else None, tls_key_file=self.tls.key if self.tls else None)
+            team=self.team,
+            minio_endpoint=self.stack.minio_endpoint,
+            minio_access_key=self.minio_access_key,
+            minio_secure=self.minio_secure,
+            minio_ca_file=self.minio_ca_file,
+            host=self.host,
+            port=self.port,
+            access_log=self.access_log,
+            weights_path=self.weights_path,
+            tls_cert_file=self.tls.cert if self.tls else None,
+            tls_key_file=self.tls.key if self.tls else None,
+        )
         # a secret this process inherited in its own environment must not reach the service: "" is none to it
         cleared = {environment_names()[field]: "" for field in SECRET_FILES}
         return {"PYTHONUNBUFFERED": "1", **cleared, **settings, **self.extra_env, **(secret_files or {})}
@@ -132,8 +154,13 @@ class InferenceService:
         if self.running:
             return self
         try:
-            self.process = spawn(self.command(), self.log_path, name=f"the {self.team} inference service",
-                                 env=self.environment(self._write_secrets()), cwd=REPO_ROOT)
+            self.process = spawn(
+                self.command(),
+                self.log_path,
+                name=f"the {self.team} inference service",
+                env=self.environment(self._write_secrets()),
+                cwd=REPO_ROOT,
+            )
             self.wait_ready(timeout_s)
         except BaseException:
             self.stop()

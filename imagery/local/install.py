@@ -80,8 +80,17 @@ def ensure_kafka(settings: StackSettings) -> Path:
     libs = home / "libs"
     shutil.rmtree(libs, ignore_errors=True)
     run_streaming(
-        [mvn, "-B", "-ntp", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-         f"-Dkafka.version={KAFKA_VERSION}", "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
+        [
+            mvn,
+            "-B",
+            "-ntp",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={KAFKA_VERSION}",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
         f"Fetching Apache Kafka {KAFKA_VERSION} broker jars from Maven Central",
     )
     if not any(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
@@ -120,8 +129,12 @@ def _download(url: str, dest: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as resp, tmp.open("wb") as out:
         total = int(resp.headers.get("Content-Length") or 0)
         with Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=console, transient=False,
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             task = progress.add_task(f"  {dest.name}", total=total or None)
             while chunk := resp.read(1 << 16):

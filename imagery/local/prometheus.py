@@ -36,8 +36,13 @@ def port_range(ports: str = PROMETHEUS_PORTS) -> list[int]:
     return list(range(int(first), int(last or first) + 1))
 
 
-def config(services: dict[str, list[str]], flink_host: str = "127.0.0.1", flink_ports: str = PROMETHEUS_PORTS,
-           interval_s: float = 5.0, rule_files: list[Path] | None = None) -> dict:
+def config(
+    services: dict[str, list[str]],
+    flink_host: str = "127.0.0.1",
+    flink_ports: str = PROMETHEUS_PORTS,
+    interval_s: float = 5.0,
+    rule_files: list[Path] | None = None,
+) -> dict:
     """prometheus.yml: each team's services (host:port) labelled with the team, and every port of Flink's reporter
     range (JobManagers, TaskManagers and local MiniCluster jobs each take one; the unused ones are just `up` 0)."""
     interval = f"{interval_s:g}s"
@@ -45,10 +50,17 @@ def config(services: dict[str, list[str]], flink_host: str = "127.0.0.1", flink_
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in (rule_files if rule_files is not None else [ALERT_RULES])],
         "scrape_configs": [
-            {"job_name": SERVICE_JOB, "metrics_path": METRICS_ROUTE,
-             "static_configs": [{"targets": targets, "labels": {"team": team}} for team, targets in services.items()]},
-            {"job_name": FLINK_JOB,
-             "static_configs": [{"targets": [f"{flink_host}:{port}" for port in port_range(flink_ports)]}]},
+            {
+                "job_name": SERVICE_JOB,
+                "metrics_path": METRICS_ROUTE,
+                "static_configs": [
+                    {"targets": targets, "labels": {"team": team}} for team, targets in services.items()
+                ],
+            },
+            {
+                "job_name": FLINK_JOB,
+                "static_configs": [{"targets": [f"{flink_host}:{port}" for port in port_range(flink_ports)]}],
+            },
         ],
     }
 
@@ -75,9 +87,14 @@ class PrometheusServer:
         return f"http://{self.host}:{self.port}"
 
     def command(self, config_path: Path) -> list[str]:
-        return [binary(), f"--config.file={config_path}", f"--storage.tsdb.path={self.storage}",
-                f"--web.listen-address={self.host}:{self.port}", "--storage.tsdb.retention.time=1d",
-                "--web.enable-lifecycle"]
+        return [
+            binary(),
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={self.storage}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ]
 
     def write_config(self) -> Path:
         self.port = self.port or free_port(self.host)

@@ -64,18 +64,27 @@ def read_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def write_client_properties(path: Path, ca: Path, *, scram: tuple[str, str] | None = None,
-                            keystore: Path | None = None) -> Path:
+def write_client_properties(
+    path: Path, ca: Path, *, scram: tuple[str, str] | None = None, keystore: Path | None = None
+) -> Path:
     """A Kafka client properties file (mode 0600): SASL_SSL with SCRAM as (user, password), or SSL with KEYSTORE
     (a PEM file with the key and the certificate) for mTLS; both trust CA."""
     trust = {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca)}
     if scram is not None:
-        entries = {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM_MECHANISM,
-                   "sasl.jaas.config": jaas_line(SCRAM_LOGIN_MODULE, *scram), **trust}
+        entries = {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.jaas.config": jaas_line(SCRAM_LOGIN_MODULE, *scram),
+            **trust,
+        }
     else:
         assert keystore is not None, "a client needs a password or a certificate"
-        entries = {"security.protocol": "SSL", "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
-                   **trust}
+        entries = {
+            "security.protocol": "SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            **trust,
+        }
     return write_properties(path, entries)
 
 
@@ -84,11 +93,18 @@ def files(settings: StackSettings) -> StackSecurity:
     folder = settings.security_dir
     pki = folder / "pki"
     return StackSecurity(
-        folder=folder, ca=pki / f"{CA_NAME}.crt", broker=cert_files(pki, BROKER), minio=cert_files(pki, MINIO),
-        service=cert_files(pki, SERVICE), admin_cert=cert_files(pki, ADMIN),
-        admin_password_file=folder / "admin.password", minio_root_password_file=folder / "minio-root.password",
-        service_token_file=folder / "service.token", admin_sasl=folder / "admin.properties",
-        admin_mtls=folder / "admin-mtls.properties")
+        folder=folder,
+        ca=pki / f"{CA_NAME}.crt",
+        broker=cert_files(pki, BROKER),
+        minio=cert_files(pki, MINIO),
+        service=cert_files(pki, SERVICE),
+        admin_cert=cert_files(pki, ADMIN),
+        admin_password_file=folder / "admin.password",
+        minio_root_password_file=folder / "minio-root.password",
+        service_token_file=folder / "service.token",
+        admin_sasl=folder / "admin.properties",
+        admin_mtls=folder / "admin-mtls.properties",
+    )
 
 
 def ensure(settings: StackSettings) -> StackSecurity:
@@ -102,14 +118,18 @@ def ensure(settings: StackSettings) -> StackSecurity:
     for secret in (security.admin_password_file, security.minio_root_password_file, security.service_token_file):
         secret_file(secret)
     if not security.admin_sasl.exists():
-        write_client_properties(security.admin_sasl, security.ca,
-                                scram=(ADMIN, read_secret(security.admin_password_file)))
+        write_client_properties(
+            security.admin_sasl, security.ca, scram=(ADMIN, read_secret(security.admin_password_file))
+        )
     if not security.admin_mtls.exists():
         write_client_properties(security.admin_mtls, security.ca, keystore=security.admin_cert.bundle)
     certs = security.minio_certs_dir
     (certs / "CAs").mkdir(parents=True, exist_ok=True)
-    for name, source in (("public.crt", security.minio.cert), ("private.key", security.minio.key),
-                         ("CAs/ca.crt", security.ca)):
+    for name, source in (
+        ("public.crt", security.minio.cert),
+        ("private.key", security.minio.key),
+        ("CAs/ca.crt", security.ca),
+    ):
         if not (certs / name).exists():
             write_secret(certs / name, source.read_text())
     return security
@@ -127,8 +147,10 @@ def broker_properties(settings: StackSettings, security: StackSecurity) -> list[
         "inter.broker.listener.name=MTLS",
         f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
         f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={SCRAM_LOGIN_MODULE} required;",
-        "ssl.keystore.type=PEM", f"ssl.keystore.location={security.broker.bundle}",
-        "ssl.truststore.type=PEM", f"ssl.truststore.location={security.ca}",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={security.broker.bundle}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={security.ca}",
         "listener.name.mtls.ssl.client.auth=required",
         "listener.name.controller.ssl.client.auth=required",
         f"ssl.principal.mapping.rules={PRINCIPAL_MAPPING}",

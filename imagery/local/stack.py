@@ -134,25 +134,27 @@ def kafka_component(settings: StackSettings) -> Component:
         ports = [port, cport]
     props = conf_dir / "server.properties"
     props.write_text(
-        "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{h}:{cport}",
-            *listeners,
-            f"log.dirs={settings.kafka_data}",
-            "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            # exactly-once sinks hold transactions open across a checkpoint: allow up to 15 minutes
-            f"transaction.max.timeout.ms={limits.KAFKA_MAX_TRANSACTION_MS}",
-            "auto.create.topics.enable=true",
-            "delete.topic.enable=true",
-            "",
-        ])
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{h}:{cport}",
+                *listeners,
+                f"log.dirs={settings.kafka_data}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # exactly-once sinks hold transactions open across a checkpoint: allow up to 15 minutes
+                f"transaction.max.timeout.ms={limits.KAFKA_MAX_TRANSACTION_MS}",
+                "auto.create.topics.enable=true",
+                "delete.topic.enable=true",
+                "",
+            ]
+        )
     )
     log4j = conf_dir / "log4j2.properties"
     log4j.write_text(
@@ -167,15 +169,22 @@ def kafka_component(settings: StackSettings) -> Component:
     )
     classpath = str(home / "libs" / "*")
     java = [
-        "java", f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
+        "java",
+        f"-Xmx{settings.kafka_heap}",
+        f"-Xms{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        classpath,
     ]
     if not (settings.kafka_data / "meta.properties").exists():
         settings.kafka_data.mkdir(parents=True, exist_ok=True)
         cluster_id = kafka_cluster_id()
         formatted = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if formatted.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{formatted.stdout}\n{formatted.stderr}")
@@ -194,8 +203,10 @@ def kafka_admin(settings: StackSettings, mtls: bool = False) -> kafka_io.Connect
     if not settings.secure:
         return kafka_io.Connection(settings.bootstrap)
     security = local_security.files(settings)
-    return kafka_io.Connection(settings.mtls_bootstrap if mtls else settings.bootstrap,
-                               kafka_config.load(security.admin_mtls if mtls else security.admin_sasl))
+    return kafka_io.Connection(
+        settings.mtls_bootstrap if mtls else settings.bootstrap,
+        kafka_config.load(security.admin_mtls if mtls else security.admin_sasl),
+    )
 
 
 def secured_kafka_ready(settings: StackSettings) -> None:
@@ -223,8 +234,9 @@ def kafka_round_trip(bootstrap: kafka_io.Target, timeout_s: float = 10.0) -> Non
     producer = kafka_io.producer(bootstrap, config={"message.timeout.ms": int(timeout_s * 1000), "log_level": 2})
     delivered: list[Message] = []
     failed: list[str] = []
-    producer.produce(topic, token,
-                     on_delivery=lambda err, msg: failed.append(str(err)) if err else delivered.append(msg))
+    producer.produce(
+        topic, token, on_delivery=lambda err, msg: failed.append(str(err)) if err else delivered.append(msg)
+    )
     producer.flush(timeout_s)
     if not delivered:
         raise StackError(f"Kafka produce to {bootstrap} failed: {failed[:1] or 'timed out'}")
@@ -243,19 +255,31 @@ def kafka_round_trip(bootstrap: kafka_io.Target, timeout_s: float = 10.0) -> Non
 # --------------------------------------------------------------------------- MinIO
 
 
-def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = None,
-                    name: str = MINIO) -> Component:
+def minio_component(settings: StackSettings, extra_env: dict[str, str] | None = None, name: str = MINIO) -> Component:
     settings.minio_data.mkdir(parents=True, exist_ok=True)
     # the secured stack's MinIO serves TLS with its certificate from the stack's CA (security.py)
     tls = ["--certs-dir", str(local_security.ensure(settings).minio_certs_dir)] if settings.secure else []
     return Component(
         name=name,
         ports=[settings.minio_port, settings.minio_console_port],
-        argv=[str(install.minio_binary(settings)), "server", str(settings.minio_data),
-              "--address", settings.minio_endpoint,
-              "--console-address", f"{settings.host}:{settings.minio_console_port}", "--quiet", *tls],
-        env={"MINIO_ROOT_USER": settings.minio_access_key, **_minio_root_password(settings),
-             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", **(extra_env or {})},
+        argv=[
+            str(install.minio_binary(settings)),
+            "server",
+            str(settings.minio_data),
+            "--address",
+            settings.minio_endpoint,
+            "--console-address",
+            f"{settings.host}:{settings.minio_console_port}",
+            "--quiet",
+            *tls,
+        ],
+        env={
+            "MINIO_ROOT_USER": settings.minio_access_key,
+            **_minio_root_password(settings),
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+            **(extra_env or {}),
+        },
         probe=lambda: minio_bucket_call(settings),
     )
 
@@ -277,9 +301,13 @@ def minio_client(settings: StackSettings) -> Minio:
     """The stack's MinIO as its root user (over TLS on the secured stack, trusting the stack's CA)."""
     from imagery import storage_access
 
-    return storage_access.minio_client(settings.minio_endpoint, settings.minio_access_key, minio_secret_key(settings),
-                                       secure=settings.secure,
-                                       ca_file=local_security.files(settings).ca if settings.secure else None)
+    return storage_access.minio_client(
+        settings.minio_endpoint,
+        settings.minio_access_key,
+        minio_secret_key(settings),
+        secure=settings.secure,
+        ca_file=local_security.files(settings).ca if settings.secure else None,
+    )
 
 
 def minio_bucket_call(settings: StackSettings) -> None:
@@ -308,27 +336,29 @@ def flink_conf_dir(settings: StackSettings) -> Path:
             (conf / name).write_text(src.read_text())
     # start from the wheel's own config (it carries the --add-opens flags Java 17 needs), then ours on top
     config = _flatten(yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {})
-    config.update({
-        "jobmanager.rpc.address": settings.host,
-        "jobmanager.bind-host": settings.host,
-        "taskmanager.bind-host": settings.host,
-        "taskmanager.host": settings.host,
-        "rest.address": settings.host,
-        "rest.bind-address": settings.host,
-        "rest.port": settings.flink_rest_port,
-        "jobmanager.memory.process.size": "1024m",
-        "taskmanager.memory.process.size": "2048m",
-        "taskmanager.numberOfTaskSlots": 4,
-        "python.executable": sys.executable,
-        "python.client.executable": sys.executable,
-        # thread mode: PEMJA (in flink-python, on the daemons' classpath: flink_env) loads libpython into the JVM once;
-        # loaded again through each job's own class loader, it failed at the second job of a TaskManager (its
-        # workaround reads a ClassLoader field Java 17 no longer has: NoSuchFieldException loadedLibraryNames)
-        "classloader.parent-first-patterns.additional": "pemja.",
-        # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each take
-        # the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
-        **reporter_options(),
-    })
+    config.update(
+        {
+            "jobmanager.rpc.address": settings.host,
+            "jobmanager.bind-host": settings.host,
+            "taskmanager.bind-host": settings.host,
+            "taskmanager.host": settings.host,
+            "rest.address": settings.host,
+            "rest.bind-address": settings.host,
+            "rest.port": settings.flink_rest_port,
+            "jobmanager.memory.process.size": "1024m",
+            "taskmanager.memory.process.size": "2048m",
+            "taskmanager.numberOfTaskSlots": 4,
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+            # thread mode: PEMJA (in flink-python, on the daemons' classpath: flink_env) loads libpython into the JVM once;
+            # loaded again through each job's own class loader, it failed at the second job of a TaskManager (its
+            # workaround reads a ClassLoader field Java 17 no longer has: NoSuchFieldException loadedLibraryNames)
+            "classloader.parent-first-patterns.additional": "pemja.",
+            # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each take
+            # the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
+            **reporter_options(),
+        }
+    )
     (conf / "config.yaml").write_text(yaml.safe_dump(config, default_flow_style=False, width=10_000))
     return conf
 
@@ -358,8 +388,10 @@ def flink_env(settings: StackSettings) -> dict[str, str]:
 
 def flink_jobmanager_component(settings: StackSettings) -> Component:
     return Component(
-        name=FLINK_JOBMANAGER, ports=[settings.flink_rest_port],
-        argv=["bash", str(flink_home() / "bin" / "jobmanager.sh"), "start-foreground"], env=flink_env(settings),
+        name=FLINK_JOBMANAGER,
+        ports=[settings.flink_rest_port],
+        argv=["bash", str(flink_home() / "bin" / "jobmanager.sh"), "start-foreground"],
+        env=flink_env(settings),
         probe=lambda: _flink_overview(settings),
     )
 
@@ -368,8 +400,10 @@ def flink_taskmanager_component(settings: StackSettings) -> Component:
     # a job in thread mode runs its Python inside this JVM, which imports what this venv does
     env = {**flink_env(settings), "PYTHONPATH": embedded_python.python_path()}
     return Component(
-        name=FLINK_TASKMANAGER, ports=[],
-        argv=["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"], env=env,
+        name=FLINK_TASKMANAGER,
+        ports=[],
+        argv=["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"],
+        env=env,
         probe=lambda: _flink_has_taskmanager(settings),
     )
 
@@ -403,22 +437,40 @@ def _kafka_note(settings: StackSettings) -> str:
     if not settings.secure:
         return f"Kafka {KAFKA_VERSION}, KRaft; IMAGERY_KAFKA_PORT"
     sec = local_security.files(settings)
-    return (f"Kafka {KAFKA_VERSION}, SASL_SSL (SCRAM-SHA-512) here and mTLS on {settings.mtls_bootstrap}, ACLs on; "
-            f"client files (--kafka-config): {sec.admin_sasl}, {sec.admin_mtls}; CA: {sec.ca}; for a service over "
-            f"TLS: TLS_CERT_FILE {sec.service.cert}, TLS_KEY_FILE {sec.service.key}, AUTH_TOKEN_FILE "
-            f"{sec.service_token_file}")
+    return (
+        f"Kafka {KAFKA_VERSION}, SASL_SSL (SCRAM-SHA-512) here and mTLS on {settings.mtls_bootstrap}, ACLs on; "
+        f"client files (--kafka-config): {sec.admin_sasl}, {sec.admin_mtls}; CA: {sec.ca}; for a service over "
+        f"TLS: TLS_CERT_FILE {sec.service.cert}, TLS_KEY_FILE {sec.service.key}, AUTH_TOKEN_FILE "
+        f"{sec.service_token_file}"
+    )
 
 
 PARTS: tuple[Part, ...] = (  # in start order; `down` stops them in the reverse order
     Part(KAFKA, kafka_component, lambda s: s.bootstrap, lambda s: _kafka_note(s)),
-    Part(MINIO, minio_component, lambda s: f"{'https' if s.secure else 'http'}://{s.minio_endpoint}",
-         lambda s: f"root user {s.minio_access_key}, its secret "
-         + (f"in {local_security.files(s).minio_root_password_file}" if s.secure else "IMAGERY_MINIO_SECRET_KEY")
-         + "; IMAGERY_MINIO_PORT"),
-    Part(FLINK_JOBMANAGER, flink_jobmanager_component, lambda s: s.flink_rest_url,
-         lambda s: "REST + UI; IMAGERY_FLINK_REST_PORT", flink=True),
-    Part(FLINK_TASKMANAGER, flink_taskmanager_component, lambda s: "-",
-         lambda s: "registers with the JobManager", flink=True),
+    Part(
+        MINIO,
+        minio_component,
+        lambda s: f"{'https' if s.secure else 'http'}://{s.minio_endpoint}",
+        lambda s: (
+            f"root user {s.minio_access_key}, its secret "
+            + (f"in {local_security.files(s).minio_root_password_file}" if s.secure else "IMAGERY_MINIO_SECRET_KEY")
+            + "; IMAGERY_MINIO_PORT"
+        ),
+    ),
+    Part(
+        FLINK_JOBMANAGER,
+        flink_jobmanager_component,
+        lambda s: s.flink_rest_url,
+        lambda s: "REST + UI; IMAGERY_FLINK_REST_PORT",
+        flink=True,
+    ),
+    Part(
+        FLINK_TASKMANAGER,
+        flink_taskmanager_component,
+        lambda s: "-",
+        lambda s: "registers with the JobManager",
+        flink=True,
+    ),
 )
 
 
@@ -449,5 +501,12 @@ def down(settings: StackSettings, names: list[str] | None = None, log: Callable[
 
 
 def status(settings: StackSettings) -> list[dict[str, object]]:
-    return [{"name": part.name, "pid": running_pid(settings, part.name), "address": part.address(settings),
-             "note": part.note(settings)} for part in PARTS]
+    return [
+        {
+            "name": part.name,
+            "pid": running_pid(settings, part.name),
+            "address": part.address(settings),
+            "note": part.note(settings),
+        }
+        for part in PARTS
+    ]

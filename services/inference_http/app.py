@@ -59,7 +59,8 @@ from services.inference_http.upload import FILE_FIELD, MULTIPART_OVERHEAD_BYTES,
 log = logging.getLogger("services.inference_http")
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text} for status, text in {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
         401: "missing or wrong bearer token (when AUTH_TOKEN_FILE or AUTH_TOKEN is set); checked before the body "
         "is read",
         403: "the bucket is not one of this team's (ALLOWED_BUCKETS), or MinIO denies this service's user the object",
@@ -98,9 +99,14 @@ async def readyz(request: Request) -> JSONResponse:
     reasons = await engine.readiness() if engine else ["the model is loading"]
     body: dict[str, Any] = {"ready": not reasons, "team": request.app.state.settings.team}
     if engine:
-        body.update(model_name=engine.model_name, model_tag=engine.model_tag, device=str(engine.device),
-                    max_batch_size=engine.max_batch_size, workers=engine.settings.worker_count,
-                    forward=engine.forward)
+        body.update(
+            model_name=engine.model_name,
+            model_tag=engine.model_tag,
+            device=str(engine.device),
+            max_batch_size=engine.max_batch_size,
+            workers=engine.settings.worker_count,
+            forward=engine.forward,
+        )
     body["reasons"] = reasons
     return JSONResponse(body, status_code=200 if not reasons else 503)
 
@@ -138,31 +144,56 @@ async def serve_infer_batch(engine: InferenceEngine, body: bytes, received: floa
     items = BatchRequest.model_validate_json(body).items
     limit = engine.settings.max_batch_items
     if len(items) > limit:
-        raise TooManyItems(f"{len(items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)",
-                           limit=limit)
+        raise TooManyItems(
+            f"{len(items)} items is over the limit of {limit} per request (MAX_BATCH_ITEMS)", limit=limit
+        )
     return {"items": await asyncio.gather(*(engine.infer_item(item, received) for item in items))}
 
 
 # the form /infer_upload takes, for OpenAPI (described by hand: FastAPI's Form() parameters need python-multipart,
 # which the route does without, see upload.py)
-UPLOAD_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": [FILE_FIELD], "properties": {
-        FILE_FIELD: {"type": "string", "format": "binary", "description": "the image"},
-        "model_tag": {"type": "string"},
-        "extra": {"type": "string", "description": "a JSON object, passed to the runner as `extra`"}}}}}}}
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {"type": "string", "format": "binary", "description": "the image"},
+                        "model_tag": {"type": "string"},
+                        "extra": {"type": "string", "description": "a JSON object, passed to the runner as `extra`"},
+                    },
+                }
+            }
+        },
+    }
+}
 assert set(UPLOAD_OPENAPI["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
-    FILE_FIELD, *TEXT_FIELDS}
+    FILE_FIELD,
+    *TEXT_FIELDS,
+}
 
-INFER_HANDLERS = {contract.INFER_JSON_ROUTE: serve_infer_json, contract.INFER_BATCH_ROUTE: serve_infer_batch,
-                  contract.INFER_UPLOAD_ROUTE: serve_infer_upload}
+INFER_HANDLERS = {
+    contract.INFER_JSON_ROUTE: serve_infer_json,
+    contract.INFER_BATCH_ROUTE: serve_infer_batch,
+    contract.INFER_UPLOAD_ROUTE: serve_infer_upload,
+}
 assert tuple(INFER_HANDLERS) == contract.INFER_ROUTES
 
 
 # ---------------------------------------------------------------------------- errors and metrics
 
 
-def _error(status: int, type_: str, message: str, stage: Stage | None,
-           headers: dict[str, str] | None = None, limit: int | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    type_: str,
+    message: str,
+    stage: Stage | None,
+    headers: dict[str, str] | None = None,
+    limit: int | None = None,
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, stage=stage, limit=limit))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -226,8 +257,9 @@ class InferRoutes:
         self.body_timeout_s = settings.body_timeout_s
         # an upload carries the image itself: its body may be as large as an object the service would fetch
         self.max_bytes = {route: settings.max_request_bytes for route in contract.INFER_ROUTES}
-        self.max_bytes[contract.INFER_UPLOAD_ROUTE] = max(settings.max_request_bytes,
-                                              settings.max_object_bytes + MULTIPART_OVERHEAD_BYTES)
+        self.max_bytes[contract.INFER_UPLOAD_ROUTE] = max(
+            settings.max_request_bytes, settings.max_object_bytes + MULTIPART_OVERHEAD_BYTES
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = INFER_HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
@@ -256,8 +288,13 @@ class InferRoutes:
             await (await _unexpected_error(Request(scope), exc))(scope, receive, send)
             return
         content = orjson.dumps(payload, default=json_default)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": content})
 
     def _check_token(self, scope: Scope) -> None:
@@ -277,8 +314,9 @@ class InferRoutes:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + received + self.body_timeout_s
-                                          - time.monotonic()):
+            async with asyncio.timeout_at(
+                asyncio.get_running_loop().time() + received + self.body_timeout_s - time.monotonic()
+            ):
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":  # the client went away
@@ -291,8 +329,9 @@ class InferRoutes:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g}s "
-                                  f"(BODY_TIMEOUT_S)") from None
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g}s (BODY_TIMEOUT_S)"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -337,22 +376,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if settings.scheduler_socket and runner is None:
             # a front of a multi-process service: the model lives in the scheduler (server.py), not here
-            engine = InferenceEngine(settings, lambda upstream: SchedulerClient(settings, upstream),
-                                     ObjectStore(settings), metrics)
+            engine = InferenceEngine(
+                settings, lambda upstream: SchedulerClient(settings, upstream), ObjectStore(settings), metrics
+            )
         else:
             if runner is None:
-                runner = await asyncio.to_thread(model_registry.get_model_runner, settings.team,
-                                                 settings.weights_path, settings.model_tag,
-                                                 module=settings.runner_module)
+                runner = await asyncio.to_thread(
+                    model_registry.get_model_runner,
+                    settings.team,
+                    settings.weights_path,
+                    settings.model_tag,
+                    module=settings.runner_module,
+                )
             local = runner
             engine = InferenceEngine(
-                settings, lambda upstream: local_path(settings, local, metrics, lambda: upstream() > 0),
-                ObjectStore(settings), metrics)
+                settings,
+                lambda upstream: local_path(settings, local, metrics, lambda: upstream() > 0),
+                ObjectStore(settings),
+                metrics,
+            )
     except model_registry.RegistryError as exc:
         log.error("refusing to start: %s", exc)
         raise
-    log.info("team %s: %s (%s) loaded, device %s, max batch %d, max delay %gms", engine.team, engine.model_name,
-             engine.model_tag, engine.device, engine.max_batch_size, settings.max_batch_delay_ms)
+    log.info(
+        "team %s: %s (%s) loaded, device %s, max batch %d, max delay %gms",
+        engine.team,
+        engine.model_name,
+        engine.model_tag,
+        engine.device,
+        engine.max_batch_size,
+        settings.max_batch_delay_ms,
+    )
     if settings.worker_count > 1:
         # one of several workers on one port: it takes no connection before it is warm (uvicorn starts accepting
         # when this startup returns), so no request meets a cold model while a warm worker could take it
@@ -375,19 +429,42 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: ServiceSettings | None = None, runner: Runner | None = None) -> FastAPI:
     """The app; settings come from the environment unless given. `runner` replaces the registry's (tests)."""
     settings = settings or ServiceSettings()
-    app = FastAPI(title=f"Inference service ({settings.team or 'no team'})", version="1.0",
-                  summary="MinIO object -> decode -> dynamic batch -> the team's torch model", lifespan=lifespan)
+    app = FastAPI(
+        title=f"Inference service ({settings.team or 'no team'})",
+        version="1.0",
+        summary="MinIO object -> decode -> dynamic batch -> the team's torch model",
+        lifespan=lifespan,
+    )
     app.state.settings, app.state.runner, app.state.engine = settings, runner, None
     app.state.metrics = Metrics()
 
     # documents the bearer scheme in OpenAPI; InferRoutes enforces it before the body is read
     secured = [Depends(HTTPBearer(auto_error=False))]
-    app.add_api_route(contract.INFER_JSON_ROUTE, infer_json, methods=["POST"], response_model=InferResponse,
-                      responses=_ERROR_RESPONSES, dependencies=secured)
-    app.add_api_route(contract.INFER_BATCH_ROUTE, infer_batch, methods=["POST"], response_model=BatchResponse,
-                      responses=_ERROR_RESPONSES, dependencies=secured)
-    app.add_api_route(contract.INFER_UPLOAD_ROUTE, infer_upload, methods=["POST"], response_model=InferResponse,
-                      responses=_ERROR_RESPONSES, dependencies=secured, openapi_extra=UPLOAD_OPENAPI)
+    app.add_api_route(
+        contract.INFER_JSON_ROUTE,
+        infer_json,
+        methods=["POST"],
+        response_model=InferResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=secured,
+    )
+    app.add_api_route(
+        contract.INFER_BATCH_ROUTE,
+        infer_batch,
+        methods=["POST"],
+        response_model=BatchResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=secured,
+    )
+    app.add_api_route(
+        contract.INFER_UPLOAD_ROUTE,
+        infer_upload,
+        methods=["POST"],
+        response_model=InferResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=secured,
+        openapi_extra=UPLOAD_OPENAPI,
+    )
     app.add_api_route(contract.HEALTHZ_ROUTE, healthz, methods=["GET"])
     app.add_api_route(contract.READYZ_ROUTE, readyz, methods=["GET"], responses={503: {"description": "not ready"}})
     app.add_api_route(contract.METRICS_ROUTE, metrics, methods=["GET"], response_class=Response)

@@ -49,9 +49,16 @@ class _Entry(Generic[T, R]):
 
 
 class DynamicBatcher(Generic[T, R]):
-    def __init__(self, handler: BatchHandler[T, R], *, max_batch_size: int, max_delay_s: float,
-                 on_depth: Callable[[int], None] | None = None,
-                 more_coming: Callable[[], bool] | None = None, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        handler: BatchHandler[T, R],
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        on_depth: Callable[[int], None] | None = None,
+        more_coming: Callable[[], bool] | None = None,
+        concurrency: int = 1,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_delay_s < 0:

@@ -63,7 +63,7 @@ def jpeg_scans(data: bytes) -> int:
             continue
         if marker == 0xDA:
             return len(_SOS.findall(data, i))
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return 0
 
 
@@ -84,29 +84,34 @@ def probe(data: bytes, max_pixels: int, max_scan_pixels: int | None = None) -> I
     except Exception as exc:  # parsers of hostile bytes raise all kinds of things; all mean "not an image"
         raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
     if info.format not in SUPPORTED_FORMATS:
-        raise UnsupportedImageFormat(f"{info.format} images are not supported; send one of "
-                                     f"{', '.join(sorted(SUPPORTED_FORMATS - {'MPO'}))}")
+        raise UnsupportedImageFormat(
+            f"{info.format} images are not supported; send one of {', '.join(sorted(SUPPORTED_FORMATS - {'MPO'}))}"
+        )
     if info.width * info.height > max_pixels:
-        raise DecompressionBomb(f"refused before decoding: the header declares {info.width}x{info.height} = "
-                                f"{info.width * info.height} pixels, over the limit of {max_pixels}")
+        raise DecompressionBomb(
+            f"refused before decoding: the header declares {info.width}x{info.height} = "
+            f"{info.width * info.height} pixels, over the limit of {max_pixels}"
+        )
     if info.width < 1 or info.height < 1:
         raise NotAnImage(f"the header declares an empty image ({info.width}x{info.height})")
     if max_scan_pixels is not None and info.format in JPEG_FORMATS:
         scans = jpeg_scans(data)
         if scans * info.width * info.height > max_scan_pixels:
-            raise TooCostlyToDecode(f"refused before decoding: {scans} scans of {info.width}x{info.height} pixels "
-                                    f"(a photo has about 10); scans x pixels is over the limit of {max_scan_pixels}")
+            raise TooCostlyToDecode(
+                f"refused before decoding: {scans} scans of {info.width}x{info.height} pixels "
+                f"(a photo has about 10); scans x pixels is over the limit of {max_scan_pixels}"
+            )
     return info
 
 
-def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int,
-               max_scan_pixels: int | None = None) -> torch.Tensor:
+def decode_cpu(data: bytes, size: tuple[int, int], max_pixels: int, max_scan_pixels: int | None = None) -> torch.Tensor:
     """Probe, decode and resize on the CPU: uint8 [3, *size] (blocking: call from a thread)."""
     return decode_cpu_probed(data, size, max_pixels, max_scan_pixels)[1]
 
 
-def decode_cpu_probed(data: bytes, size: tuple[int, int], max_pixels: int,
-                      max_scan_pixels: int | None = None) -> tuple[ImageInfo, torch.Tensor]:
+def decode_cpu_probed(
+    data: bytes, size: tuple[int, int], max_pixels: int, max_scan_pixels: int | None = None
+) -> tuple[ImageInfo, torch.Tensor]:
     """`decode_cpu`, and what the header said."""
     info = probe(data, max_pixels, max_scan_pixels)
     try:
@@ -116,8 +121,9 @@ def decode_cpu_probed(data: bytes, size: tuple[int, int], max_pixels: int,
     return info, imaging.resize(image, size)
 
 
-def decode_batch_cuda(items: list[tuple[bytes, ImageInfo]], size: tuple[int, int],
-                      device: torch.device) -> list[torch.Tensor | ServiceError]:
+def decode_batch_cuda(
+    items: list[tuple[bytes, ImageInfo]], size: tuple[int, int], device: torch.device
+) -> list[torch.Tensor | ServiceError]:
     """Decode a batch on the GPU: the JPEGs together through nvJPEG, the rest on the CPU and copied over.
 
     Returns, in order, uint8 [3, *size] tensors on `device`, or the NotAnImage for an item that does not

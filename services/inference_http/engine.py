@@ -59,8 +59,13 @@ class InferenceEngine:
     path; `upstream()` tells it how many admitted images are still on their way to it (fetching, probing), so a
     batch waits for company only when some is coming."""
 
-    def __init__(self, settings: ServiceSettings, make_path: Callable[[Callable[[], int]], ForwardPath],
-                 store: ObjectStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        make_path: Callable[[Callable[[], int]], ForwardPath],
+        store: ObjectStore,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -72,7 +77,8 @@ class InferenceEngine:
         # the metrics' children, resolved once (a .labels() call takes a lock and a dict lookup per image)
         self._images_ok = metrics.images.labels("200")
         self._stage_fetch, self._stage_decode, self._stage_infer = (
-            metrics.stage_seconds.labels(stage) for stage in ("fetch", "decode", "infer"))
+            metrics.stage_seconds.labels(stage) for stage in ("fetch", "decode", "infer")
+        )
         self.warmed = False
         self.warmup_error: str | None = None
 
@@ -135,16 +141,19 @@ class InferenceEngine:
         except ServiceError as exc:
             return {"ok": False, "status": exc.status, "error": exc.detail_dict()}
 
-    async def _admitted(self, run: Callable[[Any, _Trace], Awaitable[dict[str, Any]]], what: Any,
-                        trace: _Trace) -> dict[str, Any]:
+    async def _admitted(
+        self, run: Callable[[Any, _Trace], Awaitable[dict[str, Any]]], what: Any, trace: _Trace
+    ) -> dict[str, Any]:
         if not self.warmed:
             why = f"warm-up failed: {self.warmup_error}" if self.warmup_error else "the model is still warming up"
             raise NotReady(why, self.settings.retry_after_s)
         # admission control: at most MAX_QUEUE images in the service at once; the rest get 429 at once
         # (inline, not a context manager: a generator per image cost 6-10% of the GIL's time under load, issue 10)
         if self.in_flight >= self.settings.max_queue:
-            raise QueueFull(f"{self.in_flight} images are in progress (MAX_QUEUE={self.settings.max_queue}); "
-                            f"retry later", self.settings.retry_after_s)
+            raise QueueFull(
+                f"{self.in_flight} images are in progress (MAX_QUEUE={self.settings.max_queue}); retry later",
+                self.settings.retry_after_s,
+            )
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         self.path.poke()  # one more on its way (a scheduler learns that some are coming)
@@ -155,7 +164,8 @@ class InferenceEngine:
         except TimeoutError:
             raise DeadlineExceeded(
                 f"no answer within REQUEST_TIMEOUT_MS={self.settings.request_timeout_ms:g} "
-                f"(it was at the {trace.stage} stage)") from None
+                f"(it was at the {trace.stage} stage)"
+            ) from None
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)
@@ -164,22 +174,29 @@ class InferenceEngine:
     async def _run_one(self, request: InferRequest, trace: _Trace) -> dict[str, Any]:
         trace.stage = "fetch"
         if not self.settings.bucket_allowed(request.bucket):
-            raise BucketNotAllowed(f"bucket {request.bucket!r} is not one of team {self.team}'s "
-                                   f"({', '.join(self.settings.bucket_patterns)}; ALLOWED_BUCKETS)")
+            raise BucketNotAllowed(
+                f"bucket {request.bucket!r} is not one of team {self.team}'s "
+                f"({', '.join(self.settings.bucket_patterns)}; ALLOWED_BUCKETS)"
+            )
         async with self._fetch_slots:
             data = await self.store.fetch(request.bucket, request.key)
-        return await self._decode_and_run(data, request.model_tag, request.extra, trace,
-                                          {"bucket": request.bucket, "key": request.key})
+        return await self._decode_and_run(
+            data, request.model_tag, request.extra, trace, {"bucket": request.bucket, "key": request.key}
+        )
 
     async def _run_upload(self, upload: Upload, trace: _Trace) -> dict[str, Any]:
         if len(upload.data) > self.settings.max_object_bytes:
-            raise ObjectTooLarge(f"the upload is {len(upload.data)} bytes, over MAX_OBJECT_BYTES="
-                                 f"{self.settings.max_object_bytes}", limit=self.settings.max_object_bytes)
-        return await self._decode_and_run(upload.data, upload.model_tag, upload.extra, trace,
-                                          {"filename": upload.filename} if upload.filename else {})
+            raise ObjectTooLarge(
+                f"the upload is {len(upload.data)} bytes, over MAX_OBJECT_BYTES={self.settings.max_object_bytes}",
+                limit=self.settings.max_object_bytes,
+            )
+        return await self._decode_and_run(
+            upload.data, upload.model_tag, upload.extra, trace, {"filename": upload.filename} if upload.filename else {}
+        )
 
-    async def _decode_and_run(self, data: bytes, model_tag: str | None, extra: dict[str, Any] | None,
-                              trace: _Trace, source: dict[str, Any]) -> dict[str, Any]:
+    async def _decode_and_run(
+        self, data: bytes, model_tag: str | None, extra: dict[str, Any] | None, trace: _Trace, source: dict[str, Any]
+    ) -> dict[str, Any]:
         """Decode `data`, run it in a forward pass, and answer with the runner's dict plus what the service adds
         (`source`: which object or upload it was)."""
         received = trace.received
@@ -201,12 +218,21 @@ class InferenceEngine:
         self._stage_infer.observe(done.infer_ms / 1000.0)
         if finished - received > self.settings.request_timeout_ms / 1000.0:
             raise TimeoutError  # finished, but too late: the caller has given up on this answer by now
-        return {**done.result, "team": self.team, **source,
-                "model_name": self.model_name, "model_tag": self.model_tag, "batch_size": done.batch_size,
-                "timings": {"fetch_ms": (fetched - received) * 1000.0,
-                            "decode_ms": (decoded - fetched) * 1000.0 + done.decode_ms,
-                            "queue_ms": queue_s * 1000.0, "infer_ms": done.infer_ms,
-                            "total_ms": (finished - received) * 1000.0}}
+        return {
+            **done.result,
+            "team": self.team,
+            **source,
+            "model_name": self.model_name,
+            "model_tag": self.model_tag,
+            "batch_size": done.batch_size,
+            "timings": {
+                "fetch_ms": (fetched - received) * 1000.0,
+                "decode_ms": (decoded - fetched) * 1000.0 + done.decode_ms,
+                "queue_ms": queue_s * 1000.0,
+                "infer_ms": done.infer_ms,
+                "total_ms": (finished - received) * 1000.0,
+            },
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,8 +248,16 @@ class InferenceEngine:
             return
         self.warmed = True
         self.metrics.ready.set(1)
-        log.info("team %s: %s (%s) warmed up on %s in %.1fs (%s; forward pass: %s)", self.team, self.model_name,
-                 self.model_tag, self.device, time.monotonic() - started, what, self.forward)
+        log.info(
+            "team %s: %s (%s) warmed up on %s in %.1fs (%s; forward pass: %s)",
+            self.team,
+            self.model_name,
+            self.model_tag,
+            self.device,
+            time.monotonic() - started,
+            what,
+            self.forward,
+        )
 
     async def readiness(self) -> list[str]:
         """Why the service is not ready; empty when it is."""

@@ -40,26 +40,45 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("inference_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
-        self.request_seconds = Histogram("inference_request_seconds", "HTTP request latency by route", ["route"],
-                                         buckets=_SECONDS, registry=r)
+        self.requests = Counter(
+            "inference_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "inference_request_seconds", "HTTP request latency by route", ["route"], buckets=_SECONDS, registry=r
+        )
         self.images = Counter("inference_images", "images handled (both routes) by status", ["status"], registry=r)
-        self.stage_seconds = Histogram("inference_stage_seconds", "per-image time in fetch, decode and infer",
-                                       ["stage"], buckets=_SECONDS, registry=r)
-        self.queue_seconds = Histogram("inference_queue_seconds", "time an image waited for its forward pass",
-                                       buckets=_SECONDS, registry=r)
-        self.batch_size = Histogram("inference_batch_size", "images per forward pass", buckets=_BATCH_SIZES,
-                                    registry=r)
-        self.forward_seconds = Counter("inference_forward_seconds", "time in forward passes (with a batch's GPU "
-                                       "decode): the runner's share of the service's time", registry=r)
+        self.stage_seconds = Histogram(
+            "inference_stage_seconds",
+            "per-image time in fetch, decode and infer",
+            ["stage"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "inference_queue_seconds", "time an image waited for its forward pass", buckets=_SECONDS, registry=r
+        )
+        self.batch_size = Histogram("inference_batch_size", "images per forward pass", buckets=_BATCH_SIZES, registry=r)
+        self.forward_seconds = Counter(
+            "inference_forward_seconds",
+            "time in forward passes (with a batch's GPU decode): the runner's share of the service's time",
+            registry=r,
+        )
         # with several workers: the sum over the live ones
-        self.queue_depth = Gauge("inference_queue_depth", "images waiting in the batcher", registry=r,
-                                 multiprocess_mode="livesum")
-        self.in_flight = Gauge("inference_in_flight", "images admitted and not finished (bounded by MAX_QUEUE per "
-                               "worker)", registry=r, multiprocess_mode="livesum")
-        self.ready = Gauge("inference_ready", "workers whose model is loaded and warmed up (1 with one worker)",
-                           registry=r, multiprocess_mode="livesum")
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "images waiting in the batcher", registry=r, multiprocess_mode="livesum"
+        )
+        self.in_flight = Gauge(
+            "inference_in_flight",
+            "images admitted and not finished (bounded by MAX_QUEUE per worker)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ready = Gauge(
+            "inference_ready",
+            "workers whose model is loaded and warmed up (1 with one worker)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def exposition(self) -> bytes:
         """The text /metrics answers: this process's registry, or every worker's in multiprocess mode."""

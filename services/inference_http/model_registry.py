@@ -101,8 +101,13 @@ def runner_class(team: str, package: str = ADAPTER_PACKAGE, module: str | None =
     return runner
 
 
-def get_model_runner(team: str, weights_path: str | None = None, model_tag: str | None = None,
-                     package: str = ADAPTER_PACKAGE, module: str | None = None) -> Runner:
+def get_model_runner(
+    team: str,
+    weights_path: str | None = None,
+    model_tag: str | None = None,
+    package: str = ADAPTER_PACKAGE,
+    module: str | None = None,
+) -> Runner:
     """The registry's one call: a ready runner for `team` (its weights loaded, on the CPU); `module`: see
     `runner_class`."""
     runner_cls = runner_class(team, package, module)

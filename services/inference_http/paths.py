@@ -143,8 +143,16 @@ class ForwardPath(ABC):
 class LocalPath(ForwardPath):
     """A path that runs the runner in this process: a dynamic batcher feeding the forward thread."""
 
-    def __init__(self, settings: ServiceSettings, runner: Runner, device: torch.device, metrics: Metrics,
-                 more_coming: Callable[[], bool] | None, max_batch_size: int, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runner: Runner,
+        device: torch.device,
+        metrics: Metrics,
+        more_coming: Callable[[], bool] | None,
+        max_batch_size: int,
+        concurrency: int = 1,
+    ) -> None:
         super().__init__(settings)
         self.runner = runner
         self.device = device
@@ -154,8 +162,13 @@ class LocalPath(ForwardPath):
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
         self.batcher: DynamicBatcher[Item, Done | ServiceError] = DynamicBatcher(
-            self._handle, max_batch_size=max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000.0,
-            on_depth=metrics.queue_depth.set, more_coming=more_coming, concurrency=concurrency)
+            self._handle,
+            max_batch_size=max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000.0,
+            on_depth=metrics.queue_depth.set,
+            more_coming=more_coming,
+            concurrency=concurrency,
+        )
 
     async def prepare(self, data: bytes, model_tag: str | None, extra: dict[str, Any] | None) -> Item:
         info = await in_thread(self._decode_pool, decode.probe, data, *self.limits)
@@ -240,7 +253,8 @@ class LocalPath(ForwardPath):
         assert isinstance(runner, CompilableRunner) and isinstance(runner, BatchRunner)
         size = (int(runner.input_size[0]), int(runner.input_size[1]))
         images = [decode.decode_cpu(sample, size, *self.limits)] + [
-            decode.decode_cpu(photo_like_jpeg(seed), size, *self.limits) for seed in range(1, COMPILE_CHECK_IMAGES)]
+            decode.decode_cpu(photo_like_jpeg(seed), size, *self.limits) for seed in range(1, COMPILE_CHECK_IMAGES)
+        ]
         batch = torch.stack(images).to(self.device)
         with torch.inference_mode():
             eager = runner.probabilities(batch).float()
@@ -256,11 +270,13 @@ class LocalPath(ForwardPath):
         same_top1 = bool(((compiled.argmax(1) == eager.argmax(1)) | ~decisive).all())
         mode = self.settings.compile_mode
         if diff <= COMPILE_TOLERANCE and same_top1:
-            return (f"compiled ({backend}, {mode}): max |p - p_eager| {diff:.2g} on {len(images)} images, "
-                    f"the same top-1")
+            return f"compiled ({backend}, {mode}): max |p - p_eager| {diff:.2g} on {len(images)} images, the same top-1"
         runner.eager_forward()
-        log.warning("the compiled forward pass differs from eager (max |dp| %.3g, same top-1: %s); serving eager",
-                    diff, same_top1)
+        log.warning(
+            "the compiled forward pass differs from eager (max |dp| %.3g, same top-1: %s); serving eager",
+            diff,
+            same_top1,
+        )
         return f"eager (compiled {backend} differed: max |p - p_eager| {diff:.2g}, same top-1: {same_top1})"
 
     async def _warm_batch(self, items: list[Item]) -> list[Done | ServiceError]:
@@ -281,18 +297,24 @@ class LocalPath(ForwardPath):
         isolated: list[dict[str, Any] | ServiceError] = []
         for index, item in enumerate(items):
             try:
-                isolated.append(runner.run_batch(batch[index:index + 1], [item.model_tag], [item.extra])[0])
+                isolated.append(runner.run_batch(batch[index : index + 1], [item.model_tag], [item.extra])[0])
             except Exception:
                 isolated.append(self.runner_failed())
         return isolated
 
-    def answers(self, items: list[Item], images: list[torch.Tensor | ServiceError], started: float,
-                decode_ms: float, record: bool, wait: Callable[[], None] | None = None) -> list[Done | ServiceError]:
+    def answers(
+        self,
+        items: list[Item],
+        images: list[torch.Tensor | ServiceError],
+        started: float,
+        decode_ms: float,
+        record: bool,
+        wait: Callable[[], None] | None = None,
+    ) -> list[Done | ServiceError]:
         """Stack the decoded images, run them, and pair each item with its answer or its own error. `wait`, when
         given, runs just before the batch goes to the device (the forward stream's wait for the decode)."""
         began = time.monotonic()
-        out: list[Done | ServiceError | None] = [image if isinstance(image, ServiceError) else None
-                                                 for image in images]
+        out: list[Done | ServiceError | None] = [image if isinstance(image, ServiceError) else None for image in images]
         ok = [i for i, image in enumerate(images) if isinstance(image, torch.Tensor)]
         if ok:
             if wait is not None:
@@ -305,8 +327,11 @@ class LocalPath(ForwardPath):
                 self.metrics.batch_size.observe(len(ok))
             for i, result in zip(ok, results, strict=True):
                 checked = result if isinstance(result, ServiceError) else checked_result(result)
-                out[i] = checked if isinstance(checked, ServiceError) else Done(checked, len(ok), started,
-                                                                                decode_ms, infer_ms)
+                out[i] = (
+                    checked
+                    if isinstance(checked, ServiceError)
+                    else Done(checked, len(ok), started, decode_ms, infer_ms)
+                )
         if record:  # the batch's own decode and forward pass, not its wait for the previous batch's
             self.metrics.forward_seconds.inc(decode_ms / 1000.0 + time.monotonic() - began)
         return [answer if answer is not None else InternalError("no answer for this item") for answer in out]
@@ -324,8 +349,14 @@ class LocalPath(ForwardPath):
 class PerImagePath(LocalPath):
     """A runner without run_batch: its run(bytes) decodes and infers one image per call."""
 
-    def __init__(self, settings: ServiceSettings, runner: Runner, device: torch.device, metrics: Metrics,
-                 more_coming: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runner: Runner,
+        device: torch.device,
+        metrics: Metrics,
+        more_coming: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(settings, runner, device, metrics, more_coming, max_batch_size=1)
 
     def forward_batch(self, items: list[Item], record: bool) -> list[Done | ServiceError]:
@@ -351,8 +382,14 @@ class CpuBatchPath(LocalPath):
     """On the CPU: each image is decoded and resized in a thread as soon as it arrives (while the batch it will
     join is still filling), then dynamic batches of run_batch."""
 
-    def __init__(self, settings: ServiceSettings, runner: BatchRunner, device: torch.device, metrics: Metrics,
-                 more_coming: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runner: BatchRunner,
+        device: torch.device,
+        metrics: Metrics,
+        more_coming: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(settings, runner, device, metrics, more_coming, max_batch_size=settings.max_batch_size)
         self.size = (int(runner.input_size[0]), int(runner.input_size[1]))
 
@@ -385,10 +422,17 @@ class PipelinedBatchPath(LocalPath):
     at batch 128 on an H200; run one after the other they gave 10,700, overlapped the bound is the decoder). On the
     CPU the decode stage decodes the batch's images on the decode threads, in parallel."""
 
-    def __init__(self, settings: ServiceSettings, runner: BatchRunner, device: torch.device, metrics: Metrics,
-                 more_coming: Callable[[], bool] | None = None) -> None:
-        super().__init__(settings, runner, device, metrics, more_coming, max_batch_size=settings.max_batch_size,
-                         concurrency=2)
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runner: BatchRunner,
+        device: torch.device,
+        metrics: Metrics,
+        more_coming: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__(
+            settings, runner, device, metrics, more_coming, max_batch_size=settings.max_batch_size, concurrency=2
+        )
         self.size = (int(runner.input_size[0]), int(runner.input_size[1]))
         self._stage_pool = ThreadPoolExecutor(1, thread_name_prefix="batch-decode")
         self._forward_lock = asyncio.Lock()  # FIFO: batches run their forward passes in the order they formed
@@ -435,6 +479,7 @@ class PipelinedBatchPath(LocalPath):
                 return decode.decode_cpu(item.data, self.size, *self.limits)
             except ServiceError as exc:
                 return exc
+
         return list(self._decode_pool.map(one, items))
 
     def _forward_stage(self, items: list[Item], decoded: _Decoded, record: bool) -> list[Done | ServiceError]:
@@ -444,11 +489,14 @@ class PipelinedBatchPath(LocalPath):
                 return self.answers(items, decoded.images, decoded.started, decoded.decode_ms, record)
             stream, ready = self.forward_stream, decoded.ready
             with torch.cuda.stream(stream):
+
                 def wait_for_decode() -> None:
                     if ready is not None:
                         stream.wait_event(ready)
-                return self.answers(items, decoded.images, decoded.started, decoded.decode_ms, record,
-                                    wait=wait_for_decode)
+
+                return self.answers(
+                    items, decoded.images, decoded.started, decoded.decode_ms, record, wait=wait_for_decode
+                )
         finally:
             self._in_forward -= 1
 
@@ -481,8 +529,13 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def local_path(settings: ServiceSettings, runner: Runner, metrics: Metrics,
-               more_coming: Callable[[], bool] | None = None, batch_decode: bool = False) -> LocalPath:
+def local_path(
+    settings: ServiceSettings,
+    runner: Runner,
+    metrics: Metrics,
+    more_coming: Callable[[], bool] | None = None,
+    batch_decode: bool = False,
+) -> LocalPath:
     """The path for a runner run in this process: PerImagePath for a runner without run_batch, else PipelinedBatchPath
     on a GPU (batched nvJPEG overlapping the forward pass) or where images come in still encoded (`batch_decode`:
     the scheduler), else CpuBatchPath (on the CPU, decoding each image as it arrives, in the request's own task,

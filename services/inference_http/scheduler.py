@@ -118,8 +118,16 @@ class _Front:
         result = exc if exc is not None else future.result()
         if isinstance(result, Done):
             try:
-                body = orjson.dumps({"r": result.result, "b": result.batch_size, "s": result.started,
-                                     "d": result.decode_ms, "i": result.infer_ms}, default=json_default)
+                body = orjson.dumps(
+                    {
+                        "r": result.result,
+                        "b": result.batch_size,
+                        "s": result.started,
+                        "d": result.decode_ms,
+                        "i": result.infer_ms,
+                    },
+                    default=json_default,
+                )
             except TypeError as err:
                 log.error("a result that is not JSON: %s", err)
                 body = orjson.dumps({"e": to_wire(InternalError(f"TypeError: {err} (see the service log)"))})
@@ -188,8 +196,14 @@ class Scheduler:
             self._fail(f"warm-up failed: {type(exc).__name__}: {exc}")
             await path.close()
             return
-        log.info("scheduler: %s warmed up on %s in %.1fs (%s; forward pass: %s)", path.info.name, path.info.device,
-                 time.monotonic() - started, what, path.info.forward)
+        log.info(
+            "scheduler: %s warmed up on %s in %.1fs (%s; forward pass: %s)",
+            path.info.name,
+            path.info.device,
+            time.monotonic() - started,
+            what,
+            path.info.forward,
+        )
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         server = await asyncio.start_unix_server(self._serve_front, path=self.socket_path, limit=STREAM_LIMIT)
@@ -252,8 +266,9 @@ class SchedulerClient(ForwardPath):
         assert settings.scheduler_socket, "a front needs SCHEDULER_SOCKET"
         self.socket_path = settings.scheduler_socket
         self.upstream = upstream
-        self.info = ModelInfo("(from the scheduler)", None, "(the scheduler's)", settings.max_batch_size,
-                              "(the scheduler's)")
+        self.info = ModelInfo(
+            "(from the scheduler)", None, "(the scheduler's)", settings.max_batch_size, "(the scheduler's)"
+        )
         self._probe_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="probe")
         self._ids = itertools.count(HELLO_ID + 1)
         self._pending: dict[int, asyncio.Future[Done]] = {}

@@ -95,9 +95,15 @@ def _head_timeout_s() -> float:
 
 def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
     return uvicorn.Config(
-        "services.inference_http.app:app", host=settings.host, port=settings.port, http=HeadTimeoutProtocol,
-        limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_s,
-        access_log=settings.access_log, log_level=settings.log_level, timeout_graceful_shutdown=20,
+        "services.inference_http.app:app",
+        host=settings.host,
+        port=settings.port,
+        http=HeadTimeoutProtocol,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=20,
         workers=settings.worker_count,
         # HTTPS: uvicorn loads them in each process that serves (every worker, with several)
         ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
@@ -113,11 +119,14 @@ def load_settings() -> ServiceSettings:
         raise SystemExit(f"refusing to start: {settings_error(exc)}") from None
     if settings.tls_cert_file and settings.tls_key_file:
         try:  # what uvicorn will do in each worker, done once here: a mismatched or broken pair stops the start
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert_file,
-                                                                               settings.tls_key_file)
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                settings.tls_cert_file, settings.tls_key_file
+            )
         except (ssl.SSLError, OSError) as exc:
-            raise SystemExit(f"refusing to start: TLS_CERT_FILE={settings.tls_cert_file} and TLS_KEY_FILE="
-                             f"{settings.tls_key_file} are not a certificate and its key: {exc}") from None
+            raise SystemExit(
+                f"refusing to start: TLS_CERT_FILE={settings.tls_cert_file} and TLS_KEY_FILE="
+                f"{settings.tls_key_file} are not a certificate and its key: {exc}"
+            ) from None
     return settings
 
 
@@ -144,8 +153,9 @@ def main() -> None:
     socket_path = os.path.join(socket_dir, "scheduler.sock")
     os.environ.update(service_environment(scheduler_socket=socket_path))
     try:
-        runner = model_registry.get_model_runner(settings.team, settings.weights_path, settings.model_tag,
-                                                 module=settings.runner_module)
+        runner = model_registry.get_model_runner(
+            settings.team, settings.weights_path, settings.model_tag, module=settings.runner_module
+        )
     except model_registry.RegistryError as exc:
         raise SystemExit(f"refusing to start: {exc}") from exc
     scheduler = Scheduler(settings, runner, Metrics(), socket_path)

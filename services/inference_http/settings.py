@@ -49,26 +49,35 @@ class ServiceSettings(BaseSettings):
     weights_path: str | None = Field(default=None, description="the runner's weights; the runner has a default")
     model_tag: str | None = Field(default=None, description="passed to the runner's constructor")
     runner_module: str | None = Field(
-        default=None, description="a module (dotted path, on the Python path) that sets TEAM and RUNNER, for a runner "
-        "kept outside adapters/ (e.g. in the team's own package); default: the adapters/*_runner.py declaring TEAM")
+        default=None,
+        description="a module (dotted path, on the Python path) that sets TEAM and RUNNER, for a runner "
+        "kept outside adapters/ (e.g. in the team's own package); default: the adapters/*_runner.py declaring TEAM",
+    )
 
     # --- storage (the seed's variables)
     minio_endpoint: str = "127.0.0.1:9000"
     minio_access_key: str = "minioadmin"
     minio_secret_key: SecretStr = Field(
-        default=SecretStr("minioadmin"), description="the secret itself: shows in the process environment, prefer "
-        "MINIO_SECRET_KEY_FILE; the default is the local stack's")
+        default=SecretStr("minioadmin"),
+        description="the secret itself: shows in the process environment, prefer "
+        "MINIO_SECRET_KEY_FILE; the default is the local stack's",
+    )
     minio_secret_key_file: Path | None = Field(
-        default=None, description="a file holding MinIO's secret key (its content, less a trailing newline)")
+        default=None, description="a file holding MinIO's secret key (its content, less a trailing newline)"
+    )
     minio_secure: bool = Field(default=False, description="MinIO over TLS (https)")
     minio_ca_file: Path | None = Field(
-        default=None, description="a PEM bundle of CAs to trust for MinIO over TLS (MINIO_SECURE=1), besides the "
-        "default roots (certifi's, and the system's for the object GETs); unset: the default roots alone")
+        default=None,
+        description="a PEM bundle of CAs to trust for MinIO over TLS (MINIO_SECURE=1), besides the "
+        "default roots (certifi's, and the system's for the object GETs); unset: the default roots alone",
+    )
     minio_region: str | None = None
     allowed_buckets: str = Field(
-        default="", description="comma-separated bucket names or globs (fnmatch) this service may read; others get "
+        default="",
+        description="comma-separated bucket names or globs (fnmatch) this service may read; others get "
         "403. Empty: the team's own, TEAM and TEAM-* (e.g. fruit, fruit-hot; '_' in TEAM read as '-'); '*' allows "
-        "every bucket")
+        "every bucket",
+    )
     fetch_concurrency: int = Field(default=32, ge=1, description="object fetches in flight at once (threads)")
     storage_timeout_s: float = Field(default=10.0, gt=0, description="connect/read timeout of one MinIO call")
 
@@ -84,8 +93,11 @@ class ServiceSettings(BaseSettings):
     max_object_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="larger objects: 413")
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="declared width*height above it: 415")
     max_jpeg_scan_pixels: int = Field(
-        default=500_000_000, ge=1, description="a JPEG's progressive scans times its pixels above it: 415 (a real "
-        "photo has about 10 scans; thousands of them make one image cost minutes of CPU)")
+        default=500_000_000,
+        ge=1,
+        description="a JPEG's progressive scans times its pixels above it: 415 (a real "
+        "photo has about 10 scans; thousands of them make one image cost minutes of CPU)",
+    )
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="request bodies above it: 413")
 
     # --- compute
@@ -93,30 +105,44 @@ class ServiceSettings(BaseSettings):
     decode_threads: int = Field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)), ge=1)
     warmup_batches: int = Field(default=2, ge=0, description="warm-up forward passes per batch size")
     compile: Literal["auto", "off", "inductor", "aot_eager"] = Field(
-        default="auto", description="torch.compile the forward pass during warm-up, checked against eager (the same "
+        default="auto",
+        description="torch.compile the forward pass during warm-up, checked against eager (the same "
         "top-1); auto: inductor on a GPU, off on the CPU (compiling there takes minutes of the cores it would "
-        "save); aot_eager: trace without generating code (tests)")
-    compile_mode: str = Field(default="default", description="torch.compile's mode (default, reduce-overhead, "
-                              "max-autotune-no-cudagraphs)")
+        "save); aot_eager: trace without generating code (tests)",
+    )
+    compile_mode: str = Field(
+        default="default", description="torch.compile's mode (default, reduce-overhead, max-autotune-no-cudagraphs)"
+    )
 
     # --- processes
-    workers: int = Field(default=0, ge=0, description="HTTP worker processes serving one port; with more than one, "
-                         "the model lives once, in the server's own process (the scheduler, scheduler.py), and the "
-                         "workers are fronts that feed it; 0: the default from the cores and the GPU "
-                         "(settings.default_workers)")
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="HTTP worker processes serving one port; with more than one, "
+        "the model lives once, in the server's own process (the scheduler, scheduler.py), and the "
+        "workers are fronts that feed it; 0: the default from the cores and the GPU "
+        "(settings.default_workers)",
+    )
 
     # --- set by server.py for its worker processes, not by users
-    scheduler_socket: str | None = Field(default=None, description="the Unix socket of the scheduler that owns the "
-                                         "model (WORKERS > 1): this process is an HTTP front")
+    scheduler_socket: str | None = Field(
+        default=None,
+        description="the Unix socket of the scheduler that owns the model (WORKERS > 1): this process is an HTTP front",
+    )
 
     # --- HTTP
-    auth_token: SecretStr | None = Field(default=None, description="if set, infer routes need this bearer token; "
-                                         "shows in the process environment: prefer AUTH_TOKEN_FILE")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="if set, infer routes need this bearer token; "
+        "shows in the process environment: prefer AUTH_TOKEN_FILE",
+    )
     auth_token_file: Path | None = Field(
-        default=None, description="a file holding the bearer token the infer routes need (its content, less a "
-        "trailing newline)")
+        default=None,
+        description="a file holding the bearer token the infer routes need (its content, less a trailing newline)",
+    )
     tls_cert_file: Path | None = Field(
-        default=None, description="serve HTTPS with this PEM certificate (chain); needs TLS_KEY_FILE")
+        default=None, description="serve HTTPS with this PEM certificate (chain); needs TLS_KEY_FILE"
+    )
     tls_key_file: Path | None = Field(default=None, description="the PEM private key of TLS_CERT_FILE")
     host: str = "0.0.0.0"
     port: int = 8000
@@ -150,23 +176,30 @@ class ServiceSettings(BaseSettings):
             if path is None:
                 continue
             if secret in self.model_fields_set:
-                raise ValueError(f"{names[secret]} and {names[file_field]} are both set: give the secret once, "
-                                 f"as {names[file_field]} (the path of a file holding it)")
+                raise ValueError(
+                    f"{names[secret]} and {names[file_field]} are both set: give the secret once, "
+                    f"as {names[file_field]} (the path of a file holding it)"
+                )
             setattr(self, secret, SecretStr(_read_secret(names[file_field], path)))
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            given, missing = (("tls_cert_file", "tls_key_file") if self.tls_key_file is None
-                              else ("tls_key_file", "tls_cert_file"))
-            raise ValueError(f"{names[given]} is set without {names[missing]}: HTTPS needs both the certificate "
-                             f"and its key (or neither, for plain HTTP)")
+            given, missing = (
+                ("tls_cert_file", "tls_key_file") if self.tls_key_file is None else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(
+                f"{names[given]} is set without {names[missing]}: HTTPS needs both the certificate "
+                f"and its key (or neither, for plain HTTP)"
+            )
         for file_field in ("tls_cert_file", "tls_key_file", "minio_ca_file"):
             path = getattr(self, file_field)
             if path is not None:
                 _check_readable(names[file_field], path)
         if self.minio_ca_file is not None:
             if not self.minio_secure:
-                raise ValueError(f"{names['minio_ca_file']} is set but {names['minio_secure']} is off: set "
-                                 f"{names['minio_secure']}=1 to reach MinIO over TLS, or unset "
-                                 f"{names['minio_ca_file']}")
+                raise ValueError(
+                    f"{names['minio_ca_file']} is set but {names['minio_secure']} is off: set "
+                    f"{names['minio_secure']}=1 to reach MinIO over TLS, or unset "
+                    f"{names['minio_ca_file']}"
+                )
             if b"-----BEGIN CERTIFICATE-----" not in self.minio_ca_file.read_bytes():
                 raise ValueError(f"{names['minio_ca_file']}={self.minio_ca_file}: no PEM certificate in it")
         return self
@@ -182,7 +215,8 @@ class ServiceSettings(BaseSettings):
                     f"{names[secret]} is set in the process environment, where whoever can inspect the process "
                     f"reads it (/proc/<pid>/environ, `docker inspect`, the pod spec): put the secret in a file "
                     f"(mode 0600, or a mounted Kubernetes/Docker secret) and set {names[file_field]} to its path "
-                    f"instead")
+                    f"instead"
+                )
         return warnings
 
     @property
@@ -293,8 +327,11 @@ def checked_service_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def _unknown(names: list[str], known: Mapping[str, str]) -> str:
     """NAMES, each with the nearest known name if one is near (a misspelling), and what is known."""
+
     def guess(name: str) -> str:
         near = difflib.get_close_matches(name, list(known), n=1) or difflib.get_close_matches(
-            name.upper(), list(known), n=1)
+            name.upper(), list(known), n=1
+        )
         return f"{name} (did you mean {near[0]}?)" if near else name
+
     return f"{', '.join(map(guess, names))}; known: {', '.join(known)}"

@@ -52,8 +52,15 @@ if TYPE_CHECKING:
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationHeaderMalformed"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}
 # S3 error codes that say storage as a whole cannot serve now (MinIO starting, overloaded, or out of quorum)
-_UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "XMinioServerNotInitialized", "XMinioStorageFull",
-                      "XMinioReadQuorum", "XMinioWriteQuorum", "RequestTimeout"}
+_UNAVAILABLE_CODES = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "XMinioServerNotInitialized",
+    "XMinioStorageFull",
+    "XMinioReadQuorum",
+    "XMinioWriteQuorum",
+    "RequestTimeout",
+}
 _PROBE_BUCKET = "imagery-readiness-probe"
 # object_store reports S3's answer in its message: the status line, then the XML error body with its <Code>
 _STATUS_RE = re.compile(r"status code: (\d{3})")
@@ -62,8 +69,9 @@ _CODE_RE = re.compile(r"<Code>([^<]{1,64})</Code>")
 _MAX_STORES = 64
 
 
-def _pool(settings: ServiceSettings, *, size: int, retries: urllib3.Retry | bool,
-          timeout_s: float) -> urllib3.PoolManager:
+def _pool(
+    settings: ServiceSettings, *, size: int, retries: urllib3.Retry | bool, timeout_s: float
+) -> urllib3.PoolManager:
     context: ssl.SSLContext | None = None
     if settings.minio_secure and settings.minio_ca_file is not None:  # certifi's roots and the named CAs, as the
         context = ssl.create_default_context(cafile=certifi.where())  # GETs trust them
@@ -105,15 +113,25 @@ class ObjectStore:
             virtual_hosted_style_request=False,  # MinIO serves path-style URLs
             client_options=_client_options(settings),
             # a couple of quick retries for connection blips and 5xx; the dispatcher retries anything longer
-            retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=settings.storage_timeout_s),
-                          "backoff": {"init_backoff": timedelta(milliseconds=100),
-                                      "max_backoff": timedelta(seconds=1), "base": 2.0}},
+            retry_config={
+                "max_retries": 2,
+                "retry_timeout": timedelta(seconds=settings.storage_timeout_s),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=1),
+                    "base": 2.0,
+                },
+            },
         )
         self._stores: OrderedDict[str, S3Store] = OrderedDict()
-        self._probe = Minio(self.endpoint, access_key=settings.minio_access_key,
-                            secret_key=settings.minio_secret_key.get_secret_value(),
-                            secure=settings.minio_secure, region=settings.minio_region,
-                            http_client=_pool(settings, size=2, retries=False, timeout_s=2.0))
+        self._probe = Minio(
+            self.endpoint,
+            access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key.get_secret_value(),
+            secure=settings.minio_secure,
+            region=settings.minio_region,
+            http_client=_pool(settings, size=2, retries=False, timeout_s=2.0),
+        )
         self._probe_ok_until = 0.0
 
     def _store(self, bucket: str) -> S3Store:
@@ -149,8 +167,9 @@ class ObjectStore:
         try:
             data = bytes(await result.bytes_async())
         except Exception as exc:
-            raise StorageUnavailable(f"reading s3://{bucket}/{key} from {self.endpoint} failed: "
-                                     f"{_first_line(exc)}") from exc
+            raise StorageUnavailable(
+                f"reading s3://{bucket}/{key} from {self.endpoint} failed: {_first_line(exc)}"
+            ) from exc
         if len(data) > self.max_bytes:  # (HTTP's framing holds the body to Content-Length; kept as a backstop)
             raise ObjectTooLarge(f"s3://{bucket}/{key} is over the limit of {self.max_bytes} bytes")
         return data
@@ -199,8 +218,9 @@ class ObjectStore:
 
 
 def _access_denied(bucket: str, key: str) -> AccessDenied:
-    return AccessDenied(f"access to s3://{bucket}/{key} is denied to this service's MinIO user (its policy does not "
-                        f"allow reading it)")
+    return AccessDenied(
+        f"access to s3://{bucket}/{key} is denied to this service's MinIO user (its policy does not allow reading it)"
+    )
 
 
 def _first_line(exc: Exception) -> str:

@@ -28,28 +28,37 @@ _PARSER = email.parser.BytesParser(policy=email.policy.HTTP)
 def parse_upload(content_type: str, body: bytes) -> Upload:
     """The upload in `body`; BadRequest (422) saying what is wrong when it is not the form this route takes."""
     if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type.lower():
-        raise BadRequest("POST /infer_upload takes multipart/form-data with the image in a `file` part "
-                         "(curl -F file=@image.jpg)")
+        raise BadRequest(
+            "POST /infer_upload takes multipart/form-data with the image in a `file` part (curl -F file=@image.jpg)"
+        )
     message = _PARSER.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     if not message.is_multipart() or message.defects:
-        raise BadRequest("the multipart/form-data body is malformed: "
-                         + (", ".join(type(d).__name__ for d in message.defects) or "it holds no parts"))
+        raise BadRequest(
+            "the multipart/form-data body is malformed: "
+            + (", ".join(type(d).__name__ for d in message.defects) or "it holds no parts")
+        )
     parts: dict[str, Message] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             raise BadRequest("every part of the form needs a name (Content-Disposition: form-data; name=...)")
         if name != FILE_FIELD and name not in TEXT_FIELDS:
-            raise BadRequest(f"unknown form field {name!r}; this route takes {FILE_FIELD!r}, "
-                             + ", ".join(repr(f) for f in TEXT_FIELDS))
+            raise BadRequest(
+                f"unknown form field {name!r}; this route takes {FILE_FIELD!r}, "
+                + ", ".join(repr(f) for f in TEXT_FIELDS)
+            )
         if name in parts:
             raise BadRequest(f"the form field {name!r} is given twice; send one image per request")
         parts[name] = part
     if FILE_FIELD not in parts:
         raise BadRequest(f"no {FILE_FIELD!r} part: send the image as `{FILE_FIELD}` (curl -F {FILE_FIELD}=@image.jpg)")
     data = parts[FILE_FIELD].get_payload(decode=True)
-    return Upload(data=data if isinstance(data, bytes) else b"", filename=parts[FILE_FIELD].get_filename(),
-                  model_tag=_text(parts.get("model_tag")) or None, extra=_extra(_text(parts.get("extra"))))
+    return Upload(
+        data=data if isinstance(data, bytes) else b"",
+        filename=parts[FILE_FIELD].get_filename(),
+        model_tag=_text(parts.get("model_tag")) or None,
+        extra=_extra(_text(parts.get("extra"))),
+    )
 
 
 def _text(part: Message | None) -> str:
@@ -59,8 +68,9 @@ def _text(part: Message | None) -> str:
     try:
         return payload.decode("utf-8").strip() if isinstance(payload, bytes) else ""
     except UnicodeDecodeError:
-        raise BadRequest(f"the form field {part.get_param('name', header='content-disposition')!r} is not "
-                         "UTF-8 text") from None
+        raise BadRequest(
+            f"the form field {part.get_param('name', header='content-disposition')!r} is not UTF-8 text"
+        ) from None
 
 
 def _extra(text: str) -> dict | None:

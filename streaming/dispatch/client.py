@@ -65,8 +65,9 @@ def _now_ms() -> int:
 class Transport(Protocol):
     """What the client needs from HTTP: `KeepAlivePool` in the job; the unit tests bring their own."""
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S) -> Answer: ...
+    async def request(
+        self, method: str, path: str, body: bytes = b"", answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S
+    ) -> Answer: ...
 
     async def aclose(self) -> None: ...
 
@@ -91,8 +92,12 @@ class InferenceClient:
         self.attempt_timeout_s = attempt_timeout_s
         headers = {"authorization": f"Bearer {auth_token}"} if auth_token else {}
         self._http: Transport = transport or KeepAlivePool(
-            self.base_url, max_connections=max_connections,
-            connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s), headers=headers, ca_file=ca_file)
+            self.base_url,
+            max_connections=max_connections,
+            connect_timeout_s=min(defaults.CONNECT_TIMEOUT_S, attempt_timeout_s),
+            headers=headers,
+            ca_file=ca_file,
+        )
         self.breaker = CircuitBreaker(self._ready, log=log)
         self._pending: list[tuple[InferRequest, asyncio.Future[Outcome]]] = []
         self._flush_timer: asyncio.Handle | None = None
@@ -116,8 +121,9 @@ class InferenceClient:
         """Whether the service takes our token on our route: an empty body must get the service's own 422 (auth
         and routing come before the body is read), not 401, 404 or an answer from something else."""
         try:
-            response = await self._http.request("POST", self.route, b"{}",
-                                                answer_timeout_s=defaults.ROUTE_PROBE_TIMEOUT_S)
+            response = await self._http.request(
+                "POST", self.route, b"{}", answer_timeout_s=defaults.ROUTE_PROBE_TIMEOUT_S
+            )
         except HttpError:
             return False
         return classify_response(response).verdict is Verdict.PERMANENT and response.status == 422
@@ -134,8 +140,12 @@ class InferenceClient:
                 return Success(outcome.body, attempts, (time.perf_counter() - started) * 1000)
             if outcome.verdict is Verdict.MISCONFIGURED:
                 attempts -= 1  # the deployment is wrong, not the message: pause everything, condemn nothing
-                self.breaker.trip(f"{self.base_url}{self.route} answers {outcome.http_status or ''} "
-                                  f"{outcome.type}: {outcome.message[:300]}", self._accepts_us, misconfigured=True)
+                self.breaker.trip(
+                    f"{self.base_url}{self.route} answers {outcome.http_status or ''} "
+                    f"{outcome.type}: {outcome.message[:300]}",
+                    self._accepts_us,
+                    misconfigured=True,
+                )
                 continue
             if outcome.verdict is Verdict.OUTAGE:
                 attempts -= 1  # the service being down is not this message's fault: no budget spent
@@ -146,9 +156,13 @@ class InferenceClient:
                 if outcome.http_status is not None and self.breaker.last_probes <= 1:
                     suspect_503s += 1
                     if not self.policy.can_retry(suspect_503s):
-                        retryable = Outcome(Verdict.RETRYABLE, outcome.stage, outcome.type,
-                                            f"{outcome.message} (answered {suspect_503s} times while the service "
-                                            f"was ready)", outcome.http_status)
+                        retryable = Outcome(
+                            Verdict.RETRYABLE,
+                            outcome.stage,
+                            outcome.type,
+                            f"{outcome.message} (answered {suspect_503s} times while the service was ready)",
+                            outcome.http_status,
+                        )
                         return Failure(retryable, suspect_503s, first_ms, _now_ms())
                 continue
             if outcome.verdict is Verdict.PERMANENT or not self.policy.can_retry(attempts):
@@ -178,7 +192,7 @@ class InferenceClient:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        batch, self._pending = self._pending[: self.items_per_request], self._pending[self.items_per_request:]
+        batch, self._pending = self._pending[: self.items_per_request], self._pending[self.items_per_request :]
         if self._pending:
             self._flush_timer = asyncio.get_running_loop().call_soon(self._flush)
         if batch:
@@ -197,8 +211,9 @@ class InferenceClient:
     async def _answer_batch(self, requests: list[InferRequest]) -> list[Outcome]:
         body = orjson.dumps({"items": [request.model_dump(exclude_none=True) for request in requests]})
         try:
-            response = await self._http.request("POST", INFER_BATCH_ROUTE, body,
-                                                answer_timeout_s=self.attempt_timeout_s)
+            response = await self._http.request(
+                "POST", INFER_BATCH_ROUTE, body, answer_timeout_s=self.attempt_timeout_s
+            )
             answer = self._split_batch(response, len(requests))
         except HttpError as exc:
             answer = classify_exception(exc)
@@ -212,8 +227,12 @@ class InferenceClient:
                 limit = ((answer.body or {}).get("error") or {}).get("limit")
                 fits = limit if answer.type == "too_many_items" and isinstance(limit, int) else len(requests) // 2
                 self.items_per_request = max(1, min(self.items_per_request, fits))
-                log.warning("the service refused %d items per request (%s); sending at most %d from now on",
-                            len(requests), answer.message[:200], self.items_per_request)
+                log.warning(
+                    "the service refused %d items per request (%s); sending at most %d from now on",
+                    len(requests),
+                    answer.message[:200],
+                    self.items_per_request,
+                )
             return list(await asyncio.gather(*(self._post_one(request) for request in requests)))
         return [answer] * len(requests)
 
@@ -223,16 +242,22 @@ class InferenceClient:
         whole = classify_response(response)
         items = (whole.body or {}).get("items") if whole.verdict is Verdict.SUCCESS else None
         if whole.verdict is Verdict.SUCCESS and (not isinstance(items, list) or len(items) != n):
-            return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
-                           f"a batch answer without {n} items: is --http-url the inference service?", 200)
+            return Outcome(
+                Verdict.MISCONFIGURED,
+                "http",
+                "not_the_service",
+                f"a batch answer without {n} items: is --http-url the inference service?",
+                200,
+            )
         if whole.verdict is not Verdict.SUCCESS:
             return whole
         assert isinstance(items, list)  # checked above for a success
         outcomes = []
         for item in items:
             if isinstance(item, dict) and item.get("ok") is True and isinstance(item.get("result"), dict):
-                outcomes.append(_result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200,
-                                                                 body=item["result"])))
+                outcomes.append(
+                    _result_or_misconfigured(Outcome(Verdict.SUCCESS, "", "", "", 200, body=item["result"]))
+                )
             else:
                 item = item if isinstance(item, dict) else {}
                 status = item.get("status")
@@ -247,6 +272,11 @@ _SERVICE_KEYS = service_response_keys()
 def _result_or_misconfigured(outcome: Outcome) -> Outcome:
     """A success must carry a result; a 2xx without one comes from something that is not the service."""
     if outcome.verdict is Verdict.SUCCESS and not (outcome.body is not None and _SERVICE_KEYS <= outcome.body.keys()):
-        return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
-                       "a 2xx answer without a result: is --http-url the inference service?", outcome.http_status)
+        return Outcome(
+            Verdict.MISCONFIGURED,
+            "http",
+            "not_the_service",
+            "a 2xx answer without a result: is --http-url the inference service?",
+            outcome.http_status,
+        )
     return outcome

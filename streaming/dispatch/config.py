@@ -59,77 +59,124 @@ class DispatcherConfig(BaseSettings):
     parallelism: int = setting(1, "Flink parallelism (give the input topic at least as many partitions)", ge=1)
     capacity: int = setting(64, "images in flight at the service per parallel instance", ge=1)
     group_size: int = setting(
-        64, "most records of one partition handed to Python at once (each element that crosses into Python costs "
-        "the same, whatever it holds)", ge=1)
+        64,
+        "most records of one partition handed to Python at once (each element that crosses into Python costs "
+        "the same, whatever it holds)",
+        ge=1,
+    )
     group_wait_ms: int = setting(10, "longest a record waits for its group to fill", ge=1)
     items_per_request: int = setting(defaults.ITEMS_PER_REQUEST, "1 = /infer_json, more = /infer_batch", ge=1)
     max_batch_wait_ms: float = setting(defaults.MAX_BATCH_WAIT_MS, "how long /infer_batch waits to fill", ge=0)
     attempt_timeout_s: float = setting(
-        defaults.ATTEMPT_TIMEOUT_S, "deadline of one try at the service: one POST, from a free connection to its "
+        defaults.ATTEMPT_TIMEOUT_S,
+        "deadline of one try at the service: one POST, from a free connection to its "
         f"complete answer (connecting included, at most {defaults.CONNECT_TIMEOUT_S:g} s); a try past it is retried. "
         "Not the record's whole budget: that is --attempts tries plus the backoff, and outages are waited out",
-        formerly="request_timeout_s", gt=0)
+        formerly="request_timeout_s",
+        gt=0,
+    )
     attempts: int = setting(
-        defaults.ATTEMPTS, "tries per message for retryable failures (outages are not counted)", ge=1)
+        defaults.ATTEMPTS, "tries per message for retryable failures (outages are not counted)", ge=1
+    )
     backoff_ms: int = setting(defaults.BACKOFF_MS, "first retry delay; doubles per attempt, with jitter", ge=0)
     backoff_max_ms: int = setting(defaults.BACKOFF_MAX_MS, "retry delay cap", ge=0)
     delivery_guarantee: DeliveryGuarantee = setting(
-        "exactly-once", "exactly-once (every input record ends in exactly one place, result or dead letter, through "
+        "exactly-once",
+        "exactly-once (every input record ends in exactly one place, result or dead letter, through "
         "crashes and restarts: the outputs are Kafka transactions, which read_committed consumers see once a "
         "checkpoint commits them) | at-least-once (outputs visible at once; a crash or restart can write some of "
-        "them twice)")
+        "them twice)",
+    )
     # Flink refuses a checkpoint interval under 10 ms
     checkpoint_interval_ms: int = setting(
-        1_000, "Flink checkpoint interval; under exactly-once also how often results become visible (a committed "
-        "result waits about half of it on average: bench/RESULTS.md, issue 28)", ge=10)
+        1_000,
+        "Flink checkpoint interval; under exactly-once also how often results become visible (a committed "
+        "result waits about half of it on average: bench/RESULTS.md, issue 28)",
+        ge=10,
+    )
     checkpoint_dir: str = setting(
-        "", "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
-        "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder")
+        "",
+        "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
+        "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder",
+    )
     resume: str = setting(
-        "latest", "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at first) | "
-        "none (start from --starting-offsets) | a checkpoint or savepoint path", min_length=1)
+        "latest",
+        "latest (the group's newest retained checkpoint or savepoint in --checkpoint-dir; none at first) | "
+        "none (start from --starting-offsets) | a checkpoint or savepoint path",
+        min_length=1,
+    )
     starting_offsets: StartingOffsets = setting(
-        "group", "group (committed offsets of --group-id, earliest if none) | earliest | latest")
+        "group", "group (committed offsets of --group-id, earliest if none) | earliest | latest"
+    )
     kafka_config: str = setting(
-        "", "a Kafka client properties file, in the Java client's names (security.protocol, sasl.mechanism, "
+        "",
+        "a Kafka client properties file, in the Java client's names (security.protocol, sasl.mechanism, "
         "sasl.jaas.config, ssl.truststore.*, ssl.keystore.*), as Kafka's tools take --command-config: every entry "
         "goes to the source and both sinks. Read where the job is submitted; the key and trust stores it names must "
-        "be at the same paths on the JobManager (partition discovery) and the TaskManagers", env="KAFKA_CONFIG_FILE")
+        "be at the same paths on the JobManager (partition discovery) and the TaskManagers",
+        env="KAFKA_CONFIG_FILE",
+    )
     auth_token_file: str = setting(
-        "", "a file holding the service's bearer token, read by each parallel instance when it starts (on the "
-        "TaskManagers: the token itself never travels with the job)", env="AUTH_TOKEN_FILE")
+        "",
+        "a file holding the service's bearer token, read by each parallel instance when it starts (on the "
+        "TaskManagers: the token itself never travels with the job)",
+        env="AUTH_TOKEN_FILE",
+    )
     auth_token: SecretStr | None = setting(
-        None, "the service's bearer token itself: shows in the process list (ps) as a flag, and in the process "
-        "environment as a variable; prefer --auth-token-file")
+        None,
+        "the service's bearer token itself: shows in the process list (ps) as a flag, and in the process "
+        "environment as a variable; prefer --auth-token-file",
+    )
     http_ca_file: str = setting(
-        "", "a PEM CA bundle to trust for an https:// --http-url (default: the system's roots)", env="HTTP_CA_FILE")
+        "", "a PEM CA bundle to trust for an https:// --http-url (default: the system's roots)", env="HTTP_CA_FILE"
+    )
     buffer_timeout_ms: int = setting(
-        5, "longest a record waits in a network buffer between Flink tasks (Flink's execution.buffer-timeout; its "
-        "default, 100, made a record wait about 50 ms on average at each shuffle)", ge=0)
+        5,
+        "longest a record waits in a network buffer between Flink tasks (Flink's execution.buffer-timeout; its "
+        "default, 100, made a record wait about 50 ms on average at each shuffle)",
+        ge=0,
+    )
     job_name: str = setting("", "Flink job name (default http-dispatcher-<team>)")
     connector_jars: tuple[str, ...] = setting(
-        (), "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached jars of "
-        "streaming/flink/connectors.txt); default none: a cluster's lib/ has them")
+        (),
+        "comma-separated jar paths/URLs to add to the job (`imagery dispatch` passes the cached jars of "
+        "streaming/flink/connectors.txt); default none: a cluster's lib/ has them",
+    )
     max_message_bytes: int = setting(
-        limits.MAX_MESSAGE_BYTES, "larger input records (key + value + headers) go to the DLQ as message_too_large; at "
-        "most a quarter of --max-record-bytes, so that every result and dead letter fits", ge=1)
+        limits.MAX_MESSAGE_BYTES,
+        "larger input records (key + value + headers) go to the DLQ as message_too_large; at "
+        "most a quarter of --max-record-bytes, so that every result and dead letter fits",
+        ge=1,
+    )
     max_record_bytes: int = setting(
-        limits.KAFKA_MAX_RECORD_BYTES, "the producers' max.request.size; every record written is built to fit (the "
-        "topics and the broker must take records this large: Kafka's defaults do)", ge=1)
+        limits.KAFKA_MAX_RECORD_BYTES,
+        "the producers' max.request.size; every record written is built to fit (the "
+        "topics and the broker must take records this large: Kafka's defaults do)",
+        ge=1,
+    )
     restart_strategy: RestartStrategy = setting(
-        "exponential-delay", "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, "
-        "and for tests)")
+        "exponential-delay",
+        "exponential-delay | none (a failure ends the job: for a supervisor that restarts it, and for tests)",
+    )
     prometheus_port: str = setting(
-        PROMETHEUS_PORTS, "port range of Flink's Prometheus reporter when the job runs on a local MiniCluster (each "
-        "JobManager/TaskManager takes the first free one); empty: no reporter. A cluster's own config decides there")
+        PROMETHEUS_PORTS,
+        "port range of Flink's Prometheus reporter when the job runs on a local MiniCluster (each "
+        "JobManager/TaskManager takes the first free one); empty: no reporter. A cluster's own config decides there",
+    )
     detached: bool = setting(
-        False, "submit and return (for `flink run --detached`) instead of waiting for the job and stopping it with a "
-        "savepoint on SIGTERM", env="IMAGERY_DETACHED")
+        False,
+        "submit and return (for `flink run --detached`) instead of waiting for the job and stopping it with a "
+        "savepoint on SIGTERM",
+        env="IMAGERY_DETACHED",
+    )
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment is an argument of parse_args (the keeper and the tests pass their own), so the model reads
@@ -157,8 +204,11 @@ class DispatcherConfig(BaseSettings):
         team = info.data.get("team")
         if value or not team:
             return value
-        derive = {"input_topic": topics.input_topic, "output_topic": topics.result_topic,
-                  "group_id": topics.dispatcher_group}
+        derive = {
+            "input_topic": topics.input_topic,
+            "output_topic": topics.result_topic,
+            "group_id": topics.dispatcher_group,
+        }
         return derive[str(info.field_name)](team)
 
     @field_validator("checkpoint_dir")
@@ -191,7 +241,7 @@ class DispatcherConfig(BaseSettings):
     @field_validator("connector_jars", mode="before")
     @classmethod
     def _comma_separated(cls, jars: Any) -> Any:
-        """"a.jar,b.jar" from the environment, and each `--connector-jars` given; "" is none."""
+        """ "a.jar,b.jar" from the environment, and each `--connector-jars` given; "" is none."""
         items = [jars] if isinstance(jars, str) else jars
         return tuple(jar for item in items for jar in item.split(",") if jar)
 
@@ -211,8 +261,10 @@ class DispatcherConfig(BaseSettings):
     def _settings_that_work_together(self) -> DispatcherConfig:
         longest_interval_ms = limits.KAFKA_MAX_TRANSACTION_MS // 2
         if self.delivery_guarantee == "exactly-once" and self.checkpoint_interval_ms > longest_interval_ms:
-            raise ValueError(f"with exactly-once, --checkpoint-interval-ms must be at most {longest_interval_ms} (a "
-                             "transaction stays open from one checkpoint to the next, within the broker's limit)")
+            raise ValueError(
+                f"with exactly-once, --checkpoint-interval-ms must be at most {longest_interval_ms} (a "
+                "transaction stays open from one checkpoint to the next, within the broker's limit)"
+            )
         if self.auth_token is not None and self.auth_token_file:
             raise ValueError("give the service's token once: --auth-token-file or --auth-token, not both")
         if self.http_ca_file and not self.http_url.startswith("https://"):
@@ -326,11 +378,18 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     """The settings from the flags in `argv` (default: this process's arguments) over the variables in `env` (default:
     this process's environment) over the defaults. A value that cannot work exits with a usage error (status 2)."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    former_flags = {flag(name)[2:]: flag(former)[2:]
-                    for name in DispatcherConfig.model_fields if (former := _former_name(name))}
+    former_flags = {
+        flag(name)[2:]: flag(former)[2:] for name in DispatcherConfig.model_fields if (former := _former_name(name))
+    }
     flags: CliSettingsSource[DispatcherConfig] = CliSettingsSource(
-        DispatcherConfig, cli_parse_args=sys.argv[1:] if argv is None else list(argv), root_parser=parser,
-        add_argument_method=_add_argument, cli_kebab_case=True, cli_implicit_flags="toggle", cli_shortcuts=former_flags)
+        DispatcherConfig,
+        cli_parse_args=sys.argv[1:] if argv is None else list(argv),
+        root_parser=parser,
+        add_argument_method=_add_argument,
+        cli_kebab_case=True,
+        cli_implicit_flags="toggle",
+        cli_shortcuts=former_flags,
+    )
     try:
         # the variables are text: pydantic parses each into its field's type
         variables: dict[str, Any] = from_environment(os.environ if env is None else env)
@@ -338,9 +397,16 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     except ValidationError as exc:
         parser.error(_explain(exc))
     if config.auth_token is not None:
-        shown = (f"{flag('auth_token')} shows in the process list (ps, /proc/<pid>/cmdline) of every host that runs "
-                 "the job" if "auth_token" not in variables else f"{variable('auth_token')} shows in the process "
-                 "environment (/proc/<pid>/environ, the container's or pod's spec)")
-        print(f"warning: {shown}; put the token in a file and give {flag('auth_token_file')} "
-              f"({variable('auth_token_file')})", file=sys.stderr, flush=True)
+        shown = (
+            f"{flag('auth_token')} shows in the process list (ps, /proc/<pid>/cmdline) of every host that runs the job"
+            if "auth_token" not in variables
+            else f"{variable('auth_token')} shows in the process "
+            "environment (/proc/<pid>/environ, the container's or pod's spec)"
+        )
+        print(
+            f"warning: {shown}; put the token in a file and give {flag('auth_token_file')} "
+            f"({variable('auth_token_file')})",
+            file=sys.stderr,
+            flush=True,
+        )
     return config

@@ -139,9 +139,14 @@ class KeepAlivePool:
     request on it that got no byte back: that request is sent once more on a new connection (the service's
     routes are idempotent: the same image gives the same answer)."""
 
-    def __init__(self, base_url: str, max_connections: int = defaults.MAX_CONNECTIONS,
-                 connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S, headers: dict[str, str] | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        max_connections: int = defaults.MAX_CONNECTIONS,
+        connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S,
+        headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         """`ca_file`: a PEM bundle of the CAs an https:// server's certificate may chain to (default: the system's)."""
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -157,15 +162,22 @@ class KeepAlivePool:
         self._idle: list[_Connection] = []  # a stack: the most recently used is the least likely to have timed out
         self._slots: asyncio.Semaphore | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S,
-                      content_type: str = "application/json") -> Answer:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        answer_timeout_s: float = defaults.ATTEMPT_TIMEOUT_S,
+        content_type: str = "application/json",
+    ) -> Answer:
         """One request and its complete answer within `answer_timeout_s`, counted from a free connection slot:
         connecting (at most `connect_timeout_s` of it) and a resend on a stale idle connection included."""
         if self._slots is None:  # made inside the running loop that uses the pool
             self._slots = asyncio.Semaphore(self.max_connections)
-        head = (f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._fixed_headers}"
-                f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n")
+        head = (
+            f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._fixed_headers}"
+            f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
         raw = head.encode("latin-1") + body
         async with self._slots:
             try:
@@ -211,8 +223,9 @@ class KeepAlivePool:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
         except TimeoutError:
-            raise ConnectFailed(f"could not connect to {self.host}:{self.port} within "
-                                f"{self.connect_timeout_s:g} s") from None
+            raise ConnectFailed(
+                f"could not connect to {self.host}:{self.port} within {self.connect_timeout_s:g} s"
+            ) from None
         except OSError as exc:
             raise ConnectFailed(f"could not connect to {self.host}:{self.port}: {exc}") from exc
         return conn

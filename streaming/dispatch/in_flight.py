@@ -61,5 +61,4 @@ class InFlight(Generic[T]):
     def wait_for_finished(self, key: Hashable, timeout_s: float) -> bool:
         """Block until a call of `key` has finished (or any has failed), at most `timeout_s`. True if one has."""
         with self._changed:
-            return self._changed.wait_for(lambda: bool(self._finished.get(key)) or self._failure is not None,
-                                          timeout_s)
+            return self._changed.wait_for(lambda: bool(self._finished.get(key)) or self._failure is not None, timeout_s)

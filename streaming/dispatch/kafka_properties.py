@@ -20,15 +20,22 @@ JOB_OWNED = {
     "isolation.level": "the job (read_committed)",
     "enable.auto.commit": "the job (offsets are committed with its checkpoints)",
     "auto.offset.reset": "--starting-offsets",
-    "key.serializer": "the job", "value.serializer": "the job",
-    "key.deserializer": "the job", "value.deserializer": "the job",
+    "key.serializer": "the job",
+    "value.serializer": "the job",
+    "key.deserializer": "the job",
+    "value.deserializer": "the job",
     "max.request.size": "--max-record-bytes",
     "transaction.timeout.ms": "the job (the broker's transaction.max.timeout.ms)",
 }
 # Entries whose value names Kafka client classes: flink-sql-connector-kafka bundles the Kafka client relocated
 # under this package, so a class named as Kafka documents it must be renamed to the one the jar holds
-CLASS_ENTRIES = {"sasl.jaas.config", "sasl.login.callback.handler.class", "sasl.client.callback.handler.class",
-                 "sasl.login.class", "ssl.engine.factory.class"}
+CLASS_ENTRIES = {
+    "sasl.jaas.config",
+    "sasl.login.callback.handler.class",
+    "sasl.client.callback.handler.class",
+    "sasl.login.class",
+    "ssl.engine.factory.class",
+}
 KAFKA_PACKAGE = "org.apache.kafka."
 FLINK_SHADED_KAFKA_PACKAGE = "org.apache.flink.kafka.shaded.org.apache.kafka."
 
@@ -90,15 +97,20 @@ def read_properties(path: str | Path) -> dict[str, str]:
     entries = parse_properties(text)
     owned = sorted(set(entries) & set(JOB_OWNED))
     if owned:
-        raise KafkaConfigError(f"{file}: " + "; ".join(f"{name} is set by {JOB_OWNED[name]}, not by the file"
-                                                      for name in owned))
+        raise KafkaConfigError(
+            f"{file}: " + "; ".join(f"{name} is set by {JOB_OWNED[name]}, not by the file" for name in owned)
+        )
     return entries
 
 
 def flink_kafka_options(entries: dict[str, str]) -> dict[str, str]:
     """The entries as options of a Flink Kafka table (`properties.<name>`), the Kafka client's class names moved to
     the package the connector jar bundles them in."""
-    return {f"properties.{name}": (value.replace(KAFKA_PACKAGE, FLINK_SHADED_KAFKA_PACKAGE)
-                                   if name in CLASS_ENTRIES and FLINK_SHADED_KAFKA_PACKAGE not in value else value)
-            for name, value in entries.items()}
-
+    return {
+        f"properties.{name}": (
+            value.replace(KAFKA_PACKAGE, FLINK_SHADED_KAFKA_PACKAGE)
+            if name in CLASS_ENTRIES and FLINK_SHADED_KAFKA_PACKAGE not in value
+            else value
+        )
+        for name, value in entries.items()
+    }

@@ -24,8 +24,17 @@ class Outcome:
 
 # where a status says the failure happened, for an answer that is not the service's own (a proxy's, another
 # server's) and whose body does not say so itself
-_STAGE_BY_STATUS: dict[int, Stage] = {400: "validate", 404: "fetch", 408: "timeout", 413: "fetch", 415: "decode",
-                                      422: "validate", 429: "http", 500: "infer", 504: "timeout"}
+_STAGE_BY_STATUS: dict[int, Stage] = {
+    400: "validate",
+    404: "fetch",
+    408: "timeout",
+    413: "fetch",
+    415: "decode",
+    422: "validate",
+    429: "http",
+    500: "infer",
+    504: "timeout",
+}
 # Error types by which the service says the request as a whole was refused, not the image it names: the
 # dispatcher's deployment (token, URL) is wrong, and every message would get the same answer.
 MISCONFIGURATION_TYPES = frozenset(t for t, kind in ERROR_KINDS.items() if kind.verdict is Verdict.MISCONFIGURED)
@@ -47,8 +56,9 @@ def classify_response(response: Answer) -> Outcome:
         body = orjson.loads(response.body)
     except orjson.JSONDecodeError:
         body = None
-    return classify_status(response.status, body, response.body[:500].decode("utf-8", "replace"),
-                           _retry_after(response))
+    return classify_status(
+        response.status, body, response.body[:500].decode("utf-8", "replace"), _retry_after(response)
+    )
 
 
 def _service_kind(status: int, error: dict[str, Any]) -> ErrorKind | None:
@@ -74,13 +84,23 @@ def classify_status(status: int, body: object, text: str = "", retry_after_s: fl
     err_type = str(error.get("type") or f"http_{status}")
     message = str(error.get("message") or text or f"HTTP {status}")
     kind = _service_kind(status, error) if ours else None
-    stage: Stage = (error["stage"] if error.get("stage") in STAGES else kind.stage if kind is not None
-                    else _STAGE_BY_STATUS.get(status, "http"))
+    stage: Stage = (
+        error["stage"]
+        if error.get("stage") in STAGES
+        else kind.stage
+        if kind is not None
+        else _STAGE_BY_STATUS.get(status, "http")
+    )
     keep = body if isinstance(body, dict) else None
     if 200 <= status < 300:
         if not isinstance(body, dict):
-            return Outcome(Verdict.MISCONFIGURED, "http", "not_the_service",
-                           f"a {status} answer without a JSON object: is --http-url the inference service?", status)
+            return Outcome(
+                Verdict.MISCONFIGURED,
+                "http",
+                "not_the_service",
+                f"a {status} answer without a JSON object: is --http-url the inference service?",
+                status,
+            )
         return Outcome(Verdict.SUCCESS, "", "", "", status, body=body)
     if kind is not None:
         verdict = kind.verdict
@@ -95,6 +115,8 @@ def classify_status(status: int, body: object, text: str = "", retry_after_s: fl
         if not ours:
             err_type, message = f"http_{status}", f"HTTP {status} without the service's error body: {message[:200]}"
     return Outcome(verdict, stage, err_type, message, status, retry_after_s, keep)
+
+
 def classify_exception(exc: BaseException) -> Outcome:
     """Transport failures. A broken connection (refused, reset, closed mid-answer: a service stopping or
     restarting) is an outage, waited out; a request that timed out on a live connection is retryable."""

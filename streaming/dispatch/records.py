@@ -36,7 +36,10 @@ class KafkaInput:
 
     def source(self, keep_key: bool = True) -> SourceRecord:
         return SourceRecord(
-            topic=self.topic, partition=self.partition, offset=self.offset, timestamp_ms=self.timestamp_ms,
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            timestamp_ms=self.timestamp_ms,
             key_b64=None if self.key is None or not keep_key else base64.b64encode(self.key).decode(),
         )
 
@@ -95,33 +98,47 @@ def infer_request(msg: ImageMessage) -> InferRequest:
 
 
 def build_result(
-    msg: ImageMessage, record: KafkaInput, index: int, team: str, response: dict, http_ms: float, attempts: int,
-    now_ms: int, event_record: int | None = None,
+    msg: ImageMessage,
+    record: KafkaInput,
+    index: int,
+    team: str,
+    response: dict,
+    http_ms: float,
+    attempts: int,
+    now_ms: int,
+    event_record: int | None = None,
 ) -> Output:
     """The service's answer merged with the input's identity and the dispatcher's timings."""
     origin_ms = msg.publish_ts_ms or record.timestamp_ms
-    result = InferenceResult.model_validate({
-        **response,
-        "id": message_id(msg, record, index),
-        "team": team,
-        "bucket": msg.bucket,
-        "key": msg.key,
-        "camera": msg.camera,
-        "publish_ts_ms": msg.publish_ts_ms,
-        "http_ms": round(http_ms, 3),
-        "attempts": attempts,
-        "e2e_ms": None if origin_ms is None else float(now_ms - origin_ms),
-        "result_ts_ms": now_ms,
-        "source": record.source(),
-        "event_record": event_record,
-        "echo": msg.extra_fields(),
-    })
+    result = InferenceResult.model_validate(
+        {
+            **response,
+            "id": message_id(msg, record, index),
+            "team": team,
+            "bucket": msg.bucket,
+            "key": msg.key,
+            "camera": msg.camera,
+            "publish_ts_ms": msg.publish_ts_ms,
+            "http_ms": round(http_ms, 3),
+            "attempts": attempts,
+            "e2e_ms": None if origin_ms is None else float(now_ms - origin_ms),
+            "result_ts_ms": now_ms,
+            "source": record.source(),
+            "event_record": event_record,
+            "echo": msg.extra_fields(),
+        }
+    )
     return Output(dlq=False, key=record.key, value=result.model_dump_json(exclude_none=True).encode())
 
 
 def build_dead_letter(
-    record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity, now_ms: int,
-    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES, event_record: int | None = None,
+    record: KafkaInput,
+    team: str,
+    error: ErrorEnvelope,
+    identity: DispatcherIdentity,
+    now_ms: int,
+    max_record_bytes: int = limits.KAFKA_MAX_RECORD_BYTES,
+    event_record: int | None = None,
 ) -> Output:
     """The dead letter of `record`, built to fit in one record of `max_record_bytes`: a dead letter that does not
     fit would fail the DLQ sink, and with it the job, on the same record after every restart.
@@ -138,15 +155,25 @@ def build_dead_letter(
 
     def build(omitted: list, keep_bytes: int) -> Output:
         letter = DeadLetter(
-            team=team, source=record.source(keep_key="key" not in omitted),
-            **_kept_value(raw[:keep_bytes], cut=keep_bytes < len(raw)), original_value_bytes=len(raw),
-            original_value_sha256=digest, omitted=omitted, event_record=event_record, error=error,
-            dispatcher=identity, failed_at_ms=now_ms,
+            team=team,
+            source=record.source(keep_key="key" not in omitted),
+            **_kept_value(raw[:keep_bytes], cut=keep_bytes < len(raw)),
+            original_value_bytes=len(raw),
+            original_value_sha256=digest,
+            omitted=omitted,
+            event_record=event_record,
+            error=error,
+            dispatcher=identity,
+            failed_at_ms=now_ms,
         )
         # the original headers ride along (replay re-publishes them) under their own names
         headers = {**({} if "headers" in omitted else original_headers), **error_headers}
-        return Output(dlq=True, key=None if "key" in omitted else record.key,
-                      value=letter.model_dump_json(exclude_none=True).encode(), headers=headers)
+        return Output(
+            dlq=True,
+            key=None if "key" in omitted else record.key,
+            value=letter.model_dump_json(exclude_none=True).encode(),
+            headers=headers,
+        )
 
     out = build([], len(raw))
     if out.size_bytes <= budget:
@@ -175,7 +202,7 @@ def _kept_value(data: bytes, cut: bool) -> dict[str, str]:
     except UnicodeDecodeError as exc:
         if not (cut and exc.reason == "unexpected end of data"):
             return {"original_value_b64": base64.b64encode(data).decode()}
-        data = data[:exc.start]
+        data = data[: exc.start]
         text = data.decode("utf-8")
     encoded = base64.b64encode(data).decode()
     if len(json.dumps(text, ensure_ascii=False).encode()) <= len(encoded) + 2:
@@ -183,8 +210,9 @@ def _kept_value(data: bytes, cut: bool) -> dict[str, str]:
     return {"original_value_b64": encoded}
 
 
-def _error_headers(record: KafkaInput, team: str, error: ErrorEnvelope,
-                   identity: DispatcherIdentity) -> dict[str, bytes]:
+def _error_headers(
+    record: KafkaInput, team: str, error: ErrorEnvelope, identity: DispatcherIdentity
+) -> dict[str, bytes]:
     headers = {
         topics.HEADER_STAGE: error.stage,
         topics.HEADER_TYPE: error.type[:200],

@@ -24,8 +24,9 @@ class RetryPolicy:
     def can_retry(self, attempts_made: int) -> bool:
         return attempts_made < self.attempts
 
-    def delay_s(self, attempts_made: int, retry_after_s: float | None = None,
-                rng: random.Random | None = None) -> float:
+    def delay_s(
+        self, attempts_made: int, retry_after_s: float | None = None, rng: random.Random | None = None
+    ) -> float:
         cap = min(self.max_ms, self.base_ms * self.multiplier ** max(0, attempts_made - 1)) / 1000
         jittered = (rng or random).uniform(cap / 2, cap)
         # a server's Retry-After is a floor: asking sooner only earns another 429
@@ -44,8 +45,14 @@ class CircuitBreaker:
     `reason` says why it is open (for the logs); `last_probes` how many probes the last open period took:
     1 means the service looked fine as soon as it was asked."""
 
-    def __init__(self, probe: Probe, min_pause_s: float = 0.2, max_pause_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        min_pause_s: float = 0.2,
+        max_pause_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
+    ) -> None:
         self._probe = probe
         self._min_pause_s = min_pause_s
         self._max_pause_s = max_pause_s
@@ -64,8 +71,9 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return not self._closed.is_set()
 
-    def trip(self, reason: str = "the service is unavailable", probe: Probe | None = None,
-             misconfigured: bool = False) -> None:
+    def trip(
+        self, reason: str = "the service is unavailable", probe: Probe | None = None, misconfigured: bool = False
+    ) -> None:
         """Open the breaker (a no-op when it is open). `probe` replaces the readiness probe for this period."""
         if not self._closed.is_set():
             return
@@ -73,9 +81,12 @@ class CircuitBreaker:
         self.opened_count += 1
         self.reason, self.misconfigured = reason, misconfigured
         (self._log.error if misconfigured else self._log.warning)(
-            "pausing every call: %s%s", reason,
+            "pausing every call: %s%s",
+            reason,
             " (the deployment is wrong: fix it; the job resumes by itself once the probe passes)"
-            if misconfigured else "")
+            if misconfigured
+            else "",
+        )
         self._prober = asyncio.get_running_loop().create_task(self._probe_until_ok(probe or self._probe))
 
     async def wait_closed(self) -> None:

@@ -19,6 +19,9 @@ EMBEDDED_SITE = Path(__file__).resolve().parent / "embedded"
 
 def python_path() -> str:
     """EMBEDDED_SITE, this process's import path, then any PYTHONPATH it was given."""
-    paths = [str(EMBEDDED_SITE), *(p for p in sys.path if p and Path(p).is_dir()),
-             *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    paths = [
+        str(EMBEDDED_SITE),
+        *(p for p in sys.path if p and Path(p).is_dir()),
+        *os.environ.get("PYTHONPATH", "").split(os.pathsep),
+    ]
     return os.pathsep.join(p for p in dict.fromkeys(paths) if p)

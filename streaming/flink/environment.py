@@ -45,8 +45,10 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
-    env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE
-                             if cfg.delivery_guarantee == "exactly-once" else CheckpointingMode.AT_LEAST_ONCE)
+    env.enable_checkpointing(
+        cfg.checkpoint_interval_ms,
+        CheckpointingMode.EXACTLY_ONCE if cfg.delivery_guarantee == "exactly-once" else CheckpointingMode.AT_LEAST_ONCE,
+    )
     if cfg.connector_jars:
         env.add_jars(*(j if "://" in j else Path(j).resolve().as_uri() for j in cfg.connector_jars))
     return env
@@ -62,7 +64,8 @@ def put_reporter_on_local_classpath() -> None:
     jars = sorted(plugin.glob("flink-metrics-prometheus-*.jar"))
     if jars:
         os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(
-            p for p in (str(jars[-1]), os.environ.get("HADOOP_CLASSPATH", "")) if p)
+            p for p in (str(jars[-1]), os.environ.get("HADOOP_CLASSPATH", "")) if p
+        )
 
 
 def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:

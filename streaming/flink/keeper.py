@@ -59,9 +59,11 @@ def keep(jobmanager: str, interval_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="The job's settings come from this process's environment: the "
-                                            "variables `python streaming/flink/jobs/http_dispatcher.py --help` lists.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The job's settings come from this process's environment: the "
+        "variables `python streaming/flink/jobs/http_dispatcher.py --help` lists.",
+    )
     parser.add_argument("--jobmanager", default=os.environ.get("FLINK_JOBMANAGER", "flink-jobmanager:8081"))
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between looks at the cluster")
     args = parser.parse_args(argv)

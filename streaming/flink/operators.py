@@ -31,8 +31,12 @@ _BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 # (bench/RESULTS.md, issue 28). Arrays, not an array of ROWs, for the reason `tables.GROUP_FIELDS` gives.
 ROUTED_TYPE = Types.ROW_NAMED(
     ["dlq", "k", "v", "headers"],
-    [Types.OBJECT_ARRAY(Types.BOOLEAN()), Types.OBJECT_ARRAY(_BYTES), Types.OBJECT_ARRAY(_BYTES),
-     Types.OBJECT_ARRAY(Types.MAP(Types.STRING(), _BYTES))],
+    [
+        Types.OBJECT_ARRAY(Types.BOOLEAN()),
+        Types.OBJECT_ARRAY(_BYTES),
+        Types.OBJECT_ARRAY(_BYTES),
+        Types.OBJECT_ARRAY(Types.MAP(Types.STRING(), _BYTES)),
+    ],
 )
 # An outage is waited out inside the handling; this bound only catches a wedged call (an asyncio deadline: one timer
 # handle on the loop).
@@ -55,8 +59,12 @@ def kafka_input(partition: int, row: Any) -> KafkaInput:
     """One record: (k, v, topic, offset, ts, headers)."""
     k, v, topic, offset, ts, headers = row
     return KafkaInput(
-        value=None if v is None else bytes(v), key=None if k is None else bytes(k), topic=topic, partition=partition,
-        offset=offset, timestamp_ms=_epoch_ms(ts),
+        value=None if v is None else bytes(v),
+        key=None if k is None else bytes(k),
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=_epoch_ms(ts),
         headers={name: bytes(b or b"") for name, b in (headers or {}).items()},
     )
 
@@ -78,8 +86,10 @@ def encode_group(records: list[KafkaInput]) -> GroupEntry:
 
 
 def decode_group(entry: GroupEntry) -> list[KafkaInput]:
-    return [KafkaInput(value=v, key=k, topic=t, partition=p, offset=o, timestamp_ms=ts, headers=h)
-            for v, k, t, p, o, ts, h in entry]
+    return [
+        KafkaInput(value=v, key=k, topic=t, partition=p, offset=o, timestamp_ms=ts, headers=h)
+        for v, k, t, p, o, ts, h in entry
+    ]
 
 
 def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext) -> Callable[[], Dispatcher]:
@@ -89,18 +99,29 @@ def _dispatcher_factory(cfg: DispatcherConfig, runtime_context: RuntimeContext) 
         InferenceClient,
         http_url=cfg.http_url,
         policy=RetryPolicy(attempts=cfg.attempts, base_ms=cfg.backoff_ms, max_ms=cfg.backoff_max_ms),
-        attempt_timeout_s=cfg.attempt_timeout_s, items_per_request=cfg.items_per_request,
-        max_batch_wait_ms=cfg.max_batch_wait_ms, max_connections=cfg.capacity + 2,  # + readiness probes
-        auth_token=cfg.service_token(), ca_file=cfg.http_ca_file or None,
+        attempt_timeout_s=cfg.attempt_timeout_s,
+        items_per_request=cfg.items_per_request,
+        max_batch_wait_ms=cfg.max_batch_wait_ms,
+        max_connections=cfg.capacity + 2,  # + readiness probes
+        auth_token=cfg.service_token(),
+        ca_file=cfg.http_ca_file or None,
     )
-    identity = DispatcherIdentity(job=f"{cfg.name}/{_subtask_index(runtime_context)}", group_id=cfg.group_id,
-                                  host=cfg.host)
+    identity = DispatcherIdentity(
+        job=f"{cfg.name}/{_subtask_index(runtime_context)}", group_id=cfg.group_id, host=cfg.host
+    )
     metrics = DispatcherMetrics()
     metrics.register(runtime_context.get_metrics_group())
 
     def new_dispatcher() -> Dispatcher:
-        return Dispatcher(client(), cfg.team, identity, cfg.max_message_bytes, cfg.max_record_bytes,
-                          in_flight=cfg.capacity, metrics=metrics)
+        return Dispatcher(
+            client(),
+            cfg.team,
+            identity,
+            cfg.max_message_bytes,
+            cfg.max_record_bytes,
+            in_flight=cfg.capacity,
+            metrics=metrics,
+        )
 
     return new_dispatcher
 
@@ -124,8 +145,12 @@ def routed(outputs: Iterable[Output]) -> Row:
     """OUTPUTS as one element of ROUTED_TYPE."""
     outputs = list(outputs)
     # a result has no headers: None instead of an empty map spares the JVM a map conversion per result
-    return Row(dlq=[o.dlq for o in outputs], k=[o.key for o in outputs], v=[o.value for o in outputs],
-               headers=[o.headers or None for o in outputs])
+    return Row(
+        dlq=[o.dlq for o in outputs],
+        k=[o.key for o in outputs],
+        v=[o.value for o in outputs],
+        headers=[o.headers or None for o in outputs],
+    )
 
 
 class InferAndRoute(KeyedProcessFunction):
@@ -156,7 +181,8 @@ class InferAndRoute(KeyedProcessFunction):
 
         self.dispatcher = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
         self.groups = runtime_context.get_map_state(
-            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+            MapStateDescriptor("groups_in_flight", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        )
         # groups held per partition: as many as images in flight, since a light load makes groups of one record
         self.max_held = self.config.groups_in_flight
 

@@ -25,10 +25,16 @@ STARTUP_MODES = {"group": "group-offsets", "earliest": "earliest-offset", "lates
 
 def _kafka(cfg: DispatcherConfig, topic: str, schema: Schema, client: dict[str, str]) -> TableDescriptor.Builder:
     """A Kafka table's descriptor; CLIENT: the `properties.*` of --kafka-config (security), for every table alike."""
-    builder = (TableDescriptor.for_connector("kafka").schema(schema)
-               .option("topic", topic).option("properties.bootstrap.servers", cfg.bootstrap)
-               .option("key.format", "raw").option("key.fields", "k")
-               .option("value.format", "raw").option("value.fields-include", "EXCEPT_KEY"))
+    builder = (
+        TableDescriptor.for_connector("kafka")
+        .schema(schema)
+        .option("topic", topic)
+        .option("properties.bootstrap.servers", cfg.bootstrap)
+        .option("key.format", "raw")
+        .option("key.fields", "k")
+        .option("value.format", "raw")
+        .option("value.fields-include", "EXCEPT_KEY")
+    )
     for name, value in client.items():
         builder = builder.option(name, value)
     return builder
@@ -36,41 +42,55 @@ def _kafka(cfg: DispatcherConfig, topic: str, schema: Schema, client: dict[str, 
 
 def _sink(cfg: DispatcherConfig, topic: str, role: str, schema: Schema, client: dict[str, str]) -> TableDescriptor:
     # every record the job writes is built to fit max_record_bytes (streaming/dispatch/records.py)
-    builder = (_kafka(cfg, topic, schema, client).option("sink.delivery-guarantee", cfg.delivery_guarantee)
-               .option("properties.max.request.size", str(cfg.max_record_bytes)))
+    builder = (
+        _kafka(cfg, topic, schema, client)
+        .option("sink.delivery-guarantee", cfg.delivery_guarantee)
+        .option("properties.max.request.size", str(cfg.max_record_bytes))
+    )
     if cfg.delivery_guarantee == "exactly-once":
         # One prefix per job identity and sink (DispatcherConfig.transactional_id_prefix says why). A transaction
         # stays open from one checkpoint to the next, and an outage holds checkpoints back for as long as it lasts,
         # with results already written in the open transaction: so the broker's longest timeout
         # (transaction.max.timeout.ms; a higher value is refused at start). An outage longer than that fails the job,
         # which restarts from its last checkpoint and loses nothing.
-        builder = (builder.option("sink.transactional-id-prefix", cfg.transactional_id_prefix(role))
-                   .option("properties.transaction.timeout.ms", str(limits.KAFKA_MAX_TRANSACTION_MS)))
+        builder = builder.option("sink.transactional-id-prefix", cfg.transactional_id_prefix(role)).option(
+            "properties.transaction.timeout.ms", str(limits.KAFKA_MAX_TRANSACTION_MS)
+        )
     return builder.build()
 
 
 def create_kafka_tables(t_env: StreamTableEnvironment, cfg: DispatcherConfig, client: dict[str, str]) -> None:
     """INPUT, RESULTS and DEAD_LETTERS, as temporary tables of T_ENV."""
-    input_schema = (Schema.new_builder()
-                    .column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
-                    .column_by_metadata("topic", DataTypes.STRING(), "topic", True)
-                    .column_by_metadata("partition", DataTypes.INT(), "partition", True)
-                    .column_by_metadata("offset", DataTypes.BIGINT(), "offset", True)
-                    .column_by_metadata("ts", DataTypes.TIMESTAMP_LTZ(3), "timestamp", True)
-                    .column_by_metadata("headers", HEADERS, "headers", True)
-                    .column_by_expression(PROCESSING_TIME, "PROCTIME()")
-                    .build())
-    t_env.create_temporary_table(INPUT, _kafka(cfg, cfg.input_topic, input_schema, client)
-                                 .option("properties.group.id", cfg.group_id)
-                                 .option("properties.auto.offset.reset", "earliest")
-                                 .option("properties.isolation.level", "read_committed")
-                                 .option("scan.startup.mode", STARTUP_MODES[cfg.starting_offsets])
-                                 .build())
+    input_schema = (
+        Schema.new_builder()
+        .column("k", DataTypes.BYTES())
+        .column("v", DataTypes.BYTES())
+        .column_by_metadata("topic", DataTypes.STRING(), "topic", True)
+        .column_by_metadata("partition", DataTypes.INT(), "partition", True)
+        .column_by_metadata("offset", DataTypes.BIGINT(), "offset", True)
+        .column_by_metadata("ts", DataTypes.TIMESTAMP_LTZ(3), "timestamp", True)
+        .column_by_metadata("headers", HEADERS, "headers", True)
+        .column_by_expression(PROCESSING_TIME, "PROCTIME()")
+        .build()
+    )
+    t_env.create_temporary_table(
+        INPUT,
+        _kafka(cfg, cfg.input_topic, input_schema, client)
+        .option("properties.group.id", cfg.group_id)
+        .option("properties.auto.offset.reset", "earliest")
+        .option("properties.isolation.level", "read_committed")
+        .option("scan.startup.mode", STARTUP_MODES[cfg.starting_offsets])
+        .build(),
+    )
     results = Schema.new_builder().column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES()).build()
     t_env.create_temporary_table(RESULTS, _sink(cfg, cfg.output_topic, "results", results, client))
-    dead_letters = (Schema.new_builder().column("k", DataTypes.BYTES()).column("v", DataTypes.BYTES())
-                    .column_by_metadata("headers", HEADERS)
-                    .build())
+    dead_letters = (
+        Schema.new_builder()
+        .column("k", DataTypes.BYTES())
+        .column("v", DataTypes.BYTES())
+        .column_by_metadata("headers", HEADERS)
+        .build()
+    )
     t_env.create_temporary_table(DEAD_LETTERS, _sink(cfg, cfg.dlq_topic, "dlq", dead_letters, client))
 
 

@@ -48,19 +48,33 @@ class Compose:
         return took
 
     def output(self, *args: str) -> str:
-        return subprocess.run(self.command(*args), cwd=self.workdir, env=self.env, capture_output=True, text=True,
-                              check=True, timeout=300).stdout
+        return subprocess.run(
+            self.command(*args), cwd=self.workdir, env=self.env, capture_output=True, text=True, check=True, timeout=300
+        ).stdout
 
     def logs(self, service: str, lines: int = 60) -> str:
-        return subprocess.run(self.command("logs", "--no-color", "--tail", str(lines), service), cwd=self.workdir,
-                              env=self.env, capture_output=True, text=True).stdout
+        return subprocess.run(
+            self.command("logs", "--no-color", "--tail", str(lines), service),
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        ).stdout
 
 
 def copy_checkout(workdir: Path) -> Path:
     """A copy of the checkout in WORKDIR (tracked and untracked files, not ignored ones: no ./secrets) with the teams'
     weights: a test changes it as a user would theirs."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         src = REPO / name
         if src.is_file():
@@ -111,8 +125,11 @@ def outcomes(kafka: kafka_io.Target, team: str, expected: int, timeout_s: float 
         # up to the end offsets, without a consumer group: the broker's group rebalance delay (3 s by default,
         # as here) cannot make a read come back empty
         results = kafka_io.read_to_end(kafka, topics.result_topic(team)).records
-        letters = [r for r in kafka_io.read_to_end(kafka, topics.DLQ_TOPIC).records
-                   if r.headers.get(topics.HEADER_TOPIC, b"").decode() == topics.input_topic(team)]
+        letters = [
+            r
+            for r in kafka_io.read_to_end(kafka, topics.DLQ_TOPIC).records
+            if r.headers.get(topics.HEADER_TOPIC, b"").decode() == topics.input_topic(team)
+        ]
         if len(results) + len(letters) >= expected or time.monotonic() > deadline:
             return results, letters
         time.sleep(3)
@@ -130,8 +147,10 @@ def assert_exactly_once(kafka: kafka_io.Target, team: str, timeout_s: float = 30
     assert not doubled, f"{team}: {len(doubled)} input records ended twice, e.g. {doubled[:5]}"
     missing = sorted(wanted - set(got))
     assert not missing, f"{team}: {len(missing)} of {len(wanted)} input records never ended, e.g. {missing[:5]}"
-    print(f"   {team}: {len(wanted)} input records -> {len(results)} results + {len(letters)} dead letters, "
-          f"each once", flush=True)
+    print(
+        f"   {team}: {len(wanted)} input records -> {len(results)} results + {len(letters)} dead letters, each once",
+        flush=True,
+    )
     return len(results), len(letters)
 
 

@@ -46,8 +46,13 @@ pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 PROJECT = "imagery-compose-secure-test"
 # host ports of their own (the plain test's stack, a local stack or a user's may run beside it); the team's service
 # keeps its http_port from deploy/teams.yaml, as in the plain test
-PORTS = {"KAFKA_HOST_PORT": "49092", "MINIO_HOST_PORT": "49000", "MINIO_CONSOLE_HOST_PORT": "49001",
-         "FLINK_HOST_PORT": "48081", "PROMETHEUS_HOST_PORT": "49090"}
+PORTS = {
+    "KAFKA_HOST_PORT": "49092",
+    "MINIO_HOST_PORT": "49000",
+    "MINIO_CONSOLE_HOST_PORT": "49001",
+    "FLINK_HOST_PORT": "48081",
+    "PROMETHEUS_HOST_PORT": "49090",
+}
 BOOTSTRAP = f"localhost:{PORTS['KAFKA_HOST_PORT']}"
 FLINK = f"http://localhost:{PORTS['FLINK_HOST_PORT']}"
 PROMETHEUS = f"http://localhost:{PORTS['PROMETHEUS_HOST_PORT']}"
@@ -56,8 +61,14 @@ FILES = ["compose.yaml", "compose.secure.yaml"]
 
 def imagery(checkout: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """The checkout's `imagery` CLI, run in the checkout (as a user runs it in theirs)."""
-    return subprocess.run([sys.executable, "-m", "imagery.cli", *args], cwd=checkout, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(checkout), "COLUMNS": "200"}, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "imagery.cli", *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(checkout), "COLUMNS": "200"},
+        timeout=timeout_s,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +127,30 @@ def test_the_secured_compose_stack(compose, checkout, secrets_dir, admin):
     wait_for_jobs(FLINK, {team.group_id})
 
     step("publish from the host as the admin (host-admin.properties): uploads to MinIO over TLS, messages, bad ones")
-    root = storage_access.minio_client(f"localhost:{PORTS['MINIO_HOST_PORT']}", "minioadmin",
-                                       (secrets_dir / compose_secrets.MINIO_ROOT_PASSWORD).read_text().strip(),
-                                       secure=True, ca_file=ca)
+    root = storage_access.minio_client(
+        f"localhost:{PORTS['MINIO_HOST_PORT']}",
+        "minioadmin",
+        (secrets_dir / compose_secrets.MINIO_ROOT_PASSWORD).read_text().strip(),
+        secure=True,
+        ca_file=ca,
+    )
     keys = []
     for i in range(8):
         data = make_image("clean" if i % 2 else "defect", i)
         keys.append(f"first/{i:04d}.jpg")
         root.put_object(team.bucket, keys[-1], io.BytesIO(data), len(data), content_type="image/jpeg")
-    produced = imagery(checkout, "--kafka-config", str(secrets_dir / compose_secrets.HOST_ADMIN), "produce",
-                       team.team, team.bucket, *keys[:4], "first/no-such-image.jpg", "--bootstrap", BOOTSTRAP)
+    produced = imagery(
+        checkout,
+        "--kafka-config",
+        str(secrets_dir / compose_secrets.HOST_ADMIN),
+        "produce",
+        team.team,
+        team.bucket,
+        *keys[:4],
+        "first/no-such-image.jpg",
+        "--bootstrap",
+        BOOTSTRAP,
+    )
     assert produced.returncode == 0, produced.stdout + produced.stderr
     produce_messages(admin, team.input_topic, [b"{not json"])
     results, letters = assert_exactly_once(admin, team.team)
@@ -153,8 +178,9 @@ def test_the_secured_compose_stack(compose, checkout, secrets_dir, admin):
         httpx.get(f"http://{service}/readyz", timeout=5)
     tls = ssl.create_default_context(cafile=str(ca))
     assert httpx.get(f"https://{service}/readyz", verify=tls, timeout=5).status_code == 200
-    anonymous = httpx.post(f"https://{service}{INFER_JSON_ROUTE}", json={"bucket": team.bucket, "key": keys[0]},
-                           verify=tls, timeout=30)
+    anonymous = httpx.post(
+        f"https://{service}{INFER_JSON_ROUTE}", json={"bucket": team.bucket, "key": keys[0]}, verify=tls, timeout=30
+    )
     assert anonymous.status_code == 401
 
     step("no secret in the merged compose file or in any container's environment")
@@ -163,7 +189,11 @@ def test_the_secured_compose_stack(compose, checkout, secrets_dir, admin):
     merged = compose.output("config")
     assert not [v for v in values if v in merged], "a secret is in `docker compose config`"
     for container in compose.output("ps", "-aq").split():
-        env = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", container],
-                             capture_output=True, text=True, check=True).stdout
+        env = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Env}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert not [v for v in values if v in env], f"a secret is in the environment of {container}"
     print(f"   the secured stack, from build to here: {time.monotonic() - started:.0f} s", flush=True)

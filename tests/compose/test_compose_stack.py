@@ -40,11 +40,18 @@ pytestmark = pytest.mark.compose
 
 PROJECT = "imagery-compose-test"
 # host ports of their own, so that a local stack (`imagery up`) or a user's compose stack may run beside the test
-PORTS = {"KAFKA_HOST_PORT": "39092", "MINIO_HOST_PORT": "39000", "MINIO_CONSOLE_HOST_PORT": "39001",
-         "FLINK_HOST_PORT": "38081", "PROMETHEUS_HOST_PORT": "39090"}
+PORTS = {
+    "KAFKA_HOST_PORT": "39092",
+    "MINIO_HOST_PORT": "39000",
+    "MINIO_CONSOLE_HOST_PORT": "39001",
+    "FLINK_HOST_PORT": "38081",
+    "PROMETHEUS_HOST_PORT": "39090",
+}
 BOOTSTRAP = f"localhost:{PORTS['KAFKA_HOST_PORT']}"
 FLINK = f"http://localhost:{PORTS['FLINK_HOST_PORT']}"
 PROMETHEUS = f"http://localhost:{PORTS['PROMETHEUS_HOST_PORT']}"
+
+
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
     """A copy of the checkout with the fruit team's weights: the test adds a team to it, as a user would to theirs."""
@@ -61,8 +68,9 @@ def compose(checkout):
 
 
 def minio_client() -> Minio:
-    return Minio(f"localhost:{PORTS['MINIO_HOST_PORT']}", access_key="minioadmin", secret_key="minioadmin",
-                 secure=False)
+    return Minio(
+        f"localhost:{PORTS['MINIO_HOST_PORT']}", access_key="minioadmin", secret_key="minioadmin", secure=False
+    )
 
 
 def upload(bucket: str, prefix: str, count: int, first_seed: int = 0) -> list[str]:
@@ -84,23 +92,31 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
 
     step("publish from the host: uploads alone (bucket events), {bucket, key} messages, two bad ones")
     keys = upload("fruit", "first", 12)
-    produce_messages(BOOTSTRAP, topics.input_topic("fruit"),
-                     [{"bucket": "fruit", "key": k} for k in keys[:6]]
-                     + [{"bucket": "fruit", "key": "first/no-such-image.jpg"}, b"{not json"])
+    produce_messages(
+        BOOTSTRAP,
+        topics.input_topic("fruit"),
+        [{"bucket": "fruit", "key": k} for k in keys[:6]]
+        + [{"bucket": "fruit", "key": "first/no-such-image.jpg"}, b"{not json"],
+    )
     results, letters = assert_exactly_once(BOOTSTRAP, "fruit")
     assert (results, letters) == (18, 2)
 
     step("the stack's Prometheus: the service, Flink and the dispatcher's own numbers, and the alert rules")
     prometheus_value(PROMETHEUS, 'up{job="imagery-inference", team="fruit"}', 1)
     # (Flink's reporter turns the '-' of label values into '_')
-    prometheus_value(PROMETHEUS,
-                     'sum(flink_taskmanager_job_task_operator_imagery_records{job_name="http_dispatcher_fruit"})', 20)
+    prometheus_value(
+        PROMETHEUS, 'sum(flink_taskmanager_job_task_operator_imagery_records{job_name="http_dispatcher_fruit"})', 20
+    )
     rules = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert sum(len(group["rules"]) for group in rules) >= 10
 
     step("a second team joins: imagery new-team apples, its weights, docker compose up -d --build")
-    subprocess.run([sys.executable, "-m", "imagery.cli", "new-team", "apples"], cwd=checkout, check=True,
-                   env={**os.environ, "PYTHONPATH": str(checkout)})
+    subprocess.run(
+        [sys.executable, "-m", "imagery.cli", "new-team", "apples"],
+        cwd=checkout,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+    )
     (checkout / "weights" / "apples_best.pt").write_bytes(b"the template runner loads no weights")
     compose("up", "-d", "--build")
     jobs = wait_for_jobs(FLINK, {"http-dispatcher-fruit", "http-dispatcher-apples"})
@@ -113,10 +129,25 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
 
     step("imagery health, as the README has it for compose: every part up")
     health = subprocess.run(
-        [sys.executable, "-m", "imagery.cli", "health", "--bootstrap", BOOTSTRAP, "--flink-url", FLINK,
-         "--service", "fruit=http://localhost:28001", "--service", "apples=http://localhost:28002"],
+        [
+            sys.executable,
+            "-m",
+            "imagery.cli",
+            "health",
+            "--bootstrap",
+            BOOTSTRAP,
+            "--flink-url",
+            FLINK,
+            "--service",
+            "fruit=http://localhost:28001",
+            "--service",
+            "apples=http://localhost:28002",
+        ],
         env={**os.environ, "IMAGERY_MINIO_PORT": PORTS["MINIO_HOST_PORT"], "COLUMNS": "160"},
-        capture_output=True, text=True, timeout=120)
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     print(health.stdout, flush=True)
     assert health.returncode == 0, health.stdout + health.stderr
     assert "http-dispatcher-apples" in health.stdout and "http-dispatcher-fruit" in health.stdout

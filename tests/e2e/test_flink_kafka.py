@@ -22,8 +22,14 @@ def test_pyflink_kafka_source_to_kafka_sink(bootstrap, new_topic, stack_settings
     jar = install.connector_jars(stack_settings)[0]
     job = Path(__file__).parent / "jobs" / "kafka_passthrough.py"
     env = dict(os.environ)
-    done = subprocess.run([sys.executable, str(job), bootstrap, source, sink, jar.as_uri()], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(job), bootstrap, source, sink, jar.as_uri()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     got = kafka_io.read_topic(bootstrap, sink, until=len(words), timeout_s=30)
     assert sorted(r.value.decode() for r in got) == sorted(w.upper() for w in words)

@@ -76,10 +76,12 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
     minio = stack.minio_client(settings)
     bucket = unique("fruit-mon")
     minio.make_bucket(bucket)
-    service = InferenceService(settings, "fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV,
-                               log_path=tmp / "service.log")
-    prometheus = PrometheusServer({"fruit": [f"{service.host}:{service.port}"]}, interval_s=1.0,
-                                  storage=tmp / "prometheus")
+    service = InferenceService(
+        settings, "fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV, log_path=tmp / "service.log"
+    )
+    prometheus = PrometheusServer(
+        {"fruit": [f"{service.host}:{service.port}"]}, interval_s=1.0, storage=tmp / "prometheus"
+    )
     job_name, group_id = unique("monitored"), unique("g")
     job_id = None
     try:
@@ -89,28 +91,73 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
             data = fruit_images.make("defect" if i % 2 else "clean", i)
             minio.put_object(bucket, f"img/{i}.jpg", io.BytesIO(data), len(data))
         good = [{"id": f"ok-{i}", "bucket": bucket, "key": f"img/{i % 6}.jpg"} for i in range(24)]
-        bad = [b"not json", {"id": "no-bucket", "key": "img/0.jpg"},
-               {"id": "missing-1", "bucket": bucket, "key": "nowhere/1.jpg"},
-               {"id": "missing-2", "bucket": bucket, "key": "nowhere/2.jpg"}]
+        bad = [
+            b"not json",
+            {"id": "no-bucket", "key": "img/0.jpg"},
+            {"id": "missing-1", "bucket": bucket, "key": "nowhere/1.jpg"},
+            {"id": "missing-2", "bucket": bucket, "key": "nowhere/2.jpg"},
+        ]
         produced = produce_messages(settings.bootstrap, inp, [*good, *bad])
         jars = ",".join(str(p) for p in stack.install.connector_jars(settings))  # this cluster's lib/ lacks them
         submitted = subprocess.run(
-            ["bash", str(stack.flink_home() / "bin" / "flink"), "run", "--detached",
-             "-m", f"{settings.host}:{settings.flink_rest_port}", "--python", "streaming/flink/jobs/http_dispatcher.py",
-             "--bootstrap", settings.bootstrap, "--team", "fruit",
-             "--http-url", f"{service.base_url}{INFER_JSON_ROUTE}",
-             "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", group_id,
-             "--job-name", job_name, "--resume", "none", "--checkpoint-interval-ms", "1000",
-             "--delivery-guarantee", "exactly-once",  # as production runs it: the sinks' commit metrics exist
-             "--backoff-ms", "50", "--connector-jars", jars],
+            [
+                "bash",
+                str(stack.flink_home() / "bin" / "flink"),
+                "run",
+                "--detached",
+                "-m",
+                f"{settings.host}:{settings.flink_rest_port}",
+                "--python",
+                "streaming/flink/jobs/http_dispatcher.py",
+                "--bootstrap",
+                settings.bootstrap,
+                "--team",
+                "fruit",
+                "--http-url",
+                f"{service.base_url}{INFER_JSON_ROUTE}",
+                "--input-topic",
+                inp,
+                "--output-topic",
+                out,
+                "--dlq-topic",
+                dlq,
+                "--group-id",
+                group_id,
+                "--job-name",
+                job_name,
+                "--resume",
+                "none",
+                "--checkpoint-interval-ms",
+                "1000",
+                "--delivery-guarantee",
+                "exactly-once",  # as production runs it: the sinks' commit metrics exist
+                "--backoff-ms",
+                "50",
+                "--connector-jars",
+                jars,
+            ],
             env={**os.environ, **stack.flink_env(settings), "IMAGERY_DETACHED": "1"},
-            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO_ROOT,
+        )
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
         got = collect(settings.bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= produced, TIMEOUT_S)
         assert len(got.results) == len(good) and len(got.dead) == len(bad), (len(got.results), len(got.dead))
-        yield Run(settings, service, prometheus, job_name, re.sub(r"[^A-Za-z0-9_]", "_", job_name), job_id, inp,
-                  group_id, produced, got)
+        yield Run(
+            settings,
+            service,
+            prometheus,
+            job_name,
+            re.sub(r"[^A-Za-z0-9_]", "_", job_name),
+            job_id,
+            inp,
+            group_id,
+            produced,
+            got,
+        )
     finally:
         if job_id:
             httpx.patch(f"{settings.flink_rest_url}/jobs/{job_id}?mode=cancel", timeout=10)
@@ -129,32 +176,43 @@ def test_dispatcher_metrics_count_what_landed_in_kafka(run: Run):
     """The job's own numbers, through Flink's reporter and Prometheus, equal what the topics hold."""
     sel = f'{{job_name="{run.job_label}"}}'
     stages = Counter(d.error.stage for d in run.got.dead)
-    expected = {f"sum({PROMETHEUS_PREFIX}records{sel})": run.produced,
-                f"sum({PROMETHEUS_PREFIX}results{sel})": len(run.got.results),
-                f"sum({PROMETHEUS_PREFIX}dead_letters_total{sel})": len(run.got.dead),
-                **{f'sum({PROMETHEUS_STAGE_PREFIX}dead_letters{{job_name="{run.job_label}", stage="{s}"}})': n
-                   for s, n in stages.items()}}
+    expected = {
+        f"sum({PROMETHEUS_PREFIX}records{sel})": run.produced,
+        f"sum({PROMETHEUS_PREFIX}results{sel})": len(run.got.results),
+        f"sum({PROMETHEUS_PREFIX}dead_letters_total{sel})": len(run.got.dead),
+        **{
+            f'sum({PROMETHEUS_STAGE_PREFIX}dead_letters{{job_name="{run.job_label}", stage="{s}"}})': n
+            for s, n in stages.items()
+        },
+    }
     assert set(stages) == {"parse", "validate", "fetch"}, stages
 
     def seen():
         now = {expr: value(run, expr) for expr in expected}
         return now == expected, now
+
     wait_for("the dispatcher's counts in Prometheus", seen)
     # the HTTP latency of the calls, from the dispatcher's side, and how many were in flight at once
     assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p95_ms{sel})") > 0
     assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p50_ms{sel})") <= value(
-        run, f"max({PROMETHEUS_PREFIX}http_latency_p99_ms{sel})")
+        run, f"max({PROMETHEUS_PREFIX}http_latency_p99_ms{sel})"
+    )
     assert value(run, f"sum({PROMETHEUS_PREFIX}http_calls{sel})") == len(run.got.results) + stages["fetch"]
     # Flink's own metrics beside them: the job is up, its source's lag is 0 once everything was read
     assert value(run, f"max(flink_jobmanager_job_uptime{sel})") > 0
-    wait_for("the source's pendingRecords at 0",
-             lambda: value(run, f"sum(flink_taskmanager_job_task_operator_pendingRecords{sel})") == 0)
+    wait_for(
+        "the source's pendingRecords at 0",
+        lambda: value(run, f"sum(flink_taskmanager_job_task_operator_pendingRecords{sel})") == 0,
+    )
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(panel["title"], target["expr"].replace("$__rate_interval", "1m"))
-            for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    return [
+        (panel["title"], target["expr"].replace("$__rate_interval", "1m"))
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
 
 
 def test_every_dashboard_query_returns_series(run: Run):
@@ -164,11 +222,14 @@ def test_every_dashboard_query_returns_series(run: Run):
     def empty():
         missing = [(title, expr) for title, expr in queries if not run.prometheus.query(expr)]
         return not missing, missing
+
     wait_for("every dashboard query returns series", empty)
     for title in ("Dead letters by stage", "Service latency p50 / p95 / p99"):  # two, as the dashboard shows them
         for expr in [expr for t, expr in queries if t == title]:
-            print(f"\n{title}: {expr}\n" + "\n".join(
-                f"  {s['metric']} {s['value'][1]}" for s in run.prometheus.query(expr)))
+            print(
+                f"\n{title}: {expr}\n"
+                + "\n".join(f"  {s['metric']} {s['value'][1]}" for s in run.prometheus.query(expr))
+            )
 
 
 def alert_rules() -> list[dict]:
@@ -187,8 +248,10 @@ def test_alert_rules_check_and_read_live_series(run: Run):
         run.prometheus.query(rule["expr"])  # evaluates (raises on an error)
         # every metric it reads has series, with every label it matches on (a value may match nothing while all
         # is well: no 5xx, no 429)
-        selectors = [(name, re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", labels))
-                     for name, labels in SELECTOR.findall(rule["expr"])]
+        selectors = [
+            (name, re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", labels))
+            for name, labels in SELECTOR.findall(rule["expr"])
+        ]
         assert selectors, rule["alert"]
 
         def live(selectors=selectors):
@@ -198,6 +261,7 @@ def test_alert_rules_check_and_read_live_series(run: Run):
                 if not any(set(label_names) <= set(s["metric"]) for s in series):
                     missing.append((name, label_names))
             return not missing, missing
+
         wait_for(f"{rule['alert']} reads live series", live, timeout_s=30)
     firing = [a for a in run.prometheus.alerts() if a["state"] == "firing"]
     assert not firing, firing  # a healthy run fires nothing
@@ -205,10 +269,30 @@ def test_alert_rules_check_and_read_live_series(run: Run):
 
 def health(run: Run, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "imagery.cli", "health", "--service", f"fruit={run.service.base_url}",
-         "--topic", f"fruit={run.input_topic}", "--group", f"fruit={run.group_id}", "--job", f"fruit={run.job_name}",
-         "--bootstrap", run.settings.bootstrap, "--flink-url", run.settings.flink_rest_url, *extra],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "imagery.cli",
+            "health",
+            "--service",
+            f"fruit={run.service.base_url}",
+            "--topic",
+            f"fruit={run.input_topic}",
+            "--group",
+            f"fruit={run.group_id}",
+            "--job",
+            f"fruit={run.job_name}",
+            "--bootstrap",
+            run.settings.bootstrap,
+            "--flink-url",
+            run.settings.flink_rest_url,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_health_reports_every_part_up(run: Run):
@@ -216,6 +300,7 @@ def test_health_reports_every_part_up(run: Run):
         done = health(run, "--json")
         report = json.loads(done.stdout)
         return done.returncode == 0 and all(c["status"] == "ok" for c in report["checks"]), report
+
     _, report = wait_for("imagery health --json all ok", all_ok, timeout_s=60)
     by_part = {c["part"]: c for c in report["checks"]}
     assert set(by_part) == {"kafka", "minio", "flink", "job", "healthz", "readyz", "lag"}
@@ -230,9 +315,13 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     run.service.stop()
 
     def firing():
-        alerts = [a for a in run.prometheus.alerts()
-                  if a["labels"]["alertname"] == "ImageryServiceDown" and a["labels"].get("instance") == instance]
+        alerts = [
+            a
+            for a in run.prometheus.alerts()
+            if a["labels"]["alertname"] == "ImageryServiceDown" and a["labels"].get("instance") == instance
+        ]
         return bool(alerts) and alerts[0]["state"] == "firing", alerts
+
     _, alerts = wait_for("ImageryServiceDown firing", firing, timeout_s=120)
     assert alerts[0]["labels"]["team"] == "fruit" and alerts[0]["labels"]["severity"] == "page"
     print(json.dumps(alerts, indent=2))
@@ -244,25 +333,51 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
     assert status["kafka"] == status["minio"] == status["flink"] == status["job"] == "ok"
 
 
-def test_a_local_minicluster_job_reports_to_prometheus_too(bootstrap, new_topic, minio, bucket, fruit_service,
-                                                            fruit_images, tmp_path):
+def test_a_local_minicluster_job_reports_to_prometheus_too(
+    bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port)."""
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     data = fruit_images["clean"]
     minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
     produced = produce_messages(bootstrap, inp, [{"bucket": bucket, "key": "a.jpg"}] * 2 + [b"not json"])
     port = free_port()
-    args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"{fruit_service.base_url}{INFER_JSON_ROUTE}",
-            "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", unique("g"),
-            "--resume", "none", "--job-name", unique("local"), "--prometheus-port", str(port)]
+    args = [
+        "--bootstrap",
+        bootstrap,
+        "--team",
+        "fruit",
+        "--http-url",
+        f"{fruit_service.base_url}{INFER_JSON_ROUTE}",
+        "--input-topic",
+        inp,
+        "--output-topic",
+        out,
+        "--dlq-topic",
+        dlq,
+        "--group-id",
+        unique("g"),
+        "--resume",
+        "none",
+        "--job-name",
+        unique("local"),
+        "--prometheus-port",
+        str(port),
+    ]
     with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
+
         def scraped():
             job.check_alive()
             try:
                 text = httpx.get(f"http://127.0.0.1:{port}{METRICS_ROUTE}", timeout=2).text
             except httpx.HTTPError:
                 return False, "no answer"
-            found = {m.group(1): float(m.group(2)) for m in re.finditer(
-                rf"^{PROMETHEUS_PREFIX}(records|results|dead_letters_total)\{{[^}}]*\}} (\S+)$", text, re.M)}
+            found = {
+                m.group(1): float(m.group(2))
+                for m in re.finditer(
+                    rf"^{PROMETHEUS_PREFIX}(records|results|dead_letters_total)\{{[^}}]*\}} (\S+)$", text, re.M
+                )
+            }
             return found == {"records": produced, "results": 2, "dead_letters_total": 1}, found
+
         wait_for("the local job's reporter serves its counts", scraped, timeout_s=TIMEOUT_S)

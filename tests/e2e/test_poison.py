@@ -28,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 def poison_corpus(bucket: str, other_bucket: str, run: str) -> list[tuple[str, str, bytes | None, bytes, list]]:
     """(kind, expected DLQ stage, key, value, headers) of one record per way a message used to hurt."""
+
     def msg(key: str, bucket_: str = bucket, **extra) -> bytes:
         return json.dumps({"id": f"{run}-{key[:20]}", "bucket": bucket_, "key": key, **extra}).encode()
 
@@ -35,13 +36,32 @@ def poison_corpus(bucket: str, other_bucket: str, run: str) -> list[tuple[str, s
         ("oversized value naming a missing object", "validate", None, msg("gone.jpg", pad="x" * 500_000), []),
         ("oversized Kafka key", "validate", b"k" * 300_000, msg("clean.jpg"), []),
         ("oversized headers", "validate", None, msg("clean.jpg"), [("h", b"v" * 300_000)]),
-        ("JSON nested 100,000 deep", "parse", None,
-         b'{"bucket": "' + bucket.encode() + b'", "key": "clean.jpg", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-         []),
-        ("lone surrogate in id", "validate", None,
-         b'{"id": "\\ud800", "bucket": "' + bucket.encode() + b'", "key": "clean.jpg"}', []),
-        ("lone surrogate in an extra field", "validate", None,
-         b'{"bucket": "' + bucket.encode() + b'", "key": "clean.jpg", "note": "a\\udfffb"}', []),
+        (
+            "JSON nested 100,000 deep",
+            "parse",
+            None,
+            b'{"bucket": "'
+            + bucket.encode()
+            + b'", "key": "clean.jpg", "x": '
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b"}",
+            [],
+        ),
+        (
+            "lone surrogate in id",
+            "validate",
+            None,
+            b'{"id": "\\ud800", "bucket": "' + bucket.encode() + b'", "key": "clean.jpg"}',
+            [],
+        ),
+        (
+            "lone surrogate in an extra field",
+            "validate",
+            None,
+            b'{"bucket": "' + bucket.encode() + b'", "key": "clean.jpg", "note": "a\\udfffb"}',
+            [],
+        ),
         ("NUL in key", "validate", None, msg("a\x00b.jpg"), []),
         ("'//' in key", "validate", None, msg("a//b.jpg"), []),
         ("'./' segment", "validate", None, msg("./clean.jpg"), []),
@@ -49,8 +69,15 @@ def poison_corpus(bucket: str, other_bucket: str, run: str) -> list[tuple[str, s
         ("key segment of 256 bytes", "validate", None, msg("s" * 256), []),
         ("whitespace-only key", "validate", None, msg("   "), []),
         ("reserved bucket 'minio'", "validate", None, msg("clean.jpg", bucket_="minio"), []),
-        ("S3 event with 101 records", "validate", None, json.dumps({"Records": [
-            {"s3": {"bucket": {"name": bucket}, "object": {"key": "clean.jpg"}}}] * 101}).encode(), []),
+        (
+            "S3 event with 101 records",
+            "validate",
+            None,
+            json.dumps(
+                {"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": "clean.jpg"}}}] * 101}
+            ).encode(),
+            [],
+        ),
         ("another team's bucket", "fetch", None, msg("clean.jpg", bucket_=other_bucket), []),
         ("missing object", "fetch", None, msg("nowhere.jpg"), []),
         ("JPEG with 3,000 progressive scans", "decode", None, msg("bomb.jpg"), []),
@@ -60,7 +87,8 @@ def poison_corpus(bucket: str, other_bucket: str, run: str) -> list[tuple[str, s
 
 
 def test_a_poison_stream_drains_with_nothing_lost_duplicated_or_restarted(
-        stack_settings, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    stack_settings, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     other = unique("orchard")  # another team's bucket, with a real image in it
@@ -75,8 +103,12 @@ def test_a_poison_stream_drains_with_nothing_lost_duplicated_or_restarted(
     records, expected = [], {}
     for i in range(2 * len(poison)):
         kind = ("clean", "defect")[i % 2]
-        good = {"id": f"{run}-good-{i}", "bucket": bucket, "key": f"{kind}.jpg",
-                "publish_ts_ms": int(time.time() * 1000)}
+        good = {
+            "id": f"{run}-good-{i}",
+            "bucket": bucket,
+            "key": f"{kind}.jpg",
+            "publish_ts_ms": int(time.time() * 1000),
+        }
         records.append((("good", kind), None, json.dumps(good).encode(), []))
         if i % 2:
             name, stage, key, value, headers = poison[i // 2]
@@ -86,15 +118,34 @@ def test_a_poison_stream_drains_with_nothing_lost_duplicated_or_restarted(
         expected[offset] = what
     assert kafka_io.end_offsets(bootstrap, inp) == {0: len(records)}
 
-    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--items-per-request", "4", "--restart-strategy", "none")
+    args = dispatcher_args(
+        bootstrap,
+        "fruit",
+        fruit_service,
+        inp,
+        out,
+        dlq,
+        "--delivery-guarantee",
+        "exactly-once",
+        "--items-per-request",
+        "4",
+        "--restart-strategy",
+        "none",
+    )
     try:
         with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
-            got = collect(bootstrap, out, dlq, lambda c: c.result_count + len(c.dead) >= len(records),
-                          JOB_TIMEOUT_S, watch=job.check_alive)
+            got = collect(
+                bootstrap,
+                out,
+                dlq,
+                lambda c: c.result_count + len(c.dead) >= len(records),
+                JOB_TIMEOUT_S,
+                watch=job.check_alive,
+            )
             job.check_alive()  # never failed: with no restart strategy, one failure would have ended it
-            late = collect(bootstrap, out, dlq, lambda c: c.result_count + len(c.dead) > len(records), 5,
-                           watch=job.check_alive)
+            late = collect(
+                bootstrap, out, dlq, lambda c: c.result_count + len(c.dead) > len(records), 5, watch=job.check_alive
+            )
     finally:
         remove_bucket(minio, other)
 
@@ -120,19 +171,28 @@ def test_a_poison_stream_drains_with_nothing_lost_duplicated_or_restarted(
 
 
 def test_a_wrong_token_pauses_the_job_and_the_fix_resumes_it_with_nothing_in_the_dlq(
-        stack_settings, bootstrap, new_topic, minio, bucket, fruit_weights, fruit_images, tmp_path):
+    stack_settings, bootstrap, new_topic, minio, bucket, fruit_weights, fruit_images, tmp_path
+):
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     put(minio, bucket, "clean.jpg", fruit_images.clean)
     messages = [{"id": f"{run}-{i}", "bucket": bucket, "key": "clean.jpg"} for i in range(6)]
     kafka_io.produce(bootstrap, inp, [json.dumps(m).encode() for m in messages])
-    service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                               env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="the-right-one")},
-                               log_path=tmp_path / "service.log").start()
+    service = InferenceService(
+        stack_settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
+        env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="the-right-one")},
+        log_path=tmp_path / "service.log",
+    ).start()
     log = tmp_path / "dispatcher.log"
     try:
-        with DispatcherProcess(dispatcher_args(bootstrap, "fruit", service, inp, out, dlq, "--auth-token", "stale",
-                                               "--restart-strategy", "none"), log) as job:
+        with DispatcherProcess(
+            dispatcher_args(
+                bootstrap, "fruit", service, inp, out, dlq, "--auth-token", "stale", "--restart-strategy", "none"
+            ),
+            log,
+        ) as job:
             deadline = time.monotonic() + JOB_TIMEOUT_S
             while "pausing every call" not in log.read_text(errors="replace") and time.monotonic() < deadline:
                 job.check_alive()
@@ -142,12 +202,22 @@ def test_a_wrong_token_pauses_the_job_and_the_fix_resumes_it_with_nothing_in_the
             assert not paused.results and not paused.dead, "a wrong token condemns no message"
             # the operator fixes the deployment: here the service is redeployed with the token the job has
             service.stop()
-            service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                                       port=service.port,
-                                       env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="stale")},
-                                       log_path=tmp_path / "service.log").start()
-            got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(messages) or bool(c.dead),
-                          JOB_TIMEOUT_S, watch=job.check_alive)
+            service = InferenceService(
+                stack_settings,
+                team="fruit",
+                weights_path=str(fruit_weights),
+                port=service.port,
+                env={**FRUIT_SERVICE_ENV, **service_environment(auth_token="stale")},
+                log_path=tmp_path / "service.log",
+            ).start()
+            got = collect(
+                bootstrap,
+                out,
+                dlq,
+                lambda c: len(c.results) >= len(messages) or bool(c.dead),
+                JOB_TIMEOUT_S,
+                watch=job.check_alive,
+            )
     finally:
         service.stop()
     assert sorted(got.results) == sorted(m["id"] for m in messages) and not got.dead

@@ -25,15 +25,31 @@ def flink_leftovers() -> set[Path]:
 
 
 def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_twice(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     put(minio, bucket, "clean.jpg", fruit_images.clean)
     ids = [f"{run}-{i}" for i in range(600)]
-    kafka_io.produce(bootstrap, inp, [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode())
-                                      for i in ids])
-    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--items-per-request", "4", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    kafka_io.produce(
+        bootstrap,
+        inp,
+        [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode()) for i in ids],
+    )
+    args = dispatcher_args(
+        bootstrap,
+        "fruit",
+        fruit_service,
+        inp,
+        out,
+        dlq,
+        "--delivery-guarantee",
+        "exactly-once",
+        "--items-per-request",
+        "4",
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+    )
     leftovers_before = flink_leftovers()
     first = DispatcherProcess(args, tmp_path / "first.log").start()
     try:
@@ -47,8 +63,14 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
     assert flink_leftovers() <= leftovers_before, f"the killed job left {sorted(flink_leftovers() - leftovers_before)}"
 
     with DispatcherProcess(args, tmp_path / "second.log") as second:
-        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
-                      watch=second.check_alive)
+        got = collect(
+            bootstrap,
+            out,
+            dlq,
+            lambda c: len(c.results) >= len(ids) or bool(c.dead),
+            JOB_TIMEOUT_S,
+            watch=second.check_alive,
+        )
         late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
         assert_audit_clean(bootstrap, inp, out, dlq, args, second)
     assert "resuming from" in (tmp_path / "second.log").read_text()
@@ -57,15 +79,27 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
 
 
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(
-        bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     run = uuid.uuid4().hex[:8]
     put(minio, bucket, "clean.jpg", fruit_images.clean)
     ids = [f"{run}-{i}" for i in range(300)]
-    kafka_io.produce(bootstrap, inp, [json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode()
-                                      for i in ids])
-    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    kafka_io.produce(
+        bootstrap, inp, [json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode() for i in ids]
+    )
+    args = dispatcher_args(
+        bootstrap,
+        "fruit",
+        fruit_service,
+        inp,
+        out,
+        dlq,
+        "--delivery-guarantee",
+        "exactly-once",
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+    )
     # The first run takes no checkpoint (only the savepoint commits). The resumed one checkpoints as usual: Flink
     # starts a job's first checkpoint at a random moment within one interval, so with the first run's 300 s the
     # resumed run's results stayed uncommitted past this test's deadline in about one run in four (the flake).
@@ -81,8 +115,14 @@ def test_a_job_stopped_with_a_savepoint_resumes_from_it(
     assert stopped.results, "the savepoint committed what the job had done"
 
     with DispatcherProcess(args, tmp_path / "second.log") as second:
-        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
-                      watch=second.check_alive)
+        got = collect(
+            bootstrap,
+            out,
+            dlq,
+            lambda c: len(c.results) >= len(ids) or bool(c.dead),
+            JOB_TIMEOUT_S,
+            watch=second.check_alive,
+        )
         late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
         assert_audit_clean(bootstrap, inp, out, dlq, args, second)
     assert "resuming from" in (tmp_path / "second.log").read_text()

@@ -32,25 +32,36 @@ def two_spots() -> bytes:
 
 
 def test_a_detector_s_answers_and_the_message_s_extra_go_through_the_pipeline(
-        stack_settings, bootstrap, new_topic, minio, tmp_path):
+    stack_settings, bootstrap, new_topic, minio, tmp_path
+):
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     bucket, run = unique("spots-e2e"), uuid.uuid4().hex[:8]
     minio.make_bucket(bucket)
     try:
         data = two_spots()
         minio.put_object(bucket, "two.png", io.BytesIO(data), len(data))
-        produce_messages(bootstrap, inp, [
-            {"id": f"{run}-default", "bucket": bucket, "key": "two.png"},
-            {"id": f"{run}-strict", "bucket": bucket, "key": "two.png", "extra": {"min_score": 0.9}},
-            {"id": f"{run}-missing", "bucket": bucket, "key": "nowhere.png"},
-        ])
-        service = InferenceService(stack_settings, team="spots",
-                                   env=service_environment(runner_module="tests.runners.spots_runner"))
-        with service, DispatcherProcess(dispatcher_args(bootstrap, "spots", service, inp, out, dlq,
-                                                        "--items-per-request", "4"),
-                                        tmp_path / "dispatcher.log") as job:
-            got = collect(bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= 3, JOB_TIMEOUT_S,
-                          watch=job.check_alive)
+        produce_messages(
+            bootstrap,
+            inp,
+            [
+                {"id": f"{run}-default", "bucket": bucket, "key": "two.png"},
+                {"id": f"{run}-strict", "bucket": bucket, "key": "two.png", "extra": {"min_score": 0.9}},
+                {"id": f"{run}-missing", "bucket": bucket, "key": "nowhere.png"},
+            ],
+        )
+        service = InferenceService(
+            stack_settings, team="spots", env=service_environment(runner_module="tests.runners.spots_runner")
+        )
+        with (
+            service,
+            DispatcherProcess(
+                dispatcher_args(bootstrap, "spots", service, inp, out, dlq, "--items-per-request", "4"),
+                tmp_path / "dispatcher.log",
+            ) as job,
+        ):
+            got = collect(
+                bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= 3, JOB_TIMEOUT_S, watch=job.check_alive
+            )
     finally:
         remove_bucket(minio, bucket)
 
@@ -64,12 +75,18 @@ def test_a_detector_s_answers_and_the_message_s_extra_go_through_the_pipeline(
 
     # the DLQ tools read what the job wrote, and replay only what is asked
     runner = CliRunner()
-    shown = runner.invoke(app, ["dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--team", "spots",
-                                "--stage", "fetch"], env={"COLUMNS": "250"})
+    shown = runner.invoke(
+        app,
+        ["dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--team", "spots", "--stage", "fetch"],
+        env={"COLUMNS": "250"},
+    )
     assert shown.exit_code == 0 and "1 dead letters" in shown.output and "object_not_found" in shown.output
     refused = runner.invoke(app, ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq])
     assert refused.exit_code == 1 and "--all" in refused.output
-    dry = runner.invoke(app, ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--stage", "fetch",
-                              "--dry-run"], env={"COLUMNS": "250"})
+    dry = runner.invoke(
+        app,
+        ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--stage", "fetch", "--dry-run"],
+        env={"COLUMNS": "250"},
+    )
     assert dry.exit_code == 0 and "1 to replay (dry run)" in dry.output
     assert json.loads(letter.original_value())["id"] == f"{run}-missing"

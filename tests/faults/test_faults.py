@@ -50,8 +50,14 @@ class Run:
     def committed(self, at_least: int) -> Collected:
         """Wait until `at_least` distinct results are readable (read_committed: under exactly-once, after a
         checkpoint committed them)."""
-        got = collect(self.bootstrap, self.out, self.dlq, lambda c: len(c.results) >= at_least, DRAIN_TIMEOUT_S,
-                      watch=self.job.check_alive)
+        got = collect(
+            self.bootstrap,
+            self.out,
+            self.dlq,
+            lambda c: len(c.results) >= at_least,
+            DRAIN_TIMEOUT_S,
+            watch=self.job.check_alive,
+        )
         assert len(got.results) >= at_least, f"only {len(got.results)} results before the fault"
         return got
 
@@ -69,6 +75,7 @@ def service_killed(down_s: float) -> Callable[[Run], None]:
         run.service.kill()
         time.sleep(down_s)  # the outage itself
         run.service.start()
+
     return inject
 
 
@@ -89,11 +96,13 @@ def minio_stopped(run: Run) -> None:
 def job_killed(after_commit_s: float) -> Callable[[Run], None]:
     """SIGKILL the whole job `after_commit_s` after results were first seen committed: across the runs, the kill
     lands at several points of the 2 s checkpoint interval (before, during and after the next checkpoint)."""
+
     def inject(run: Run) -> None:
         run.committed(MESSAGES // 5)
         time.sleep(after_commit_s)
         run.job.kill()
         run.restart_job()
+
     return inject
 
 
@@ -124,34 +133,77 @@ def table() -> Iterator[None]:
     headers = ["fault", "guarantee", "messages", "results", "DLQ", "missing", "duplicated", "audit", "drain s"]
     md = markdown_table(headers, ROWS)
     print("\n" + md)
-    append_results("Fault suite", md, f"Command: `make test-faults` ({MESSAGES} messages per run, unique ids, "
-                   "counted afterwards from the result topic read_committed and the DLQ; the fruit service; "
-                   "8 items per request; checkpoints every 2 s; `imagery audit` once the job caught up).")
+    append_results(
+        "Fault suite",
+        md,
+        f"Command: `make test-faults` ({MESSAGES} messages per run, unique ids, "
+        "counted afterwards from the result topic read_committed and the DLQ; the fruit service; "
+        "8 items per request; checkpoints every 2 s; `imagery audit` once the job caught up).",
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_a_fault_loses_nothing_duplicates_nothing_under_exactly_once_and_fills_no_dlq(
-        name, stack_settings, bootstrap, new_topic, minio, bucket, fruit_weights, fruit_images, tmp_path):
+    name, stack_settings, bootstrap, new_topic, minio, bucket, fruit_weights, fruit_images, tmp_path
+):
     guarantee, inject = SCENARIOS[name]
     inp, out, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
     run_id = uuid.uuid4().hex[:8]
     for i in range(8):
         put(minio, bucket, f"img-{i}.jpg", fruit_images.make(("clean", "defect")[i % 2], i))
     ids = [f"{run_id}-{n}" for n in range(MESSAGES)]
-    kafka_io.produce(bootstrap, inp, [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": f"img-{n % 8}.jpg"})
-                                       .encode()) for n, i in enumerate(ids)])
-    service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV,
-                               log_path=tmp_path / "service.log").start()
-    args = dispatcher_args(bootstrap, "fruit", service, inp, out, dlq, "--delivery-guarantee", guarantee,
-                           "--items-per-request", "8", "--capacity", "32",
-                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    kafka_io.produce(
+        bootstrap,
+        inp,
+        [
+            (i.encode(), json.dumps({"id": i, "bucket": bucket, "key": f"img-{n % 8}.jpg"}).encode())
+            for n, i in enumerate(ids)
+        ],
+    )
+    service = InferenceService(
+        stack_settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
+        env=FRUIT_SERVICE_ENV,
+        log_path=tmp_path / "service.log",
+    ).start()
+    args = dispatcher_args(
+        bootstrap,
+        "fruit",
+        service,
+        inp,
+        out,
+        dlq,
+        "--delivery-guarantee",
+        guarantee,
+        "--items-per-request",
+        "8",
+        "--capacity",
+        "32",
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+    )
     started = time.monotonic()
-    run = Run(bootstrap, out, dlq, stack_settings, service, DispatcherProcess(args, tmp_path / "dispatcher-0.log")
-              .start(), args, tmp_path)
+    run = Run(
+        bootstrap,
+        out,
+        dlq,
+        stack_settings,
+        service,
+        DispatcherProcess(args, tmp_path / "dispatcher-0.log").start(),
+        args,
+        tmp_path,
+    )
     try:
         inject(run)
-        got = collect(bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= len(ids), DRAIN_TIMEOUT_S,
-                      watch=run.job.check_alive)
+        got = collect(
+            bootstrap,
+            out,
+            dlq,
+            lambda c: len(c.results) + len(c.dead) >= len(ids),
+            DRAIN_TIMEOUT_S,
+            watch=run.job.check_alive,
+        )
         drain_s = time.monotonic() - started
         final = collect(bootstrap, out, dlq, lambda c: False, 8)  # late duplicates, if any, show up by now
         group = args[args.index("--group-id") + 1]
@@ -163,10 +215,14 @@ def test_a_fault_loses_nothing_duplicates_nothing_under_exactly_once_and_fills_n
     dead_ids = {json.loads(d.original_value()).get("id") for d in final.dead}
     missing = len(set(ids) - set(final.results) - dead_ids)
     duplicated = final.result_count - len(final.results)
-    verdict = "clean" if report.clean and not report.pending else (
-        f"{len(report.missing)} missing, {len(report.duplicated)} duplicated, {len(report.pending)} pending")
-    ROWS.append([name, guarantee, len(ids), final.result_count, len(final.dead), missing, duplicated, verdict,
-                 f"{drain_s:.0f}"])
+    verdict = (
+        "clean"
+        if report.clean and not report.pending
+        else (f"{len(report.missing)} missing, {len(report.duplicated)} duplicated, {len(report.pending)} pending")
+    )
+    ROWS.append(
+        [name, guarantee, len(ids), final.result_count, len(final.dead), missing, duplicated, verdict, f"{drain_s:.0f}"]
+    )
     assert report.records == len(ids) and not report.missing, report.as_dict()  # the audit, the suite's oracle
     assert len(got.results) + len(got.dead) >= len(ids)
     assert missing == 0, f"{missing} messages never landed"

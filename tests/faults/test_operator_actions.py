@@ -56,9 +56,9 @@ class SteadyProducer(threading.Thread):
     def __init__(self, bootstrap: str, topic: str, bucket: str) -> None:
         super().__init__(daemon=True)
         self.topic, self.bucket, self.run_id = topic, bucket, uuid.uuid4().hex[:8]
-        self.producer = kafka_io.producer(bootstrap, config={
-            "enable.idempotence": True, "linger.ms": 5,
-            "topic.metadata.refresh.interval.ms": 1000})  # sees added partitions
+        self.producer = kafka_io.producer(
+            bootstrap, config={"enable.idempotence": True, "linger.ms": 5, "topic.metadata.refresh.interval.ms": 1000}
+        )  # sees added partitions
         self.done = threading.Event()
         self.sent = 0
 
@@ -126,8 +126,14 @@ def caught_up_audit(bootstrap: str, job: Job, watch: Callable[[], None]) -> Audi
     """Wait until the job's group has committed every input record (the producer has stopped), then audit."""
     inp = job.topic("--input-topic")
     wait_until_caught_up(bootstrap, inp, job.group, CATCH_UP_S, watch)
-    return audit(bootstrap, "fruit", input_topic=inp, output_topic=job.topic("--output-topic"),
-                 dlq_topic=job.topic("--dlq-topic"), group_id=job.group)
+    return audit(
+        bootstrap,
+        "fruit",
+        input_topic=inp,
+        output_topic=job.topic("--output-topic"),
+        dlq_topic=job.topic("--dlq-topic"),
+        group_id=job.group,
+    )
 
 
 def restarted(job: Job, stop: Callable[[Job], None], cycles: int, *extra: str) -> None:
@@ -163,8 +169,9 @@ def savepoint_cycles(s: Scenario) -> None:
     restarted(job, savepoint, CYCLES)
     s.cycles = CYCLES
     taken = sum("stopped with a savepoint at" in log.read_text() for log in job.logs[:-1])
-    s.notes.append(f"{taken} stops took a savepoint; the others came before the job ran, and it resumed from its "
-                   "last checkpoint")
+    s.notes.append(
+        f"{taken} stops took a savepoint; the others came before the job ran, and it resumed from its last checkpoint"
+    )
 
 
 def kill_cycles(s: Scenario) -> None:
@@ -237,8 +244,9 @@ def moved_from_an_earlier_layout(s: Scenario) -> None:
     checkpointed(job, s.checkpoint_dir)
     time.sleep(MOMENTS_S[-1])  # the new version under load for a while before the final audit
     s.cycles = 2
-    s.notes.append("process-2 checkpoint: refused, then drained, stopped, started with --resume none; killed and "
-                   "resumed")
+    s.notes.append(
+        "process-2 checkpoint: refused, then drained, stopped, started with --resume none; killed and resumed"
+    )
 
 
 def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
@@ -247,9 +255,14 @@ def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
     wait_until_caught_up(bootstrap, job.topic("--input-topic"), job.group, timeout_s, job.proc.check_alive)
     deadline = time.monotonic() + timeout_s
     while True:
-        report = audit(bootstrap, "fruit", input_topic=job.topic("--input-topic"),
-                       output_topic=job.topic("--output-topic"), dlq_topic=job.topic("--dlq-topic"),
-                       group_id=job.group)
+        report = audit(
+            bootstrap,
+            "fruit",
+            input_topic=job.topic("--input-topic"),
+            output_topic=job.topic("--output-topic"),
+            dlq_topic=job.topic("--dlq-topic"),
+            group_id=job.group,
+        )
         if report.clean and not report.pending:
             return
         assert time.monotonic() < deadline, f"{job.name} did not drain: {describe(report.missing)}"
@@ -339,20 +352,34 @@ def table() -> Iterator[None]:
     yield
     if not ROWS:
         return
-    headers = ["operator action", "cycles", "input records", "results", "DLQ", "missing", "duplicated", "pending",
-               "audit", "s"]
+    headers = [
+        "operator action",
+        "cycles",
+        "input records",
+        "results",
+        "DLQ",
+        "missing",
+        "duplicated",
+        "pending",
+        "audit",
+        "s",
+    ]
     md = markdown_table(headers, ROWS)
     print("\n" + md)
-    append_results("Fault suite: operator actions under continuous load", md,
-                   f"Command: `make test-faults` (tests/faults/test_operator_actions.py; {RATE_PER_S} messages/s "
-                   "throughout, unique ids; the fruit service; exactly-once; checkpoints every 2 s; the job "
-                   f"stopped at {', '.join(f'{m:g}' for m in MOMENTS_S)} s after each start in turn; the oracle is "
-                   "`imagery audit` once the job caught up).")
+    append_results(
+        "Fault suite: operator actions under continuous load",
+        md,
+        f"Command: `make test-faults` (tests/faults/test_operator_actions.py; {RATE_PER_S} messages/s "
+        "throughout, unique ids; the fruit service; exactly-once; checkpoints every 2 s; the job "
+        f"stopped at {', '.join(f'{m:g}' for m in MOMENTS_S)} s after each start in turn; the oracle is "
+        "`imagery audit` once the job caught up).",
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_an_operator_action_loses_nothing_and_doubles_nothing(
-        name, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    name, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     for i in range(8):
         put(minio, bucket, f"img-{i}.jpg", fruit_images.make(("clean", "defect")[i % 2], i))
     scenario: Scenario
@@ -362,8 +389,20 @@ def test_an_operator_action_loses_nothing_and_doubles_nothing(
         producer = SteadyProducer(bootstrap, inp, bucket)
         producer.start()
         scenario.producers.append(producer)
-        args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee",
-                               "exactly-once", "--capacity", "32", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+        args = dispatcher_args(
+            bootstrap,
+            "fruit",
+            fruit_service,
+            inp,
+            out,
+            dlq,
+            "--delivery-guarantee",
+            "exactly-once",
+            "--capacity",
+            "32",
+            "--checkpoint-dir",
+            str(tmp_path / "checkpoints"),
+        )
         job = Job(f"job{len(scenario.jobs)}", args, tmp_path).start()
         scenario.jobs.append(job)
         return job
@@ -389,10 +428,20 @@ def test_an_operator_action_loses_nothing_and_doubles_nothing(
     clean = all(r.clean and not r.pending for r in reports)
     crashed = [log.name for job in scenario.jobs for log in job.logs if JVM_CRASH.search(log.read_text())]
     scenario.notes.append(f"JVM crashes: {len(crashed)}")
-    ROWS.append([name + f" ({'; '.join(scenario.notes)})", scenario.cycles,
-                 sum(r.records for r in reports), sum(r.results for r in reports),
-                 sum(r.dead_letters for r in reports), missing, duplicated, pending,
-                 "clean" if clean else "NOT clean", f"{time.monotonic() - started:.0f}"])
+    ROWS.append(
+        [
+            name + f" ({'; '.join(scenario.notes)})",
+            scenario.cycles,
+            sum(r.records for r in reports),
+            sum(r.results for r in reports),
+            sum(r.dead_letters for r in reports),
+            missing,
+            duplicated,
+            pending,
+            "clean" if clean else "NOT clean",
+            f"{time.monotonic() - started:.0f}",
+        ]
+    )
     assert not crashed, f"a JVM crashed: {crashed}"
     assert sum(r.records for r in reports) == sent, "every record produced was audited"
     for r in reports:
@@ -402,15 +451,26 @@ def test_an_operator_action_loses_nothing_and_doubles_nothing(
 
 
 def test_stop_and_resubmit_on_the_standalone_cluster(
-        flink_cluster, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path):
+    flink_cluster, bootstrap, new_topic, minio, bucket, fruit_service, fruit_images, tmp_path
+):
     """`flink stop --savepointPath` and a new `flink run` (through `imagery dispatch --jobmanager`), 3 times."""
     for i in range(8):
         put(minio, bucket, f"img-{i}.jpg", fruit_images.make(("clean", "defect")[i % 2], i))
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
     producer = SteadyProducer(bootstrap, inp, bucket)
     producer.start()
-    args = dispatcher_args(bootstrap, "fruit", fruit_service, inp, out, dlq, "--delivery-guarantee", "exactly-once",
-                           "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    args = dispatcher_args(
+        bootstrap,
+        "fruit",
+        fruit_service,
+        inp,
+        out,
+        dlq,
+        "--delivery-guarantee",
+        "exactly-once",
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+    )
     group = args[args.index("--group-id") + 1]
     savepoints = tmp_path / "checkpoints" / group / "savepoints"
     jobmanager = f"{flink_cluster.host}:{flink_cluster.flink_rest_port}"
@@ -421,8 +481,13 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
     cycles = 3
 
     def submit() -> str:
-        done = subprocess.run([sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
-                              capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+        done = subprocess.run(
+            [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO_ROOT,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
 
@@ -430,8 +495,13 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
         job_id = submit()
         for i in range(cycles):
             time.sleep(MOMENTS_S[(i + 2) % len(MOMENTS_S)])
-            stopped = subprocess.run([*flink, "stop", "-m", jobmanager, "--savepointPath", savepoints.as_uri(),
-                                      job_id], capture_output=True, text=True, timeout=300, env=env)
+            stopped = subprocess.run(
+                [*flink, "stop", "-m", jobmanager, "--savepointPath", savepoints.as_uri(), job_id],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
             assert stopped.returncode == 0 and "Savepoint completed" in stopped.stdout, stopped.stdout + stopped.stderr
             job_id = submit()  # --resume latest: the savepoint just taken
         producer.stop()
@@ -440,8 +510,19 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
         producer.stop()
         if job_id:
             subprocess.run([*flink, "cancel", "-m", jobmanager, job_id], capture_output=True, timeout=120, env=env)
-    ROWS.append(["standalone cluster: flink stop --savepointPath, flink run", cycles, report.records, report.results,
-                 report.dead_letters, len(report.missing), len(report.duplicated), len(report.pending),
-                 "clean" if report.clean and not report.pending else "NOT clean", f"{time.monotonic() - started:.0f}"])
+    ROWS.append(
+        [
+            "standalone cluster: flink stop --savepointPath, flink run",
+            cycles,
+            report.records,
+            report.results,
+            report.dead_letters,
+            len(report.missing),
+            len(report.duplicated),
+            len(report.pending),
+            "clean" if report.clean and not report.pending else "NOT clean",
+            f"{time.monotonic() - started:.0f}",
+        ]
+    )
     assert report.records == producer.sent
     assert report.clean and not report.pending and not report.dead_letters, report.as_dict()

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.gpu
 
 def test_cuda_is_there():
     assert torch.cuda.is_available(), "tests/gpu needs a CUDA GPU: run it with `make test-gpu` on a GPU machine"
+
+
 LIMIT = 50_000_000
 SIZE = (112, 112)
 
@@ -48,9 +50,12 @@ def test_nvjpeg_batch_decode_matches_the_cpu_decoder(fruit_images):
 def test_a_corrupt_jpeg_fails_alone_in_a_gpu_batch(fruit_images):
     good = fruit_images.clean
     broken = bytearray(fruit_images.defect)
-    broken[len(broken) // 3:] = b"\x00" * (len(broken) - len(broken) // 3)
-    items = [(good, decode.probe(good, LIMIT)), (bytes(broken), decode.probe(bytes(broken), LIMIT)),
-             (good, decode.probe(good, LIMIT))]
+    broken[len(broken) // 3 :] = b"\x00" * (len(broken) - len(broken) // 3)
+    items = [
+        (good, decode.probe(good, LIMIT)),
+        (bytes(broken), decode.probe(bytes(broken), LIMIT)),
+        (good, decode.probe(good, LIMIT)),
+    ]
     out = decode.decode_batch_cuda(items, SIZE, torch.device("cuda"))
     assert isinstance(out[0], torch.Tensor) and isinstance(out[2], torch.Tensor)
     assert isinstance(out[1], (torch.Tensor, NotAnImage))  # libjpeg may still salvage a grey-filled picture
@@ -74,9 +79,14 @@ def test_the_service_on_cuda_labels_and_batches(stack_settings, fruit_weights, m
         for kind in ("clean", "defect"):
             data = fruit_images.make(kind, i)
             minio.put_object(bucket, f"{kind}-{i}.jpg", io.BytesIO(data), len(data))
-    settings = ServiceSettings(team="fruit", weights_path=str(fruit_weights), device="cuda",
-                               minio_endpoint=stack_settings.minio_endpoint, max_batch_size=16,
-                               max_batch_delay_ms=50)
+    settings = ServiceSettings(
+        team="fruit",
+        weights_path=str(fruit_weights),
+        device="cuda",
+        minio_endpoint=stack_settings.minio_endpoint,
+        max_batch_size=16,
+        max_batch_delay_ms=50,
+    )
 
     async def main():
         app = create_app(settings)
@@ -102,8 +112,9 @@ def test_the_pipelined_path_decodes_on_its_own_stream_and_answers_as_sequential(
     from services.inference_http.paths import PipelinedBatchPath, local_path
     from services.inference_http.settings import ServiceSettings
 
-    settings = ServiceSettings(team="fruit", device="cuda", max_batch_size=8, max_batch_delay_ms=1,
-                               warmup_batches=1, compile="off")
+    settings = ServiceSettings(
+        team="fruit", device="cuda", max_batch_size=8, max_batch_delay_ms=1, warmup_batches=1, compile="off"
+    )
     blobs = [fruit_images.make(kind, i) for i in range(8) for kind in ("clean", "defect")]
 
     async def main():

@@ -21,8 +21,15 @@ pytestmark = pytest.mark.integration
 
 TEAM = "fruit"
 IDENTITY = DispatcherIdentity(job="audit-test/0", group_id="g", host="h")
-RESPONSE = {"label": "clean", "score": 0.9, "confidence": 0.9, "latency_ms_model": 1.0, "model_name": "m",
-            "batch_size": 1, "timings": {"fetch_ms": 1, "decode_ms": 1, "queue_ms": 1, "infer_ms": 1, "total_ms": 4}}
+RESPONSE = {
+    "label": "clean",
+    "score": 0.9,
+    "confidence": 0.9,
+    "latency_ms_model": 1.0,
+    "model_name": "m",
+    "batch_size": 1,
+    "timings": {"fetch_ms": 1, "decode_ms": 1, "queue_ms": 1, "infer_ms": 1, "total_ms": 4},
+}
 
 
 class Job:
@@ -51,13 +58,21 @@ class Job:
         kafka_io.commit_offsets(self.bootstrap, self.inp, self.group, ends)
 
     def audit(self):
-        return audit(self.bootstrap, TEAM, input_topic=self.inp, output_topic=self.out, dlq_topic=self.dlq,
-                     group_id=self.group)
+        return audit(
+            self.bootstrap, TEAM, input_topic=self.inp, output_topic=self.out, dlq_topic=self.dlq, group_id=self.group
+        )
 
 
 def as_input(rec: kafka_io.Record) -> KafkaInput:
-    return KafkaInput(value=rec.value, key=rec.key, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                      timestamp_ms=rec.timestamp_ms, headers=rec.headers)
+    return KafkaInput(
+        value=rec.value,
+        key=rec.key,
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        timestamp_ms=rec.timestamp_ms,
+        headers=rec.headers,
+    )
 
 
 def s3_event(*keys: str) -> bytes:
@@ -70,8 +85,9 @@ def job(bootstrap, new_topic) -> Job:
 
 
 def test_audit_finds_the_lost_and_the_doubled_follows_replays_and_repairs_once(job: Job):
-    plain = [(f"k{i}".encode(), json.dumps({"id": f"m{i}", "bucket": "b-1", "key": f"{i}.jpg"}).encode())
-             for i in range(7)]
+    plain = [
+        (f"k{i}".encode(), json.dumps({"id": f"m{i}", "bucket": "b-1", "key": f"{i}.jpg"}).encode()) for i in range(7)
+    ]
     kafka_io.produce(job.bootstrap, job.inp, [*plain, (b"bad", b"not json"), (b"ev", s3_event("a", "b", "c"))])
     records = job.records()
     by_key = {r.key: r for r in records}
@@ -96,8 +112,11 @@ def test_audit_finds_the_lost_and_the_doubled_follows_replays_and_repairs_once(j
     assert report.results == 8 and report.dead_letters == 3 and not report.pending
 
     # the operator replays k5's dead letter: pending until the job handles the replay, then one journey
-    (letter,) = [e for e in read_dlq(job.bootstrap, job.dlq) if e.letter.source.offset == by_key[b"k5"].offset
-                 and e.letter.error.stage == "fetch"]
+    (letter,) = [
+        e
+        for e in read_dlq(job.bootstrap, job.dlq)
+        if e.letter.source.offset == by_key[b"k5"].offset and e.letter.error.stage == "fetch"
+    ]
     replay(job.bootstrap, [letter], dlq_topic=job.dlq)
     report = job.audit()
     assert report.pending == [k[b"k5"]] and report.missing == [k[b"k6"]]
@@ -113,8 +132,10 @@ def test_audit_finds_the_lost_and_the_doubled_follows_replays_and_repairs_once(j
     assert not again.missing and again.pending == [k[b"k6"], k[b"k7"]]
     assert repair(job.bootstrap, again) == []
     for rec in job.records():
-        if rec.headers.get(topics.HEADER_REPLAY_OF) and (rec.partition, rec.offset) != (replayed.partition,
-                                                                                      replayed.offset):
+        if rec.headers.get(topics.HEADER_REPLAY_OF) and (rec.partition, rec.offset) != (
+            replayed.partition,
+            replayed.offset,
+        ):
             job.result(rec)
     job.commit()
     final = job.audit()
@@ -142,16 +163,32 @@ def test_an_outcome_in_an_open_transaction_is_pending_not_missing(job: Job):
 
 
 def test_the_cli_prints_the_verdict_as_json_and_exits_1_on_a_loss(job: Job):
-    kafka_io.produce(job.bootstrap, job.inp, [(b"a", b'{"bucket": "b-1", "key": "a.jpg"}'),
-                                              (b"b", b'{"bucket": "b-1", "key": "b.jpg"}')])
+    kafka_io.produce(
+        job.bootstrap,
+        job.inp,
+        [(b"a", b'{"bucket": "b-1", "key": "a.jpg"}'), (b"b", b'{"bucket": "b-1", "key": "b.jpg"}')],
+    )
     first, _ = job.records()
     job.result(first)
     job.commit()
-    args = ["audit", "--team", TEAM, "--bootstrap", job.bootstrap, "--input-topic", job.inp, "--output-topic",
-            job.out, "--dlq-topic", job.dlq, "--group-id", job.group]
+    args = [
+        "audit",
+        "--team",
+        TEAM,
+        "--bootstrap",
+        job.bootstrap,
+        "--input-topic",
+        job.inp,
+        "--output-topic",
+        job.out,
+        "--dlq-topic",
+        job.dlq,
+        "--group-id",
+        job.group,
+    ]
     lost = CliRunner().invoke(app, [*args, "--json"])
     assert lost.exit_code == 1, lost.output
-    body = json.loads(lost.stdout[lost.stdout.index("{"):])
+    body = json.loads(lost.stdout[lost.stdout.index("{") :])
     assert body["missing"] == [f"{job.inp}-0@1"] and body["results"] == 1 and not body["clean"]
     table = CliRunner().invoke(app, [*args, "--from", "0:0", "--to", "0:1"])
     assert table.exit_code == 0 and "clean" in table.stdout, table.output

@@ -20,8 +20,14 @@ def test_replay_republishes_original_bytes_key_and_headers_with_a_count(bootstra
     identity = DispatcherIdentity(job="j", group_id="g", host="h")
     letters = []
     for i, (stage, team) in enumerate([("fetch", "fruit"), ("parse", "fruit"), ("fetch", "other")]):
-        record = KafkaInput(value=b"\x00raw" + bytes([i]), key=f"k{i}".encode(), topic="imagery.new.x",
-                            partition=0, offset=i, headers={"trace": b"t%d" % i})
+        record = KafkaInput(
+            value=b"\x00raw" + bytes([i]),
+            key=f"k{i}".encode(),
+            topic="imagery.new.x",
+            partition=0,
+            offset=i,
+            headers={"trace": b"t%d" % i},
+        )
         error = ErrorEnvelope(stage=stage, type="t", message="m", retryable=False, attempts=1)
         out = build_dead_letter(record, team, error, identity, now_ms=1)
         letters.append((out.key, out.value, list(out.headers.items())))
@@ -46,9 +52,15 @@ def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_inpu
     kafka_io.produce(bootstrap, source, [(b"key", value, [("trace", b"t")])])
     (record,) = kafka_io.read_topic(bootstrap, source, until=1, timeout_s=20)
     error = ErrorEnvelope(stage="fetch", type="t", message="m", retryable=False, attempts=1)
-    out = build_dead_letter(KafkaInput(value=record.value, key=record.key, topic=source, partition=0,
-                                       offset=record.offset, headers=record.headers),
-                            "fruit", error, DispatcherIdentity(job="j", group_id="g", host="h"), now_ms=1)
+    out = build_dead_letter(
+        KafkaInput(
+            value=record.value, key=record.key, topic=source, partition=0, offset=record.offset, headers=record.headers
+        ),
+        "fruit",
+        error,
+        DispatcherIdentity(job="j", group_id="g", host="h"),
+        now_ms=1,
+    )
     kafka_io.produce(bootstrap, dlq, [(out.key, out.value, list(out.headers.items()))])
     (entry,) = read_dlq(bootstrap, dlq)
     assert not entry.letter.complete and len(entry.letter.original_value()) < len(value)
@@ -63,14 +75,33 @@ def test_a_letter_that_kept_only_a_prefix_replays_the_whole_record_from_the_inpu
         replay(bootstrap, [DlqEntry(entry.offset, entry.partition, gone, entry.headers)], target)
 
 
-def dead_letters(bootstrap: str, dlq: str, values: list[bytes], headers: dict[str, bytes] | None = None,
-                 stage: str = "fetch", keyed: bool = False) -> None:
+def dead_letters(
+    bootstrap: str,
+    dlq: str,
+    values: list[bytes],
+    headers: dict[str, bytes] | None = None,
+    stage: str = "fetch",
+    keyed: bool = False,
+) -> None:
     identity = DispatcherIdentity(job="j", group_id="g", host="h")
     error = ErrorEnvelope(stage=stage, type="object_not_found", message="m", retryable=False, attempts=1)
-    outs = [build_dead_letter(KafkaInput(value=v, key=f"k{i}".encode() if keyed else None, topic="imagery.new.x",
-                                         partition=0, offset=i, headers=headers or {}), "fruit", error, identity,
-                              now_ms=1)
-            for i, v in enumerate(values)]
+    outs = [
+        build_dead_letter(
+            KafkaInput(
+                value=v,
+                key=f"k{i}".encode() if keyed else None,
+                topic="imagery.new.x",
+                partition=0,
+                offset=i,
+                headers=headers or {},
+            ),
+            "fruit",
+            error,
+            identity,
+            now_ms=1,
+        )
+        for i, v in enumerate(values)
+    ]
     kafka_io.produce(bootstrap, dlq, [(o.key, o.value, list(o.headers.items())) for o in outs])
 
 
@@ -106,8 +137,11 @@ def test_a_dry_run_lists_what_would_go_and_replays_nothing(bootstrap, new_topic)
 
     dlq, target = new_topic("dlq"), new_topic("replayed")
     dead_letters(bootstrap, dlq, [b'{"bucket": "fruit-x", "key": "a.jpg"}'])
-    result = CliRunner().invoke(app, ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--to", target,
-                                      "--dry-run"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        ["dlq", "replay", "--bootstrap", bootstrap, "--topic", dlq, "--to", target, "--dry-run"],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 0, result.output
     assert "1 to replay (dry run)" in result.output and "would replay" in result.output
     assert not kafka_io.read_to_end(bootstrap, target).records
@@ -193,11 +227,13 @@ def test_show_with_a_group_shows_what_is_new_since_its_last_run(bootstrap, new_t
     try:
         first = cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id", group)
         assert first.exit_code == 0 and "2 dead letters" in first.output, first.output
-        assert "0 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id",
-                                       group).output
+        assert (
+            "0 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id", group).output
+        )
         dead_letters(bootstrap, dlq, [b"c"])
-        assert "1 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id",
-                                       group).output
+        assert (
+            "1 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq, "--group-id", group).output
+        )
         assert "3 dead letters" in cli("dlq", "show", "--bootstrap", bootstrap, "--topic", dlq).output  # no group
     finally:
         client = kafka_io.admin(bootstrap)  # kept referenced: a collected client drops its pending requests

@@ -31,8 +31,13 @@ def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, n
     kafka_io.commit_offsets(bootstrap, topic, group, {0: 1})
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a Flink and a service that are down
     team = Team("fruit", service_url=nowhere, input_topic=topic, group_id=group, job_name=unique("job"))
-    report = check_all(stack_settings, [team, Team("orchard", input_topic=unique("none"))], bootstrap=bootstrap,
-                       flink_url=nowhere, max_lag=1)
+    report = check_all(
+        stack_settings,
+        [team, Team("orchard", input_topic=unique("none"))],
+        bootstrap=bootstrap,
+        flink_url=nowhere,
+        max_lag=1,
+    )
     status = {(c.part, c.team): c.status for c in report.checks}
     assert status[("kafka", "")] == status[("minio", "")] == OK
     assert status[("flink", "")] == DOWN and status[("job", "fruit")] == UNKNOWN
@@ -44,10 +49,35 @@ def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, n
     assert lag.data["lag"] == 2
 
     done = subprocess.run(
-        [sys.executable, "-m", "imagery.cli", "health", "--json", "--service", f"fruit={nowhere}",
-         "--topic", f"fruit={topic}", "--group", f"fruit={group}", "--bootstrap", bootstrap, "--flink-url", nowhere],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "imagery.cli",
+            "health",
+            "--json",
+            "--service",
+            f"fruit={nowhere}",
+            "--topic",
+            f"fruit={topic}",
+            "--group",
+            f"fruit={group}",
+            "--bootstrap",
+            bootstrap,
+            "--flink-url",
+            nowhere,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     out = json.loads(done.stdout)
     assert out["ok"] is False and {c["part"] for c in out["checks"]} == {
-        "kafka", "minio", "flink", "job", "healthz", "readyz", "lag"}
+        "kafka",
+        "minio",
+        "flink",
+        "job",
+        "healthz",
+        "readyz",
+        "lag",
+    }

@@ -23,8 +23,9 @@ MAX_OBJECT_BYTES = int(FRUIT_SERVICE_ENV["MAX_OBJECT_BYTES"])
 
 
 def upload(service: InferenceService, data: bytes, name: str = "image.jpg", **fields: str) -> httpx.Response:
-    return httpx.post(f"{service.base_url}{INFER_UPLOAD_ROUTE}", files={"file": (name, data, "image/jpeg")},
-                      data=fields, timeout=30)
+    return httpx.post(
+        f"{service.base_url}{INFER_UPLOAD_ROUTE}", files={"file": (name, data, "image/jpeg")}, data=fields, timeout=30
+    )
 
 
 def test_an_uploaded_image_gets_the_same_answer_as_the_stored_one(fruit_service, fruit_images):
@@ -36,14 +37,17 @@ def test_an_uploaded_image_gets_the_same_answer_as_the_stored_one(fruit_service,
         assert "bucket" not in body and body["timings"]["total_ms"] > 0
 
 
-@pytest.mark.parametrize("request_kwargs, status, type_", [
-    ({"files": {"file": ("notes.jpg", b"this is text, not a JPEG")}}, 415, "not_an_image"),
-    ({"files": {"file": ("big.jpg", b"\xff" * (MAX_OBJECT_BYTES + 1))}}, 413, "object_too_large"),
-    ({"files": {"image": ("a.jpg", b"x")}}, 422, "bad_request"),  # not the `file` field
-    ({"data": {"model_tag": "v1"}, "files": {"other": ("a", b"")}}, 422, "bad_request"),
-    ({"json": {"bucket": "fruit-x", "key": "a.jpg"}}, 422, "bad_request"),  # not multipart
-    ({"files": {"file": ("a.jpg", b"x")}, "data": {"extra": "[1, 2]"}}, 422, "bad_request"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, status, type_",
+    [
+        ({"files": {"file": ("notes.jpg", b"this is text, not a JPEG")}}, 415, "not_an_image"),
+        ({"files": {"file": ("big.jpg", b"\xff" * (MAX_OBJECT_BYTES + 1))}}, 413, "object_too_large"),
+        ({"files": {"image": ("a.jpg", b"x")}}, 422, "bad_request"),  # not the `file` field
+        ({"data": {"model_tag": "v1"}, "files": {"other": ("a", b"")}}, 422, "bad_request"),
+        ({"json": {"bucket": "fruit-x", "key": "a.jpg"}}, 422, "bad_request"),  # not multipart
+        ({"files": {"file": ("a.jpg", b"x")}, "data": {"extra": "[1, 2]"}}, 422, "bad_request"),
+    ],
+)
 def test_what_infer_json_refuses_an_upload_refuses_alike(fruit_service, request_kwargs, status, type_):
     response = httpx.post(f"{fruit_service.base_url}{INFER_UPLOAD_ROUTE}", timeout=30, **request_kwargs)
     assert response.status_code == status, response.text
@@ -54,8 +58,11 @@ def test_a_body_far_over_the_limit_is_refused_before_it_is_read(fruit_service):
     # an upload's body may hold MAX_OBJECT_BYTES plus the form around it, and never less than MAX_REQUEST_BYTES
     too_big = max(MAX_OBJECT_BYTES + 1024 * 1024, 4 * 1024 * 1024 + 1)
     with httpx.Client(timeout=30) as client:
-        response = client.post(f"{fruit_service.base_url}{INFER_UPLOAD_ROUTE}", content=b"\0" * too_big,
-                               headers={"content-type": "multipart/form-data; boundary=x"})
+        response = client.post(
+            f"{fruit_service.base_url}{INFER_UPLOAD_ROUTE}",
+            content=b"\0" * too_big,
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
     assert response.status_code == 413 and response.json()["error"]["type"] == "request_too_large"
 
 
@@ -89,8 +96,12 @@ def test_imagery_infer_needs_no_minio(stack_settings, fruit_weights, fruit_image
     image = tmp_path / "clean.jpg"
     image.write_bytes(fruit_images.clean)
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with StorageLessService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                            env=service_environment(minio_endpoint=nowhere, storage_timeout_s=1)) as service:
+    with StorageLessService(
+        stack_settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
+        env=service_environment(minio_endpoint=nowhere, storage_timeout_s=1),
+    ) as service:
         # straight after start: the CLI waits out the warm-up (503 not_ready) within --timeout-s
         result = cli("infer", str(image), "--team", "fruit", "--url", service.base_url, "--timeout-s", "120")
     assert result.exit_code == 0, result.output

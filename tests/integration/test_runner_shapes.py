@@ -50,21 +50,29 @@ def spots_bucket(minio) -> Iterator[str]:
 class PickyDetector(SpotsDetector):
     """The spots runner with an adapter bug that some inputs trigger: a `label` that is not text."""
 
-    def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(
+        self, image_bytes_or_uri: Any, model_tag: str | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         result = super().run(image_bytes_or_uri, model_tag, extra)
         return {**result, "label": 7} if (extra or {}).get("bad_label") else result
 
 
 @asynccontextmanager
 async def spots_service(stack_settings, runner: Any = None, **settings_: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ServiceSettings(team="spots", runner_module=SPOTS_MODULE, minio_endpoint=stack_settings.minio_endpoint,
-                               minio_access_key=stack_settings.minio_access_key,
-                               minio_secret_key=stack_settings.minio_secret_key, warmup_batches=1, **settings_)
+    settings = ServiceSettings(
+        team="spots",
+        runner_module=SPOTS_MODULE,
+        minio_endpoint=stack_settings.minio_endpoint,
+        minio_access_key=stack_settings.minio_access_key,
+        minio_secret_key=stack_settings.minio_secret_key,
+        warmup_batches=1,
+        **settings_,
+    )
     app = create_app(settings, runner=runner)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service",
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://service", timeout=30
+        ) as client:
             deadline = asyncio.get_running_loop().time() + 30
             while (await client.get(READYZ_ROUTE)).status_code != 200:
                 assert asyncio.get_running_loop().time() < deadline, "the spots service never became ready"
@@ -82,6 +90,7 @@ def test_a_detector_s_boxes_come_back_as_they_are(stack_settings, spots_bucket):
             response = await client.post(INFER_JSON_ROUTE, json={"bucket": spots_bucket, "key": "two-spots.png"})
             assert response.status_code == 200, response.text
             return response.json()
+
     body = asyncio.run(scenario())
     assert body["detections"] == [BLACK_CELL, GREY_CELL] and body["count"] == 2
     assert "label" not in body and "score" not in body and "confidence" not in body
@@ -97,9 +106,15 @@ def test_extra_reaches_the_runner_from_every_route(stack_settings, spots_bucket)
         async with spots_service(stack_settings) as client:
             one = (await client.post(INFER_JSON_ROUTE, json={**item, "extra": strict})).json()
             batch = (await client.post(INFER_BATCH_ROUTE, json={"items": [item, {**item, "extra": strict}]})).json()
-            upload = (await client.post(INFER_UPLOAD_ROUTE, data={"extra": '{"min_score": 0.9}'},
-                                        files={"file": ("two.png", spots_image({(2, 5): 0, (6, 1): 102}))})).json()
+            upload = (
+                await client.post(
+                    INFER_UPLOAD_ROUTE,
+                    data={"extra": '{"min_score": 0.9}'},
+                    files={"file": ("two.png", spots_image({(2, 5): 0, (6, 1): 102}))},
+                )
+            ).json()
             return one, batch, upload
+
     one, batch, upload = asyncio.run(scenario())
     assert one["detections"] == [BLACK_CELL] and one["options"]["min_score"] == 0.9
     default, picky = (entry["result"] for entry in batch["items"])
@@ -112,8 +127,10 @@ def test_a_recommended_key_of_the_wrong_type_fails_only_its_own_item(stack_setti
 
     async def scenario() -> dict:
         async with spots_service(stack_settings, runner=PickyDetector()) as client:
-            return (await client.post(INFER_BATCH_ROUTE, json={"items": [item, {**item, "extra": {"bad_label": True}}]}
-                                      )).json()
+            return (
+                await client.post(INFER_BATCH_ROUTE, json={"items": [item, {**item, "extra": {"bad_label": True}}]})
+            ).json()
+
     good, bad = asyncio.run(scenario())["items"]
     assert good["ok"] and good["result"]["count"] == 2
     assert (bad["ok"], bad["status"], bad["error"]["type"]) == (False, 500, "runner_error")
@@ -133,8 +150,11 @@ def test_an_upload_needs_the_bearer_token_like_the_other_infer_routes(stack_sett
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
         async with spots_service(stack_settings, auth_token="s3cret") as client:
-            return (await client.post(INFER_UPLOAD_ROUTE, files=image),
-                    await client.post(INFER_UPLOAD_ROUTE, files=image, headers={"authorization": "Bearer s3cret"}))
+            return (
+                await client.post(INFER_UPLOAD_ROUTE, files=image),
+                await client.post(INFER_UPLOAD_ROUTE, files=image, headers={"authorization": "Bearer s3cret"}),
+            )
+
     refused, served = asyncio.run(scenario())
     assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
     assert served.status_code == 200 and served.json()["detections"] == [BLACK_CELL]

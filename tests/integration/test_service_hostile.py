@@ -28,8 +28,12 @@ from tests.service_fixtures import FRUIT_SERVICE_ENV
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token"
-GUARDED_ENV = {**FRUIT_SERVICE_ENV, **service_environment(auth_token=TOKEN, header_timeout_s=1, body_timeout_s=1,
-                                                         max_request_bytes=65536, max_batch_items=2)}
+GUARDED_ENV = {
+    **FRUIT_SERVICE_ENV,
+    **service_environment(
+        auth_token=TOKEN, header_timeout_s=1, body_timeout_s=1, max_request_bytes=65536, max_batch_items=2
+    ),
+}
 
 
 def put(minio, bucket: str, key: str, data: bytes) -> str:
@@ -83,15 +87,29 @@ def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
 
 # Each of these passed validation before and made the service answer 503 (which the dispatcher waits out as an
 # outage, so the message never finished and stalled its neighbours) or 500.
-STORAGE_REFUSES = ["a\x00b.jpg", "a//b.jpg", "./a.jpg", "a/./b.jpg", "a\\..\\b.jpg", "a/ .. /b.jpg",
-                   "x" * 256 + ".jpg", "   ", "\t"]
+STORAGE_REFUSES = [
+    "a\x00b.jpg",
+    "a//b.jpg",
+    "./a.jpg",
+    "a/./b.jpg",
+    "a\\..\\b.jpg",
+    "a/ .. /b.jpg",
+    "x" * 256 + ".jpg",
+    "   ",
+    "\t",
+]
 
 
 @pytest.mark.parametrize("key", STORAGE_REFUSES)
 def test_names_storage_refuses_are_a_4xx_of_the_fetch_never_an_outage(stack_settings, bucket, key):
-    store = ObjectStore(ServiceSettings(team="fruit", minio_endpoint=stack_settings.minio_endpoint,
-                                        minio_access_key=stack_settings.minio_access_key,
-                                        minio_secret_key=stack_settings.minio_secret_key))
+    store = ObjectStore(
+        ServiceSettings(
+            team="fruit",
+            minio_endpoint=stack_settings.minio_endpoint,
+            minio_access_key=stack_settings.minio_access_key,
+            minio_secret_key=stack_settings.minio_secret_key,
+        )
+    )
     with pytest.raises(ServiceError) as err:
         asyncio.run(store.fetch(bucket, key))  # below the request's validation: what storage itself says
     assert 400 <= err.value.status < 500 and err.value.stage == "fetch", (err.value.status, err.value.message)
@@ -109,17 +127,23 @@ def test_a_content_encoded_object_comes_as_stored_never_inflated(stack_settings,
     inflated = bytes(range(256)) * 4096  # 1 MiB that gzip shrinks to a few KB
     stored = gzip.compress(inflated)
     minio.put_object(bucket, "bomb.bin", io.BytesIO(stored), len(stored), metadata={"Content-Encoding": "gzip"})
-    store = ObjectStore(ServiceSettings(team="fruit", minio_endpoint=stack_settings.minio_endpoint,
-                                        minio_access_key=stack_settings.minio_access_key,
-                                        minio_secret_key=stack_settings.minio_secret_key,
-                                        max_object_bytes=64 * 1024))
+    store = ObjectStore(
+        ServiceSettings(
+            team="fruit",
+            minio_endpoint=stack_settings.minio_endpoint,
+            minio_access_key=stack_settings.minio_access_key,
+            minio_secret_key=stack_settings.minio_secret_key,
+            max_object_bytes=64 * 1024,
+        )
+    )
     assert asyncio.run(store.fetch(bucket, "bomb.bin")) == stored
 
 
 @pytest.mark.parametrize("key", STORAGE_REFUSES)
 def test_the_service_refuses_those_names_before_asking_storage(fruit_service, bucket, key):
-    response = httpx.post(f"{fruit_service.base_url}{INFER_JSON_ROUTE}", json={"bucket": bucket, "key": key},
-                          timeout=30)
+    response = httpx.post(
+        f"{fruit_service.base_url}{INFER_JSON_ROUTE}", json={"bucket": bucket, "key": key}, timeout=30
+    )
     expect_error(response, 422, "bad_request", "validate")
 
 
@@ -143,13 +167,22 @@ def test_another_team_s_bucket_is_403_before_storage_is_asked(fruit_service, min
 
 def test_the_token_is_checked_before_the_body_is_read(guarded_service):
     url = f"{guarded_service.base_url}{INFER_JSON_ROUTE}"
-    expect_error(httpx.post(url, content=b'{"bucket": ', headers={"content-type": "application/json"}),
-                 401, "unauthorized")
-    expect_error(httpx.post(url, content=b'{"bucket": ', headers={"authorization": "Bearer wrong"}),
-                 401, "unauthorized")
-    expect_error(httpx.post(url, content=b'{"bucket": ', headers={"authorization": f"Bearer {TOKEN}",
-                                                                   "content-type": "application/json"}),
-                 422, "bad_request", "validate")
+    expect_error(
+        httpx.post(url, content=b'{"bucket": ', headers={"content-type": "application/json"}), 401, "unauthorized"
+    )
+    expect_error(
+        httpx.post(url, content=b'{"bucket": ', headers={"authorization": "Bearer wrong"}), 401, "unauthorized"
+    )
+    expect_error(
+        httpx.post(
+            url,
+            content=b'{"bucket": ',
+            headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+        ),
+        422,
+        "bad_request",
+        "validate",
+    )
 
 
 # ---------------------------------------------------------------------------- slow and idle clients
@@ -177,8 +210,10 @@ def test_a_request_head_sent_byte_by_byte_is_cut_off(guarded_service):
 
 def test_a_body_sent_slowly_is_408(guarded_service, bucket):
     body = b'{"bucket": "' + bucket.encode() + b'", "key": "a.jpg"}'
-    head = (f"POST /infer_json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /infer_json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with raw_connection(guarded_service) as sock:
         sock.sendall(head + body[:5])  # then nothing more
         closed, sent = closed_within(sock, 5)
@@ -194,8 +229,11 @@ def test_an_idle_keep_alive_connection_is_closed(guarded_service):
 
 
 def test_a_request_body_over_the_limit_is_413(guarded_service):
-    response = httpx.post(f"{guarded_service.base_url}{INFER_JSON_ROUTE}", content=b" " * 70_000,
-                          headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"})
+    response = httpx.post(
+        f"{guarded_service.base_url}{INFER_JSON_ROUTE}",
+        content=b" " * 70_000,
+        headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
     expect_error(response, 413, "request_too_large")
 
 
@@ -209,8 +247,9 @@ def test_a_jpeg_costing_minutes_is_415_at_once_and_holds_up_no_one(fruit_service
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=fruit_service.base_url, timeout=30) as client:
             keys = ["bomb.jpg", "bomb.jpg", "bomb.jpg", "clean.jpg"]
-            return await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key})
-                                          for key in keys))
+            return await asyncio.gather(
+                *(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key}) for key in keys)
+            )
 
     started = time.monotonic()
     *bombs, clean = asyncio.run(fire())
@@ -227,11 +266,13 @@ def test_the_dispatcher_adapts_to_the_service_s_batch_limit(guarded_service, min
     put(minio, bucket, "clean.jpg", fruit_images.clean)
 
     async def go() -> tuple[list, int]:
-        client = InferenceClient(f"{guarded_service.base_url}{INFER_JSON_ROUTE}", items_per_request=8,
-                                 max_batch_wait_ms=50, auth_token=TOKEN)
+        client = InferenceClient(
+            f"{guarded_service.base_url}{INFER_JSON_ROUTE}", items_per_request=8, max_batch_wait_ms=50, auth_token=TOKEN
+        )
         try:
-            results = await asyncio.gather(*(client.infer(InferRequest(bucket=bucket, key="clean.jpg"))
-                                             for _ in range(8)))
+            results = await asyncio.gather(
+                *(client.infer(InferRequest(bucket=bucket, key="clean.jpg")) for _ in range(8))
+            )
             return results, client.items_per_request
         finally:
             await client.aclose()

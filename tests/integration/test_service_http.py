@@ -39,6 +39,7 @@ def put(minio, bucket: str, key: str, data: bytes) -> str:
 
 def png_bomb(side: int = 10_000) -> bytes:
     """A real PNG of side x side black pixels: 100 MB of pixels in ~100 KB, refused from its header."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -52,8 +53,12 @@ def png_bomb(side: int = 10_000) -> bytes:
 def batch_size_histogram(base_url: str) -> tuple[float, float]:
     """(forward passes, images in them) so far."""
     text = httpx.get(f"{base_url}{METRICS_ROUTE}").text
-    values = {sample.name: sample.value for family in text_string_to_metric_families(text)
-              for sample in family.samples if sample.name.startswith("inference_batch_size")}
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("inference_batch_size")
+    }
     return values["inference_batch_size_count"], values["inference_batch_size_sum"]
 
 
@@ -96,8 +101,13 @@ def test_metrics_has_the_contract_names(fruit_service, images_bucket):
     assert post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "fruit/clean.jpg"}).status_code == 200
     text = httpx.get(f"{fruit_service.base_url}{METRICS_ROUTE}").text
     names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
-    assert {"inference_requests_total", "inference_request_seconds_bucket", "inference_queue_seconds_bucket",
-            "inference_batch_size_bucket", "inference_queue_depth"} <= names
+    assert {
+        "inference_requests_total",
+        "inference_request_seconds_bucket",
+        "inference_queue_seconds_bucket",
+        "inference_batch_size_bucket",
+        "inference_queue_depth",
+    } <= names
     assert f'inference_requests_total{{route="{INFER_JSON_ROUTE}",status="200"}}' in text
 
 
@@ -130,18 +140,23 @@ def test_many_held_out_images_are_classified_correctly(fruit_service, minio, buc
 
 def test_infer_batch_answers_each_item_in_order(fruit_service, minio, images_bucket):
     put(minio, images_bucket, "notes.txt", b"not an image at all")
-    items = [{"bucket": images_bucket, "key": "fruit/clean.jpg"},
-             {"bucket": images_bucket, "key": "fruit/missing.jpg"},
-             {"bucket": images_bucket, "key": "fruit/defect.jpg"},
-             {"bucket": images_bucket, "key": "notes.txt"},
-             {"bucket": "fruit-no-such-bucket-for-sure", "key": "fruit/clean.jpg"}]
+    items = [
+        {"bucket": images_bucket, "key": "fruit/clean.jpg"},
+        {"bucket": images_bucket, "key": "fruit/missing.jpg"},
+        {"bucket": images_bucket, "key": "fruit/defect.jpg"},
+        {"bucket": images_bucket, "key": "notes.txt"},
+        {"bucket": "fruit-no-such-bucket-for-sure", "key": "fruit/clean.jpg"},
+    ]
     response = post(fruit_service, INFER_BATCH_ROUTE, {"items": items})
     assert response.status_code == 200
     out = BatchResponse.model_validate(response.json()).items
     assert [item.ok for item in out] == [True, False, True, False, False]
     assert out[0].result.label == "clean" and out[2].result.label == "defect"
     assert [(o.status, o.error.type, o.error.stage) for o in (out[1], out[3], out[4])] == [
-        (404, "object_not_found", "fetch"), (415, "not_an_image", "decode"), (404, "bucket_not_found", "fetch")]
+        (404, "object_not_found", "fetch"),
+        (415, "not_an_image", "decode"),
+        (404, "bucket_not_found", "fetch"),
+    ]
 
 
 def test_concurrent_requests_share_forward_passes(fruit_service, images_bucket):
@@ -151,8 +166,9 @@ def test_concurrent_requests_share_forward_passes(fruit_service, images_bucket):
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=fruit_service.base_url, timeout=30) as client:
             keys = ["fruit/clean.jpg", "fruit/defect.jpg"] * 16
-            return await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": images_bucket, "key": key})
-                                          for key in keys))
+            return await asyncio.gather(
+                *(client.post(INFER_JSON_ROUTE, json={"bucket": images_bucket, "key": key}) for key in keys)
+            )
 
     responses = asyncio.run(fire())
     assert [r.status_code for r in responses] == [200] * 32
@@ -175,18 +191,29 @@ def expect_error(response: httpx.Response, status: int, type_: str, stage: str) 
 
 
 def test_missing_object_and_missing_bucket_are_404(fruit_service, images_bucket):
-    expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "nope.jpg"}),
-                 404, "object_not_found", "fetch")
-    expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": "fruit-no-such-bucket-for-sure", "key": "a.jpg"}),
-                 404, "bucket_not_found", "fetch")
+    expect_error(
+        post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "nope.jpg"}),
+        404,
+        "object_not_found",
+        "fetch",
+    )
+    expect_error(
+        post(fruit_service, INFER_JSON_ROUTE, {"bucket": "fruit-no-such-bucket-for-sure", "key": "a.jpg"}),
+        404,
+        "bucket_not_found",
+        "fetch",
+    )
 
 
-@pytest.mark.parametrize("name, data, type_", [
-    ("text", b"hello, this is text", "not_an_image"),
-    ("empty", b"", "not_an_image"),
-    ("truncated-jpeg", None, "not_an_image"),
-    ("bomb", None, "decompression_bomb"),
-])
+@pytest.mark.parametrize(
+    "name, data, type_",
+    [
+        ("text", b"hello, this is text", "not_an_image"),
+        ("empty", b"", "not_an_image"),
+        ("truncated-jpeg", None, "not_an_image"),
+        ("bomb", None, "decompression_bomb"),
+    ],
+)
 def test_undecodable_objects_are_415(fruit_service, minio, bucket, fruit_images, name, data, type_):
     if name == "truncated-jpeg":
         data = fruit_images.clean[:600]
@@ -200,23 +227,28 @@ def test_undecodable_objects_are_415(fruit_service, minio, bucket, fruit_images,
 def test_an_object_over_the_size_limit_is_413(fruit_service, minio, bucket):
     limit = int(FRUIT_SERVICE_ENV["MAX_OBJECT_BYTES"])
     put(minio, bucket, "huge.jpg", os.urandom(limit + 1))
-    error = expect_error(post(fruit_service, INFER_JSON_ROUTE, {"bucket": bucket, "key": "huge.jpg"}),
-                         413, "object_too_large", "fetch")
+    error = expect_error(
+        post(fruit_service, INFER_JSON_ROUTE, {"bucket": bucket, "key": "huge.jpg"}), 413, "object_too_large", "fetch"
+    )
     assert str(limit + 1) in error["message"]
 
 
-@pytest.mark.parametrize("route, body", [
-    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": '),  # malformed JSON
-    (INFER_JSON_ROUTE, b"[1, 2]"),
-    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot"}'),  # no key
-    (INFER_JSON_ROUTE, b'{"bucket": "Not_A_Bucket", "key": "a.jpg"}'),
-    (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": "a.jpg", "surprise": 1}'),
-    (INFER_BATCH_ROUTE, b'{"items": []}'),
-    (INFER_BATCH_ROUTE, b'{"items": [{"bucket": "imagery-hot"}]}'),
-])
+@pytest.mark.parametrize(
+    "route, body",
+    [
+        (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": '),  # malformed JSON
+        (INFER_JSON_ROUTE, b"[1, 2]"),
+        (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot"}'),  # no key
+        (INFER_JSON_ROUTE, b'{"bucket": "Not_A_Bucket", "key": "a.jpg"}'),
+        (INFER_JSON_ROUTE, b'{"bucket": "imagery-hot", "key": "a.jpg", "surprise": 1}'),
+        (INFER_BATCH_ROUTE, b'{"items": []}'),
+        (INFER_BATCH_ROUTE, b'{"items": [{"bucket": "imagery-hot"}]}'),
+    ],
+)
 def test_malformed_requests_are_422(fruit_service, route, body):
-    response = httpx.post(f"{fruit_service.base_url}{route}", content=body,
-                          headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{fruit_service.base_url}{route}", content=body, headers={"Content-Type": "application/json"}
+    )
     expect_error(response, 422, "bad_request", "validate")
 
 

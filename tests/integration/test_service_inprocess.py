@@ -49,11 +49,16 @@ class GatedFruitRunner(FruitRunner):
 
 
 def settings_for(stack_settings, fruit_weights, **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = dict(team="fruit", weights_path=str(fruit_weights),
-                                  minio_endpoint=stack_settings.minio_endpoint,
-                                  minio_access_key=stack_settings.minio_access_key,
-                                  minio_secret_key=stack_settings.minio_secret_key,
-                                  max_batch_size=8, max_batch_delay_ms=2, warmup_batches=1)
+    values: dict[str, Any] = dict(
+        team="fruit",
+        weights_path=str(fruit_weights),
+        minio_endpoint=stack_settings.minio_endpoint,
+        minio_access_key=stack_settings.minio_access_key,
+        minio_secret_key=stack_settings.minio_secret_key,
+        max_batch_size=8,
+        max_batch_delay_ms=2,
+        warmup_batches=1,
+    )
     values.update(overrides)
     return ServiceSettings(**values)
 
@@ -140,6 +145,7 @@ def test_storage_down_is_503_for_readiness_and_requests(stack_settings, fruit_we
 
     async def main():
         async with serving(settings_for(stack_settings, fruit_weights, minio_endpoint=dead)) as client:
+
             async def warmed_up() -> bool:
                 return "the model is warming up" not in (await client.get(READYZ_ROUTE)).json()["reasons"]
 
@@ -175,8 +181,11 @@ def test_a_full_queue_answers_429_with_retry_after(stack_settings, fruit_weights
             await eventually(both_admitted, "the second request to be admitted")
             refused = await client.post(INFER_JSON_ROUTE, json=body)
             assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"
-            assert refused.json()["error"] == {"type": "queue_full", "stage": "queue",
-                                               "message": refused.json()["error"]["message"]}
+            assert refused.json()["error"] == {
+                "type": "queue_full",
+                "stage": "queue",
+                "message": refused.json()["error"]["message"],
+            }
             batch = await client.post(INFER_BATCH_ROUTE, json={"items": [body]})
             assert batch.status_code == 200 and batch.json()["items"][0]["status"] == 429
             runner.gate.set()
@@ -225,17 +234,25 @@ def test_a_runner_exception_fails_only_its_own_item(stack_settings, fruit_weight
     async def main():
         async with serving(settings, runner) as client:
             await wait_until_ready(client)
-            items = [{"bucket": fruit_object, "key": "clean.jpg"},
-                     {"bucket": fruit_object, "key": "defect.jpg", "extra": {"explode": True}},
-                     {"bucket": fruit_object, "key": "defect.jpg"}]
+            items = [
+                {"bucket": fruit_object, "key": "clean.jpg"},
+                {"bucket": fruit_object, "key": "defect.jpg", "extra": {"explode": True}},
+                {"bucket": fruit_object, "key": "defect.jpg"},
+            ]
             response = await client.post(INFER_BATCH_ROUTE, json={"items": items})
             assert response.status_code == 200
             ok1, bad, ok2 = response.json()["items"]
             assert ok1["ok"] and ok1["result"]["label"] == "clean"
             assert ok2["ok"] and ok2["result"]["label"] == "defect"
-            assert bad == {"ok": False, "status": 500, "error": {
-                "type": "runner_error", "stage": "infer",
-                "message": "the fruit runner failed on this image (see the service log)"}}
+            assert bad == {
+                "ok": False,
+                "status": 500,
+                "error": {
+                    "type": "runner_error",
+                    "stage": "infer",
+                    "message": "the fruit runner failed on this image (see the service log)",
+                },
+            }
             alone = await client.post(INFER_JSON_ROUTE, json=items[1])
             assert alone.status_code == 500 and alone.json()["error"]["type"] == "runner_error"
             assert (await client.get(HEALTHZ_ROUTE)).status_code == 200  # and the service carries on
@@ -285,8 +302,9 @@ def test_the_resnet50_team_serves_through_the_same_path(stack_settings, tmp_path
     weights = tmp_path / "resnet50.pt"
     subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", str(weights)], check=True)
     minio.put_object(bucket, "a.jpg", io.BytesIO(fruit_images.clean), len(fruit_images.clean))
-    settings = settings_for(stack_settings, weights, team="resnet50", max_batch_size=2,
-                            allowed_buckets=bucket)  # the test bucket is named for the fruit team
+    settings = settings_for(
+        stack_settings, weights, team="resnet50", max_batch_size=2, allowed_buckets=bucket
+    )  # the test bucket is named for the fruit team
 
     async def main():
         async with serving(settings) as client:

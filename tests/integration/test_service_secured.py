@@ -61,9 +61,13 @@ class TlsMinio:
         return self.settings.minio_endpoint
 
     def client(self, access_key: str | None = None, secret_key: str | None = None) -> Minio:
-        return Minio(self.endpoint, access_key=access_key or self.settings.minio_access_key,
-                     secret_key=secret_key or self.settings.minio_secret_key, secure=True,
-                     http_client=urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(self.ca), retries=False))
+        return Minio(
+            self.endpoint,
+            access_key=access_key or self.settings.minio_access_key,
+            secret_key=secret_key or self.settings.minio_secret_key,
+            secure=True,
+            http_client=urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(self.ca), retries=False),
+        )
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,13 @@ def tls_minio(pki: Authority, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def reader(tls_minio: TlsMinio) -> Iterator[Reader]:
     """The fruit team's reader: a MinIO user whose one policy reads fruit and fruit-* only."""
-    admin = minio_admin(tls_minio.endpoint, tls_minio.settings.minio_access_key, tls_minio.settings.minio_secret_key,
-                        secure=True, ca_file=tls_minio.ca)
+    admin = minio_admin(
+        tls_minio.endpoint,
+        tls_minio.settings.minio_access_key,
+        tls_minio.settings.minio_secret_key,
+        secure=True,
+        ca_file=tls_minio.ca,
+    )
     made = Reader(unique("fruit-reader"), secrets.token_urlsafe(24))
     ensure_team_reader(admin, "fruit", made.access_key, made.secret_key)
     yield made
@@ -135,16 +144,23 @@ def buckets(tls_minio: TlsMinio) -> Iterator[Buckets]:
 
 
 @pytest.fixture(scope="module")
-def service(tls_minio: TlsMinio, reader: Reader, pki: Authority, fruit_weights: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferenceService]:
+def service(
+    tls_minio: TlsMinio, reader: Reader, pki: Authority, fruit_weights: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InferenceService]:
     """The fruit service secured end to end; ALLOWED_BUCKETS='*', so only MinIO's policy keeps it to its buckets."""
     service = InferenceService(
-        tls_minio.settings, team="fruit", weights_path=str(fruit_weights),
+        tls_minio.settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
         env={**FRUIT_SERVICE_ENV, **service_environment(allowed_buckets="*")},
         log_path=tmp_path_factory.mktemp("service") / "service.log",
-        auth_token=TOKEN, tls=pki.issue("inference-fruit"),
-        minio_secure=True, minio_ca_file=tls_minio.ca,
-        minio_access_key=reader.access_key, minio_secret_key=reader.secret_key)
+        auth_token=TOKEN,
+        tls=pki.issue("inference-fruit"),
+        minio_secure=True,
+        minio_ca_file=tls_minio.ca,
+        minio_access_key=reader.access_key,
+        minio_secret_key=reader.secret_key,
+    )
     with service.start():
         yield service
 
@@ -156,8 +172,13 @@ def trusting(ca: Path) -> ssl.SSLContext:
 @pytest.fixture
 def client(service: InferenceService, pki: Authority) -> Iterator[httpx.Client]:
     """A client that trusts the CA and holds the token."""
-    with httpx.Client(base_url=service.base_url, verify=trusting(pki.cert), trust_env=False, timeout=60,
-                      headers={"authorization": f"Bearer {TOKEN}"}) as http:
+    with httpx.Client(
+        base_url=service.base_url,
+        verify=trusting(pki.cert),
+        trust_env=False,
+        timeout=60,
+        headers={"authorization": f"Bearer {TOKEN}"},
+    ) as http:
         yield http
 
 
@@ -172,9 +193,11 @@ def test_the_team_reader_reads_its_buckets_only(tls_minio, reader, buckets):
     """The policy itself, as MinIO enforces it on the reader's own requests."""
     as_reader = tls_minio.client(reader.access_key, reader.secret_key)
     assert as_reader.get_object(buckets.own, "clean.jpg").read() == FruitImages().clean
-    for denied in (lambda: as_reader.get_object(buckets.other, "clean.jpg"),
-                   lambda: as_reader.put_object(buckets.own, "new.jpg", io.BytesIO(b"x"), 1),
-                   lambda: as_reader.remove_object(buckets.own, "clean.jpg")):
+    for denied in (
+        lambda: as_reader.get_object(buckets.other, "clean.jpg"),
+        lambda: as_reader.put_object(buckets.own, "new.jpg", io.BytesIO(b"x"), 1),
+        lambda: as_reader.remove_object(buckets.own, "clean.jpg"),
+    ):
         with pytest.raises(S3Error) as caught:
             denied()
         assert caught.value.code == "AccessDenied"
@@ -182,8 +205,13 @@ def test_the_team_reader_reads_its_buckets_only(tls_minio, reader, buckets):
 
 
 def test_ensure_team_reader_is_idempotent_and_leaves_only_its_own_policy(tls_minio):
-    admin = minio_admin(tls_minio.endpoint, tls_minio.settings.minio_access_key, tls_minio.settings.minio_secret_key,
-                        secure=True, ca_file=tls_minio.ca)
+    admin = minio_admin(
+        tls_minio.endpoint,
+        tls_minio.settings.minio_access_key,
+        tls_minio.settings.minio_secret_key,
+        secure=True,
+        ca_file=tls_minio.ca,
+    )
     user = unique("fruit-again")
     admin.user_add(user, "first-secret-1")
     admin.attach_policy(["readwrite"], user=user)  # a user that could read (and write) everything
@@ -200,8 +228,12 @@ def test_ensure_team_reader_is_idempotent_and_leaves_only_its_own_policy(tls_min
 def test_both_fetch_paths_trust_the_named_ca_and_only_with_it(tls_minio, reader, buckets):
     """In this process: obstore's GET and the minio SDK's readiness call reach the TLS MinIO with MINIO_CA_FILE,
     and refuse its certificate without it (a private CA is in no default roots)."""
-    given = dict(minio_endpoint=tls_minio.endpoint, minio_access_key=reader.access_key,
-                 minio_secret_key=reader.secret_key, minio_secure=True)
+    given = dict(
+        minio_endpoint=tls_minio.endpoint,
+        minio_access_key=reader.access_key,
+        minio_secret_key=reader.secret_key,
+        minio_secure=True,
+    )
     trusted = ObjectStore(ServiceSettings(**given, minio_ca_file=tls_minio.ca))
     assert asyncio.run(trusted.fetch(buckets.own, "defect.jpg")) == FruitImages().defect
     trusted.check(cache_s=0)
@@ -227,12 +259,17 @@ def test_an_object_outside_the_readers_policy_is_403_never_500(client, buckets, 
     assert denied.status_code == 403, denied.text
     assert denied.json()["error"]["type"] == "access_denied" and denied.json()["error"]["stage"] == "fetch"
     assert buckets.other in denied.json()["error"]["message"]
-    batch = client.post(INFER_BATCH_ROUTE, json={"items": [
-        {"bucket": buckets.own, "key": "defect.jpg"},
-        {"bucket": buckets.other, "key": "defect.jpg"},
-        {"bucket": unique("elsewhere"), "key": "a.jpg"},  # a bucket outside the policy, existing or not: 403
-        {"bucket": buckets.own, "key": "missing.jpg"},  # inside it, the reader may list: a plain 404
-    ]})
+    batch = client.post(
+        INFER_BATCH_ROUTE,
+        json={
+            "items": [
+                {"bucket": buckets.own, "key": "defect.jpg"},
+                {"bucket": buckets.other, "key": "defect.jpg"},
+                {"bucket": unique("elsewhere"), "key": "a.jpg"},  # a bucket outside the policy, existing or not: 403
+                {"bucket": buckets.own, "key": "missing.jpg"},  # inside it, the reader may list: a plain 404
+            ]
+        },
+    )
     assert batch.status_code == 200, batch.text
     first, other, elsewhere, missing = batch.json()["items"]
     assert first["ok"] and first["result"]["label"] == "defect"
@@ -277,17 +314,31 @@ def test_a_client_that_does_not_trust_the_ca_cannot_connect(service, tmp_path):
 def test_several_workers_serve_https_with_the_token_too(tls_minio, reader, pki, fruit_weights, buckets, tmp_path):
     """WORKERS=2: uvicorn's supervisor and its worker processes, each loading the certificate and the token."""
     service = InferenceService(
-        tls_minio.settings, team="fruit", weights_path=str(fruit_weights),
-        env={**FRUIT_SERVICE_ENV, **service_environment(workers=2)}, log_path=tmp_path / "service.log",
-        auth_token=TOKEN, tls=pki.issue("inference-fruit"), minio_secure=True, minio_ca_file=tls_minio.ca,
-        minio_access_key=reader.access_key, minio_secret_key=reader.secret_key)
+        tls_minio.settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
+        env={**FRUIT_SERVICE_ENV, **service_environment(workers=2)},
+        log_path=tmp_path / "service.log",
+        auth_token=TOKEN,
+        tls=pki.issue("inference-fruit"),
+        minio_secure=True,
+        minio_ca_file=tls_minio.ca,
+        minio_access_key=reader.access_key,
+        minio_secret_key=reader.secret_key,
+    )
     body = {"bucket": buckets.own, "key": "defect.jpg"}
 
     async def infer_each_on_a_connection_of_its_own(count: int, headers: dict[str, str]) -> list[int]:
-        async with httpx.AsyncClient(base_url=service.base_url, verify=trusting(pki.cert), trust_env=False,
-                                     timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-            answers = await asyncio.gather(*(http.post(INFER_JSON_ROUTE, json=body, headers=headers)
-                                             for _ in range(count)))
+        async with httpx.AsyncClient(
+            base_url=service.base_url,
+            verify=trusting(pki.cert),
+            trust_env=False,
+            timeout=60,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as http:
+            answers = await asyncio.gather(
+                *(http.post(INFER_JSON_ROUTE, json=body, headers=headers) for _ in range(count))
+            )
         return [answer.status_code for answer in answers]
 
     with service.start():
@@ -299,8 +350,11 @@ def test_several_workers_serve_https_with_the_token_too(tls_minio, reader, pki, 
             warm = 0.0
             while warm < 2:  # every worker warm, so each takes connections
                 assert time.monotonic() < deadline, "the two workers did not both warm up"
-                warm = sum(float(line.split()[-1]) for line in http.get("/metrics").text.splitlines()
-                           if line.startswith("inference_ready"))
+                warm = sum(
+                    float(line.split()[-1])
+                    for line in http.get("/metrics").text.splitlines()
+                    if line.startswith("inference_ready")
+                )
                 time.sleep(0.2)
         auth = {"authorization": f"Bearer {TOKEN}"}
         assert asyncio.run(infer_each_on_a_connection_of_its_own(8, auth)) == [200] * 8
@@ -338,8 +392,9 @@ def test_no_secret_in_the_services_environment_command_line_or_log(service, read
 def test_the_secret_files_go_with_the_process(tmp_path):
     """A service that fails to start (no such team) is stopped, and its secret files with it."""
     team = unique("no-such-team")
-    service = InferenceService(StackSettings(state_dir=tmp_path), team=team, auth_token=TOKEN,
-                               log_path=tmp_path / "service.log")
+    service = InferenceService(
+        StackSettings(state_dir=tmp_path), team=team, auth_token=TOKEN, log_path=tmp_path / "service.log"
+    )
     with pytest.raises(InferenceServiceError, match="unknown team"):
         service.start(timeout_s=120)
     assert service.secrets_dir is None

@@ -58,8 +58,11 @@ def wait_for(predicate, what: str, timeout_s: float = 60.0):
 def metric_values(service: InferenceService) -> dict[tuple[str, tuple], float]:
     """/metrics over a fresh connection (so any worker may answer), as {(sample, labels): value}."""
     text = httpx.get(f"{service.base_url}{METRICS_ROUTE}", headers={"Connection": "close"}, timeout=10).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def images_ok(service: InferenceService) -> float:
@@ -70,15 +73,20 @@ async def infer_many(service: InferenceService, bucket: str, key: str, count: in
     """`count` requests, each on a connection of its own, all at once: the workers share them."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) as client:
-        responses = await asyncio.gather(*(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key})
-                                           for _ in range(count)))
+        responses = await asyncio.gather(
+            *(client.post(INFER_JSON_ROUTE, json={"bucket": bucket, "key": key}) for _ in range(count))
+        )
     return [r.status_code for r in responses]
 
 
 @pytest.fixture(scope="module")
 def workers_service(stack_settings, fruit_weights):
-    service = InferenceService(stack_settings, team="fruit", weights_path=str(fruit_weights),
-                               env={**FRUIT_SERVICE_ENV, **service_environment(workers=WORKERS, keep_alive_s=1)})
+    service = InferenceService(
+        stack_settings,
+        team="fruit",
+        weights_path=str(fruit_weights),
+        env={**FRUIT_SERVICE_ENV, **service_environment(workers=WORKERS, keep_alive_s=1)},
+    )
     with service.start():
         yield service
 
@@ -93,8 +101,9 @@ def test_no_request_meets_a_cold_worker(workers_service, fruit_object):
     # the service answered /readyz, so one worker is warm; the other may still be warming: it takes no
     # connection until it is, so every request now is served, none is a 503 "warming up"
     assert asyncio.run(infer_many(workers_service, *fruit_object, 20)) == [200] * 20
-    wait_for(lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS,
-             f"all {WORKERS} workers to be warm")
+    wait_for(
+        lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS, f"all {WORKERS} workers to be warm"
+    )
     assert len(worker_pids(workers_service)) == WORKERS
     body = httpx.get(f"{workers_service.base_url}{READYZ_ROUTE}").json()
     assert body["ready"] is True and body["workers"] == WORKERS
@@ -112,19 +121,24 @@ def test_metrics_count_every_worker_s_requests(workers_service, fruit_object):
 
 
 def test_a_crashed_worker_does_not_take_the_others_down(workers_service, fruit_object):
-    pids = wait_for(lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service),
-                    f"{WORKERS} workers")
+    pids = wait_for(
+        lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service), f"{WORKERS} workers"
+    )
     before = images_ok(workers_service)
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in worker_pids(workers_service), "the killed worker to be gone")
     # the other worker serves at once, while the killed one is being replaced
     assert asyncio.run(infer_many(workers_service, *fruit_object, 10)) == [200] * 10
-    replaced = wait_for(lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service),
-                        "a replacement worker")
+    replaced = wait_for(
+        lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service), "a replacement worker"
+    )
     assert victim not in replaced
-    wait_for(lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS,
-             "the replacement to be warm", timeout_s=60)
+    wait_for(
+        lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS,
+        "the replacement to be warm",
+        timeout_s=60,
+    )
     assert asyncio.run(infer_many(workers_service, *fruit_object, 20)) == [200] * 20
     # the dead worker's counts stay in the totals; its live gauges do not
     assert images_ok(workers_service) - before == 30

@@ -44,21 +44,34 @@ def test_minio_put_get_and_missing_object(minio, bucket):
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagery.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "imagery.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_up_status_down_leaves_no_process(tmp_path, stack_settings):
     """A second, separate stack (own ports, own state folder) goes up, reports itself, and goes away whole."""
-    ports = {"KAFKA_PORT": free_port(), "KAFKA_CONTROLLER_PORT": free_port(), "MINIO_PORT": free_port(),
-             "MINIO_CONSOLE_PORT": free_port()}
-    env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"),
-           **{f"IMAGERY_{k}": str(v) for k, v in ports.items()}}
+    ports = {
+        "KAFKA_PORT": free_port(),
+        "KAFKA_CONTROLLER_PORT": free_port(),
+        "MINIO_PORT": free_port(),
+        "MINIO_CONSOLE_PORT": free_port(),
+    }
+    env = {
+        **os.environ,
+        "COLUMNS": "300",
+        "IMAGERY_STATE_DIR": str(tmp_path / "state"),
+        **{f"IMAGERY_{k}": str(v) for k, v in ports.items()},
+    }
     up = _cli(env, "up")
     assert up.returncode == 0, up.stdout + up.stderr
-    settings = StackSettings(state_dir=tmp_path / "state", kafka_port=ports["KAFKA_PORT"],
-                             kafka_controller_port=ports["KAFKA_CONTROLLER_PORT"],
-                             minio_port=ports["MINIO_PORT"], minio_console_port=ports["MINIO_CONSOLE_PORT"])
+    settings = StackSettings(
+        state_dir=tmp_path / "state",
+        kafka_port=ports["KAFKA_PORT"],
+        kafka_controller_port=ports["KAFKA_CONTROLLER_PORT"],
+        minio_port=ports["MINIO_PORT"],
+        minio_console_port=ports["MINIO_CONSOLE_PORT"],
+    )
     pids = [stack.running_pid(settings, n) for n in ("kafka", "minio")]
     assert all(pids), pids
     status = _cli(env, "status")
@@ -80,9 +93,13 @@ def test_port_taken_is_a_clear_error(tmp_path):
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = {**os.environ, "COLUMNS": "300", "IMAGERY_STATE_DIR": str(tmp_path / "state"),
-               "IMAGERY_KAFKA_PORT": str(port),
-               "IMAGERY_KAFKA_CONTROLLER_PORT": str(free_port())}
+        env = {
+            **os.environ,
+            "COLUMNS": "300",
+            "IMAGERY_STATE_DIR": str(tmp_path / "state"),
+            "IMAGERY_KAFKA_PORT": str(port),
+            "IMAGERY_KAFKA_CONTROLLER_PORT": str(free_port()),
+        }
         result = _cli(env, "up")
     assert result.returncode == 1
     assert f"port {port} (kafka)" in result.stdout and "already in use" in result.stdout

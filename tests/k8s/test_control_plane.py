@@ -43,13 +43,23 @@ def test_server_reports_the_pinned_version(plane: ControlPlane) -> None:
 
 
 def _gpu_deployment(namespace: str, request: str, limit: str) -> str:
-    container = {"name": "infer", "image": "registry.invalid/infer:1",
-                 "resources": {"requests": {GPU: request}, "limits": {GPU: limit}}}
-    return json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "infer", "namespace": namespace},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "infer"}},
-                 "template": {"metadata": {"labels": {"app": "infer"}}, "spec": {"containers": [container]}}},
-    })
+    container = {
+        "name": "infer",
+        "image": "registry.invalid/infer:1",
+        "resources": {"requests": {GPU: request}, "limits": {GPU: limit}},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "infer", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "infer"}},
+                "template": {"metadata": {"labels": {"app": "infer"}}, "spec": {"containers": [container]}},
+            },
+        }
+    )
 
 
 def test_server_side_dry_run_refuses_what_client_side_allows(plane: ControlPlane, namespace: str) -> None:
@@ -68,18 +78,27 @@ def _widget_crd() -> dict[str, object]:
     size = {"type": "integer", "minimum": 1}
     schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": size}}}}
     return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": "widgets.smoke.imagery.local"},
-        "spec": {"group": "smoke.imagery.local", "scope": "Namespaced",
-                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-                 "versions": [{"name": "v1", "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": schema}}]},
+        "spec": {
+            "group": "smoke.imagery.local",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+        },
     }
 
 
 def _widget(namespace: str, size: int) -> str:
-    return json.dumps({"apiVersion": "smoke.imagery.local/v1", "kind": "Widget",
-                       "metadata": {"name": f"w{size}", "namespace": namespace}, "spec": {"size": size}})
+    return json.dumps(
+        {
+            "apiVersion": "smoke.imagery.local/v1",
+            "kind": "Widget",
+            "metadata": {"name": f"w{size}", "namespace": namespace},
+            "spec": {"size": size},
+        }
+    )
 
 
 def test_applied_crds_are_served(plane: ControlPlane, namespace: str, tmp_path: Path) -> None:

@@ -25,11 +25,21 @@ from imagery.k8s.control_plane import ControlPlane, ensure_binaries, start_contr
 from imagery.teams import Team
 
 # what a team's release creates, by the API's resource names (kubectl get)
-TEAM_RESOURCES = ("deployments.apps", "services", "poddisruptionbudgets.policy",
-                  "horizontalpodautoscalers.autoscaling", "serviceaccounts", "roles.rbac.authorization.k8s.io",
-                  "rolebindings.rbac.authorization.k8s.io", "flinkdeployments.flink.apache.org",
-                  "podmonitors.monitoring.coreos.com", "servicemonitors.monitoring.coreos.com",
-                  "prometheusrules.monitoring.coreos.com", "configmaps", "secrets")
+TEAM_RESOURCES = (
+    "deployments.apps",
+    "services",
+    "poddisruptionbudgets.policy",
+    "horizontalpodautoscalers.autoscaling",
+    "serviceaccounts",
+    "roles.rbac.authorization.k8s.io",
+    "rolebindings.rbac.authorization.k8s.io",
+    "flinkdeployments.flink.apache.org",
+    "podmonitors.monitoring.coreos.com",
+    "servicemonitors.monitoring.coreos.com",
+    "prometheusrules.monitoring.coreos.com",
+    "configmaps",
+    "secrets",
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +60,32 @@ def namespace(cluster) -> Iterator[str]:
 
 def helm(cluster: ControlPlane, *args: str | Path, stdin: str | None = None) -> str:
     # Helm's cache and config in the cluster's folder, not ~/.cache or ~/.config
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(cluster.workdir / "helm"),
-           "HELM_CONFIG_HOME": str(cluster.workdir / "helm"), "HELM_DATA_HOME": str(cluster.workdir / "helm")}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HELM_CACHE_HOME": str(cluster.workdir / "helm"),
+        "HELM_CONFIG_HOME": str(cluster.workdir / "helm"),
+        "HELM_DATA_HOME": str(cluster.workdir / "helm"),
+    }
     return render.run_helm(list(args), stdin=stdin, env=env).stdout
 
 
-def team_release(cluster: ControlPlane, verb: str, team: Team, namespace: str, *extra: str,
-                 values: dict | None = None) -> str:
+def team_release(
+    cluster: ControlPlane, verb: str, team: Team, namespace: str, *extra: str, values: dict | None = None
+) -> str:
     given = {**render.team_values(team), **(values or {})}
-    return helm(cluster, verb, render.release_name(team), render.TEAM_CHART, "--namespace", namespace,
-                "-f", "-", *extra, stdin=yaml.safe_dump(given))
+    return helm(
+        cluster,
+        verb,
+        render.release_name(team),
+        render.TEAM_CHART,
+        "--namespace",
+        namespace,
+        "-f",
+        "-",
+        *extra,
+        stdin=yaml.safe_dump(given),
+    )
 
 
 def get(cluster: ControlPlane, namespace: str, resource: str, name: str) -> dict:
@@ -109,9 +135,15 @@ def dry_run(cluster: ControlPlane, namespace: str, text: str) -> subprocess.Comp
 
 def test_every_rendered_object_of_a_secured_cluster_passes_the_api_server(cluster, namespace, tmp_path):
     values = tmp_path / "cluster.yaml"
-    values.write_text(yaml.safe_dump({"minio": {"secure": True, "caSecret": "imagery-ca"},
-                                      "authTokenSecret": "imagery-token",
-                                      "service": {"tls": {"secret": "fruit-tls", "caSecret": "imagery-ca"}}}))
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "minio": {"secure": True, "caSecret": "imagery-ca"},
+                "authTokenSecret": "imagery-token",
+                "service": {"tls": {"secret": "fruit-tls", "caSecret": "imagery-ca"}},
+            }
+        )
+    )
     team = Team(team="fruit", weights="fruit_cls_best.ts")
     done = dry_run(cluster, namespace, render.render([team], namespace, [values], secured=True))
     assert done.returncode == 0, done.stderr
@@ -122,8 +154,11 @@ def test_the_api_server_refuses_a_gpu_request_unequal_to_its_limit(cluster, name
     """The schemas let it through (resources are free-form quantities); the API server does not."""
     team = Team(team="fruit", weights="fruit_cls_best.ts")
     values = tmp_path / "gpu.yaml"
-    values.write_text(yaml.safe_dump({"service": {"resources": {"requests": {"cpu": "1", "nvidia.com/gpu": 2},
-                                                                "limits": {"nvidia.com/gpu": 1}}}}))
+    values.write_text(
+        yaml.safe_dump(
+            {"service": {"resources": {"requests": {"cpu": "1", "nvidia.com/gpu": 2}, "limits": {"nvidia.com/gpu": 1}}}}
+        )
+    )
     done = dry_run(cluster, namespace, render.render_team(team, namespace, [values]))
     assert done.returncode != 0 and "must be equal to nvidia.com/gpu limit" in done.stderr
 

@@ -50,8 +50,9 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_static_go_image(IMAGE, SERVER_GO, tmp_path_factory.mktemp("image") / "hello-http.tar",
-                                 exposed_ports=(PORT,))
+    return build_static_go_image(
+        IMAGE, SERVER_GO, tmp_path_factory.mktemp("image") / "hello-http.tar", exposed_ports=(PORT,)
+    )
 
 
 @pytest.fixture
@@ -80,14 +81,28 @@ def _assert_nothing_left(node: Node) -> None:
 
 def _deployment(namespace: str) -> str:
     probe = {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1, "initialDelaySeconds": 0}
-    container = {"name": "web", "image": IMAGE, "imagePullPolicy": "Never", "ports": [{"containerPort": PORT}],
-                 "readinessProbe": probe}
-    return json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [container], "terminationGracePeriodSeconds": 2}}},
-    })
+    container = {
+        "name": "web",
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "ports": [{"containerPort": PORT}],
+        "readinessProbe": probe,
+    }
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
+                },
+            },
+        }
+    )
 
 
 def _get(plane: ControlPlane, *args: str) -> Any:
@@ -100,14 +115,19 @@ def _wait_available_pod(plane: ControlPlane, namespace: str, not_named: str | No
     seen = ""
     while time.monotonic() < deadline:
         deployment = _get(plane, "deployment", "web", "-n", namespace)
-        pods = [pod for pod in _get(plane, "pods", "-n", namespace, "-l", "app=web")["items"]
-                if pod["metadata"]["name"] != not_named and "deletionTimestamp" not in pod["metadata"]]
-        ready = [pod for pod in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                            for c in pod["status"].get("conditions", []))]
+        pods = [
+            pod
+            for pod in _get(plane, "pods", "-n", namespace, "-l", "app=web")["items"]
+            if pod["metadata"]["name"] != not_named and "deletionTimestamp" not in pod["metadata"]
+        ]
+        ready = [
+            pod
+            for pod in pods
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        ]
         if deployment["status"].get("availableReplicas") == 1 and ready:
             return ready[0]
-        seen = json.dumps({"deployment": deployment.get("status"),
-                           "pods": [pod.get("status") for pod in pods]})[:3000]
+        seen = json.dumps({"deployment": deployment.get("status"), "pods": [pod.get("status") for pod in pods]})[:3000]
         time.sleep(0.5)
     events = plane.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp").stdout
     raise AssertionError(f"no available pod within {READY_S:.0f}s: {seen}\n{events}")

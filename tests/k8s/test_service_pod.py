@@ -33,8 +33,10 @@ from schemas import INFER_JSON_ROUTE
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, put
 from tests.e2e.test_recovery import assert_audit_clean
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root (containerd, runc, netns, mounts)"),
-              pytest.mark.timeout(1800)]  # importing the 6 GB image into the node's containerd takes minutes
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root (containerd, runc, netns, mounts)"),
+    pytest.mark.timeout(1800),
+]  # importing the 6 GB image into the node's containerd takes minutes
 
 IMAGE = os.environ.get("IMAGERY_K8S_INFERENCE_IMAGE", "imagery-inference-http:k8s")
 READY_S = 300.0
@@ -53,21 +55,33 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlan
 
 def service_deployment(team: Team, namespace: str, port: int, weights: Path, settings: StackSettings) -> str:
     """The chart's Deployment for TEAM, changed only where this node differs from a GPU cluster (module doc)."""
-    values = {"images": {"inference": IMAGE, "pullPolicy": "Never"},
-              "minio": {"endpoint": settings.minio_endpoint, "accessKey": settings.minio_access_key},
-              "service": {"autoscaling": {"enabled": False}, "startupSeconds": 300,
-                          "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                        "limits": {"memory": "4Gi", "nvidia.com/gpu": None}}}}  # null: removed
-    objects = render.documents(render.template(render.TEAM_CHART, render.release_name(team), namespace,
-                                               values={**render.team_values(team), **values}))
+    values = {
+        "images": {"inference": IMAGE, "pullPolicy": "Never"},
+        "minio": {"endpoint": settings.minio_endpoint, "accessKey": settings.minio_access_key},
+        "service": {
+            "autoscaling": {"enabled": False},
+            "startupSeconds": 300,
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "256Mi"},
+                "limits": {"memory": "4Gi", "nvidia.com/gpu": None},
+            },
+        },
+    }  # null: removed
+    objects = render.documents(
+        render.template(
+            render.TEAM_CHART, render.release_name(team), namespace, values={**render.team_values(team), **values}
+        )
+    )
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     pod["hostNetwork"] = True
     container = pod["containers"][0]
     container["ports"] = [{"name": "http", "containerPort": port}]
     container["env"] += [{"name": "PORT", "value": str(port)}]
-    pod["volumes"] = [v if v["name"] != "weights" else {"name": "weights", "hostPath": {"path": str(weights.parent)}}
-                      for v in pod["volumes"]]
+    pod["volumes"] = [
+        v if v["name"] != "weights" else {"name": "weights", "hostPath": {"path": str(weights.parent)}}
+        for v in pod["volumes"]
+    ]
     return yaml.safe_dump(deployment)
 
 
@@ -77,8 +91,15 @@ def pods(plane: ControlPlane, namespace: str, selector: str) -> list[dict]:
 
 
 def wait_available(plane: ControlPlane, namespace: str, name: str) -> None:
-    done = plane.kubectl("wait", "-n", namespace, f"deployment/{name}", "--for=condition=Available",
-                         f"--timeout={READY_S:.0f}s", timeout_s=READY_S + 10)
+    done = plane.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        f"deployment/{name}",
+        "--for=condition=Available",
+        f"--timeout={READY_S:.0f}s",
+        timeout_s=READY_S + 10,
+    )
     if done.returncode != 0:  # say why: the pods' events and the service's own log
         selector = f"app.kubernetes.io/name={name}"
         described = plane.kubectl("describe", "pods", "-n", namespace, "-l", selector).stdout
@@ -86,18 +107,34 @@ def wait_available(plane: ControlPlane, namespace: str, name: str) -> None:
         pytest.fail(f"deployment/{name} not available in {READY_S:.0f}s:\n{described[-4000:]}\n{logs}")
 
 
-def test_deleting_the_service_pod_mid_stream_loses_nothing(node, stack_settings, bootstrap, new_topic, minio, bucket,
-                                                           fruit_weights, fruit_images, tmp_path):
+def test_deleting_the_service_pod_mid_stream_loses_nothing(
+    node, stack_settings, bootstrap, new_topic, minio, bucket, fruit_weights, fruit_images, tmp_path
+):
     plane, _ = node
     namespace = f"imagery-{uuid.uuid4().hex[:8]}"
     plane.kubectl("create", "namespace", namespace, check=True)
     team = Team(team="fruit", weights=fruit_weights.name)
-    plane.kubectl("create", "secret", "generic", "imagery-minio", "-n", namespace,
-                  f"--from-file=secret-key={_secret_file(tmp_path, stack_settings)}", check=True)
+    plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "imagery-minio",
+        "-n",
+        namespace,
+        f"--from-file=secret-key={_secret_file(tmp_path, stack_settings)}",
+        check=True,
+    )
     port = free_port()
     name = "fruit-inference"
-    plane.kubectl("apply", "-n", namespace, "-f", "-", check=True,
-                  stdin=service_deployment(team, namespace, port, fruit_weights, stack_settings))
+    plane.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        check=True,
+        stdin=service_deployment(team, namespace, port, fruit_weights, stack_settings),
+    )
     wait_available(plane, namespace, name)
     [first] = pods(plane, namespace, f"app.kubernetes.io/name={name}")
 
@@ -105,24 +142,60 @@ def test_deleting_the_service_pod_mid_stream_loses_nothing(node, stack_settings,
     put(minio, bucket, "clean.jpg", fruit_images.clean)
     run = uuid.uuid4().hex[:8]
     ids = [f"{run}-{i}" for i in range(1000)]
-    kafka_io.produce(bootstrap, inp, [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode())
-                                      for i in ids])
-    args = ["--bootstrap", bootstrap, "--team", "fruit", "--http-url", f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}",
-            "--input-topic", inp, "--output-topic", out, "--dlq-topic", dlq, "--group-id", f"g-{run}",
-            "--delivery-guarantee", "exactly-once", "--checkpoint-interval-ms", "2000", "--capacity", "8",
-            "--checkpoint-dir", str(tmp_path / "checkpoints"), "--backoff-ms", "50", "--backoff-max-ms", "500"]
+    kafka_io.produce(
+        bootstrap,
+        inp,
+        [(i.encode(), json.dumps({"id": i, "bucket": bucket, "key": "clean.jpg"}).encode()) for i in ids],
+    )
+    args = [
+        "--bootstrap",
+        bootstrap,
+        "--team",
+        "fruit",
+        "--http-url",
+        f"http://127.0.0.1:{port}{INFER_JSON_ROUTE}",
+        "--input-topic",
+        inp,
+        "--output-topic",
+        out,
+        "--dlq-topic",
+        dlq,
+        "--group-id",
+        f"g-{run}",
+        "--delivery-guarantee",
+        "exactly-once",
+        "--checkpoint-interval-ms",
+        "2000",
+        "--capacity",
+        "8",
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+        "--backoff-ms",
+        "50",
+        "--backoff-max-ms",
+        "500",
+    ]
     with DispatcherProcess(args, tmp_path / "job.log") as job:
         got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= 60, JOB_TIMEOUT_S, watch=job.check_alive)
         assert len(got.results) < len(ids), "the pod must go while messages are still to be answered"
         plane.kubectl("delete", "pod", "-n", namespace, first["metadata"]["name"], "--wait=false", check=True)
         deadline = time.monotonic() + READY_S
-        while not [p for p in pods(plane, namespace, f"app.kubernetes.io/name={name}")
-                   if p["metadata"]["uid"] != first["metadata"]["uid"]]:
+        while not [
+            p
+            for p in pods(plane, namespace, f"app.kubernetes.io/name={name}")
+            if p["metadata"]["uid"] != first["metadata"]["uid"]
+        ]:
             assert time.monotonic() < deadline, "the Deployment did not replace the deleted pod"
             time.sleep(0.5)
         wait_available(plane, namespace, name)
-        got = collect(bootstrap, out, dlq, lambda c: len(c.results) >= len(ids) or bool(c.dead), JOB_TIMEOUT_S,
-                      watch=job.check_alive)
+        got = collect(
+            bootstrap,
+            out,
+            dlq,
+            lambda c: len(c.results) >= len(ids) or bool(c.dead),
+            JOB_TIMEOUT_S,
+            watch=job.check_alive,
+        )
         late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=job.check_alive)
         assert_audit_clean(bootstrap, inp, out, dlq, args, job)
     [second] = pods(plane, namespace, f"app.kubernetes.io/name={name}")

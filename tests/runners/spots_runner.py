@@ -24,8 +24,9 @@ class SpotsDetector:
     def __init__(self, weights_path: str | None = None, model_tag: str | None = None) -> None:
         self.model_tag = model_tag or "grid-v1"
 
-    def run(self, image_bytes_or_uri: Any, model_tag: str | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(
+        self, image_bytes_or_uri: Any, model_tag: str | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         options = extra or {}
         min_score = float(options.get("min_score", 0.5))
@@ -41,9 +42,12 @@ class SpotsDetector:
                 if darkness >= min_score:
                     detections.append({"label": "spot", "score": round(darkness, 4), "box": [x0, y0, x1, y1]})
         detections.sort(key=lambda d: -d["score"])
-        return {"detections": detections[:max_detections], "count": min(len(detections), max_detections),
-                "options": {"min_score": min_score, "max_detections": max_detections},
-                "latency_ms_model": (time.perf_counter() - started) * 1000.0}
+        return {
+            "detections": detections[:max_detections],
+            "count": min(len(detections), max_detections),
+            "options": {"min_score": min_score, "max_detections": max_detections},
+            "latency_ms_model": (time.perf_counter() - started) * 1000.0,
+        }
 
 
 RUNNER = SpotsDetector

@@ -20,8 +20,14 @@ from schemas import topics
 @pytest.fixture(scope="session")
 def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     settings = StackSettings(
-        state_dir=tmp_path_factory.mktemp("secured-state"), kafka_port=free_port(), kafka_controller_port=free_port(),
-        kafka_mtls_port=free_port(), minio_port=free_port(), minio_console_port=free_port(), secure=True)
+        state_dir=tmp_path_factory.mktemp("secured-state"),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_mtls_port=free_port(),
+        minio_port=free_port(),
+        minio_console_port=free_port(),
+        secure=True,
+    )
     started = stack.up(settings, flink=False, log=lambda _: None)
     yield settings
     stack.down(settings, started, log=lambda _: None)
@@ -57,8 +63,13 @@ class SecuredTeam:
         return kafka_io.Connection(bootstrap, kafka_config.load(self.client_file))
 
 
-def make_team(admin: kafka_io.Connection, security_files: security.StackSecurity, credentials: Path,
-              prefix: str = "fruit", partitions: int = 2) -> SecuredTeam:
+def make_team(
+    admin: kafka_io.Connection,
+    security_files: security.StackSecurity,
+    credentials: Path,
+    prefix: str = "fruit",
+    partitions: int = 2,
+) -> SecuredTeam:
     """A new team `<prefix>_<unique>` (the fruit service reads its bucket, fruit-<unique>), as `imagery provision`
     makes one on a secured Kafka."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -69,8 +80,7 @@ def make_team(admin: kafka_io.Connection, security_files: security.StackSecurity
 
 
 @pytest.fixture
-def new_team(admin: kafka_io.Connection, stack_security: security.StackSecurity,
-             tmp_path: Path) -> Iterator[callable]:
+def new_team(admin: kafka_io.Connection, stack_security: security.StackSecurity, tmp_path: Path) -> Iterator[callable]:
     made: list[SecuredTeam] = []
 
     def make(prefix: str = "fruit", partitions: int = 2) -> SecuredTeam:

@@ -29,8 +29,14 @@ def test_a_plaintext_client_is_refused(secured_stack):
     assert "Disconnected" in said and "APIVERSION_QUERY" in said, said
     # the tooling, given no properties file, says what is missing in one line
     env = {k: v for k, v in os.environ.items() if k != "IMAGERY_KAFKA_CONFIG"}
-    done = subprocess.run([sys.executable, "-m", "imagery.cli", "dlq", "show", "--bootstrap", secured_stack.bootstrap],
-                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "imagery.cli", "dlq", "show", "--bootstrap", secured_stack.bootstrap],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "--kafka-config" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -42,8 +48,11 @@ def test_a_server_certificate_from_another_ca_is_refused(secured_stack, stack_se
 
 def test_an_expired_client_certificate_is_refused(secured_stack, stack_security, tmp_path):
     expired = Authority(stack_security.folder / "pki").issue(f"{security.ADMIN}-expired", expired=True)
-    settings = {**kafka_config.load(stack_security.admin_mtls), "ssl.certificate.location": str(expired.cert),
-                "ssl.key.location": str(expired.key)}
+    settings = {
+        **kafka_config.load(stack_security.admin_mtls),
+        "ssl.certificate.location": str(expired.cert),
+        "ssl.key.location": str(expired.key),
+    }
     # Java's TLS answers an expired client certificate with the alert certificate_unknown (46); the broker's log
     # names the expiry
     assert "alert certificate unknown" in refusal(secured_stack.mtls_bootstrap, settings, expect="alert certificate")
@@ -74,13 +83,15 @@ def test_a_team_reaches_its_own_topics_and_ids_only(secured_stack, admin, new_te
     with pytest.raises(RuntimeError, match="(?i)authorization failed"):
         kafka_io.produce(as_a, b.result_topic, [(b"k", b"forged result")], timeout_s=15)
     with pytest.raises(KafkaException, match="(?i)authoriz"):
-        kafka_io.producer(as_a, {"transactional.id": f"imagery-{topics.dispatcher_group(b.name)}-x-results"}
-                          ).init_transactions(15)
+        kafka_io.producer(
+            as_a, {"transactional.id": f"imagery-{topics.dispatcher_group(b.name)}-x-results"}
+        ).init_transactions(15)
 
     # its own: a writes its results and uses its transactional ids
     kafka_io.produce(as_a, a.result_topic, [(b"k", b"a's result")])
-    kafka_io.producer(as_a, {"transactional.id": f"imagery-{topics.dispatcher_group(a.name)}-x-results"}
-                      ).init_transactions(15)
+    kafka_io.producer(
+        as_a, {"transactional.id": f"imagery-{topics.dispatcher_group(a.name)}-x-results"}
+    ).init_transactions(15)
     # nothing of b's was lost or added: its input is as it was, readable by b, and its results empty
     assert kafka_io.end_offsets(admin, b.input_topic) == before
     mine = kafka_io.read_to_end(as_b, b.input_topic, group_id=topics.dispatcher_group(b.name))
@@ -89,25 +100,48 @@ def test_a_team_reaches_its_own_topics_and_ids_only(secured_stack, admin, new_te
 
 
 def test_provision_makes_a_teams_principal_acls_and_minio_user_and_no_output_shows_a_secret(
-        secured_stack, stack_security, admin, tmp_path):
+    secured_stack, stack_security, admin, tmp_path
+):
     """`imagery --kafka-config ADMIN provision` on the secured stack, as an operator runs it; then `status` and
     `health` on it: none of their output shows a secret."""
     team = f"fruit_{uuid.uuid4().hex[:8]}"
     credentials = tmp_path / "credentials"
     s = secured_stack
-    env = {**os.environ, "IMAGERY_STATE_DIR": str(s.state_dir), "IMAGERY_KAFKA_PORT": str(s.kafka_port),
-           "IMAGERY_KAFKA_MTLS_PORT": str(s.kafka_mtls_port), "IMAGERY_MINIO_PORT": str(s.minio_port),
-           "IMAGERY_SECURE": "1", "MINIO_SECRET_KEY_FILE": str(stack_security.minio_root_password_file),
-           "IMAGERY_KAFKA_CONFIG": str(stack_security.admin_sasl), "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "IMAGERY_STATE_DIR": str(s.state_dir),
+        "IMAGERY_KAFKA_PORT": str(s.kafka_port),
+        "IMAGERY_KAFKA_MTLS_PORT": str(s.kafka_mtls_port),
+        "IMAGERY_MINIO_PORT": str(s.minio_port),
+        "IMAGERY_SECURE": "1",
+        "MINIO_SECRET_KEY_FILE": str(stack_security.minio_root_password_file),
+        "IMAGERY_KAFKA_CONFIG": str(stack_security.admin_sasl),
+        "COLUMNS": "200",
+    }
 
     def imagery(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "imagery.cli", *args], env=env, cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "imagery.cli", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode in (0, 1), done.stderr[-2000:]
         return done.stdout + done.stderr
 
-    said = imagery("provision", f"{team}:2:w.ts", "--minio", s.minio_endpoint, "--minio-secure", "--minio-ca-file",
-                   str(stack_security.ca), "--credentials-dir", str(credentials))
+    said = imagery(
+        "provision",
+        f"{team}:2:w.ts",
+        "--minio",
+        s.minio_endpoint,
+        "--minio-secure",
+        "--minio-ca-file",
+        str(stack_security.ca),
+        "--credentials-dir",
+        str(credentials),
+    )
     client_file = provision.team_client_file(credentials, team)
     minio_secret = provision.team_minio_secret_file(credentials, team)
     assert client_file.stat().st_mode & 0o077 == 0 and minio_secret.stat().st_mode & 0o077 == 0, said
@@ -116,16 +150,23 @@ def test_provision_makes_a_teams_principal_acls_and_minio_user_and_no_output_sho
     kafka_io.produce(as_team, topics.result_topic(team), [(b"k", b"a result")])
     bucket = topics.team_bucket(team)
     stack.minio_client(s).put_object(bucket, "a.jpg", io.BytesIO(b"x"), 1)
-    reader = storage_access.minio_client(s.minio_endpoint, provision.team_minio_access_key(team),
-                                         minio_secret.read_text().strip(), secure=True, ca_file=stack_security.ca)
+    reader = storage_access.minio_client(
+        s.minio_endpoint,
+        provision.team_minio_access_key(team),
+        minio_secret.read_text().strip(),
+        secure=True,
+        ca_file=stack_security.ca,
+    )
     assert reader.get_object(bucket, "a.jpg").read() == b"x"
 
     said += imagery("status", "--secure") + imagery("health", "--team", team)
     _, options = kafka_config.jaas_options(kafka_config.read_properties(client_file)["sasl.jaas.config"])
-    known = {"the team's SASL password": options["password"],
-             "the team's MinIO secret": minio_secret.read_text().strip(),
-             "admin's SASL password": security.read_secret(stack_security.admin_password_file),
-             "MinIO's root password": security.read_secret(stack_security.minio_root_password_file)}
+    known = {
+        "the team's SASL password": options["password"],
+        "the team's MinIO secret": minio_secret.read_text().strip(),
+        "admin's SASL password": security.read_secret(stack_security.admin_password_file),
+        "MinIO's root password": security.read_secret(stack_security.minio_root_password_file),
+    }
     assert not [what for what, value in known.items() if value in said], said
     flat = "".join(said.split())  # rich folds long lines to the terminal's width
     assert str(client_file) in flat and "admin.properties" in flat, said  # it says where the secrets are

@@ -156,36 +156,55 @@ def test_no_secret_value_is_in_a_rendered_file(rendered, secrets_dir, teams):
     for service, spec in load(rendered["compose.secure.yaml"])["services"].items():
         for variable, value in (spec.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|TOKEN", variable) and not isinstance(value, Reset):
-                assert variable.endswith("_FILE") or variable.startswith("MINIO_NOTIFY_KAFKA_SASL_"), (service,
-                                                                                                       variable)
+                assert variable.endswith("_FILE") or variable.startswith("MINIO_NOTIFY_KAFKA_SASL_"), (
+                    service,
+                    variable,
+                )
 
 
 def test_the_committed_secure_files_are_what_the_template_makes():
     files = compose.ComposeFiles.in_repo()
     rendered = compose.render(compose.load_teams(files.teams))
-    assert files.secure.read_text() == rendered["compose.secure.yaml"], \
+    assert files.secure.read_text() == rendered["compose.secure.yaml"], (
         "compose.secure.yaml is stale: run `imagery compose`"
-    assert files.secure_prometheus.read_text() == rendered["prometheus.secure.yml"], \
+    )
+    assert files.secure_prometheus.read_text() == rendered["prometheus.secure.yml"], (
         "deploy/prometheus.secure.yml is stale: run `imagery compose`"
+    )
 
 
 def test_the_secured_broker_is_the_secured_local_broker():
     """compose.secure.yaml's KAFKA_* variables, read back as the image reads them (kafka-run.sh's rule), have the
     secured local broker's settings (imagery/local/security.py)."""
+
     def read_back(variable: str) -> str:
         key = variable.removeprefix("KAFKA_").lower()
         return key.replace("___", "-").replace("__", "@").replace("_", ".").replace("@", "_")
 
-    properties = {read_back(name): value.replace("$$", "$")
-                  for name, value in compose.secure_kafka_environment().items()}
-    assert properties == {**compose.secure_broker_properties(), "advertised.listeners":
-                          properties["advertised.listeners"]}
+    properties = {
+        read_back(name): value.replace("$$", "$") for name, value in compose.secure_kafka_environment().items()
+    }
+    assert properties == {
+        **compose.secure_broker_properties(),
+        "advertised.listeners": properties["advertised.listeners"],
+    }
     folder = Path("/nowhere")
     leaf = CertFiles(folder / "x.crt", folder / "x.key", folder / "x.pem")
     files = security.StackSecurity(folder, folder / "ca.crt", leaf, leaf, leaf, leaf, *[folder / "x"] * 5)
-    local = dict(line.split("=", 1) for line in security.broker_properties(StackSettings(secure=True), files)
-                 if not line.startswith(("listeners", "advertised.", "ssl.keystore.location", "ssl.truststore.location",
-                                         "inter.broker.", "controller.listener.names")))
+    local = dict(
+        line.split("=", 1)
+        for line in security.broker_properties(StackSettings(secure=True), files)
+        if not line.startswith(
+            (
+                "listeners",
+                "advertised.",
+                "ssl.keystore.location",
+                "ssl.truststore.location",
+                "inter.broker.",
+                "controller.listener.names",
+            )
+        )
+    )
     for name, value in local.items():
         if name.startswith("listener.name.sasl_ssl."):
             name = name.replace("sasl_ssl", "internal")
@@ -196,16 +215,20 @@ def test_the_secured_broker_is_the_secured_local_broker():
     assert properties["listener.name.external.scram-sha-512.sasl.jaas.config"].endswith("required;")
     # no listener is named so that the official image asks for keystore variables of its own
     assert "SSL://" not in properties["advertised.listeners"] and "SASL_" not in properties["advertised.listeners"]
-    assert properties["advertised.listeners"].endswith("EXTERNAL://${KAFKA_EXTERNAL_HOST:-localhost}:"
-                                                       "${KAFKA_HOST_PORT:-29092}")
+    assert properties["advertised.listeners"].endswith(
+        "EXTERNAL://${KAFKA_EXTERNAL_HOST:-localhost}:${KAFKA_HOST_PORT:-29092}"
+    )
 
 
 def test_the_services_get_only_variables_they_read(rendered):
     base, secured = load(rendered["compose.yaml"])["services"], load(rendered["compose.secure.yaml"])["services"]
     for name, spec in secured.items():
         if name.endswith("-inference-http"):
-            env = {k: str(v) for k, v in {**base[name]["environment"], **spec["environment"]}.items()
-                   if not isinstance(v, Reset)}
+            env = {
+                k: str(v)
+                for k, v in {**base[name]["environment"], **spec["environment"]}.items()
+                if not isinstance(v, Reset)
+            }
             checked_service_environment(env)
 
 
@@ -214,8 +237,9 @@ def test_the_plain_services_read_minio_s_key_from_a_file(rendered):
     for name, spec in doc["services"].items():
         if name.endswith("-inference-http"):
             assert "MINIO_SECRET_KEY" not in spec["environment"]
-            assert spec["configs"] == [{"source": "minio-secret-key",
-                                        "target": spec["environment"]["MINIO_SECRET_KEY_FILE"]}]
+            assert spec["configs"] == [
+                {"source": "minio-secret-key", "target": spec["environment"]["MINIO_SECRET_KEY_FILE"]}
+            ]
     assert doc["configs"]["minio-secret-key"] == {"content": "${MINIO_SECRET_KEY:-minioadmin}"}
 
 
@@ -240,8 +264,14 @@ def test_compose_secrets_makes_its_files_once_with_the_modes_the_containers_need
     # read by non-root users in their containers: the broker's key (kafka, uid 1000), the service's (uid 10001), the
     # teams' files (the service, Flink's uid 9999); what root alone reads, or no container, stays 0600
     assert wanted["kafka-broker.pem"] == wanted["inference.key"] == wanted["fruit.kafka.properties"] == 0o644
-    assert wanted["minio.key"] == wanted["admin.properties"] == wanted["ca.key"] == wanted["host-admin.properties"] \
-        == wanted["minio-notify.env"] == 0o600
+    assert (
+        wanted["minio.key"]
+        == wanted["admin.properties"]
+        == wanted["ca.key"]
+        == wanted["host-admin.properties"]
+        == wanted["minio-notify.env"]
+        == 0o600
+    )
     before = {name: (folder / name).read_bytes() for name in wanted}
 
     again = compose_secrets.make(folder, teams)
@@ -254,7 +284,8 @@ def test_compose_secrets_makes_its_files_once_with_the_modes_the_containers_need
     assert {"apples.token", "apples.kafka.properties", "apples.minio.secret"} <= set(third.made)
     assert (folder / "inference.crt").read_bytes() != before["inference.crt"]
     assert {"apples-inference-http", "fruit-inference-http", "localhost"} <= compose_secrets._san_hosts(
-        folder / "inference.crt")
+        folder / "inference.crt"
+    )
     for name in ("ca.crt", "kafka-broker.pem", "admin.password", "fruit.kafka.properties", "fruit.token"):
         assert (folder / name).read_bytes() == before[name], name
     assert "MINIO_NOTIFY_KAFKA_SASL_PASSWORD_APPLES=" in (folder / "minio-notify.env").read_text()
@@ -277,7 +308,8 @@ def test_the_client_files(secrets_dir, teams):
     assert compose_secrets._san_hosts(secrets_dir / "minio.crt") >= {"minio", "localhost"}
     events = (secrets_dir / "minio-events.password").read_text().strip()
     assert (secrets_dir / "minio-notify.env").read_text().splitlines() == [
-        f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{t.events_target_id}={events}" for t in teams]
+        f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{t.events_target_id}={events}" for t in teams
+    ]
 
 
 def test_minio_s_events_user_may_write_to_the_input_topics_alone():
@@ -288,4 +320,6 @@ def test_minio_s_events_user_may_write_to_the_input_topics_alone():
     bindings = kafka_access.topic_writer_acls("minio-events", ["imagery.new.fruit", "imagery.new.apples"])
     assert {(b.restype, b.name, b.resource_pattern_type, b.principal, b.operation) for b in bindings} == {
         (ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:minio-events", op)
-        for topic in ("imagery.new.fruit", "imagery.new.apples") for op in (AclOperation.WRITE, AclOperation.DESCRIBE)}
+        for topic in ("imagery.new.fruit", "imagery.new.apples")
+        for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
+    }

@@ -35,34 +35,44 @@ def _normalized(name: str) -> str:
 
 def test_the_dispatcher_side_declares_every_package_it_imports():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_normalized(re.split(r"[=<>\[; ]", spec)[0])
-                for spec in project["dependencies"] + project["optional-dependencies"]["dispatcher"]}
+    declared = {
+        _normalized(re.split(r"[=<>\[; ]", spec)[0])
+        for spec in project["dependencies"] + project["optional-dependencies"]["dispatcher"]
+    }
     providers = importlib.metadata.packages_distributions()
     ours = {"schemas", "streaming"}
     imported = (_top_level_imports(REPO / "streaming") | _top_level_imports(REPO / "schemas")) - ours
     third_party = {name for name in imported if name not in sys.stdlib_module_names}
-    undeclared = {name: providers.get(name) for name in third_party
-                  if not {_normalized(d) for d in providers.get(name, [name])} & declared}
+    undeclared = {
+        name: providers.get(name)
+        for name in third_party
+        if not {_normalized(d) for d in providers.get(name, [name])} & declared
+    }
     assert not undeclared, f"imported by streaming/ or schemas/ but not in pyproject's base or dispatcher: {undeclared}"
 
 
 def _modules_under(package: str) -> list[str]:
     root = REPO / package
-    return sorted(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-                  for path in root.rglob("*.py"))
+    return sorted(
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for path in root.rglob("*.py")
+    )
 
 
 def test_streaming_is_the_dispatcher_alone():
     """Every module under streaming/ (found, not listed) imports none of the service, the runners, torch or the
     tooling: statically (any import statement, even one inside a function) and when imported for real."""
     forbidden = {"services", "adapters", "torch", "imagery"}
-    static = {path.relative_to(REPO).as_posix(): _top_level_imports_of(path) & forbidden
-              for path in (REPO / "streaming").rglob("*.py")}
+    static = {
+        path.relative_to(REPO).as_posix(): _top_level_imports_of(path) & forbidden
+        for path in (REPO / "streaming").rglob("*.py")
+    }
     assert not {p: bad for p, bad in static.items() if bad}
     modules = _modules_under("streaming")
     assert "streaming.flink.jobs.http_dispatcher" in modules and "streaming.flink.keeper" in modules
-    probe = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
-             f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(forbidden)!r})))")
+    probe = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(forbidden)!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
@@ -75,8 +85,10 @@ TOOLING_MAY_IMPORT = {"services", "services.inference_http", "services.inference
 def test_the_tooling_never_imports_the_service_the_runners_or_torch():
     """The CLI starts in a fraction of a second and runs where torch is not installed: of the service it imports
     the settings module alone, and that module nothing of the service's beyond itself."""
-    probe = (f"import importlib, sys; [importlib.import_module(m) for m in {_modules_under('imagery')!r}]; "
-             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('services', 'adapters', 'torch'))))")
+    probe = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {_modules_under('imagery')!r}]; "
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('services', 'adapters', 'torch'))))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert set(filter(None, out.stdout.strip().split(","))) <= TOOLING_MAY_IMPORT

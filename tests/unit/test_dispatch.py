@@ -40,8 +40,9 @@ class MockService:
 
     async def request(self, method: str, path: str, body: bytes = b"", answer_timeout_s: float = 30.0) -> Answer:
         try:
-            response = await self._client.request(method, path, content=body,
-                                                  headers={"content-type": "application/json"})
+            response = await self._client.request(
+                method, path, content=body, headers={"content-type": "application/json"}
+            )
         except httpx.ConnectError as exc:
             raise ConnectFailed(str(exc)) from exc
         except httpx.TimeoutException as exc:
@@ -55,29 +56,42 @@ class MockService:
 
 
 IDENTITY = DispatcherIdentity(job="http-dispatcher-fruit/0", group_id="g", host="h")
-RESPONSE = {"label": "defect", "score": 0.9, "confidence": 0.9, "latency_ms_model": 1.5, "team": "fruit",
-            "bucket": "b-1", "key": "a.jpg", "model_name": "fruit_cls", "batch_size": 4, "spots": 3,
-            "timings": {"fetch_ms": 1, "decode_ms": 2, "queue_ms": 3, "infer_ms": 4, "total_ms": 10}}
+RESPONSE = {
+    "label": "defect",
+    "score": 0.9,
+    "confidence": 0.9,
+    "latency_ms_model": 1.5,
+    "team": "fruit",
+    "bucket": "b-1",
+    "key": "a.jpg",
+    "model_name": "fruit_cls",
+    "batch_size": 4,
+    "spots": 3,
+    "timings": {"fetch_ms": 1, "decode_ms": 2, "queue_ms": 3, "infer_ms": 4, "total_ms": 10},
+}
 
 
 def err(status: int, type_: str = "x", stage: str | None = None) -> dict:
     return {"error": {"type": type_, "message": "m", **({"stage": stage} if stage else {})}}
 
 
-@pytest.mark.parametrize("status, verdict, stage", [
-    (200, Verdict.SUCCESS, ""),
-    (404, Verdict.PERMANENT, "fetch"),
-    (413, Verdict.PERMANENT, "fetch"),
-    (415, Verdict.PERMANENT, "decode"),
-    (422, Verdict.PERMANENT, "validate"),
-    (401, Verdict.MISCONFIGURED, "http"),
-    (408, Verdict.RETRYABLE, "timeout"),
-    (429, Verdict.RETRYABLE, "http"),
-    (500, Verdict.RETRYABLE, "infer"),
-    (502, Verdict.RETRYABLE, "http"),
-    (504, Verdict.RETRYABLE, "timeout"),
-    (503, Verdict.OUTAGE, "http"),
-])
+@pytest.mark.parametrize(
+    "status, verdict, stage",
+    [
+        (200, Verdict.SUCCESS, ""),
+        (404, Verdict.PERMANENT, "fetch"),
+        (413, Verdict.PERMANENT, "fetch"),
+        (415, Verdict.PERMANENT, "decode"),
+        (422, Verdict.PERMANENT, "validate"),
+        (401, Verdict.MISCONFIGURED, "http"),
+        (408, Verdict.RETRYABLE, "timeout"),
+        (429, Verdict.RETRYABLE, "http"),
+        (500, Verdict.RETRYABLE, "infer"),
+        (502, Verdict.RETRYABLE, "http"),
+        (504, Verdict.RETRYABLE, "timeout"),
+        (503, Verdict.OUTAGE, "http"),
+    ],
+)
 def test_status_classification(status, verdict, stage):
     body = RESPONSE if status == 200 else err(status)
     outcome = classify_status(status, body)
@@ -117,6 +131,7 @@ def test_circuit_breaker_holds_callers_until_probe_passes():
         assert breaker.is_open and breaker.opened_count == 1
         await asyncio.wait_for(breaker.wait_closed(), 2)
         assert not breaker.is_open
+
     asyncio.run(scenario())
 
 
@@ -141,10 +156,12 @@ def test_result_merges_identity_timings_and_echo():
 
 def test_dead_letter_keeps_original_bytes_and_mirrors_headers():
     raw = b"\xff\x00 not utf8"
-    record = KafkaInput(value=raw, key=b"k", topic="in", partition=1, offset=9, timestamp_ms=5,
-                        headers={"trace": b"abc"})
-    error = ErrorEnvelope(stage="fetch", type="object_not_found", message="no such key", http_status=404,
-                          retryable=False, attempts=1)
+    record = KafkaInput(
+        value=raw, key=b"k", topic="in", partition=1, offset=9, timestamp_ms=5, headers={"trace": b"abc"}
+    )
+    error = ErrorEnvelope(
+        stage="fetch", type="object_not_found", message="no such key", http_status=404, retryable=False, attempts=1
+    )
     out = build_dead_letter(record, "fruit", error, IDENTITY, now_ms=10)
     letter = DeadLetter.model_validate_json(out.value)
     assert out.dlq and letter.original_value() == raw and letter.original_value_text is None
@@ -154,12 +171,20 @@ def test_dead_letter_keeps_original_bytes_and_mirrors_headers():
 
 
 def test_config_from_seed_args_and_environment():
-    cfg = parse_args(["--team", "fruit", "--parallelism", "3"], env={"HTTP_URL": "http://svc:8000/infer_json",
-                                                                     "ATTEMPTS": "7"})
+    cfg = parse_args(
+        ["--team", "fruit", "--parallelism", "3"], env={"HTTP_URL": "http://svc:8000/infer_json", "ATTEMPTS": "7"}
+    )
     assert (cfg.input_topic, cfg.output_topic, cfg.dlq_topic) == (
-        "imagery.new.fruit", "inference.results.fruit", "dlq.inference.http")
+        "imagery.new.fruit",
+        "inference.results.fruit",
+        "dlq.inference.http",
+    )
     assert (cfg.group_id, cfg.parallelism, cfg.attempts, cfg.http_url) == (
-        "http-dispatcher-fruit", 3, 7, "http://svc:8000/infer_json")
+        "http-dispatcher-fruit",
+        3,
+        7,
+        "http://svc:8000/infer_json",
+    )
     assert cfg.connector_jars == ()
     assert parse_args(["--team", "x", "--connector-jars", ""], env={}).connector_jars == ()
     with pytest.raises(SystemExit):
@@ -175,9 +200,15 @@ def test_each_job_identity_has_its_own_transactional_id_prefix_stable_across_res
     assert prod.transactional_id_prefix("results") != prod.transactional_id_prefix("dlq")
     assert prod.transactional_id_prefix("results").startswith("imagery-http-dispatcher-fruit-")
     # a canary or a staging job of the same team (same job name): another group, or other topics
-    others = [parse_args([*base, *more], env={}) for more in (
-        ["--group-id", "canary"], ["--output-topic", "staging.results"], ["--input-topic", "staging.in"],
-        ["--dlq-topic", "staging.dlq"])]
+    others = [
+        parse_args([*base, *more], env={})
+        for more in (
+            ["--group-id", "canary"],
+            ["--output-topic", "staging.results"],
+            ["--input-topic", "staging.in"],
+            ["--dlq-topic", "staging.dlq"],
+        )
+    ]
     prefixes = {cfg.transactional_id_prefix("results") for cfg in [prod, *others]}
     assert len(prefixes) == 1 + len(others)
 
@@ -187,11 +218,24 @@ def test_every_setting_is_one_field_with_its_own_flag_and_variable():
 
     names = [variable(name) for name in DispatcherConfig.model_fields]
     assert len(names) == len(set(names)) and all(f.description for f in DispatcherConfig.model_fields.values())
-    env = {"TEAM": "fruit", "GROUP_SIZE": "8", "MAX_BATCH_WAIT_MS": "2.5", "CONNECTOR_JARS": "a.jar,b.jar",
-           "IMAGERY_DETACHED": "1", "DELIVERY_GUARANTEE": "exactly-once", "AUTH_TOKEN": ""}
+    env = {
+        "TEAM": "fruit",
+        "GROUP_SIZE": "8",
+        "MAX_BATCH_WAIT_MS": "2.5",
+        "CONNECTOR_JARS": "a.jar,b.jar",
+        "IMAGERY_DETACHED": "1",
+        "DELIVERY_GUARANTEE": "exactly-once",
+        "AUTH_TOKEN": "",
+    }
     cfg = parse_args([], env=env)
-    assert (cfg.group_size, cfg.max_batch_wait_ms, cfg.connector_jars, cfg.detached, cfg.delivery_guarantee,
-            cfg.auth_token) == (8, 2.5, ("a.jar", "b.jar"), True, "exactly-once", None)
+    assert (
+        cfg.group_size,
+        cfg.max_batch_wait_ms,
+        cfg.connector_jars,
+        cfg.detached,
+        cfg.delivery_guarantee,
+        cfg.auth_token,
+    ) == (8, 2.5, ("a.jar", "b.jar"), True, "exactly-once", None)
     assert parse_args(["--group-size", "4"], env=env).group_size == 4  # a flag wins over the variable
     assert not parse_args(["--team", "x"], env={}).detached
 
@@ -203,13 +247,18 @@ def test_base_url_from_seed_url():
 
 def run_client(handler, **kwargs):
     async def go():
-        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
-                                 transport=MockService(handler), **kwargs)
+        client = InferenceClient(
+            f"http://svc{INFER_JSON_ROUTE}",
+            policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+            transport=MockService(handler),
+            **kwargs,
+        )
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(4)]
             return await asyncio.gather(*(client.infer(r) for r in requests)), client
         finally:
             await client.aclose()
+
     return asyncio.run(go())
 
 
@@ -219,6 +268,7 @@ def test_client_retries_then_gives_up_with_attempts_counted():
     def handler(request):
         calls.append(request.url.path)
         return httpx.Response(500, json=err(500, "boom", "infer"))
+
     results, _ = run_client(handler)
     assert all(isinstance(r, Failure) and r.attempts == 3 and r.outcome.type == "boom" for r in results)
     assert len(calls) == 12
@@ -234,6 +284,7 @@ def test_client_waits_out_an_outage_without_spending_budget():
                 return httpx.Response(503, json=err(503, "not_ready"))
             raise httpx.ConnectError("refused")
         return httpx.Response(200, json=RESPONSE if request.url.path == INFER_JSON_ROUTE else {"ready": True})
+
     results, client = run_client(handler)
     assert all(isinstance(r, Success) and r.attempts == 1 for r in results)
     assert client.breaker.opened_count >= 1
@@ -245,10 +296,18 @@ def test_client_batches_items_and_splits_per_item_outcomes():
     def handler(request):
         items = json.loads(request.content)["items"]
         bodies.append(len(items))
-        return httpx.Response(200, json={"items": [
-            {"ok": True, "result": RESPONSE} if it["key"] != "k2" else
-            {"ok": False, "status": 404, "error": {"type": "object_not_found", "message": "gone"}}
-            for it in items]})
+        return httpx.Response(
+            200,
+            json={
+                "items": [
+                    {"ok": True, "result": RESPONSE}
+                    if it["key"] != "k2"
+                    else {"ok": False, "status": 404, "error": {"type": "object_not_found", "message": "gone"}}
+                    for it in items
+                ]
+            },
+        )
+
     results, _ = run_client(handler, items_per_request=4, max_batch_wait_ms=50)
     assert bodies == [4]
     assert [type(r).__name__ for r in results] == ["Success", "Success", "Failure", "Success"]
@@ -257,17 +316,21 @@ def test_client_batches_items_and_splits_per_item_outcomes():
 
 # ---------------------------------------------------------------------------- poison pills (issue 7)
 
-ERROR = ErrorEnvelope(stage="fetch", type="object_not_found", message="no such key", http_status=404,
-                      retryable=False, attempts=1)
+ERROR = ErrorEnvelope(
+    stage="fetch", type="object_not_found", message="no such key", http_status=404, retryable=False, attempts=1
+)
 
 
-@pytest.mark.parametrize("value, key, headers", [
-    (b'{"bucket": "b-1", "key": "' + b"k" * 500_000 + b'"}', b"k", {}),  # text: once, not twice
-    (b"x" * 3_000_000, b"k", {"trace": b"t"}),
-    (bytes(range(256)) * 8_000, None, {}),  # binary
-    ("é".encode() * 700_000, b"k" * 900_000, {"h": b"v" * 600_000}),  # key and headers alone are too large
-    (b"\x00" * 400_000, None, {}),  # control characters would grow sixfold as JSON text: base64 instead
-])
+@pytest.mark.parametrize(
+    "value, key, headers",
+    [
+        (b'{"bucket": "b-1", "key": "' + b"k" * 500_000 + b'"}', b"k", {}),  # text: once, not twice
+        (b"x" * 3_000_000, b"k", {"trace": b"t"}),
+        (bytes(range(256)) * 8_000, None, {}),  # binary
+        ("é".encode() * 700_000, b"k" * 900_000, {"h": b"v" * 600_000}),  # key and headers alone are too large
+        (b"\x00" * 400_000, None, {}),  # control characters would grow sixfold as JSON text: base64 instead
+    ],
+)
 def test_every_dead_letter_fits_in_one_kafka_record(value, key, headers):
     record = KafkaInput(value=value, key=key, topic="in", partition=0, offset=3, headers=headers)
     out = build_dead_letter(record, "fruit", ERROR, IDENTITY, now_ms=1)
@@ -293,13 +356,17 @@ def test_a_dead_letter_that_fits_keeps_everything():
 
 
 def dispatcher_with(handler, **kwargs) -> Dispatcher:
-    client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
-                             transport=MockService(handler))
+    client = InferenceClient(
+        f"http://svc{INFER_JSON_ROUTE}",
+        policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+        transport=MockService(handler),
+    )
     return Dispatcher(client, "fruit", IDENTITY, **kwargs)
 
 
-def handle(dispatcher: Dispatcher, value: bytes, key: bytes | None = None,
-           headers: dict[str, bytes] | None = None) -> list:
+def handle(
+    dispatcher: Dispatcher, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None
+) -> list:
     record = KafkaInput(value=value, key=key, topic="in", partition=0, offset=1, headers=headers or {})
     return asyncio.run(dispatcher.handle(record))
 
@@ -314,15 +381,23 @@ def never_called(request):
     raise AssertionError(f"no HTTP call expected, got {request.url}")
 
 
-@pytest.mark.parametrize("value, key, headers, stage, type_", [
-    (b'{"bucket": "b-1", "key": "a.jpg", "note": "' + b"n" * 300_000 + b'"}', None, None, "validate",
-     "message_too_large"),
-    (b'{"bucket": "b-1", "key": "a.jpg"}', b"k" * 300_000, None, "validate", "message_too_large"),
-    (b'{"bucket": "b-1", "key": "a.jpg"}', None, {"h": b"v" * 300_000}, "validate", "message_too_large"),
-    (b"[" * 200_000, None, None, "parse", "invalid_parse"),
-    (b'{"bucket": "b-1", "key": "a.jpg", "id": "\\ud800"}', None, None, "validate", "invalid_validate"),
-    (b'{"bucket": "b-1", "key": "a.jpg", "x": {"\\udbff": 1}}', None, None, "validate", "invalid_validate"),
-])
+@pytest.mark.parametrize(
+    "value, key, headers, stage, type_",
+    [
+        (
+            b'{"bucket": "b-1", "key": "a.jpg", "note": "' + b"n" * 300_000 + b'"}',
+            None,
+            None,
+            "validate",
+            "message_too_large",
+        ),
+        (b'{"bucket": "b-1", "key": "a.jpg"}', b"k" * 300_000, None, "validate", "message_too_large"),
+        (b'{"bucket": "b-1", "key": "a.jpg"}', None, {"h": b"v" * 300_000}, "validate", "message_too_large"),
+        (b"[" * 200_000, None, None, "parse", "invalid_parse"),
+        (b'{"bucket": "b-1", "key": "a.jpg", "id": "\\ud800"}', None, None, "validate", "invalid_validate"),
+        (b'{"bucket": "b-1", "key": "a.jpg", "x": {"\\udbff": 1}}', None, None, "validate", "invalid_validate"),
+    ],
+)
 def test_hostile_records_become_one_dead_letter_without_a_call(value, key, headers, stage, type_):
     letter = only_letter(handle(dispatcher_with(never_called), value, key, headers))
     assert (letter.error.stage, letter.error.type) == (stage, type_)
@@ -331,33 +406,39 @@ def test_hostile_records_become_one_dead_letter_without_a_call(value, key, heade
 def test_a_failure_nobody_foresaw_is_one_dead_letter_not_an_exception():
     def answers_a_result_that_breaks_the_contract(request):
         return httpx.Response(200, json={**RESPONSE, "timings": "not a dict"})
-    letter = only_letter(handle(dispatcher_with(answers_a_result_that_breaks_the_contract),
-                                b'{"bucket": "b-1", "key": "a.jpg"}'))
+
+    letter = only_letter(
+        handle(dispatcher_with(answers_a_result_that_breaks_the_contract), b'{"bucket": "b-1", "key": "a.jpg"}')
+    )
     assert letter.error.stage == "dispatch" and letter.error.retryable
 
 
 def test_a_result_too_large_for_kafka_is_a_dead_letter():
     def huge(request):
         return httpx.Response(200, json={**RESPONSE, "embedding": [0.123456789] * 200_000})
+
     letter = only_letter(handle(dispatcher_with(huge), b'{"bucket": "b-1", "key": "a.jpg"}'))
     assert (letter.error.stage, letter.error.type) == ("infer", "result_too_large")
 
 
-@pytest.mark.parametrize("status, body, verdict", [
-    (401, err(401, "unauthorized", "validate"), Verdict.MISCONFIGURED),  # a wrong AUTH_TOKEN
-    (404, err(404, "route_not_found", "validate"), Verdict.MISCONFIGURED),  # a wrong path in HTTP_URL
-    (405, err(405, "method_not_allowed"), Verdict.MISCONFIGURED),
-    (404, "<html>not found</html>", Verdict.MISCONFIGURED),  # not the service at all
-    (403, None, Verdict.MISCONFIGURED),  # a proxy refuses
-    (301, None, Verdict.MISCONFIGURED),
-    (200, {"status": "ok"}, Verdict.SUCCESS),  # classify_status; the client then checks it is a result
-    (404, err(404, "object_not_found", "fetch"), Verdict.PERMANENT),
-    (403, err(403, "bucket_not_allowed", "fetch"), Verdict.PERMANENT),
-    (422, err(422, "storage_refused", "fetch"), Verdict.PERMANENT),
-    (502, err(502, "storage_error", "fetch"), Verdict.RETRYABLE),
-    (502, None, Verdict.OUTAGE),  # a gateway in front of a service that is down
-    (504, None, Verdict.OUTAGE),
-])
+@pytest.mark.parametrize(
+    "status, body, verdict",
+    [
+        (401, err(401, "unauthorized", "validate"), Verdict.MISCONFIGURED),  # a wrong AUTH_TOKEN
+        (404, err(404, "route_not_found", "validate"), Verdict.MISCONFIGURED),  # a wrong path in HTTP_URL
+        (405, err(405, "method_not_allowed"), Verdict.MISCONFIGURED),
+        (404, "<html>not found</html>", Verdict.MISCONFIGURED),  # not the service at all
+        (403, None, Verdict.MISCONFIGURED),  # a proxy refuses
+        (301, None, Verdict.MISCONFIGURED),
+        (200, {"status": "ok"}, Verdict.SUCCESS),  # classify_status; the client then checks it is a result
+        (404, err(404, "object_not_found", "fetch"), Verdict.PERMANENT),
+        (403, err(403, "bucket_not_allowed", "fetch"), Verdict.PERMANENT),
+        (422, err(422, "storage_refused", "fetch"), Verdict.PERMANENT),
+        (502, err(502, "storage_error", "fetch"), Verdict.RETRYABLE),
+        (502, None, Verdict.OUTAGE),  # a gateway in front of a service that is down
+        (504, None, Verdict.OUTAGE),
+    ],
+)
 def test_answers_that_say_the_deployment_is_wrong_are_not_the_message_s_fault(status, body, verdict):
     assert classify_status(status, body).verdict is verdict
 
@@ -377,14 +458,19 @@ def test_misconfiguration_pauses_every_call_until_fixed_and_condemns_nothing():
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
-                                 transport=MockService(handler), auth_token="wrong")
+        client = InferenceClient(
+            f"http://svc{INFER_JSON_ROUTE}",
+            policy=RetryPolicy(attempts=2, base_ms=1, max_ms=2),
+            transport=MockService(handler),
+            auth_token="wrong",
+        )
         client.breaker = CircuitBreaker(client._accepts_us, min_pause_s=0.01, max_pause_s=0.02)
         try:
             requests = [InferRequest(bucket="abc", key=f"k{i}") for i in range(5)]
             return await asyncio.gather(*(client.infer(r) for r in requests)), client
         finally:
             await client.aclose()
+
     results, client = asyncio.run(go())
     assert all(isinstance(r, Success) and r.attempts == 1 for r in results)
     assert state["probes"] >= 3 and client.breaker.opened_count == 1
@@ -401,6 +487,7 @@ def test_a_batch_refused_for_its_size_is_sent_again_item_by_item_and_later_batch
                 return httpx.Response(422, json=err(422, "too_many_items", "validate"))
             return httpx.Response(200, json={"items": [{"ok": True, "result": RESPONSE} for _ in items]})
         return httpx.Response(200, json=RESPONSE)
+
     results, client = run_client(handler, items_per_request=4, max_batch_wait_ms=50)
     assert all(isinstance(r, Success) for r in results)
     assert sizes[0] == 4 and client.items_per_request == 2
@@ -415,13 +502,17 @@ def test_a_503_for_one_message_while_the_service_is_ready_ends_in_the_dlq_and_sp
         return httpx.Response(200, json=RESPONSE)
 
     async def go():
-        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
-                                 transport=MockService(handler))
+        client = InferenceClient(
+            f"http://svc{INFER_JSON_ROUTE}",
+            policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
+            transport=MockService(handler),
+        )
         client.breaker = CircuitBreaker(client._ready, min_pause_s=0.01, max_pause_s=0.02)
         try:
             return await asyncio.gather(*(client.infer(InferRequest(bucket="abc", key=f"k{i}")) for i in range(4)))
         finally:
             await client.aclose()
+
     results = asyncio.run(go())
     assert [type(r).__name__ for r in results] == ["Success", "Success", "Failure", "Success"]
     assert results[2].outcome.verdict is Verdict.RETRYABLE and results[2].attempts == 3
@@ -443,6 +534,7 @@ def test_each_record_of_an_s3_event_has_its_own_id_and_its_own_dead_letter():
         if key == "gone.jpg":
             return httpx.Response(404, json=err(404, "object_not_found", "fetch"))
         return httpx.Response(200, json=RESPONSE)
+
     outputs = handle(dispatcher_with(handler), s3_event("a.jpg", "gone.jpg", "c.jpg"))
     results = [InferenceResult.model_validate_json(o.value) for o in outputs if not o.dlq]
     (letter,) = [DeadLetter.model_validate_json(o.value) for o in outputs if o.dlq]
@@ -450,41 +542,65 @@ def test_each_record_of_an_s3_event_has_its_own_id_and_its_own_dead_letter():
     assert sorted(r.event_record for r in results) == [0, 2], "each result says which record of the event it is"
 
     asked.clear()  # the replay of that dead letter: the same event, one record, the first record's identity
-    record = KafkaInput(value=s3_event("a.jpg", "gone.jpg", "c.jpg"), key=None, topic="in", partition=0, offset=9,
-                        headers={topics.HEADER_REPLAY_OF: b"in-0-1", topics.HEADER_REPLAY_RECORD: b"1"})
+    record = KafkaInput(
+        value=s3_event("a.jpg", "gone.jpg", "c.jpg"),
+        key=None,
+        topic="in",
+        partition=0,
+        offset=9,
+        headers={topics.HEADER_REPLAY_OF: b"in-0-1", topics.HEADER_REPLAY_RECORD: b"1"},
+    )
     (out,) = asyncio.run(dispatcher_with(handler).handle(record))
     assert asked == ["gone.jpg"] and DeadLetter.model_validate_json(out.value).event_record == 1
 
 
 def test_a_replayed_message_keeps_its_id():
-    record = KafkaInput(value=b'{"bucket": "b-1", "key": "a.jpg"}', key=None, topic="in", partition=0, offset=42,
-                        headers={topics.HEADER_REPLAY_OF: b"in-0-7"})
+    record = KafkaInput(
+        value=b'{"bucket": "b-1", "key": "a.jpg"}',
+        key=None,
+        topic="in",
+        partition=0,
+        offset=42,
+        headers={topics.HEADER_REPLAY_OF: b"in-0-7"},
+    )
     (out,) = asyncio.run(dispatcher_with(lambda request: httpx.Response(200, json=RESPONSE)).handle(record))
     assert InferenceResult.model_validate_json(out.value).id == "in-0-7"
 
 
 def test_settings_that_cannot_work_are_refused_at_start():
     with pytest.raises(SystemExit):  # a transaction open longer than the broker allows
-        parse_args(["--team", "x", "--delivery-guarantee", "exactly-once", "--checkpoint-interval-ms", "600000"],
-                   env={})
+        parse_args(
+            ["--team", "x", "--delivery-guarantee", "exactly-once", "--checkpoint-interval-ms", "600000"], env={}
+        )
     with pytest.raises(SystemExit):  # results and dead letters of such messages would not fit a record
         parse_args(["--team", "x", "--max-message-bytes", "400000"], env={})
     cfg = parse_args(["--team", "x", "--checkpoint-dir", "/var/ckpt"], env={})
     assert (cfg.checkpoint_dir, cfg.resume) == ("file:///var/ckpt", "latest")
 
 
-@pytest.mark.parametrize(("argv", "env", "named"), [
-    (["--attempt-timeout-s", "-1"], {}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '-1': Input should be greater than 0"),
-    ([], {"ATTEMPT_TIMEOUT_S": "0"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '0'"),
-    ([], {"REQUEST_TIMEOUT_S": "soon"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) 'soon'"),
-    (["--starting-offsets", "newest"], {}, "--starting-offsets (STARTING_OFFSETS) 'newest': Input should be 'group'"),
-    (["--restart-strategy", "always"], {}, "--restart-strategy (RESTART_STRATEGY) 'always'"),
-    (["--capacity", "0"], {}, "--capacity (CAPACITY) '0'"),
-    (["--backoff-ms", "-5"], {}, "--backoff-ms (BACKOFF_MS) '-5'"),
-    (["--http-url", "svc:8000/infer_json"], {}, "--http-url (HTTP_URL) 'svc:8000/infer_json': must be an http"),
-    ([], {"IMAGERY_DETACHED": "perhaps"}, "--detached (IMAGERY_DETACHED) 'perhaps'"),
-    (["--prometheus-port", "high"], {}, "--prometheus-port (PROMETHEUS_PORT) 'high'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (
+            ["--attempt-timeout-s", "-1"],
+            {},
+            "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '-1': Input should be greater than 0",
+        ),
+        ([], {"ATTEMPT_TIMEOUT_S": "0"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) '0'"),
+        ([], {"REQUEST_TIMEOUT_S": "soon"}, "--attempt-timeout-s (ATTEMPT_TIMEOUT_S) 'soon'"),
+        (
+            ["--starting-offsets", "newest"],
+            {},
+            "--starting-offsets (STARTING_OFFSETS) 'newest': Input should be 'group'",
+        ),
+        (["--restart-strategy", "always"], {}, "--restart-strategy (RESTART_STRATEGY) 'always'"),
+        (["--capacity", "0"], {}, "--capacity (CAPACITY) '0'"),
+        (["--backoff-ms", "-5"], {}, "--backoff-ms (BACKOFF_MS) '-5'"),
+        (["--http-url", "svc:8000/infer_json"], {}, "--http-url (HTTP_URL) 'svc:8000/infer_json': must be an http"),
+        ([], {"IMAGERY_DETACHED": "perhaps"}, "--detached (IMAGERY_DETACHED) 'perhaps'"),
+        (["--prometheus-port", "high"], {}, "--prometheus-port (PROMETHEUS_PORT) 'high'"),
+    ],
+)
 def test_a_bad_value_is_a_usage_error_naming_its_flag_and_variable(argv, env, named, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_args(["--team", "x", *argv], env=env)
@@ -509,11 +625,16 @@ def test_the_client_the_pool_and_the_retry_policy_default_as_the_settings_do():
 
     fields, client = DispatcherConfig.model_fields, inspect.signature(InferenceClient).parameters
     assert (RetryPolicy().attempts, RetryPolicy().base_ms, RetryPolicy().max_ms) == (
-        fields["attempts"].default, fields["backoff_ms"].default, fields["backoff_max_ms"].default)
+        fields["attempts"].default,
+        fields["backoff_ms"].default,
+        fields["backoff_max_ms"].default,
+    )
     for name in ("attempt_timeout_s", "items_per_request", "max_batch_wait_ms"):
         assert client[name].default == fields[name].default
-    assert inspect.signature(KeepAlivePool.request).parameters["answer_timeout_s"].default == fields[
-        "attempt_timeout_s"].default
+    assert (
+        inspect.signature(KeepAlivePool.request).parameters["answer_timeout_s"].default
+        == fields["attempt_timeout_s"].default
+    )
 
 
 def test_the_message_s_extra_reaches_the_service_and_is_echoed():
@@ -522,6 +643,7 @@ def test_the_message_s_extra_reaches_the_service_and_is_echoed():
     def handler(request):
         sent.append(json.loads(request.content))
         return httpx.Response(200, json=RESPONSE)
+
     (out,) = handle(dispatcher_with(handler), b'{"bucket": "b-1", "key": "a.jpg", "extra": {"min_score": 0.5}}')
     assert sent == [{"bucket": "b-1", "key": "a.jpg", "extra": {"min_score": 0.5}}]
     assert InferenceResult.model_validate_json(out.value).echo == {"extra": {"min_score": 0.5}}
@@ -531,13 +653,16 @@ def test_a_detector_s_answer_without_the_seed_keys_is_a_result():
     detector = {k: v for k, v in RESPONSE.items() if k not in ("label", "score", "confidence", "latency_ms_model")}
     detector["detections"] = [{"label": "spot", "score": 0.8, "box": [1, 2, 3, 4]}]
     for items in (1, 4):  # /infer_json and /infer_batch
+
         def handler(request):
             if request.url.path == INFER_BATCH_ROUTE:
                 n = len(json.loads(request.content)["items"])
                 return httpx.Response(200, json={"items": [{"ok": True, "result": detector}] * n})
             return httpx.Response(200, json=detector)
-        client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", transport=MockService(handler),
-                                 items_per_request=items)
+
+        client = InferenceClient(
+            f"http://svc{INFER_JSON_ROUTE}", transport=MockService(handler), items_per_request=items
+        )
         outcome = asyncio.run(client.infer(InferRequest(bucket="b-1", key="a.jpg")))
         assert isinstance(outcome, Success) and outcome.response["detections"][0]["box"] == [1, 2, 3, 4]
 

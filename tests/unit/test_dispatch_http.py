@@ -26,16 +26,30 @@ async def echo_app(scope, receive, send):
             break
     if scope["path"] == "/slow":
         await asyncio.sleep(0.05)
-    await send({"type": "http.response.start", "status": 201 if body else 200,
-                "headers": [(b"content-type", b"application/json"), (b"x-path", scope["path"].encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 201 if body else 200,
+            "headers": [(b"content-type", b"application/json"), (b"x-path", scope["path"].encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"echo": ' + (body or b"null") + b"}"})
 
 
 @contextlib.contextmanager
 def uvicorn_server(keep_alive_s: float = 5.0):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(echo_app, host="127.0.0.1", port=port, log_level="warning",
-                                           http="httptools", timeout_keep_alive=keep_alive_s, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            echo_app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http="httptools",
+            timeout_keep_alive=keep_alive_s,
+            lifespan="off",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -59,6 +73,7 @@ def test_many_concurrent_requests_share_at_most_max_connections():
             nonlocal opened
             opened += 1
             return await connect()
+
         pool._connect = counting_connect
         answers = await asyncio.gather(*(pool.request("POST", "/slow", b'{"i": %d}' % i) for i in range(200)))
         await pool.aclose()

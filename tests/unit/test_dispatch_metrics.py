@@ -49,16 +49,23 @@ class Service:
 
 def test_dispatcher_counts_records_results_dead_letters_and_retries():
     metrics = DispatcherMetrics()
-    client = InferenceClient(f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2),
-                             transport=Service())
+    client = InferenceClient(
+        f"http://svc{INFER_JSON_ROUTE}", policy=RetryPolicy(attempts=3, base_ms=1, max_ms=2), transport=Service()
+    )
     dispatcher = Dispatcher(client, "fruit", DispatcherIdentity(job="j/0", group_id="g", host="h"), metrics=metrics)
-    values = [b'{"bucket": "fruit-a", "key": "flaky.jpg"}', b'{"bucket": "fruit-a", "key": "ok.jpg"}',
-              b'{"bucket": "fruit-a", "key": "missing.jpg"}', b"not json", b'{"key": "no-bucket.jpg"}']
+    values = [
+        b'{"bucket": "fruit-a", "key": "flaky.jpg"}',
+        b'{"bucket": "fruit-a", "key": "ok.jpg"}',
+        b'{"bucket": "fruit-a", "key": "missing.jpg"}',
+        b"not json",
+        b'{"key": "no-bucket.jpg"}',
+    ]
     records = [KafkaInput(value=v, key=None, topic="in", partition=0, offset=i) for i, v in enumerate(values)]
 
     async def go():
         for record in records:  # one at a time: the flaky one is the first call
             await dispatcher.handle(record)
+
     asyncio.run(asyncio.wait_for(go(), 30))
     assert (metrics.records, metrics.images, metrics.results) == (5, 5, 2)
     assert {s: n for s, n in metrics.dead_letters.items() if n} == {"fetch": 1, "parse": 1, "validate": 1}
@@ -72,8 +79,14 @@ def test_register_exposes_every_number_as_a_gauge_with_the_stage_as_a_label():
     group = FakeGroup()
     metrics.register(group)
     assert {f"imagery.stage={s}.dead_letters" for s in STAGES} <= set(group.made)
-    assert {"imagery.records", "imagery.results", "imagery.retries", "imagery.in_flight_peak",
-            "imagery.circuit_opened", "imagery.http_latency_p99_ms"} <= set(group.made)
+    assert {
+        "imagery.records",
+        "imagery.results",
+        "imagery.retries",
+        "imagery.in_flight_peak",
+        "imagery.circuit_opened",
+        "imagery.http_latency_p99_ms",
+    } <= set(group.made)
     metrics.dead_letter("fetch")
     metrics.dead_letter("no-such-stage")  # counted, as a failure of the dispatcher
     assert group.made["imagery.stage=fetch.dead_letters"]() == 1

@@ -37,6 +37,8 @@ def test_cli_writes_both_kinds(tmp_path):
 
 
 def test_generator_does_not_need_torch(tmp_path):
-    code = ("import sys; sys.modules['torch'] = None; "  # any torch import would now fail
-            "from adapters.fruit_defect.samples import make_image; assert make_image('clean', 1)")
+    code = (
+        "import sys; sys.modules['torch'] = None; "  # any torch import would now fail
+        "from adapters.fruit_defect.samples import make_image; assert make_image('clean', 1)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

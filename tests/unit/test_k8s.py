@@ -31,13 +31,21 @@ SECURED_CLUSTER = {
     "kafka": {"bootstrap": "kafka.kafka.svc:9093"},
     "minio": {"endpoint": "minio.storage.svc:9000", "secure": True, "caSecret": "imagery-ca"},
     "authTokenSecret": "imagery-token",
-    "service": {"tls": {"secret": "fruit-tls", "caSecret": "imagery-ca"}, "nodeSelector": {"gpu": "h100"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-    "dispatcher": {"autoscaler": True, "extraArgs": ["--capacity=64"],
-                   "initialSavepointPath": "s3://imagery-flink-state/http-dispatcher-fruit/savepoints/savepoint-1"},
+    "service": {
+        "tls": {"secret": "fruit-tls", "caSecret": "imagery-ca"},
+        "nodeSelector": {"gpu": "h100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+    "dispatcher": {
+        "autoscaler": True,
+        "extraArgs": ["--capacity=64"],
+        "initialSavepointPath": "s3://imagery-flink-state/http-dispatcher-fruit/savepoints/savepoint-1",
+    },
 }
-PVC_STATE = {"dispatcher": {"state": {"uri": "file:///flink-state", "claim": "flink-state"}},
-             "service": {"autoscaling": {"enabled": False}}}
+PVC_STATE = {
+    "dispatcher": {"state": {"uri": "file:///flink-state", "claim": "flink-state"}},
+    "service": {"autoscaling": {"enabled": False}},
+}
 
 
 def values_file(tmp_path: Path, values: dict, name: str = "cluster.yaml") -> Path:
@@ -69,8 +77,19 @@ def test_every_team_of_teams_yaml_renders_and_passes_every_check():
     objects = objects_of(render.render(teams))
     assert validate.problems(objects, teams) == []
     kinds = {o["kind"] for o in objects}
-    assert {"FlinkDeployment", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-            "PodMonitor", "ServiceMonitor", "PrometheusRule", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    assert {
+        "FlinkDeployment",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "PodMonitor",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    } <= kinds
 
 
 @pytest.mark.parametrize("values", [SECURED_CLUSTER, PVC_STATE], ids=["secured", "pvc-state"])
@@ -80,8 +99,7 @@ def test_a_cluster_s_values_render_objects_that_pass(tmp_path, values):
 
 
 def test_a_secured_render_reads_every_secret_from_a_mounted_file(tmp_path):
-    objects = objects_of(render.render_team(FRUIT, values_files=[values_file(tmp_path, SECURED_CLUSTER)],
-                                            secured=True))
+    objects = objects_of(render.render_team(FRUIT, values_files=[values_file(tmp_path, SECURED_CLUSTER)], secured=True))
     job = one(objects, "FlinkDeployment")
     args = job["spec"]["job"]["args"]
     assert "--kafka-config=/etc/imagery/kafka/kafka.properties" in args
@@ -138,6 +156,7 @@ def test_the_platform_release_carries_alerts_yml_unchanged():
 
 # ---- what must fail ------------------------------------------------------------------------------------------------
 
+
 def broken(objects: list[dict], kind: str, edit) -> list[dict]:
     objects = copy.deepcopy(objects)
     edit(one(objects, kind))
@@ -152,12 +171,14 @@ def test_a_gpu_in_requests_only_fails(fruit_objects):
     def gpu_in_requests(d):
         resources = inference_container(d)["resources"]
         resources["requests"][validate.GPU] = resources["limits"].pop(validate.GPU)
+
     assert "in requests only" in messages(validate.problems(broken(fruit_objects, "Deployment", gpu_in_requests)))
 
 
 def test_a_gpu_request_unequal_to_its_limit_fails(fruit_objects):
     def unequal(d):
         inference_container(d)["resources"]["requests"][validate.GPU] = 2
+
     assert "differ from limits" in messages(validate.problems(broken(fruit_objects, "Deployment", unequal)))
 
 
@@ -179,6 +200,7 @@ def test_an_upgrade_mode_that_restores_no_state_fails(fruit_objects, mode):
             job["spec"]["job"].pop("upgradeMode")  # the operator's default is stateless
         else:
             job["spec"]["job"]["upgradeMode"] = mode
+
     assert "without its state" in messages(validate.problems(broken(fruit_objects, "FlinkDeployment", set_mode)))
 
 
@@ -192,6 +214,7 @@ def test_at_least_once_or_a_job_that_picks_its_own_checkpoint_fails(fruit_object
         args = job["spec"]["job"]["args"]
         args[args.index("--delivery-guarantee=exactly-once")] = "--delivery-guarantee=at-least-once"
         args.remove("--resume=none")
+
     found = messages(validate.problems(broken(fruit_objects, "FlinkDeployment", edit)))
     assert "exactly-once" in found and "--resume" in found
 
@@ -223,6 +246,7 @@ def test_a_parallelism_above_the_partitions_is_refused():
 
 # ---- one source --------------------------------------------------------------------------------------------------
 
+
 def test_new_team_adds_the_team_to_the_render(tmp_path):
     files = compose.ComposeFiles.in_repo(tmp_path)  # the same layout, in tmp_path
     files.teams.parent.mkdir()
@@ -242,8 +266,9 @@ def test_the_chart_s_defaults_name_what_the_code_names():
     assert values["reporterPort"] == compose.FLINK_REPORTER_PORT and values["dlqTopic"] == topics.DLQ_TOPIC
     assert values["routes"]["readyz"] == READYZ_ROUTE and values["routes"]["healthz"] == HEALTHZ_ROUTE
     assert values["routes"]["inferJson"] == INFER_JSON_ROUTE
-    plain = objects_of(render.template(render.TEAM_CHART, "plain", "imagery",
-                                       values={"team": "orchard_west", "weights": "w.ts"}))
+    plain = objects_of(
+        render.template(render.TEAM_CHART, "plain", "imagery", values={"team": "orchard_west", "weights": "w.ts"})
+    )
     args = validate._args(one(plain, "FlinkDeployment"))
     assert args["group-id"] == topics.dispatcher_group("orchard_west")
     assert args["input-topic"] == topics.input_topic("orchard_west")
@@ -266,6 +291,7 @@ def test_the_crd_files_are_the_published_ones_and_only_the_flink_version_enum_is
 
 # ---- secrets -----------------------------------------------------------------------------------------------------
 
+
 def test_a_team_s_secret_files_become_secrets_with_the_stores_at_the_mount(tmp_path):
     creds = tmp_path / "credentials"
     creds.mkdir()
@@ -274,7 +300,8 @@ def test_a_team_s_secret_files_become_secrets_with_the_stores_at_the_mount(tmp_p
     (creds / "fruit.kafka.properties").write_text(
         "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nssl.truststore.type=PEM\n"
         f"ssl.truststore.location={ca}\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
-        'required username="team-fruit" password="s3cret";\n')
+        'required username="team-fruit" password="s3cret";\n'
+    )
     (creds / "fruit.minio.secret").write_text("minio-key\n")
     out = secrets.write_team_secrets(tmp_path / "secrets.yaml", [FRUIT], creds, "imagery")
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
@@ -292,6 +319,7 @@ def test_a_missing_secret_file_is_named(tmp_path):
 
 
 # ---- sizing ------------------------------------------------------------------------------------------------------
+
 
 def test_the_sizing_model_follows_its_measured_figures():
     small, large = sizing.plan(1_000), sizing.plan(50_000)

@@ -41,8 +41,10 @@ def test_a_value_keeps_its_inner_separators_and_trailing_spaces():
 
 def test_a_line_ending_in_an_odd_count_of_backslashes_goes_on():
     text = 'sasl.jaas.config=x.ScramLoginModule required \\\n    username="u" \\\n    password="p";\nnext=1\n'
-    assert parse_properties(text) == {"sasl.jaas.config": 'x.ScramLoginModule required username="u" password="p";',
-                                      "next": "1"}
+    assert parse_properties(text) == {
+        "sasl.jaas.config": 'x.ScramLoginModule required username="u" password="p";',
+        "next": "1",
+    }
 
 
 def test_an_even_count_of_trailing_backslashes_is_an_escaped_backslash():
@@ -67,9 +69,21 @@ def test_read_properties_reads_a_file(tmp_path):
     assert read_properties(file) == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
 
 
-@pytest.mark.parametrize("name", ["bootstrap.servers", "group.id", "transactional.id", "isolation.level",
-                                  "enable.auto.commit", "auto.offset.reset", "key.serializer", "value.deserializer",
-                                  "max.request.size", "transaction.timeout.ms"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bootstrap.servers",
+        "group.id",
+        "transactional.id",
+        "isolation.level",
+        "enable.auto.commit",
+        "auto.offset.reset",
+        "key.serializer",
+        "value.deserializer",
+        "max.request.size",
+        "transaction.timeout.ms",
+    ],
+)
 def test_entries_the_job_sets_itself_are_refused_by_name_never_by_value(tmp_path, name):
     file = tmp_path / "client.properties"
     file.write_text(f"security.protocol=SSL\n{name}={SECRET}\n")
@@ -109,10 +123,8 @@ def test_flink_options_prefix_every_entry_and_move_kafka_classes_to_the_shaded_p
     }
     assert flink_kafka_options(entries) == {
         "properties.security.protocol": "SASL_SSL",
-        "properties.sasl.jaas.config":
-            f'{FLINK_SHADED_KAFKA_PACKAGE}common.security.scram.ScramLoginModule required username="u" password="p";',
-        "properties.sasl.login.callback.handler.class":
-            f"{FLINK_SHADED_KAFKA_PACKAGE}common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+        "properties.sasl.jaas.config": f'{FLINK_SHADED_KAFKA_PACKAGE}common.security.scram.ScramLoginModule required username="u" password="p";',
+        "properties.sasl.login.callback.handler.class": f"{FLINK_SHADED_KAFKA_PACKAGE}common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
         "properties.ssl.truststore.location": "/etc/org.apache.kafka.certs/ca.pem",
         "properties.client.id": "org.apache.kafka.tool",
     }
@@ -140,18 +152,28 @@ def test_sasl_ssl_with_scram_and_a_pem_truststore():
         "ssl.truststore.location": "/etc/kafka/ca.pem",
     }
     assert librdkafka_settings(entries) == {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
-        "sasl.password": SECRET, "ssl.ca.location": "/etc/kafka/ca.pem",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "alice",
+        "sasl.password": SECRET,
+        "ssl.ca.location": "/etc/kafka/ca.pem",
     }
 
 
 def test_plain_takes_its_credentials_from_the_jaas_line_too():
-    entries = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
-               "sasl.jaas.config": f'{PLAIN} required username="KEY" password="{SECRET}";',
-               "ssl.endpoint.identification.algorithm": "https"}
+    entries = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.jaas.config": f'{PLAIN} required username="KEY" password="{SECRET}";',
+        "ssl.endpoint.identification.algorithm": "https",
+    }
     assert librdkafka_settings(entries) == {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "KEY", "sasl.password": SECRET,
-        "ssl.endpoint.identification.algorithm": "https"}
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "KEY",
+        "sasl.password": SECRET,
+        "ssl.endpoint.identification.algorithm": "https",
+    }
 
 
 def test_mtls_with_a_pem_keystore_reads_key_and_certificate_from_the_one_file():
@@ -164,8 +186,11 @@ def test_mtls_with_a_pem_keystore_reads_key_and_certificate_from_the_one_file():
         "ssl.truststore.location": "/etc/kafka/ca.crt",
     }
     assert librdkafka_settings(entries) == {
-        "security.protocol": "SSL", "ssl.certificate.location": "/etc/kafka/user.pem",
-        "ssl.key.location": "/etc/kafka/user.pem", "ssl.key.password": SECRET, "ssl.ca.location": "/etc/kafka/ca.crt",
+        "security.protocol": "SSL",
+        "ssl.certificate.location": "/etc/kafka/user.pem",
+        "ssl.key.location": "/etc/kafka/user.pem",
+        "ssl.key.password": SECRET,
+        "ssl.ca.location": "/etc/kafka/ca.crt",
     }
 
 
@@ -179,8 +204,10 @@ def test_mtls_with_a_pkcs12_keystore():
         "ssl.truststore.location": "/etc/kafka/ca.crt",
     }
     assert librdkafka_settings(entries) == {
-        "security.protocol": "SSL", "ssl.keystore.location": "/etc/kafka/user.p12",
-        "ssl.keystore.password": SECRET, "ssl.ca.location": "/etc/kafka/ca.crt",
+        "security.protocol": "SSL",
+        "ssl.keystore.location": "/etc/kafka/user.p12",
+        "ssl.keystore.password": SECRET,
+        "ssl.ca.location": "/etc/kafka/ca.crt",
     }
 
 
@@ -192,35 +219,60 @@ def test_oauthbearer_client_credentials():
         "sasl.jaas.config": f'{OAUTH} required clientId="imagery" clientSecret="{SECRET}" scope="kafka";',
     }
     assert librdkafka_settings(entries) == {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "OAUTHBEARER",
         "sasl.oauthbearer.token.endpoint.url": "https://idp.example.com/oauth2/token",
-        "sasl.oauthbearer.method": "oidc", "sasl.oauthbearer.client.id": "imagery",
-        "sasl.oauthbearer.client.secret": SECRET, "sasl.oauthbearer.scope": "kafka",
+        "sasl.oauthbearer.method": "oidc",
+        "sasl.oauthbearer.client.id": "imagery",
+        "sasl.oauthbearer.client.secret": SECRET,
+        "sasl.oauthbearer.scope": "kafka",
     }
 
 
 def test_an_empty_identification_algorithm_turns_host_checking_off_as_in_java():
     assert librdkafka_settings({"ssl.endpoint.identification.algorithm": ""}) == {
-        "ssl.endpoint.identification.algorithm": "none"}
+        "ssl.endpoint.identification.algorithm": "none"
+    }
 
 
-@pytest.mark.parametrize(("entries", "named"), [
-    ({"ssl.truststore.location": "/etc/kafka/truststore.jks", "ssl.truststore.password": SECRET},
-     "ssl.truststore.location"),
-    ({"ssl.truststore.type": "JKS", "ssl.truststore.location": "/etc/kafka/truststore.jks"},
-     "ssl.truststore.location"),
-    ({"ssl.keystore.type": "JKS", "ssl.keystore.location": "/etc/kafka/keystore.jks",
-      "ssl.keystore.password": SECRET}, "ssl.keystore.location"),
-    ({"sasl.mechanism": "GSSAPI", "sasl.jaas.config": 'com.sun.security.auth.module.Krb5LoginModule required '
-      f'useKeyTab=true keyTab="/etc/{SECRET}.keytab" principal="{SECRET}@EXAMPLE.COM";'}, "Krb5LoginModule"),
-    ({"sasl.kerberos.service.name": SECRET}, "sasl.kerberos.service.name"),
-    ({"ssl.truststore.certificates": f"-----BEGIN CERTIFICATE-----{SECRET}"}, "ssl.truststore.certificates"),
-    ({"sasl.login.callback.handler.class": f"com.example.{SECRET}"}, "sasl.login.callback.handler.class"),
-    ({"sasl.jaas.config": f'{SCRAM} required username="alice";'}, "needs username and password"),
-    ({"sasl.jaas.config": f"not a jaas line {SECRET}"}, "sasl.jaas.config"),
-    ({"ssl.truststore.type": "PEM", "ssl.truststore.location": "/ca.pem", "ssl.truststore.password": SECRET},
-     "ssl.truststore.password"),
-])
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        (
+            {"ssl.truststore.location": "/etc/kafka/truststore.jks", "ssl.truststore.password": SECRET},
+            "ssl.truststore.location",
+        ),
+        (
+            {"ssl.truststore.type": "JKS", "ssl.truststore.location": "/etc/kafka/truststore.jks"},
+            "ssl.truststore.location",
+        ),
+        (
+            {
+                "ssl.keystore.type": "JKS",
+                "ssl.keystore.location": "/etc/kafka/keystore.jks",
+                "ssl.keystore.password": SECRET,
+            },
+            "ssl.keystore.location",
+        ),
+        (
+            {
+                "sasl.mechanism": "GSSAPI",
+                "sasl.jaas.config": "com.sun.security.auth.module.Krb5LoginModule required "
+                f'useKeyTab=true keyTab="/etc/{SECRET}.keytab" principal="{SECRET}@EXAMPLE.COM";',
+            },
+            "Krb5LoginModule",
+        ),
+        ({"sasl.kerberos.service.name": SECRET}, "sasl.kerberos.service.name"),
+        ({"ssl.truststore.certificates": f"-----BEGIN CERTIFICATE-----{SECRET}"}, "ssl.truststore.certificates"),
+        ({"sasl.login.callback.handler.class": f"com.example.{SECRET}"}, "sasl.login.callback.handler.class"),
+        ({"sasl.jaas.config": f'{SCRAM} required username="alice";'}, "needs username and password"),
+        ({"sasl.jaas.config": f"not a jaas line {SECRET}"}, "sasl.jaas.config"),
+        (
+            {"ssl.truststore.type": "PEM", "ssl.truststore.location": "/ca.pem", "ssl.truststore.password": SECRET},
+            "ssl.truststore.password",
+        ),
+    ],
+)
 def test_what_librdkafka_cannot_honour_is_refused_by_name_without_its_value(entries, named):
     with pytest.raises(KafkaConfigError) as err:
         librdkafka_settings(entries)
@@ -230,8 +282,9 @@ def test_what_librdkafka_cannot_honour_is_refused_by_name_without_its_value(entr
 
 def test_every_refused_entry_is_named_at_once():
     with pytest.raises(KafkaConfigError) as err:
-        librdkafka_settings({"sasl.kerberos.service.name": "kafka", "ssl.truststore.location": "/t.jks",
-                             "security.protocol": "SSL"})
+        librdkafka_settings(
+            {"sasl.kerberos.service.name": "kafka", "ssl.truststore.location": "/t.jks", "security.protocol": "SSL"}
+        )
     assert "sasl.kerberos.service.name" in str(err.value) and "ssl.truststore.location" in str(err.value)
 
 
@@ -247,7 +300,7 @@ def test_load_names_the_file_and_the_entry_never_the_value(tmp_path):
 # ---------------------------------------------------------------------------- jaas_line
 
 
-@pytest.mark.parametrize("password", ['pa"ss\\word', '\\"', 'ends with \\', '"', "plain", "a=b;c d:#!"])
+@pytest.mark.parametrize("password", ['pa"ss\\word', '\\"', "ends with \\", '"', "plain", "a=b;c d:#!"])
 def test_jaas_line_round_trips_through_jaas_options(password):
     line = jaas_line(SCRAM, "team-fruit", password)
     assert jaas_options(line) == (SCRAM, {"username": "team-fruit", "password": password})
@@ -255,8 +308,10 @@ def test_jaas_line_round_trips_through_jaas_options(password):
 
 def test_a_jaas_line_round_trips_through_a_properties_file(tmp_path):
     password = 'pa"ss\\word=x:y #z'
-    file = write_properties(tmp_path / "team.properties", {"security.protocol": "SASL_SSL",
-                                                           "sasl.jaas.config": jaas_line(SCRAM, "u", password)})
+    file = write_properties(
+        tmp_path / "team.properties",
+        {"security.protocol": "SASL_SSL", "sasl.jaas.config": jaas_line(SCRAM, "u", password)},
+    )
     assert file.stat().st_mode & 0o777 == 0o600
     assert librdkafka_settings(read_properties(file))["sasl.password"] == password
 
@@ -265,17 +320,19 @@ def test_a_jaas_line_round_trips_through_a_properties_file(tmp_path):
 
 
 def test_a_team_gets_exactly_the_acls_of_the_table():
-    allowed = {(b.restype, b.name, b.resource_pattern_type, b.operation)
-               for b in kafka_access.team_acls("fruit")}
+    allowed = {(b.restype, b.name, b.resource_pattern_type, b.operation) for b in kafka_access.team_acls("fruit")}
     topic, group, txn = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
     literal, prefixed = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
     read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
     assert allowed == {
-        (topic, "imagery.new.fruit", literal, read), (topic, "imagery.new.fruit", literal, describe),
+        (topic, "imagery.new.fruit", literal, read),
+        (topic, "imagery.new.fruit", literal, describe),
         (group, "http-dispatcher-fruit", literal, read),
         (group, "http-dispatcher-fruit.", prefixed, read),
-        (topic, "inference.results.fruit", literal, write), (topic, "inference.results.fruit", literal, describe),
-        (topic, "dlq.inference.http", literal, write), (topic, "dlq.inference.http", literal, describe),
+        (topic, "inference.results.fruit", literal, write),
+        (topic, "inference.results.fruit", literal, describe),
+        (topic, "dlq.inference.http", literal, write),
+        (topic, "dlq.inference.http", literal, describe),
         (txn, "imagery-http-dispatcher-fruit-", prefixed, write),
         (txn, "imagery-http-dispatcher-fruit-", prefixed, describe),
         (txn, "imagery-http-dispatcher-fruit.", prefixed, write),
@@ -284,7 +341,8 @@ def test_a_team_gets_exactly_the_acls_of_the_table():
     bindings = kafka_access.team_acls("fruit")
     assert len(bindings) == len(allowed)
     assert {(b.principal, b.host, b.permission_type) for b in bindings} == {
-        ("User:team-fruit", "*", AclPermissionType.ALLOW)}
+        ("User:team-fruit", "*", AclPermissionType.ALLOW)
+    }
 
 
 def test_a_teams_acls_name_the_dlq_it_is_given():
@@ -302,8 +360,12 @@ def test_a_team_name_whose_prefixes_could_cover_another_teams_is_refused(team):
 
 
 def test_a_connection_prints_as_its_servers_alone():
-    settings = {"sasl.username": "alice", "sasl.password": SECRET, "ssl.key.password": SECRET,
-                "sasl.oauthbearer.client.secret": SECRET}
+    settings = {
+        "sasl.username": "alice",
+        "sasl.password": SECRET,
+        "ssl.key.password": SECRET,
+        "sasl.oauthbearer.client.secret": SECRET,
+    }
     kafka = kafka_io.Connection("broker-1:9096,broker-2:9096", settings)
     assert str(kafka) == "broker-1:9096,broker-2:9096" and f"{kafka}" == str(kafka)
     for shown in (repr(kafka), f"{kafka!r}", str([kafka]), repr({"kafka": kafka}), "%s %r" % (kafka, kafka)):

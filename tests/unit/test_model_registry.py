@@ -46,7 +46,10 @@ def write(package, filename, source):
 
 def test_a_new_adapter_module_is_all_it_takes(adapter_package):
     name, package = adapter_package
-    write(package, "orchard_runner.py", """
+    write(
+        package,
+        "orchard_runner.py",
+        """
         TEAM = "Orchard"
 
         class OrchardRunner:
@@ -57,7 +60,8 @@ def test_a_new_adapter_module_is_all_it_takes(adapter_package):
                 return {"label": "tree", "score": 1.0, "confidence": 1.0, "latency_ms_model": 0}
 
         RUNNER = OrchardRunner
-    """)
+    """,
+    )
     write(package, "helpers.py", "TEAM = 'not-an-adapter'  # not *_runner.py: ignored\n")
     write(package, "broken_runner.py", "import a_module_that_does_not_exist\nTEAM = 'broken'\nRUNNER = object\n")
     assert model_registry.known_teams(name) == ["broken", "orchard"]

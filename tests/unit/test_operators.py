@@ -15,8 +15,14 @@ from streaming.flink.operators import decode_group, encode_group, group_inputs
 
 def test_a_group_of_field_arrays_becomes_its_records_in_order_with_null_keys_kept():
     ts = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
-    columns = ([b"k0", None, b"k2"], [b"v0", b"v1", None], ["t", "t", "t"], [10, 11, 12], [ts, ts, None],
-               [{"h": b"1"}, None, {}])
+    columns = (
+        [b"k0", None, b"k2"],
+        [b"v0", b"v1", None],
+        ["t", "t", "t"],
+        [10, 11, 12],
+        [ts, ts, None],
+        [{"h": b"1"}, None, {}],
+    )
     records = group_inputs(3, columns)
     assert [r.offset for r in records] == [10, 11, 12]
     assert [r.key for r in records] == [b"k0", None, b"k2"] and [r.value for r in records] == [b"v0", b"v1", None]
@@ -30,9 +36,18 @@ def test_arrays_of_unequal_length_are_refused_not_silently_cut():
 
 
 def test_a_group_kept_in_state_comes_back_equal():
-    group = [KafkaInput(value=b"v", key=None, topic="imagery.new.fruit", partition=2, offset=7, timestamp_ms=5,
-                        headers={"x-replay-of": b"a-0-1"}),
-             KafkaInput(value=None, key=b"k", topic="imagery.new.fruit", partition=2, offset=8)]
+    group = [
+        KafkaInput(
+            value=b"v",
+            key=None,
+            topic="imagery.new.fruit",
+            partition=2,
+            offset=7,
+            timestamp_ms=5,
+            headers={"x-replay-of": b"a-0-1"},
+        ),
+        KafkaInput(value=None, key=b"k", topic="imagery.new.fruit", partition=2, offset=8),
+    ]
     entry = encode_group(group)
     assert decode_group(pickle.loads(pickle.dumps(entry))) == group
     assert b"KafkaInput" not in pickle.dumps(entry)  # builtin tuples, not the class's pickle

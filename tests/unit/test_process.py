@@ -28,11 +28,11 @@ from imagery.process import (
 
 IGNORE_TERM = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
 # a child that starts a grandchild (which writes its pid to a file, says so and sleeps), then sleeps itself
-FORKS = ("import subprocess, sys, time; "
-         "subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
-         "time.sleep({parent_s})")
-GRANDCHILD = ("{prefix}import os, time; open({pid_path!r}, 'w').write(str(os.getpid())); "
-              "print('grandchild up', flush=True); time.sleep(60)")
+FORKS = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep({parent_s})"
+GRANDCHILD = (
+    "{prefix}import os, time; open({pid_path!r}, 'w').write(str(os.getpid())); "
+    "print('grandchild up', flush=True); time.sleep(60)"
+)
 
 
 def python(code: str) -> list[str]:
@@ -49,9 +49,11 @@ def alive(pid: int) -> bool:
 
 def log_says(path: Path, line: str):
     """A probe: LINE is a line of the log (a whole line: the header line quotes the program's code)."""
+
     def probe() -> None:
         if line not in path.read_text().splitlines():
             raise NotReady(f"no line {line!r} in the log yet")
+
     return probe
 
 
@@ -64,8 +66,12 @@ def forking(tmp_path: Path, parent_s: float, ignore_term: bool = False) -> tuple
 def test_a_server_is_waited_for_and_stopped_whole(tmp_path):
     port = free_port()
     assert not port_open("127.0.0.1", port)
-    server = spawn([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], tmp_path / "http.log",
-                   name="a file server", cwd=tmp_path)
+    server = spawn(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        tmp_path / "http.log",
+        name="a file server",
+        cwd=tmp_path,
+    )
     server.wait_ready(listening("127.0.0.1", port), timeout_s=30)
     server.wait_ready(http_200(f"http://127.0.0.1:{port}/"), timeout_s=30)
     assert port_open("127.0.0.1", port) and server.running
@@ -78,8 +84,9 @@ def test_a_server_is_waited_for_and_stopped_whole(tmp_path):
 
 def test_a_probe_that_is_not_200_says_what_it_got(tmp_path):
     port = free_port()
-    server = spawn([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], tmp_path / "http.log",
-                   cwd=tmp_path)
+    server = spawn(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], tmp_path / "http.log", cwd=tmp_path
+    )
     try:
         server.wait_ready(listening("127.0.0.1", port), timeout_s=30)
         with pytest.raises(NotReady, match="404"):
@@ -91,8 +98,11 @@ def test_a_probe_that_is_not_200_says_what_it_got(tmp_path):
 
 
 def test_exiting_while_starting_fails_at_once_with_the_log_tail(tmp_path):
-    process = spawn(python("import sys; print('no model for team x', flush=True); sys.exit(3)"),
-                    tmp_path / "dies.log", name="the x service")
+    process = spawn(
+        python("import sys; print('no model for team x', flush=True); sys.exit(3)"),
+        tmp_path / "dies.log",
+        name="the x service",
+    )
     started = time.monotonic()
     with pytest.raises(ProcessError) as err:
         process.wait_ready(listening("127.0.0.1", free_port()), timeout_s=60)
@@ -197,8 +207,9 @@ def test_free_port_is_free_and_port_open_sees_a_listener():
 def test_process_tree_cpu_counts_the_children(tmp_path):
     log = tmp_path / "busy.log"
     busy = "import time\nwhile time.process_time() < 0.3: pass\nprint('spun', flush=True); time.sleep(60)"
-    process = spawn(python(f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {busy!r}]); "
-                           "time.sleep(60)"), log)
+    process = spawn(
+        python(f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {busy!r}]); time.sleep(60)"), log
+    )
     try:
         process.wait_ready(log_says(log, "spun"), timeout_s=30, poll_s=0.05)
         tree = process_tree_cpu(process.pid)

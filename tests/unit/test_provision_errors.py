@@ -16,8 +16,10 @@ from imagery.kafka_config import jaas_line, write_properties
 from imagery.teams import Team
 
 FRUIT = Team.from_spec("fruit:2:fruit_cls_best.ts")
-ARN_REFUSED = ("InvalidArgument", "A specified destination ARN does not exist or is not well-formed. Verify the "
-               "destination ARN.")  # what the local MinIO answers (seen on `imagery up`'s MinIO)
+ARN_REFUSED = (
+    "InvalidArgument",
+    "A specified destination ARN does not exist or is not well-formed. Verify the destination ARN.",
+)  # what the local MinIO answers (seen on `imagery up`'s MinIO)
 
 
 def s3_error(code: str, message: str) -> S3Error:
@@ -62,9 +64,16 @@ def test_minio_without_the_teams_target_says_what_to_set_and_the_bucket_is_made(
     assert minio.buckets == {"fruit"}
     assert isinstance(err.value, provision.ProvisionError)
     message = str(err.value)
-    for part in ("arn:minio:sqs::FRUIT:kafka", "imagery.new.fruit", "MINIO_NOTIFY_KAFKA_ENABLE_FRUIT=on",
-                 "MINIO_NOTIFY_KAFKA_BROKERS_FRUIT=", "MINIO_NOTIFY_KAFKA_TOPIC_FRUIT=imagery.new.fruit",
-                 "compose.yaml", "imagery up", "imagery provision"):
+    for part in (
+        "arn:minio:sqs::FRUIT:kafka",
+        "imagery.new.fruit",
+        "MINIO_NOTIFY_KAFKA_ENABLE_FRUIT=on",
+        "MINIO_NOTIFY_KAFKA_BROKERS_FRUIT=",
+        "MINIO_NOTIFY_KAFKA_TOPIC_FRUIT=imagery.new.fruit",
+        "compose.yaml",
+        "imagery up",
+        "imagery provision",
+    ):
         assert part in message, part
     assert "S3 operation failed" not in message and "\n" not in message
 
@@ -76,10 +85,13 @@ def test_the_variables_are_named_by_the_targets_id():
     assert "arn:minio:sqs::ORCHARD_WEST:kafka" in message and "bucket orchard-west" in message
 
 
-@pytest.mark.parametrize(("code", "message"), [
-    ("AccessDenied", "Access Denied."),
-    ("InvalidArgument", "A header you provided implies functionality that is not implemented"),
-])
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("AccessDenied", "Access Denied."),
+        ("InvalidArgument", "A header you provided implies functionality that is not implemented"),
+    ],
+)
 def test_other_refusals_are_minios_own(code, message):
     with pytest.raises(S3Error) as err:
         provision.ensure_bucket_events(FakeMinio(s3_error(code, message)), FRUIT)  # type: ignore[arg-type]
@@ -101,8 +113,13 @@ def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 @pytest.fixture
 def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
     """The topics are made (a stand-in for Kafka); MinIO is the command's own client, stood in for per test."""
-    monkeypatch.setattr(provision, "ensure_topics", lambda _bootstrap, teams, dlq_partitions=4: [
-        name for t in teams for name in (t.input_topic, f"inference.results.{t.team}")])
+    monkeypatch.setattr(
+        provision,
+        "ensure_topics",
+        lambda _bootstrap, teams, dlq_partitions=4: [
+            name for t in teams for name in (t.input_topic, f"inference.results.{t.team}")
+        ],
+    )
 
 
 def minio_refusing(monkeypatch: pytest.MonkeyPatch, refusal: S3Error | None) -> FakeMinio:
@@ -144,15 +161,23 @@ def test_a_minio_that_does_not_answer_is_one_line(monkeypatch, capsys, no_kafka)
     assert err.startswith("error: MinIO did not answer: ") and "Connection refused" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(("error", "shown"), [
-    (KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")),
-     "error: Kafka: broker down; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
-     "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG\n"),
-    (provision.ProvisionError("no weights"), "error: no weights\n"),
-    (RuntimeError("something [in brackets] failed"), "error: something [in brackets] failed\n"),
-    (TimeoutError(), "error: no answer in time: check that Kafka and MinIO run where the command looks for them "
-                     "(--bootstrap, --minio; `imagery status` for the local stack)\n"),
-])
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")),
+            "error: Kafka: broker down; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
+            "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG\n",
+        ),
+        (provision.ProvisionError("no weights"), "error: no weights\n"),
+        (RuntimeError("something [in brackets] failed"), "error: something [in brackets] failed\n"),
+        (
+            TimeoutError(),
+            "error: no answer in time: check that Kafka and MinIO run where the command looks for them "
+            "(--bootstrap, --minio; `imagery status` for the local stack)\n",
+        ),
+    ],
+)
 def test_the_toolings_known_errors_are_one_line(monkeypatch, capsys, error, shown):
     def fail(*_args: object, **_kwargs: object) -> None:
         raise error
@@ -217,34 +242,75 @@ def principals(monkeypatch: pytest.MonkeyPatch, no_kafka: None) -> list[tuple[ob
 
 
 def test_a_secured_kafka_gets_each_teams_principal_and_names_its_file(monkeypatch, capsys, tmp_path, principals):
-    operator = write_properties(tmp_path / "admin.properties", {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.jaas.config": jaas_line("org.apache.kafka.common.security.scram.ScramLoginModule", "admin",
-                                      "ADMIN-SECRET"),
-        "ssl.truststore.type": "PEM", "ssl.truststore.location": str(tmp_path / "ca.crt")})
+    operator = write_properties(
+        tmp_path / "admin.properties",
+        {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": jaas_line(
+                "org.apache.kafka.common.security.scram.ScramLoginModule", "admin", "ADMIN-SECRET"
+            ),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tmp_path / "ca.crt"),
+        },
+    )
     credentials = tmp_path / "creds"
-    assert run_main(monkeypatch, "--kafka-config", str(operator), "provision", "--bootstrap", "k:9096",
-                    "--credentials-dir", str(credentials), "fruit:2:fruit_cls_best.ts", "apples:2:a.pt") == 0
+    assert (
+        run_main(
+            monkeypatch,
+            "--kafka-config",
+            str(operator),
+            "provision",
+            "--bootstrap",
+            "k:9096",
+            "--credentials-dir",
+            str(credentials),
+            "fruit:2:fruit_cls_best.ts",
+            "apples:2:a.pt",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert [(str(kafka), team, file, folder) for kafka, team, file, folder in principals] == [
-        ("k:9096", "fruit", operator, credentials), ("k:9096", "apples", operator, credentials)]
+        ("k:9096", "fruit", operator, credentials),
+        ("k:9096", "apples", operator, credentials),
+    ]
     assert principals[0][0].settings["sasl.username"] == "admin"  # type: ignore[attr-defined]
     assert str(credentials / "fruit.kafka.properties") in out and str(credentials / "apples.kafka.properties") in out
     assert "TEAM-SECRET" not in out and "ADMIN-SECRET" not in out and "mTLS" not in out
 
 
 def test_on_mtls_the_command_says_where_the_teams_certificate_goes(monkeypatch, capsys, tmp_path, principals):
-    operator = write_properties(tmp_path / "admin-mtls.properties", {
-        "security.protocol": "SSL", "ssl.keystore.type": "PEM", "ssl.keystore.location": str(tmp_path / "admin.pem"),
-        "ssl.truststore.type": "PEM", "ssl.truststore.location": str(tmp_path / "ca.crt")})
-    assert run_main(monkeypatch, "--kafka-config", str(operator), "provision", "--credentials-dir",
-                    str(tmp_path / "creds"), "fruit:2:fruit_cls_best.ts") == 0
+    operator = write_properties(
+        tmp_path / "admin-mtls.properties",
+        {
+            "security.protocol": "SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tmp_path / "admin.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tmp_path / "ca.crt"),
+        },
+    )
+    assert (
+        run_main(
+            monkeypatch,
+            "--kafka-config",
+            str(operator),
+            "provision",
+            "--credentials-dir",
+            str(tmp_path / "creds"),
+            "fruit:2:fruit_cls_best.ts",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "CN=team-fruit" in out and str(tmp_path / "creds" / "team-fruit.pem") in out
 
 
 def test_a_plain_kafka_makes_no_principal(monkeypatch, capsys, tmp_path, principals):
-    assert run_main(monkeypatch, "provision", "--credentials-dir", str(tmp_path / "creds"),
-                    "fruit:2:fruit_cls_best.ts") == 0
+    assert (
+        run_main(monkeypatch, "provision", "--credentials-dir", str(tmp_path / "creds"), "fruit:2:fruit_cls_best.ts")
+        == 0
+    )
     assert principals == [] and not (tmp_path / "creds").exists()
     assert "bucket fruit: uploads go to imagery.new.fruit" in capsys.readouterr().out

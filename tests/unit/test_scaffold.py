@@ -58,7 +58,8 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     # the stack's Prometheus scrapes its service too, with its team's label
     scraped = yaml.safe_load(files.prometheus.read_text())["scrape_configs"]
     assert {"targets": ["orchard-west-inference-http:8000"], "labels": {"team": "orchard_west"}} in next(
-        job["static_configs"] for job in scraped if job["job_name"] == "imagery-inference")
+        job["static_configs"] for job in scraped if job["job_name"] == "imagery-inference"
+    )
     gpu = yaml.safe_load(files.gpu.read_text())["services"]
     assert {"fruit-inference-http", "orchard-west-inference-http"} <= set(gpu)
 

@@ -88,11 +88,13 @@ def test_minio_event_notification_is_read_and_key_unescaped():
     event = {
         "EventName": "s3:ObjectCreated:Put",
         "Key": "imagery-hot/fruit/a b+c.jpg",
-        "Records": [{
-            "eventName": "s3:ObjectCreated:Put",
-            "eventTime": "2026-11-22T10:00:00.000Z",
-            "s3": {"bucket": {"name": "imagery-hot"}, "object": {"key": "fruit%2Fa+b%2Bc.jpg", "size": 10}},
-        }],
+        "Records": [
+            {
+                "eventName": "s3:ObjectCreated:Put",
+                "eventTime": "2026-11-22T10:00:00.000Z",
+                "s3": {"bucket": {"name": "imagery-hot"}, "object": {"key": "fruit%2Fa+b%2Bc.jpg", "size": 10}},
+            }
+        ],
     }
     msg = one(json.dumps(event))
     assert (msg.bucket, msg.key) == ("imagery-hot", "fruit/a b+c.jpg")
@@ -107,9 +109,11 @@ def test_event_without_usable_records_is_a_validate_error():
 
 
 def test_schema_files_match_models():
-    stale = [stem for stem, model in generate.CONTRACTS.items()
-             if not generate.schema_path(stem).exists()
-             or generate.schema_path(stem).read_text() != generate.render(model)]
+    stale = [
+        stem
+        for stem, model in generate.CONTRACTS.items()
+        if not generate.schema_path(stem).exists() or generate.schema_path(stem).read_text() != generate.render(model)
+    ]
     assert not stale, f"run `make schemas`: these *.schema.json files drifted from the models: {stale}"
 
 
@@ -131,25 +135,37 @@ def test_extra_must_be_an_object_and_is_echoed():
     assert err.value.stage == "validate" and "extra" in err.value.message
 
 
-@pytest.mark.parametrize("result", [
-    {"detections": [{"label": "spot", "score": 0.9, "box": [0, 0, 4, 4]}], "count": 1},  # a detector's
-    {"mask_rle": [0, 5, 3], "classes": ["bg", "rot"]},  # a segmenter's
-    {"label": "clean", "score": 1, "confidence": 0.5, "latency_ms_model": 2.0, "probabilities": {}},  # a classifier's
-    {},
-])
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"detections": [{"label": "spot", "score": 0.9, "box": [0, 0, 4, 4]}], "count": 1},  # a detector's
+        {"mask_rle": [0, 5, 3], "classes": ["bg", "rot"]},  # a segmenter's
+        {
+            "label": "clean",
+            "score": 1,
+            "confidence": 0.5,
+            "latency_ms_model": 2.0,
+            "probabilities": {},
+        },  # a classifier's
+        {},
+    ],
+)
 def test_a_runner_may_answer_with_any_json_object(result):
     from schemas.inference_api import check_runner_output
 
     assert check_runner_output(result) is None
 
 
-@pytest.mark.parametrize("result, fragment", [
-    ([{"label": "x"}], "list, not a dict"),
-    ({"label": 3}, "'label' is int"),
-    ({"score": "0.9"}, "'score' is str"),
-    ({"confidence": True}, "'confidence' is bool"),
-    ({"latency_ms_model": [1]}, "'latency_ms_model' is list"),
-])
+@pytest.mark.parametrize(
+    "result, fragment",
+    [
+        ([{"label": "x"}], "list, not a dict"),
+        ({"label": 3}, "'label' is int"),
+        ({"score": "0.9"}, "'score' is str"),
+        ({"confidence": True}, "'confidence' is bool"),
+        ({"latency_ms_model": [1]}, "'latency_ms_model' is list"),
+    ],
+)
 def test_the_recommended_keys_are_checked_when_present(result, fragment):
     from schemas.inference_api import check_runner_output
 

@@ -194,8 +194,9 @@ def test_depth_is_reported():
     assert max(depths) == 3 and depths[-1] == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0, "max_delay_s": 0.0},
-                                    {"max_batch_size": 1, "max_delay_s": -1.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_batch_size": 0, "max_delay_s": 0.0}, {"max_batch_size": 1, "max_delay_s": -1.0}]
+)
 def test_bad_limits_are_refused(kwargs):
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), **kwargs)

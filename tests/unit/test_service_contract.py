@@ -33,17 +33,22 @@ ERROR_CLASSES = _service_error_classes()
 
 def _example(cls: type[errors.ServiceError]) -> errors.ServiceError:
     """An instance of `cls`, whatever else its constructor requires beside the message (a Retry-After)."""
-    required = [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[2:]
-                if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD]
+    required = [
+        p.name
+        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]
+        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    ]
     return cls(f"an example of {cls.__name__}", **dict.fromkeys(required, 3))
 
 
 def _answer(app: FastAPI, method: str, path: str, **kwargs: Any) -> Answer:
     """The raw HTTP answer of `app` (no lifespan: no model, no MinIO), as the dispatcher's transport hands it over."""
+
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             return await client.request(method, path, **kwargs)
+
     response = asyncio.run(go())
     return Answer(response.status_code, response.content, {k.lower(): v for k, v in response.headers.items()})
 
@@ -73,6 +78,7 @@ def test_the_dispatcher_reads_every_error_the_real_service_answers_as_the_contra
 
     async def raises() -> None:
         raise exc
+
     app.add_api_route("/raises", raises)  # through the app's own exception handlers and middleware
     answer = _answer(app, "GET", "/raises")
     read = classify_response(answer)
@@ -84,12 +90,15 @@ def test_the_dispatcher_reads_every_error_the_real_service_answers_as_the_contra
     assert (item.type, item.stage, item.verdict) == (read.type, read.stage, read.verdict)
 
 
-@pytest.mark.parametrize("method, path, settings, type_", [
-    ("GET", "/no-such-route", {}, "route_not_found"),  # Starlette's routing
-    ("GET", INFER_JSON_ROUTE, {}, "method_not_allowed"),  # InferRoutes hands a GET to FastAPI
-    ("POST", INFER_JSON_ROUTE, {"auth_token": "right"}, "unauthorized"),  # InferRoutes, before the body is read
-    ("POST", INFER_JSON_ROUTE, {"max_request_bytes": 1024}, "request_too_large"),  # InferRoutes, by Content-Length
-])
+@pytest.mark.parametrize(
+    "method, path, settings, type_",
+    [
+        ("GET", "/no-such-route", {}, "route_not_found"),  # Starlette's routing
+        ("GET", INFER_JSON_ROUTE, {}, "method_not_allowed"),  # InferRoutes hands a GET to FastAPI
+        ("POST", INFER_JSON_ROUTE, {"auth_token": "right"}, "unauthorized"),  # InferRoutes, before the body is read
+        ("POST", INFER_JSON_ROUTE, {"max_request_bytes": 1024}, "request_too_large"),  # InferRoutes, by Content-Length
+    ],
+)
 def test_the_errors_the_app_answers_on_its_own_are_read_as_the_contract_says(method, path, settings, type_):
     body = b'{"bucket": "fruit", "key": "a.jpg", "extra": {"pad": "' + b"x" * 2000 + b'"}}'
     answer = _answer(_service(**settings), method, path, content=body)
@@ -101,6 +110,7 @@ def test_an_unexpected_exception_is_an_internal_error_as_the_contract_says():
 
     async def breaks() -> None:
         raise RuntimeError("a bug")
+
     app.add_api_route("/breaks", breaks)
     answer = _answer(app, "GET", "/breaks")
     _assert_as_the_contract_says(answer, classify_response(answer), "internal_error")

@@ -29,6 +29,7 @@ def encode(fmt: str, size=(64, 48), mode="RGB", **params) -> bytes:
 
 def png_declaring(width: int, height: int, rows: int = 4) -> bytes:
     """A valid PNG header that declares `width` x `height` with only a few rows of (zero) data after it."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -41,7 +42,7 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     """A real small JPEG whose SOF header is rewritten to claim `width` x `height`."""
     data = bytearray(encode("JPEG", (16, 16)))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -88,8 +89,7 @@ def test_a_corrupt_body_behind_a_valid_header_is_refused():
         decode.decode_cpu(bytes(data), (8, 8), LIMIT)
 
 
-@pytest.mark.parametrize("data", [png_declaring(8000, 8000), jpeg_declaring(9000, 9000),
-                                  png_declaring(60_000, 60_000)])
+@pytest.mark.parametrize("data", [png_declaring(8000, 8000), jpeg_declaring(9000, 9000), png_declaring(60_000, 60_000)])
 def test_decompression_bombs_are_refused_from_the_header(data):
     with pytest.raises(DecompressionBomb) as err:
         decode.probe(data, LIMIT)
@@ -121,7 +121,7 @@ def test_corrupted_files_never_escape_as_anything_but_415(fmt):
         for _ in range(rng.randint(1, 20)):
             data[rng.randrange(2, len(data))] = rng.randrange(256)
         if rng.random() < 0.3:
-            data = data[:rng.randrange(10, len(data))]
+            data = data[: rng.randrange(10, len(data))]
         try:
             image = decode.decode_cpu(bytes(data), (16, 16), LIMIT)
         except NotAnImage:

@@ -23,8 +23,14 @@ from services.inference_http.settings import ServiceSettings
 
 
 def settings(socket_path: str = "", **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = dict(team="fruit", device="cpu", max_batch_size=16, max_batch_delay_ms=1000,
-                                  warmup_batches=1, scheduler_socket=socket_path or None)
+    values: dict[str, Any] = dict(
+        team="fruit",
+        device="cpu",
+        max_batch_size=16,
+        max_batch_delay_ms=1000,
+        warmup_batches=1,
+        scheduler_socket=socket_path or None,
+    )
     values.update(overrides)
     return ServiceSettings(**values)
 
@@ -89,8 +95,9 @@ def test_two_fronts_share_one_batch_and_get_their_own_answers(scheduler, fruit_i
             client.poke()  # as the engine does when it admits requests: the scheduler learns some are coming
         # each front sends two images; the window stays open while a front says more are coming, and closes as
         # soon as none are: all four go in one forward pass
-        done = await asyncio.gather(*(infer(fronts[i % 2], fruit_images.make(kind, i), remaining[i % 2])
-                                      for i, kind in enumerate(kinds)))
+        done = await asyncio.gather(
+            *(infer(fronts[i % 2], fruit_images.make(kind, i), remaining[i % 2]) for i, kind in enumerate(kinds))
+        )
         for client in fronts:
             await client.close()
         return done
@@ -106,8 +113,7 @@ def test_an_undecodable_image_fails_alone_with_its_own_error(scheduler, fruit_im
     async def main():
         client = front(scheduler)
         await client.warm_up(fruit_images.clean)
-        results = await asyncio.gather(infer(client, fruit_images.clean), infer(client, broken),
-                                       return_exceptions=True)
+        results = await asyncio.gather(infer(client, fruit_images.clean), infer(client, broken), return_exceptions=True)
         await client.close()
         return results
 
@@ -250,6 +256,7 @@ def test_a_forward_pass_that_fails_to_compile_leaves_the_eager_one_serving(fruit
     def failing_compile(backend: str = "inductor", mode: str = "default") -> None:
         def compiled(images):
             raise RuntimeError("InductorError: no C compiler for Triton's launcher")  # what a bare machine raises
+
         runner.forward_scores = compiled
 
     monkeypatch.setattr(runner, "compile_forward", failing_compile)

@@ -16,8 +16,16 @@ from imagery.repo import REPO_ROOT
 from services.inference_http.settings import ServiceSettings, settings_error
 
 SECRET = "s3cr3t-value-never-shown"
-VARIABLES = ("AUTH_TOKEN", "AUTH_TOKEN_FILE", "MINIO_SECRET_KEY", "MINIO_SECRET_KEY_FILE", "MINIO_SECURE",
-             "MINIO_CA_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE")
+VARIABLES = (
+    "AUTH_TOKEN",
+    "AUTH_TOKEN_FILE",
+    "MINIO_SECRET_KEY",
+    "MINIO_SECRET_KEY_FILE",
+    "MINIO_SECURE",
+    "MINIO_CA_FILE",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +102,10 @@ def test_an_empty_variable_is_not_a_second_source(tmp_path, monkeypatch):
 
 def test_a_missing_unreadable_or_empty_file_is_refused_naming_the_variable_and_path(tmp_path):
     missing = tmp_path / "no-such-file"
-    assert refusal(AUTH_TOKEN_FILE=str(missing)) == f"AUTH_TOKEN_FILE={missing}: cannot read it (No such file or " \
-                                                    "directory)"
+    assert (
+        refusal(AUTH_TOKEN_FILE=str(missing)) == f"AUTH_TOKEN_FILE={missing}: cannot read it (No such file or "
+        "directory)"
+    )
     assert refusal(MINIO_SECRET_KEY_FILE=str(tmp_path)).startswith(f"MINIO_SECRET_KEY_FILE={tmp_path}: cannot read")
     empty = secret_file(tmp_path, "\n", "empty")
     assert refusal(AUTH_TOKEN_FILE=str(empty)) == f"AUTH_TOKEN_FILE={empty}: the file is empty"
@@ -144,9 +154,14 @@ def test_uvicorn_serves_https_with_the_files_given(tmp_path, monkeypatch):
 def run_service(env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m services.inference_http` with ENV over a clean copy of this environment; it must exit."""
     base = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    return subprocess.run([sys.executable, "-m", "services.inference_http"],
-                          env={**base, "PORT": str(free_port()), **env}, cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "services.inference_http"],
+        env={**base, "PORT": str(free_port()), **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def test_the_service_refuses_to_start_saying_why_without_the_secret(tmp_path):
@@ -157,8 +172,12 @@ def test_the_service_refuses_to_start_saying_why_without_the_secret(tmp_path):
     missing = run_service({"MINIO_SECRET_KEY_FILE": str(tmp_path / "nowhere")})
     assert missing.returncode != 0
     assert f"refusing to start: MINIO_SECRET_KEY_FILE={tmp_path / 'nowhere'}: cannot read it" in missing.stderr
-    mismatched = run_service({"TLS_CERT_FILE": str(secret_file(tmp_path, "junk", "c.pem")),
-                              "TLS_KEY_FILE": str(secret_file(tmp_path, "junk", "k.pem"))})
+    mismatched = run_service(
+        {
+            "TLS_CERT_FILE": str(secret_file(tmp_path, "junk", "c.pem")),
+            "TLS_KEY_FILE": str(secret_file(tmp_path, "junk", "k.pem")),
+        }
+    )
     assert mismatched.returncode != 0 and "are not a certificate and its key" in mismatched.stderr
 
 
@@ -185,8 +204,13 @@ def test_the_launcher_hands_secrets_as_files_only(tmp_path):
 
     stack = StackSettings(state_dir=tmp_path, minio_secret_key=SECRET)
     tls = CertFiles(tmp_path / "c.crt", tmp_path / "c.key", tmp_path / "c.pem")
-    service = InferenceService(stack, env={"AUTH_TOKEN": SECRET + "-token", "MAX_BATCH_SIZE": "4"}, tls=tls,
-                               minio_secure=True, minio_ca_file=tmp_path / "ca.crt")
+    service = InferenceService(
+        stack,
+        env={"AUTH_TOKEN": SECRET + "-token", "MAX_BATCH_SIZE": "4"},
+        tls=tls,
+        minio_secure=True,
+        minio_ca_file=tmp_path / "ca.crt",
+    )
     assert service.secrets == {"minio_secret_key": SECRET, "auth_token": SECRET + "-token"}
     env = service.environment({"AUTH_TOKEN_FILE": "/private/auth_token"})
     assert SECRET not in str(env) and SECRET not in str(service.command())

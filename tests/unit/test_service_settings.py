@@ -45,10 +45,23 @@ def test_with_a_gpu_the_default_is_half_the_cores_up_to_eight(monkeypatch):
 
 
 def test_the_environment_from_field_names_is_what_the_settings_read(monkeypatch):
-    env = service_environment(team="fruit", max_batch_size=16, max_batch_delay_ms=2.5, minio_secure=False,
-                              access_log=True, auth_token="t0k3n", weights_path=None)
-    assert env == {"TEAM": "fruit", "MAX_BATCH_SIZE": "16", "MAX_BATCH_DELAY_MS": "2.5", "MINIO_SECURE": "0",
-                   "ACCESS_LOG": "1", "AUTH_TOKEN": "t0k3n"}  # None: no variable, the default holds
+    env = service_environment(
+        team="fruit",
+        max_batch_size=16,
+        max_batch_delay_ms=2.5,
+        minio_secure=False,
+        access_log=True,
+        auth_token="t0k3n",
+        weights_path=None,
+    )
+    assert env == {
+        "TEAM": "fruit",
+        "MAX_BATCH_SIZE": "16",
+        "MAX_BATCH_DELAY_MS": "2.5",
+        "MINIO_SECURE": "0",
+        "ACCESS_LOG": "1",
+        "AUTH_TOKEN": "t0k3n",
+    }  # None: no variable, the default holds
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = ServiceSettings()
@@ -61,5 +74,7 @@ def test_a_misspelt_setting_raises_instead_of_being_ignored():
         service_environment(team="fruit", max_bach_size=16)
     with pytest.raises(ValueError, match=r"WORKER \(did you mean WORKERS\?\)"):
         checked_service_environment({"MAX_BATCH_SIZE": "64", "WORKER": "8"})
-    assert checked_service_environment({"MAX_BATCH_SIZE": "64", "workers": "8"}) == {"MAX_BATCH_SIZE": "64",
-                                                                                      "WORKERS": "8"}
+    assert checked_service_environment({"MAX_BATCH_SIZE": "64", "workers": "8"}) == {
+        "MAX_BATCH_SIZE": "64",
+        "WORKERS": "8",
+    }

@@ -21,8 +21,9 @@ class _NoArrow:
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
         if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ModuleNotFoundError(f"{name} is kept out of the JVM (streaming/flink/embedded/sitecustomize.py)",
-                                      name=name)
+            raise ModuleNotFoundError(
+                f"{name} is kept out of the JVM (streaming/flink/embedded/sitecustomize.py)", name=name
+            )
         return None
 
 

@@ -44,9 +44,19 @@ from streaming.flink.operators import ROUTED_TYPE, InferAndRoute
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 # a row of `tables.grouped_records`
-GROUP_TYPE = Types.ROW_NAMED(["partition", "records"], [Types.INT(), Types.ROW_NAMED(
-    list(tables.GROUP_FIELDS), [Types.OBJECT_ARRAY(t) for t in (
-        BYTES, BYTES, Types.STRING(), Types.LONG(), Types.INSTANT(), Types.MAP(Types.STRING(), BYTES))])])
+GROUP_TYPE = Types.ROW_NAMED(
+    ["partition", "records"],
+    [
+        Types.INT(),
+        Types.ROW_NAMED(
+            list(tables.GROUP_FIELDS),
+            [
+                Types.OBJECT_ARRAY(t)
+                for t in (BYTES, BYTES, Types.STRING(), Types.LONG(), Types.INSTANT(), Types.MAP(Types.STRING(), BYTES))
+            ],
+        ),
+    ],
+)
 LOCAL_LOG4J = Path(__file__).resolve().parents[1] / "log4j-local.properties"
 
 
@@ -60,12 +70,24 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: DispatcherConfig) -> An
 
     # typed as the DataStream API's RowTypeInfo, which thread mode's keyed operator requires of its input
     groups = t_env.to_append_stream(t_env.sql_query(tables.grouped_records(cfg)), GROUP_TYPE)
-    routed = _keyed_by_partition(groups).process(InferAndRoute(cfg), output_type=ROUTED_TYPE).name(
-        "parse, infer over HTTP, route")
+    routed = (
+        _keyed_by_partition(groups)
+        .process(InferAndRoute(cfg), output_type=ROUTED_TYPE)
+        .name("parse, infer over HTTP, route")
+    )
     headers = DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES())
-    t_env.create_temporary_view("batches", t_env.from_data_stream(routed, Schema.new_builder()
-        .column("dlq", DataTypes.ARRAY(DataTypes.BOOLEAN())).column("k", DataTypes.ARRAY(DataTypes.BYTES()))
-        .column("v", DataTypes.ARRAY(DataTypes.BYTES())).column("headers", DataTypes.ARRAY(headers)).build()))
+    t_env.create_temporary_view(
+        "batches",
+        t_env.from_data_stream(
+            routed,
+            Schema.new_builder()
+            .column("dlq", DataTypes.ARRAY(DataTypes.BOOLEAN()))
+            .column("k", DataTypes.ARRAY(DataTypes.BYTES()))
+            .column("v", DataTypes.ARRAY(DataTypes.BYTES()))
+            .column("headers", DataTypes.ARRAY(headers))
+            .build(),
+        ),
+    )
     t_env.create_temporary_view("routed", t_env.sql_query(tables.routed_records("batches")))
 
     statements = t_env.create_statement_set()
@@ -94,8 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     # Checked only under --resume latest (an explicit --resume path is the operator's choice, which Flink checks),
     # recorded at every start: the checkpoints this job takes are of its layout, whatever it started from.
     _claim_layout(cfg, restore_from if cfg.resume == "latest" else None)
-    print(f"{cfg.name}: resuming from {restore_from}" if restore_from else
-          f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets", flush=True)
+    print(
+        f"{cfg.name}: resuming from {restore_from}"
+        if restore_from
+        else f"{cfg.name}: no checkpoint to resume from; starting from the {cfg.starting_offsets} offsets",
+        flush=True,
+    )
     env = make_environment(cfg, restore_from)
     result = build_pipeline(env, cfg).execute()
     if not cfg.detached:
@@ -117,7 +143,8 @@ def _claim_layout(cfg: DispatcherConfig, restore_from: str | None) -> None:
             f"{cfg.team} --group-id {cfg.group_id} --input-topic {cfg.input_topic} --output-topic {cfg.output_topic}` "
             "finds every record landed and none pending; stop the job; start this one with --resume none (it reads "
             "on from the group's committed offsets); resume the producers. Without the drain, the group's committed "
-            "offsets can lag what the old job wrote, and records are written twice.") from None
+            "offsets can lag what the old job wrote, and records are written twice."
+        ) from None
 
 
 if __name__ == "__main__":
