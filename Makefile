@@ -28,7 +28,7 @@ setup: $(VENV)/.ready
 	$(PY) -m imagery.cli setup
 	$(MAKE) --no-print-directory weights
 
-# the fruit team's weights, weights/<adapters.fruit_defect.train.WEIGHTS_FILE> (made on this machine from synthetic
+# the fruit team's weights, weights/<adapters.fruit_defect.WEIGHTS_FILE> (made on this machine from synthetic
 # samples); compose mounts ./weights
 weights: $(VENV)/.ready
 	$(PY) -m adapters.fruit_defect.train
@@ -73,6 +73,7 @@ $(MYPY):
 # checkout (entries are checked by content hash), so a fresh clone does not re-analyse torch
 lint: $(RUFF) $(MYPY) $(VENV)/.ready
 	$(RUFF) check .
+	$(RUFF) format --check .
 	$(MYPY) --python-executable $(PY) --cache-dir $(MYPY_DIR)/cache
 
 test: setup lint
@@ -97,7 +98,7 @@ test-compose: setup
 # image on the Docker engine as test-compose does; containerd and runc are Debian's, installed with docker.io by
 # deploy/docker-engine.sh. Then: install, upgrade, rollback and uninstall through the API server's own validation, and
 # the service's pod run by the kubelet under a dispatcher (imagery/k8s/control_plane.py, imagery/k8s/node.py;
-# README, "Kubernetes").
+# docs/kubernetes.md).
 K8S_INFERENCE_IMAGE := imagery-inference-http:k8s
 test-k8s: setup
 	bash deploy/docker-engine.sh

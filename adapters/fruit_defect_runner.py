@@ -1,6 +1,6 @@
 """Team `fruit`: tells a clean fruit from one with rot spots (the worked example of an adapter).
 
-The weights are a state dict made by `python -m adapters.fruit_defect.train` (train.WEIGHTS_FORMAT); the file
+The weights are a state dict made by `python -m adapters.fruit_defect.train` (WEIGHTS_FORMAT); the file
 carries its own labels, input size and normalisation (see adapters/fruit_defect/model.py), so this runner hard-codes
 none of them. A TorchScript file of the same model (what the trainer wrote before torch 2.11 deprecated torch.jit)
 still loads.
@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from adapters.base import TorchClassifierRunner, existing_file
+from adapters.fruit_defect import DEFAULT_WEIGHTS, META_NAME, WEIGHTS_FORMAT
 from adapters.fruit_defect.model import FruitDefectNet
-from adapters.fruit_defect.train import DEFAULT_WEIGHTS, META_NAME, WEIGHTS_FORMAT
 
 TEAM = "fruit"
 

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the checkout importable
 
 from bench.results import append_results, markdown_table  # noqa: E402
-from imagery.process import NotReady, Process, ProcessError, http_200, process_tree_cpu_s, spawn  # noqa: E402
+from imagery.process import NoAnswerYet, Process, ProcessError, http_200, process_tree_cpu_s, spawn  # noqa: E402
 from imagery.repo import REPO_ROOT, WEIGHTS_DIR  # noqa: E402
 from schemas import INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE  # noqa: E402
 from services.inference_http.settings import checked_service_environment, service_environment  # noqa: E402
@@ -161,7 +161,7 @@ def start_service(
         # every worker warms before it takes connections; wait until all count as ready
         workers = json.loads(http_get(READYZ_ROUTE, timeout=2)[1]).get("workers", 1)
         if metric("inference_ready") < workers:
-            raise NotReady(f"not all {workers} workers ready")
+            raise NoAnswerYet(f"not all {workers} workers ready")
 
     try:
         process.wait_ready(every_worker_ready, 600, poll_s=0.5)
@@ -435,7 +435,7 @@ def ceiling(plan: CeilingPlan, compiled: bool = True) -> dict[str, float]:
     ResNet-50 channels_last (fp16 on a GPU, fp32 on the CPU; eager, as issue 10 measured it), the bare forward pass,
     the decoder alone, and (`compiled`) the new code's own hot path: the runner's forward pass compiled as the
     service compiles it (ResNet50Runner.compile_forward), its top-1 against eager on the 64 images, run after the
-    decode and overlapped with it (services/inference_http/paths.PipelinedBatchPath's stages, one thread each, on
+    decode and overlapped with it (services/inference_http/forward.PipelinedBatchPath's stages, one thread each, on
     two CUDA streams on a GPU)."""
     import torch
     import torch.nn.functional as F

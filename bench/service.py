@@ -38,8 +38,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.fruit_defect import WEIGHTS_FILE as FRUIT_WEIGHTS_FILE  # noqa: E402
 from adapters.fruit_defect.samples import KINDS, make_image  # noqa: E402
-from adapters.fruit_defect.train import WEIGHTS_FILE as FRUIT_WEIGHTS_FILE  # noqa: E402
 from bench.results import append_results, markdown_table  # noqa: E402
 from imagery.local import stack  # noqa: E402
 from imagery.local.inference_service import REPO_ROOT, InferenceService  # noqa: E402

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from imagery import kafka_io
 from imagery.dlq import replay_headers_for
+from imagery.errors import ToolError
 from schemas import InvalidMessage, decode_image_messages, topics
 
 Progress = Callable[[str, int, int], None]  # (what, records read, records to read)
@@ -108,8 +109,12 @@ class AuditReport:
         }
 
 
-class AuditError(RuntimeError):
+class AuditError(ToolError):
     """The audit cannot be made as asked (no such topic, an empty range)."""
+
+
+class NotCaughtUp(ToolError, TimeoutError):
+    """A job's consumer group had not committed every record of its input topic by the deadline."""
 
 
 class _Tally:
@@ -370,7 +375,7 @@ def wait_until_caught_up(
 ) -> dict[int, int]:
     """Wait until `group_id` has committed every record of `input_topic` written so far (Flink commits a job's
     offsets when a checkpoint completes; a stop with a savepoint commits none), calling `watch` between looks;
-    the committed offsets. Raises TimeoutError at the deadline."""
+    the committed offsets. Raises NotCaughtUp (a TimeoutError) at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         watch()
@@ -382,5 +387,5 @@ def wait_until_caught_up(
         if not short or not any(True for _ in kafka_io.iter_range(bootstrap, input_topic, committed, short)):
             return committed
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{group_id} has committed {committed} of {input_topic}, whose ends are {ends}")
+            raise NotCaughtUp(f"{group_id} has committed {committed} of {input_topic}, whose ends are {ends}")
         time.sleep(0.5)

@@ -5,25 +5,85 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from imagery import kafka_config, kafka_io
+from imagery.errors import ToolError
 from imagery.local import install, stack
 from imagery.local.settings import StackSettings
 from schemas.dead_letter import Stage
 
 if TYPE_CHECKING:
-    from imagery.dlq import DlqRead
     from imagery.teams import Team
+
+
+def _fail(error: Exception | str) -> NoReturn:
+    """End the command with one line on stderr, `error: <message>`, and status 1."""
+    # as written: no markup, no :emoji: codes (a spec like "fruit:two:w.pt" holds one)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True, highlight=False, emoji=False)
+    raise typer.Exit(1)
+
+
+def _known_error_message(exc: Exception) -> str | None:
+    """The one line a known error ends a command with: the tooling's own (ToolError), and what the libraries it
+    drives raise when a user's setup is wrong (MinIO's, Kafka's, a properties file's, a file that is not there, a
+    call that got no answer in time); None for anything else, which is a bug and keeps its traceback."""
+    from confluent_kafka import KafkaError, KafkaException
+    from minio.error import MinioException, S3Error
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ToolError | kafka_config.KafkaConfigError):
+        return str(exc)
+    if isinstance(exc, S3Error):
+        return f"MinIO refused a call on {exc.resource or '/'} ({exc.code}): {exc.message}"
+    if isinstance(exc, HTTPError):  # MinIO's client (urllib3) could not reach it, or not as it expected (http or https)
+        return f"MinIO did not answer: {getattr(exc, 'reason', None) or exc}"
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        message = f"Kafka: {error.str() if isinstance(error, KafkaError) else exc}"
+        if isinstance(error, KafkaError) and error.code() == KafkaError._TRANSPORT and _kafka_config_file is None:
+            # what a plaintext client sees of a secured broker: it closes the connection before answering anything
+            message += (
+                "; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
+                "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG"
+            )
+        return message
+    if isinstance(exc, MinioException):
+        return str(exc)
+    if isinstance(exc, TimeoutError):  # a Kafka admin call's future, bare
+        return str(exc) or (
+            "no answer in time: check that Kafka and MinIO run where the command looks for them "
+            "(--bootstrap, --minio; `imagery status` for the local stack)"
+        )
+    if isinstance(exc, OSError):  # a file named on the command line (or in a file it names) that cannot be read
+        return str(exc)
+    return None
+
+
+class _Commands(TyperGroup):
+    """The commands, each run through the one place that turns a known error into `error: <message>` and status 1
+    (the installed command, `main`, and typer's test runner both come through here)."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context of the click typer ships within itself (a private module)
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if (message := _known_error_message(exc)) is None:
+                raise
+            _fail(message)
+
 
 app = typer.Typer(
     help="Kafka-driven image inference pipeline: local stack, dispatcher, DLQ tools.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 console = Console()
 
@@ -72,25 +132,13 @@ def _bootstrap(value: str | None) -> kafka_io.Target:
     servers = value or StackSettings().bootstrap
     if _kafka_config_file is None:
         return servers
-    try:
-        return kafka_io.Connection(servers, kafka_config.load(_kafka_config_file))
-    except kafka_config.KafkaConfigError as exc:
-        _fail(exc)
-        raise  # (_fail exits)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1)
+    return kafka_io.Connection(servers, kafka_config.load(_kafka_config_file))
 
 
 @app.command()
 def setup() -> None:
     """Install Kafka, MinIO and the Flink connector jars into the cache (idempotent)."""
-    try:
-        install.ensure_all(StackSettings())
-    except install.InstallError as exc:
-        _fail(exc)
+    install.ensure_all(StackSettings())
 
 
 @app.command()
@@ -107,10 +155,7 @@ def up(
 ) -> None:
     """Start the local stack (Kafka, MinIO; with --flink a JobManager and TaskManager) and wait until ready."""
     settings = StackSettings(secure=secure)
-    try:
-        stack.up(settings, flink=flink, log=console.print)
-    except (stack.StackError, install.InstallError) as exc:
-        _fail(exc)
+    stack.up(settings, flink=flink, log=console.print)
     _print_status(settings)
 
 
@@ -147,10 +192,7 @@ def demo(count: int = typer.Option(12, help="sample images to generate")) -> Non
     """Run the whole pipeline on sample images (with a few bad messages); print the results and the DLQ."""
     from imagery.demo import run_demo
 
-    try:
-        ok = run_demo(count=count, console=console)
-    except (stack.StackError, install.InstallError, RuntimeError) as exc:
-        _fail(exc)
+    ok = run_demo(count=count, console=console)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -210,6 +252,47 @@ def produce(
     console.print(f"produced {n} messages to {topics.input_topic(team)}")
 
 
+@app.command()
+def tail(
+    team: str = typer.Option(..., "--team", help="the team whose results and dead letters are shown"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing what lands until Ctrl-C"),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="one JSON object per line: kind (result, dead_letter), "
+        "topic, partition, offset, timestamp_ms, key, and the record as on the wire",
+    ),
+    bootstrap: str | None = BOOTSTRAP,
+    output_topic: str = typer.Option(None, help="default inference.results.<team>"),
+    dlq_topic: str = typer.Option(None, help="default dlq.inference.http"),
+) -> None:
+    """Print TEAM's results and its dead letters (those of the DLQ whose team is TEAM), oldest first: what is there
+    now, then with --follow what lands next. Only committed records (the dispatcher writes in transactions); no
+    consumer group is joined and nothing is committed."""
+    import json
+
+    from imagery import tail as tailing
+    from imagery.teams import TeamNames
+    from schemas import topics
+
+    servers = _bootstrap(bootstrap)
+    where = tailing.TailTopics(output_topic or TeamNames(team=team).result_topic, dlq_topic or topics.DLQ_TOPIC)
+
+    def show(item: tailing.Landed) -> None:
+        print(json.dumps(item.as_json()) if as_json else item.line(), flush=True)  # a line as soon as it lands
+
+    try:
+        now = tailing.read_now(servers, team, where)
+        for item in now.landed:
+            show(item)
+        if follow:
+            for item in tailing.follow(servers, team, where, now.positions):
+                show(item)
+    except KeyboardInterrupt:  # how --follow ends
+        if not follow:
+            raise
+
+
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
@@ -227,25 +310,15 @@ DLQ_STAGE_OPTION = typer.Option(None, "--stage", help="only dead letters of this
 DLQ_TEAM_OPTION = typer.Option(None, "--team", help="only dead letters of this team (repeatable)")
 
 
-def _dlq_read(bootstrap: kafka_io.Target, dlq_topic: str, group_id: str | None) -> DlqRead:
-    from imagery.dlq import read_letters
-
-    try:
-        return read_letters(bootstrap, dlq_topic, group_id=group_id)
-    except (kafka_io.NoSuchTopic, kafka_io.ReadStalled) as exc:
-        _fail(exc)
-        raise  # (_fail exits)
-
-
 def _dlq_positions(values: list[str], partitions: int) -> set[tuple[int, int]]:
     """--offset values, `PARTITION:OFFSET` or `OFFSET` (for a DLQ of one partition), as (partition, offset)."""
     positions = set()
     for value in values:
         partition, _, offset = value.rpartition(":")
         if not offset.isdigit() or not (partition.isdigit() or partition == ""):
-            _fail(ValueError(f"--offset {value!r}: give PARTITION:OFFSET or, for a DLQ of one partition, OFFSET"))
+            _fail(f"--offset {value!r}: give PARTITION:OFFSET or, for a DLQ of one partition, OFFSET")
         if partition == "" and partitions > 1:
-            _fail(ValueError(f"--offset {value}: the DLQ has {partitions} partitions; give PARTITION:OFFSET"))
+            _fail(f"--offset {value}: the DLQ has {partitions} partitions; give PARTITION:OFFSET")
         positions.add((int(partition or 0), int(offset)))
     return positions
 
@@ -260,11 +333,11 @@ def dlq_show(
     limit: int = typer.Option(50, help="show at most the newest LIMIT"),
 ) -> None:
     """List the dead letters (oldest first): all of the DLQ up to its end when the command starts."""
-    from imagery.dlq import select
+    from imagery.dlq import read_letters, select
     from schemas import topics
 
     dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
-    read = _dlq_read(servers, dlq_topic, group_id)
+    read = read_letters(servers, dlq_topic, group_id=group_id)
     entries = select(read.entries, teams=team or (), stages=[s.value for s in stage or ()])
     table = Table(
         title=f"{dlq_topic}: {len(entries)} dead letters"
@@ -312,18 +385,16 @@ def dlq_replay(
     """Re-publish the original bytes, key and headers of the chosen dead letters, once: what was replayed is
     recorded (dlq.inference.http.replayed) and skipped next time unless --again. Choose with --team, --stage,
     --offset, or --all for the whole DLQ."""
-    from imagery.dlq import OriginalGone, plan, replay, replayed, select
+    from imagery.dlq import plan, read_letters, replay, replayed, select
     from schemas import topics
 
     if not (team or stage or offsets or replay_all or dry_run):  # a dry run replays nothing: it may list them all
         _fail(
-            ValueError(
-                "say what to replay: --team, --stage or --offset, or --all for the whole DLQ "
-                "(--dry-run lists what would go)"
-            )
+            "say what to replay: --team, --stage or --offset, or --all for the whole DLQ (--dry-run lists what "
+            "would go)"
         )
     dlq_topic, servers = topic or topics.DLQ_TOPIC, _bootstrap(bootstrap)
-    read = _dlq_read(servers, dlq_topic, group_id)
+    read = read_letters(servers, dlq_topic, group_id=group_id)
     entries = select(
         read.entries,
         teams=team or (),
@@ -349,10 +420,7 @@ def dlq_replay(
     if dry_run:
         console.print(table)
         return
-    try:
-        count = replay(servers, chosen.go, to, dlq_topic)
-    except OriginalGone as exc:
-        _fail(exc)
+    count = replay(servers, chosen.go, to, dlq_topic)
     console.print(table)
     console.print(f"replayed {count} dead letters")
     if group_id:
@@ -367,7 +435,7 @@ def _offsets_option(values: list[str] | None, flag: str) -> dict[int, int] | Non
     for value in values:
         partition, _, offset = value.partition(":")
         if not (partition.isdigit() and offset.isdigit()):
-            _fail(ValueError(f"{flag} {value!r}: give PARTITION:OFFSET"))
+            _fail(f"{flag} {value!r}: give PARTITION:OFFSET")
         offsets[int(partition)] = int(offset)
     return offsets
 
@@ -404,31 +472,27 @@ def audit(
     import json
     import sys
 
-    from imagery.audit import AuditError, describe, repair
     from imagery.audit import audit as run_audit
+    from imagery.audit import describe, repair
     from schemas import topics
 
     def progress(topic: str, done: int, total: int) -> None:
         print(f"audit: {topic}: {done:,} of {total:,} records read", file=sys.stderr, flush=True)
 
     servers = _bootstrap(bootstrap)
-    try:
-        report = run_audit(
-            servers,
-            team,
-            input_topic=input_topic,
-            output_topic=output_topic,
-            dlq_topic=dlq_topic or topics.DLQ_TOPIC,
-            group_id=group_id,
-            start=_offsets_option(start, "--from"),
-            end=_offsets_option(end, "--to"),
-            progress=progress,
-        )
-        if repair_missing:
-            repair(servers, report)
-    except (AuditError, kafka_io.ReadStalled) as exc:
-        _fail(exc)
-        raise  # (_fail exits)
+    report = run_audit(
+        servers,
+        team,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        dlq_topic=dlq_topic or topics.DLQ_TOPIC,
+        group_id=group_id,
+        start=_offsets_option(start, "--from"),
+        end=_offsets_option(end, "--to"),
+        progress=progress,
+    )
+    if repair_missing:
+        repair(servers, report)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -499,7 +563,7 @@ def infer(
             if not isinstance(json.loads(extra), dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            _fail(ValueError(f"--extra must be a JSON object: {exc}"))
+            _fail(f"--extra must be a JSON object: {exc}")
         fields["extra"] = extra
     base = url.rstrip("/")
     headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -507,11 +571,7 @@ def infer(
         with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
             served = client.get(HEALTHZ_ROUTE).json().get("team")
             if served != team.strip().lower():
-                _fail(
-                    ValueError(
-                        f"the service at {base} serves team {served!r}, not {team!r}: point --url at {team}'s service"
-                    )
-                )
+                _fail(f"the service at {base} serves team {served!r}, not {team!r}: point --url at {team}'s service")
             data, deadline = file.read_bytes(), time.monotonic() + timeout_s
             while True:  # a service still warming up says so (503 not_ready): wait for it, within --timeout-s
                 answer = client.post(
@@ -525,20 +585,17 @@ def infer(
                 time.sleep(retry_s)
     except httpx.TransportError as exc:
         _fail(
-            ConnectionError(
-                f"no inference service answers at {base} ({exc}); start one with "
-                f"`TEAM={team} imagery serve` or give --url"
-            )
+            f"no inference service answers at {base} ({exc}); start one with `TEAM={team} imagery serve` or give --url"
         )
     except ValueError as exc:  # /healthz answered something that is not the service's JSON
-        _fail(ValueError(f"{base}{HEALTHZ_ROUTE} is not the inference service's ({exc})"))
+        _fail(f"{base}{HEALTHZ_ROUTE} is not the inference service's ({exc})")
     try:
         body = answer.json()
     except ValueError:
         body = {"error": {"type": "not_json", "message": answer.text[:500]}}
     if answer.status_code != 200:
         error = body.get("error") or {}
-        _fail(RuntimeError(f"{answer.status_code} {error.get('type')}: {error.get('message')}"))
+        _fail(f"{answer.status_code} {error.get('type')}: {error.get('message')}")
     typer.echo(json.dumps(body, indent=2))  # plain JSON, for jq as much as for eyes
 
 
@@ -558,10 +615,7 @@ def kafka_user(
     --kafka-config (a super user, or one allowed to alter users)."""
     from imagery import kafka_access
 
-    try:
-        kafka_access.ensure_scram_user(_bootstrap(bootstrap), name, password_file.read_text().strip())
-    except kafka_access.AccessError as exc:
-        _fail(exc)
+    kafka_access.ensure_scram_user(_bootstrap(bootstrap), name, password_file.read_text().strip())
     console.print(f"SCRAM-SHA-512 credential of User:{name} set")
 
 
@@ -584,10 +638,7 @@ def new_team(
     from imagery.teams import Team
 
     files = compose_files.ComposeFiles.in_repo() if compose else None
-    try:
-        path = scaffold.new_team(team, compose_files=files)
-    except scaffold.ScaffoldError as exc:
-        _fail(exc)
+    path = scaffold.new_team(team, compose_files=files)
     console.print(f"wrote {path}" + (" and added the team to deploy/teams.yaml and compose.yaml" if compose else ""))
     spec = Team(team=team, weights=scaffold.weights_file(team), partitions=partitions)
     if _kafka_config_file is not None:
@@ -602,7 +653,7 @@ def new_team(
             else ""
         )
         + f"; on Kubernetes: `imagery k8s values {team} | helm install {release_name(spec)} "
-        'deploy/helm/imagery-team -f cluster.yaml -f -` (README, "Kubernetes")'
+        "deploy/helm/imagery-team -f cluster.yaml -f -` (docs/kubernetes.md)"
     )
 
 
@@ -639,13 +690,8 @@ def compose_secrets_command(
     CA and certificates, passwords, tokens and client files (imagery/compose_secrets.py says which, and their
     modes). Made once and kept: run it again after `imagery new-team` for the new team's."""
     from imagery import compose, compose_secrets
-    from imagery.local.certs import CertificateError
 
-    try:
-        made = compose_secrets.make(folder, compose.load_teams(compose.ComposeFiles.in_repo().teams), hosts or ())
-    except (CertificateError, compose_secrets.SecretsError, OSError) as exc:
-        _fail(exc)
-        raise  # (_fail exits)
+    made = compose_secrets.make(folder, compose.load_teams(compose.ComposeFiles.in_repo().teams), hosts or ())
     console.print(f"{folder}: made {', '.join(made.made) or 'nothing (all there)'}; kept {len(made.kept)}")
     console.print(
         "next: docker compose -f compose.yaml -f compose.secure.yaml up -d --build; the host's tooling: "
@@ -655,7 +701,7 @@ def compose_secrets_command(
 
 
 k8s_app = typer.Typer(
-    help='Kubernetes: each team\'s objects from deploy/helm/ and deploy/teams.yaml (README, "Kubernetes").',
+    help="Kubernetes: each team's objects from deploy/helm/ and deploy/teams.yaml (docs/kubernetes.md).",
     no_args_is_help=True,
 )
 app.add_typer(k8s_app, name="k8s")
@@ -675,11 +721,7 @@ K8S_SECURED = typer.Option(False, "--secured", help="point each team at its Secr
 def _k8s_teams(names: list[str] | None) -> list[Team]:
     from imagery.teams import load_teams, team_named
 
-    try:
-        return [team_named(name) for name in names] if names else load_teams()
-    except LookupError as exc:
-        _fail(exc)
-        raise
+    return [team_named(name) for name in names] if names else load_teams()
 
 
 @k8s_app.command("render")
@@ -696,11 +738,7 @@ def k8s_render(
     from imagery.k8s import render, validate
 
     chosen = _k8s_teams(teams)
-    try:
-        text = render.render(chosen, namespace, values or [], platform=platform, secured=secured)
-    except render.RenderError as exc:
-        _fail(exc)
-        raise
+    text = render.render(chosen, namespace, values or [], platform=platform, secured=secured)
     if check:
         _report_problems(validate.problems(render.documents(text), chosen))
     print(text, end="")
@@ -739,11 +777,7 @@ def k8s_check(
     from imagery.k8s import render, validate
 
     chosen = _k8s_teams(teams)
-    try:
-        text = file.read_text() if file else render.render(chosen, namespace, values or [], secured=secured)
-    except render.RenderError as exc:
-        _fail(exc)
-        raise
+    text = file.read_text() if file else render.render(chosen, namespace, values or [], secured=secured)
     objects = render.documents(text)
     _report_problems(validate.problems(objects, chosen))
     console.print(f"[green]✓[/green] {len(objects)} objects of {len(chosen)} team(s) pass")
@@ -791,10 +825,7 @@ def k8s_secrets(
     from imagery.k8s import secrets
 
     chosen = _k8s_teams(teams)
-    try:
-        secrets.write_team_secrets(out, chosen, credentials_dir, namespace)
-    except (secrets.SecretFilesError, OSError) as exc:
-        _fail(exc)
+    secrets.write_team_secrets(out, chosen, credentials_dir, namespace)
     names = [name for t in chosen for name in (secrets.kafka_secret_name(t), secrets.minio_secret_name(t))]
     console.print(f"wrote {out}: {', '.join(names)}; next: kubectl apply -f {out}, then delete it", soft_wrap=True)
 
@@ -820,13 +851,9 @@ def provision(
     --kafka-config FILE provision ...`, FILE the operator's), also each team's principal, its ACLs and its client
     file, and its own MinIO user that reads its buckets alone. MinIO's root key: MINIO_ACCESS_KEY, and
     MINIO_SECRET_KEY_FILE (or MINIO_SECRET_KEY). Idempotent: compose's `init` runs it."""
-    from imagery.teams import Team, TeamSpecError
+    from imagery.teams import Team
 
-    try:
-        specs = [Team.from_spec(text) for text in teams]
-    except TeamSpecError as exc:
-        _fail(exc)
-        raise  # (_fail exits)
+    specs = [Team.from_spec(text) for text in teams]
     _provision_teams(specs, bootstrap, minio, minio_secure, minio_ca_file, weights_dir, credentials_dir, events_user)
 
 
@@ -841,68 +868,61 @@ def _provision_teams(
     events_user: str | None = None,
 ) -> None:
     """What `provision` makes for SPECS (on a secured Kafka, each team's principal, ACLs and MinIO user too)."""
-    from rich.markup import escape
-
     from imagery import kafka_access, storage_access
     from imagery import provision as provisioning
     from schemas import topics
     from streaming.dispatch.kafka_properties import read_properties
 
-    try:
-        local = StackSettings()
-        endpoint, access_key = minio or local.minio_endpoint, os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key)
-        secret_file = os.environ.get("MINIO_SECRET_KEY_FILE")
-        secret_key = (
-            Path(secret_file).read_text().strip()
-            if secret_file
-            else os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key)
-        )
-        client = storage_access.minio_client(
-            endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file
-        )
-        kafka = _bootstrap(bootstrap)
-        if weights_dir is not None:
-            provisioning.check_weights(weights_dir, specs)  # every team's, before anything is made
-        for spec in specs:
-            try:
-                provisioning.provision(kafka, client, weights_dir, [spec], log=console.print)
-            except provisioning.EventsTargetMissing as exc:  # the topics and the bucket are made: go on
-                console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}", soft_wrap=True)
-            if provisioning.secured(kafka):
-                assert _kafka_config_file is not None  # (a secured Connection comes from --kafka-config)
-                made = provisioning.ensure_team_principal(kafka, spec.team, _kafka_config_file, credentials_dir)
+    local = StackSettings()
+    endpoint, access_key = minio or local.minio_endpoint, os.environ.get("MINIO_ACCESS_KEY", local.minio_access_key)
+    secret_file = os.environ.get("MINIO_SECRET_KEY_FILE")
+    secret_key = (
+        Path(secret_file).read_text().strip()
+        if secret_file
+        else os.environ.get("MINIO_SECRET_KEY", local.minio_secret_key)
+    )
+    client = storage_access.minio_client(endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file)
+    kafka = _bootstrap(bootstrap)
+    if weights_dir is not None:
+        provisioning.check_weights(weights_dir, specs)  # every team's, before anything is made
+    for spec in specs:
+        try:
+            provisioning.provision(kafka, client, weights_dir, [spec], log=console.print)
+        except provisioning.EventsTargetMissing as exc:  # the topics and the bucket are made: go on
+            console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}", soft_wrap=True)
+        if provisioning.secured(kafka):
+            assert _kafka_config_file is not None  # (a secured Connection comes from --kafka-config)
+            made = provisioning.ensure_team_principal(kafka, spec.team, _kafka_config_file, credentials_dir)
+            console.print(
+                f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
+                f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
+                f"--kafka-config) is {escape(str(made))}",
+                soft_wrap=True,
+            )
+            if events_user:
+                kafka_access.create_acls(kafka, kafka_access.topic_writer_acls(events_user, [spec.input_topic]))
                 console.print(
-                    f"team {spec.team}: principal User:{topics.team_principal(spec.team)} and its ACLs "
-                    f"exist; its Kafka client file (a secret: hand it to the team's dispatcher as "
-                    f"--kafka-config) is {escape(str(made))}",
+                    f"team {spec.team}: User:{escape(events_user)} (MinIO's bucket events) may write "
+                    f"to {spec.input_topic}",
                     soft_wrap=True,
                 )
-                if events_user:
-                    kafka_access.create_acls(kafka, kafka_access.topic_writer_acls(events_user, [spec.input_topic]))
-                    console.print(
-                        f"team {spec.team}: User:{escape(events_user)} (MinIO's bucket events) may write "
-                        f"to {spec.input_topic}",
-                        soft_wrap=True,
-                    )
-                admin = storage_access.minio_admin(
-                    endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file
-                )
-                reader, secret = provisioning.ensure_team_storage_reader(admin, spec.team, credentials_dir)
+            admin = storage_access.minio_admin(
+                endpoint, access_key, secret_key, secure=minio_secure, ca_file=minio_ca_file
+            )
+            reader, secret = provisioning.ensure_team_storage_reader(admin, spec.team, credentials_dir)
+            console.print(
+                f"team {spec.team}: MinIO user {reader} reads its buckets alone; its secret key (give "
+                f"it to the team's service as MINIO_SECRET_KEY_FILE) is in {escape(str(secret))}",
+                soft_wrap=True,
+            )
+            if "sasl.jaas.config" not in read_properties(_kafka_config_file):
+                keystore = read_properties(made)["ssl.keystore.location"]
                 console.print(
-                    f"team {spec.team}: MinIO user {reader} reads its buckets alone; its secret key (give "
-                    f"it to the team's service as MINIO_SECRET_KEY_FILE) is in {escape(str(secret))}",
+                    f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
+                    f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
+                    f"{escape(keystore)}",
                     soft_wrap=True,
                 )
-                if "sasl.jaas.config" not in read_properties(_kafka_config_file):
-                    keystore = read_properties(made)["ssl.keystore.location"]
-                    console.print(
-                        f"team {spec.team}: mTLS: put its key and certificate (PEM, CN="
-                        f"{topics.team_principal(spec.team)}, issued by a CA the brokers trust) in "
-                        f"{escape(keystore)}",
-                        soft_wrap=True,
-                    )
-    except (provisioning.ProvisionError, kafka_access.AccessError, storage_access.StorageAccessError) as exc:
-        _fail(exc)
 
 
 # ---------------------------------------------------------------------------- monitoring: health, prometheus
@@ -913,7 +933,7 @@ def _per_team(values: list[str] | None, what: str) -> dict[str, str]:
     for text in values or []:
         team, sep, value = text.partition("=")
         if not sep or not team or not value:
-            _fail(ValueError(f"{what} takes TEAM=VALUE, not {text!r}"))
+            _fail(f"{what} takes TEAM=VALUE, not {text!r}")
         out[team] = value
     return out
 
@@ -930,12 +950,16 @@ def health(
     groups: list[str] = typer.Option(None, "--group", help="TEAM=GROUP when not http-dispatcher-<team>"),
     jobs: list[str] = typer.Option(None, "--job", help="TEAM=JOB NAME when not http-dispatcher-<team>"),
     bootstrap: str | None = BOOTSTRAP,
-    flink_url: str | None = typer.Option(None, help="Flink REST URL [default: the local stack's]"),
+    flink_url: str | None = typer.Option(
+        None,
+        help="Flink REST URL [default: the local stack's]; jobs on "
+        "local MiniClusters (`imagery dispatch`) are found without it",
+    ),
     max_lag: int = typer.Option(10_000, help="lag (records) above which a team's lag is a warning"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
 ) -> None:
-    """One table of every part: Kafka, MinIO, Flink, and per team its job, /healthz, /readyz and consumer lag.
-    Exit status 1 when any part is down."""
+    """One table of every part: Kafka, MinIO, Flink, and per team its job (on the cluster, or on a local MiniCluster
+    of `imagery dispatch`), /healthz, /readyz and consumer lag. Exit status 1 when any part is down."""
     import json
 
     from imagery import health as h
@@ -948,7 +972,7 @@ def health(
     )
     names = list(dict.fromkeys([*(teams or []), *service_urls]))
     team_list = [
-        h.Team(n, service_urls.get(n), topic_of.get(n, ""), group_of.get(n, ""), job_of.get(n, "")) for n in names
+        h.TeamParts(n, service_urls.get(n), topic_of.get(n, ""), group_of.get(n, ""), job_of.get(n, "")) for n in names
     ] or None
     report = h.check_all(
         StackSettings(), team_list, bootstrap=_bootstrap(bootstrap), flink_url=flink_url, max_lag=max_lag
@@ -980,10 +1004,7 @@ def prometheus(
     for team, url in _per_team(services, "--service").items():
         targets.setdefault(team, []).append(url.split("://")[-1].rstrip("/"))
     server = prom.PrometheusServer(targets, port=port, interval_s=interval_s)
-    try:
-        server.start()
-    except prom.PrometheusError as exc:
-        _fail(exc)
+    server.start()
     console.print(f"Prometheus on {server.url} (alerts: {server.url}/alerts, config {server.storage}/prometheus.yml)")
     import signal
     import sys
@@ -999,42 +1020,10 @@ def prometheus(
 
 
 def main() -> None:
-    """`imagery`: the app, with the tooling's known errors (MinIO's, Kafka's, a properties file's, a failed step's)
-    ending it with one line, `error: <message>`, and status 1. The command runs without typer's wrapper, which
-    marks an escaping exception for its pretty traceback and itself fails on a frozen one (MinIO's S3Error)."""
-    import sys
-
-    from confluent_kafka import KafkaError, KafkaException
-    from minio.error import MinioException, S3Error
-    from rich.markup import escape
-    from urllib3.exceptions import HTTPError
-
-    try:
-        typer.main.get_command(app)()
-    except S3Error as exc:
-        message = f"MinIO refused a call on {exc.resource or '/'} ({exc.code}): {exc.message}"
-    except HTTPError as exc:  # MinIO's client (urllib3) could not reach it, or not as it expected (http or https)
-        message = f"MinIO did not answer: {getattr(exc, 'reason', None) or exc}"
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        message = f"Kafka: {error.str() if isinstance(error, KafkaError) else exc}"
-        if isinstance(error, KafkaError) and error.code() == KafkaError._TRANSPORT and _kafka_config_file is None:
-            # what a plaintext client sees of a secured broker: it closes the connection before answering anything
-            message += (
-                "; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
-                "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG"
-            )
-    except (MinioException, kafka_config.KafkaConfigError, RuntimeError) as exc:
-        message = str(exc)
-    except TimeoutError as exc:  # a Kafka admin call's future, bare
-        message = str(exc) or (
-            "no answer in time: check that Kafka and MinIO run where the command looks for them "
-            "(--bootstrap, --minio; `imagery status` for the local stack)"
-        )
-    else:
-        return
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    sys.exit(1)
+    """`imagery`: the app, each command ending on a known error with one line, `error: <message>`, and status 1
+    (`_Commands.invoke`). The command runs without typer's wrapper, which marks an escaping exception (a bug's) for
+    its pretty traceback and itself fails on a frozen one (MinIO's S3Error)."""
+    typer.main.get_command(app)()
 
 
 if __name__ == "__main__":

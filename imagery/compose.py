@@ -16,6 +16,7 @@ import jinja2
 import yaml
 
 from imagery import compose_secrets
+from imagery.errors import ToolError
 from imagery.local import prometheus, security
 from imagery.local.versions import FLINK_VERSION, KAFKA_VERSION
 from imagery.repo import DEPLOY_DIR, REPO_ROOT
@@ -28,6 +29,10 @@ FIRST_HTTP_PORT = 28001
 MINIO_SECRET_KEY_FILE = "/etc/imagery/minio-secret-key"
 # every Flink container of the stack runs one reporter, so it always gets the range's first port
 FLINK_REPORTER_PORT = prometheus.port_range()[0]
+
+
+class ComposeError(ToolError, ValueError):
+    """The teams file cannot make the compose files as asked (a team without its http_port, a team added twice)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,9 @@ def secure_broker_properties() -> dict[str, str]:
         "inter.broker.listener.name": "ADMIN",
         "sasl.enabled.mechanisms": security.SCRAM_MECHANISM,
         **{
-            f"listener.name.{name.lower()}.{security.SCRAM_MECHANISM.lower()}.sasl.jaas.config": f"{security.SCRAM_LOGIN_MODULE} required;"
+            f"listener.name.{name.lower()}.{security.SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                f"{security.SCRAM_LOGIN_MODULE} required;"
+            )
             for name in sasl
         },
         "ssl.keystore.type": "PEM",
@@ -148,7 +155,7 @@ def render(teams: list[Team], template_dir: Path = DEPLOY_DIR) -> dict[str, str]
 
     unpublished = [t.team for t in teams if t.http_port is None]
     if unpublished:
-        raise ValueError(f"teams without an http_port (where compose publishes their service): {unpublished}")
+        raise ComposeError(f"teams without an http_port (where compose publishes their service): {unpublished}")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
@@ -196,7 +203,7 @@ def add_team(files: ComposeFiles, team: str, weights: str) -> Team:
     text = files.teams.read_text()
     teams = parse_teams(text)
     if any(t.team == team for t in teams):
-        raise ValueError(f"{files.teams} already has team {team}")
+        raise ComposeError(f"{files.teams} already has team {team}")
     entry = Team(
         team=team,
         weights=weights,

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from imagery.errors import ToolError
 from imagery.kafka_config import write_secret
 from imagery.local import security
 from imagery.local.certs import Authority, CertFiles
@@ -143,7 +144,7 @@ class Made:
     kept: list[str] = field(default_factory=list)
 
 
-class SecretsError(RuntimeError):
+class SecretsError(ToolError):
     """The folder cannot hold the secrets as they must be; the message says why."""
 
 

@@ -17,6 +17,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from imagery import kafka_io
+from imagery.errors import ToolError
 from schemas import DeadLetter, topics
 from schemas.dead_letter import Stage
 
@@ -42,7 +43,7 @@ def replay_count(headers: dict[str, bytes]) -> int:
     return int(value) if value.isdigit() else 0
 
 
-class OriginalGone(LookupError):
+class OriginalGone(ToolError, LookupError):
     """A dead letter kept only part of its record, and the input topic no longer holds the whole of it."""
 
 

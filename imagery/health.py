@@ -1,13 +1,14 @@
 """`imagery health`: every part of the pipeline in one table, and whether any of it is down.
 
 Parts: Kafka (the broker answers metadata), MinIO (its liveness route), Flink (the REST API, TaskManagers and
-slots), and per team: its dispatcher job's state on Flink, its service's `/healthz` and `/readyz`, and its consumer
-lag (the group's committed offsets on the input topic against the topic's end offsets).
+slots; or, where no cluster answers, the jobs on local MiniClusters), and per team: its dispatcher job's state (on
+the cluster, or its local MiniCluster's process: imagery/local/local_jobs.py), its service's `/healthz` and
+`/readyz`, and its consumer lag (the group's committed offsets on the input topic against the topic's end offsets).
 
 Statuses: `ok`; `warn` (works, but look: lag over the limit, a job still starting, offsets not committed yet);
 `down` (broken: the exit status is 1); `unknown` (not checked: no service URL given, or Flink itself is down).
-A team's names (input topic, consumer group, job name) follow the dispatcher's own defaults (DispatcherConfig),
-each overridable per team.
+A team's names (input topic, consumer group, job name) are its defaults (imagery.teams.TeamNames, as the
+dispatcher's own), each overridable per team.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from imagery.local.local_jobs import LocalJob, local_jobs
 from imagery.local.settings import StackSettings
+from imagery.teams import TeamNames
 from schemas import HEALTHZ_ROUTE, READYZ_ROUTE, topics
-from streaming.dispatch.config import parse_args
 
 if TYPE_CHECKING:
     from imagery import kafka_io
@@ -41,7 +43,10 @@ class Check:
 
 
 @dataclass
-class Team:
+class TeamParts:
+    """Where `imagery health` finds one team's parts: its dispatcher job (by name), its service (by URL: none, not
+    checked) and its input topic and consumer group (for the lag); a name not given is the team's default."""
+
     name: str
     service_url: str | None = None
     input_topic: str = ""
@@ -49,10 +54,10 @@ class Team:
     job_name: str = ""
 
     def __post_init__(self) -> None:
-        defaults = parse_args(["--team", self.name], env={})  # the dispatcher's own names, defined there once
+        defaults = TeamNames(team=self.name)
         self.input_topic = self.input_topic or defaults.input_topic
         self.group_id = self.group_id or defaults.group_id
-        self.job_name = self.job_name or defaults.name
+        self.job_name = self.job_name or defaults.job_name
         self.service_url = self.service_url.rstrip("/") if self.service_url else None
 
 
@@ -104,12 +109,24 @@ def check_minio(endpoint: str, secure: bool = False) -> Check:
     return _guard("minio", "", probe)
 
 
-def flink_jobs(rest_url: str) -> tuple[Check, list[dict] | None]:
+def flink_jobs(rest_url: str, local: list[LocalJob] | None = None) -> tuple[Check, list[dict] | None]:
+    """The cluster at REST_URL and its jobs (None when it does not answer). With no cluster, jobs on LOCAL
+    MiniClusters are Flink up (`imagery dispatch` runs one per job, a cluster is not needed)."""
     try:
         overview = httpx.get(f"{rest_url}/overview", timeout=TIMEOUT_S).raise_for_status().json()
         jobs = httpx.get(f"{rest_url}/jobs/overview", timeout=TIMEOUT_S).raise_for_status().json()["jobs"]
     except Exception as exc:
-        return Check("flink", "", DOWN, f"{rest_url}: {type(exc).__name__}: {str(exc)[:200]}"), None
+        reason = f"{rest_url}: {type(exc).__name__}: {str(exc)[:200]}"
+        if local:
+            names = ", ".join(f"{job.name} (pid {job.pid})" for job in local)
+            return Check(
+                "flink",
+                "",
+                OK,
+                f"{len(local)} job(s) on local MiniClusters: {names}; no cluster ({reason})",
+                {"local_jobs": len(local)},
+            ), None
+        return Check("flink", "", DOWN, reason), None
     tms, slots = overview.get("taskmanagers", 0), overview.get("slots-total", 0)
     detail = (
         f"{rest_url}: Flink {overview.get('flink-version', '?')}, {tms} TaskManager(s), "
@@ -127,19 +144,43 @@ def flink_jobs(rest_url: str) -> tuple[Check, list[dict] | None]:
 # ---------------------------------------------------------------------------- per team
 
 
-def check_job(team: Team, jobs: list[dict] | None) -> Check:
-    if jobs is None:
+def check_job(team: TeamParts, jobs: list[dict] | None, local: list[LocalJob] | None = None) -> Check:
+    """The team's job on the cluster (JOBS: its overview, None when it does not answer) or on a LOCAL MiniCluster."""
+    on_local = [job for job in local or [] if job.name == team.job_name]
+    if jobs is None and not on_local:
+        if local:  # Flink is up as local MiniClusters, and this job is not one of them
+            return Check(
+                "job",
+                team.name,
+                DOWN,
+                f"{team.job_name}: no local MiniCluster runs it (no process of "
+                "the job file with that --job-name), and no cluster answers",
+                {"job_name": team.job_name},
+            )
         return Check("job", team.name, UNKNOWN, f"{team.job_name}: Flink does not answer")
-    mine = sorted((j for j in jobs if j.get("name") == team.job_name), key=lambda j: j.get("start-time", 0))
+    mine = sorted((j for j in jobs or [] if j.get("name") == team.job_name), key=lambda j: j.get("start-time", 0))
     running = [j for j in mine if j.get("state") == "RUNNING"]
-    data = {"job_name": team.job_name, "jobs": [{"id": j["jid"], "state": j["state"]} for j in mine]}
-    if len(running) > 1:
+    data = {
+        "job_name": team.job_name,
+        "jobs": [{"id": j["jid"], "state": j["state"]} for j in mine],
+        "local": [{"pid": job.pid, "up_s": round(job.up_s)} for job in on_local],
+    }
+    if len(running) + len(on_local) > 1:
         return Check(
             "job",
             team.name,
             DOWN,
-            f"{team.job_name}: {len(running)} jobs RUNNING at once (doubled: "
-            f"results are written twice; cancel all but one)",
+            f"{team.job_name}: {len(running) + len(on_local)} jobs RUNNING at once "
+            f"({len(on_local)} on local MiniClusters; doubled: results are written twice; stop all but one)",
+            data,
+        )
+    if on_local:
+        return Check(
+            "job",
+            team.name,
+            OK,
+            f"{team.job_name}: running on a local MiniCluster for "
+            f"{_duration(on_local[0].up_s)} (pid {on_local[0].pid})",
             data,
         )
     if running:
@@ -156,7 +197,7 @@ def check_job(team: Team, jobs: list[dict] | None) -> Check:
     )
 
 
-def check_healthz(team: Team) -> Check:
+def check_healthz(team: TeamParts) -> Check:
     if not team.service_url:
         return Check("healthz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
 
@@ -170,7 +211,7 @@ def check_healthz(team: Team) -> Check:
     return _guard("healthz", team.name, probe)
 
 
-def check_readyz(team: Team) -> Check:
+def check_readyz(team: TeamParts) -> Check:
     if not team.service_url:
         return Check("readyz", team.name, UNKNOWN, "no service URL (--service TEAM=URL)")
 
@@ -201,7 +242,7 @@ def consumer_lag(bootstrap: kafka_io.Target, topic: str, group_id: str) -> dict[
         return out
 
 
-def check_lag(bootstrap: kafka_io.Target, team: Team, topic_names: set[str], max_lag: int) -> Check:
+def check_lag(bootstrap: kafka_io.Target, team: TeamParts, topic_names: set[str], max_lag: int) -> Check:
     if team.input_topic not in topic_names:
         return Check("lag", team.name, UNKNOWN, f"{team.input_topic}: no such topic")
 
@@ -241,19 +282,22 @@ def discover_teams(topic_names: Iterable[str]) -> list[str]:
 
 def check_all(
     settings: StackSettings,
-    teams: list[Team] | None = None,
+    teams: list[TeamParts] | None = None,
     bootstrap: kafka_io.Target | None = None,
     flink_url: str | None = None,
     max_lag: int = DEFAULT_MAX_LAG,
+    local: list[LocalJob] | None = None,
 ) -> Report:
-    """`teams` None: every team with an input topic (imagery.new.<team>) on the broker."""
+    """`teams` None: every team with an input topic (imagery.new.<team>) on the broker; `local` None: the jobs that
+    run on local MiniClusters now (local_jobs())."""
     bootstrap = bootstrap or settings.bootstrap
     kafka, topic_names = check_kafka(bootstrap)
-    flink, jobs = flink_jobs(flink_url or settings.flink_rest_url)
+    local = local_jobs() if local is None else local
+    flink, jobs = flink_jobs(flink_url or settings.flink_rest_url, local)
     checks = [kafka, check_minio(settings.minio_endpoint), flink]
-    for team in teams if teams is not None else [Team(name) for name in discover_teams(topic_names)]:
+    for team in teams if teams is not None else [TeamParts(name) for name in discover_teams(topic_names)]:
         checks += [
-            check_job(team, jobs),
+            check_job(team, jobs, local),
             check_healthz(team),
             check_readyz(team),
             check_lag(bootstrap, team, topic_names, max_lag)

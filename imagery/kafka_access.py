@@ -33,13 +33,14 @@ from confluent_kafka.admin import (
 )
 
 from imagery import kafka_io
+from imagery.errors import ToolError
 from schemas import topics
 
 SCRAM_ITERATIONS = 8192
 _TEAM_NAME = re.compile(r"[a-z0-9_]+")
 
 
-class AccessError(RuntimeError):
+class AccessError(ToolError):
     """A user or an ACL could not be made; the message says which and why."""
 
 

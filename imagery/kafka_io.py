@@ -23,6 +23,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from imagery.errors import ToolError
 from schemas import limits
 
 # librdkafka settings by their own names ({"linger.ms": 5}; some have underscores, like "log_level")
@@ -123,7 +124,7 @@ def create_topics(bootstrap: Target, names: Iterable[str], partitions: int = 1, 
             fut.result(timeout_s)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+                raise KafkaCallError(f"could not create topic {name}: {exc}") from exc
 
 
 def delete_topics(bootstrap: Target, names: Iterable[str], timeout_s: float = 30.0) -> None:
@@ -168,7 +169,7 @@ def produce(
         count += 1
     remaining = client.flush(timeout_s)
     if remaining or errors:
-        raise RuntimeError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:3]}")
+        raise KafkaCallError(f"produce to {topic}: {remaining} unacknowledged, errors: {errors[:3]}")
     return count
 
 
@@ -260,7 +261,7 @@ def iter_topic(
             if (error := msg.error()) is not None:
                 if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     continue
-                raise RuntimeError(f"reading {topic}: {error}")
+                raise KafkaCallError(f"reading {topic}: {error}")
             last = time.monotonic()
             n += 1
             yield _to_record(msg)
@@ -295,11 +296,16 @@ def end_offsets(bootstrap: Target, topic: str, timeout_s: float = 10.0) -> dict[
         return {}
 
 
-class NoSuchTopic(LookupError):
+class KafkaCallError(ToolError, RuntimeError):
+    """A Kafka call of the tooling failed: a topic not created, records not acknowledged, a read refused (not
+    authorized, say); the message names the topic and Kafka's own error."""
+
+
+class NoSuchTopic(ToolError, LookupError):
     """The topic a read was asked for does not exist."""
 
 
-class ReadStalled(TimeoutError):
+class ReadStalled(ToolError, TimeoutError):
     """A bounded read got nothing for too long while some partitions were still short of their end offsets."""
 
 
@@ -451,7 +457,7 @@ def iter_range(
             last_progress = time.monotonic()
             error = msg.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(f"reading {topic}: {error.str()}")  # e.g. not authorized: it has no partition
+                raise KafkaCallError(f"reading {topic}: {error.str()}")  # e.g. not authorized: it has no partition
             # an assigned consumer's messages and partition-EOF events always carry both
             partition, offset = msg.partition(), msg.offset()
             assert partition is not None and offset is not None
@@ -466,6 +472,27 @@ def iter_range(
             yield _to_record(msg)
             if offset >= ends[partition] - 1:
                 finish(partition)
+
+
+def follow(
+    bootstrap: Target, starts: Mapping[str, Mapping[int, int]], *, read_committed: bool = True, poll_s: float = 0.5
+) -> Iterator[Record]:
+    """The records of each topic of `starts` (topic -> partition -> the offset to start at), as they land; endless:
+    the caller stops iterating (or Ctrl-C stops it, within `poll_s`). Assigned, not subscribed: no group takes part
+    and nothing is committed."""
+    with consumer(bootstrap, read_committed=read_committed) as reader:
+        reader.assign(
+            [TopicPartition(topic, p, offset) for topic, offsets in starts.items() for p, offset in offsets.items()]
+        )
+        while True:
+            msg = reader.poll(poll_s)
+            if msg is None:
+                continue
+            if (error := msg.error()) is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaCallError(f"reading {msg.topic()}: {error.str()}")
+            yield _to_record(msg)
 
 
 def commit_offsets(

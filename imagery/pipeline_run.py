@@ -6,6 +6,7 @@ Used by `imagery demo`, by the end-to-end tests and by bench/pipeline.py, so all
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagery import kafka_io
+from imagery.errors import ToolError
 from imagery.local.job_scratch import JobScratch
 from imagery.process import Process, Stopped, group_members, spawn
 from imagery.repo import REPO_ROOT
@@ -23,20 +25,33 @@ from schemas import DeadLetter
 from streaming.flink.jobs import JOB_FILE
 
 
-def _with_connector_jars(args: list[str]) -> list[str]:
-    """ARGS with the connector jars this machine cached, unless ARGS name their own (`--connector-jars ""` for a
-    cluster whose lib/ has them: the job itself never looks for them)."""
-    if any(a == "--connector-jars" or a.startswith("--connector-jars=") for a in args):
-        return args
+def _with_local_defaults(args: list[str]) -> list[str]:
+    """ARGS with what this machine supplies unless ARGS name their own: the connector jars it cached (`--connector-jars
+    ""` for a cluster whose lib/ has them: the job itself never looks for them) and the local stack's checkpoint
+    folder (the job has no default of its own)."""
     from imagery.local import install
     from imagery.local.settings import StackSettings
 
-    return ["--connector-jars", ",".join(str(p) for p in install.connector_jars(StackSettings())), *args]
+    def given(flag: str) -> bool:
+        return any(a == flag or a.startswith(f"{flag}=") for a in args)
+
+    settings = StackSettings()
+    jars = (
+        []
+        if given("--connector-jars")
+        else ["--connector-jars", ",".join(str(p) for p in install.connector_jars(settings))]
+    )
+    checkpoint_dir = (
+        []
+        if given("--checkpoint-dir") or os.environ.get("CHECKPOINT_DIR")
+        else ["--checkpoint-dir", str(settings.checkpoints_dir)]
+    )
+    return [*jars, *checkpoint_dir, *args]
 
 
 def local_job_command(args: list[str]) -> list[str]:
     """`python http_dispatcher.py ARGS` on a local MiniCluster."""
-    return [sys.executable, str(JOB_FILE), *_with_connector_jars(args)]
+    return [sys.executable, str(JOB_FILE), *_with_local_defaults(args)]
 
 
 def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], dict[str, str]]:
@@ -55,14 +70,18 @@ def cluster_job_command(args: list[str], jobmanager: str) -> tuple[list[str], di
         jobmanager,
         "--python",
         str(JOB_FILE),
-        *_with_connector_jars(args),
+        *_with_local_defaults(args),
     ]
     return argv, {**stack.flink_env(StackSettings()), "IMAGERY_DETACHED": "1"}
 
 
+class SubmissionFailed(ToolError):
+    """`flink run` did not submit the job (its output says why)."""
+
+
 def submit_to_cluster(args: list[str], jobmanager: str, timeout_s: float = 300) -> tuple[str, str]:
-    """`imagery dispatch --jobmanager JOBMANAGER ARGS` (`flink run --detached`, as the README has it): the submitted
-    job's id, and what the submission printed. Raises RuntimeError with that output when it fails."""
+    """`imagery dispatch --jobmanager JOBMANAGER ARGS` (`flink run --detached`, as docs/deploying.md has it): the
+    submitted job's id, and what the submission printed. Raises SubmissionFailed with that output when it fails."""
     done = subprocess.run(
         [sys.executable, "-m", "imagery.cli", "dispatch", "--jobmanager", jobmanager, *args],
         capture_output=True,
@@ -73,7 +92,7 @@ def submit_to_cluster(args: list[str], jobmanager: str, timeout_s: float = 300) 
     printed = done.stdout + done.stderr
     job = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
     if done.returncode != 0 or job is None:
-        raise RuntimeError(f"the submission failed (exit {done.returncode}):\n{printed[-6000:]}")
+        raise SubmissionFailed(f"the submission failed (exit {done.returncode}):\n{printed[-6000:]}")
     return job.group(1), printed
 
 

@@ -3,7 +3,8 @@ helpers): start one in its own process group with its output in a log file, wait
 group (SIGTERM, a grace period, then SIGKILL, reporting what had to be killed and what survived), keep a pid file
 for one that outlives the process that started it (the local stack's parts), and read CPU time from /proc.
 
-Standard library only: bench/gpu_service.py uses it on a bare GPU machine that has no tooling installed.
+Standard library only (imagery.errors is too): bench/gpu_service.py uses it on a bare GPU machine that has no
+tooling installed.
 
     service = spawn([sys.executable, "-m", "http.server", str(port)], log_path, name="a file server")
     service.wait_ready(http_200(f"http://127.0.0.1:{port}/"), timeout_s=30)
@@ -25,16 +26,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-Probe = Callable[[], object]
+from imagery.errors import ToolError
+
+StartupProbe = Callable[[], object]
 """Asks a starting process whether it answers: returns when it does, raises (saying what it saw) until then."""
 
 
-class ProcessError(RuntimeError):
+class ProcessError(ToolError):
     """A process exited while starting, or did not answer in time; the message carries its log's tail."""
 
 
-class NotReady(RuntimeError):
-    """A probe's answer while the process does not answer yet; the message says what the probe saw."""
+class NoAnswerYet(ToolError):
+    """A startup probe's answer while the process does not answer yet; the message says what the probe saw."""
 
 
 # ---------------------------------------------------------------------------- ports and probes
@@ -63,12 +66,12 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def listening(host: str, port: int) -> Probe:
+def listening(host: str, port: int) -> StartupProbe:
     """A probe: something accepts connections on HOST:PORT."""
 
     def probe() -> None:
         if not port_open(host, port):
-            raise NotReady(f"nothing listens on {host}:{port}")
+            raise NoAnswerYet(f"nothing listens on {host}:{port}")
 
     return probe
 
@@ -77,7 +80,7 @@ def listening(host: str, port: int) -> Probe:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> Probe:
+def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = None) -> StartupProbe:
     """A probe: a GET of URL answers 200 (an https URL verified with CONTEXT, default: the system's roots)."""
     opener = (
         _DIRECT
@@ -92,9 +95,9 @@ def http_200(url: str, timeout_s: float = 2.0, context: ssl.SSLContext | None = 
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read(300)
         except OSError as exc:  # refused, reset, timed out: not listening yet
-            raise NotReady(f"{url}: {exc}") from None
+            raise NoAnswerYet(f"{url}: {exc}") from None
         if status != 200:
-            raise NotReady(f"{url} {status}: {body.decode(errors='replace')}")
+            raise NoAnswerYet(f"{url} {status}: {body.decode(errors='replace')}")
 
     return probe
 
@@ -152,6 +155,38 @@ def process_tree_cpu(pid: int) -> list[tuple[str, float]]:
 def process_tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds of PID and its live descendants (a server's workers, a job's JVM and Python)."""
     return sum(cpu for _, cpu in process_tree_cpu(pid))
+
+
+def live_processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every live process this user may read (zombies, dead already, left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (stat := _stat(int(entry))) is None or stat[1][0] in "ZX":
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile, or is not ours to read
+            continue
+        found.append((int(entry), [arg.decode(errors="replace") for arg in argv[:-1]]))
+    return found
+
+
+def process_environment(pid: int) -> dict[str, str]:
+    """PID's environment as it started ({} once it is gone, or when it is not ours to read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def process_age_s(pid: int) -> float | None:
+    """How long PID has been running, in seconds; None once it is gone."""
+    if (stat := _stat(pid)) is None:
+        return None
+    started_s = int(stat[1][19]) / os.sysconf("SC_CLK_TCK")  # field 22 of /proc/PID/stat: ticks after boot
+    return float(Path("/proc/uptime").read_text().split()[0]) - started_s
 
 
 # ---------------------------------------------------------------------------- stopping a process group
@@ -293,7 +328,7 @@ class Process:
         if (code := self.returncode) is not None:
             raise ProcessError(f"{self.name} exited with code {code}; log {self.log_path}:\n{self.log_tail()}")
 
-    def wait_ready(self, probe: Probe, timeout_s: float, poll_s: float = 0.2) -> None:
+    def wait_ready(self, probe: StartupProbe, timeout_s: float, poll_s: float = 0.2) -> None:
         """Call PROBE every POLL_S until it returns. Raises ProcessError, with the log's tail, as soon as the process
         exits, or once TIMEOUT_S have passed; the process is left as it is (the caller decides to stop it)."""
         deadline = time.monotonic() + timeout_s

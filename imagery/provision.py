@@ -14,13 +14,14 @@ from minio.error import S3Error
 from minio.minioadmin import MinioAdmin
 
 from imagery import kafka_access, kafka_io, storage_access
+from imagery.errors import ToolError
 from imagery.kafka_config import jaas_line, jaas_options, write_properties
 from imagery.teams import Team
 from schemas import topics
 from streaming.dispatch.kafka_properties import read_properties
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(ToolError):
     """A team cannot start; the message says what is missing and how to fix it."""
 
 

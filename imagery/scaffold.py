@@ -10,14 +10,15 @@ import re
 from pathlib import Path
 
 from imagery import compose
+from imagery.errors import ToolError
 from imagery.repo import ADAPTERS_DIR
 
 RUNNER_TEMPLATE = ADAPTERS_DIR / "runner_template.py.txt"
 TEAM_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 
 
-class ScaffoldError(ValueError):
-    pass
+class ScaffoldError(ToolError, ValueError):
+    """A team cannot be scaffolded: its name is not one, or its runner or its compose entry exists already."""
 
 
 def check_team(team: str) -> str:
@@ -49,7 +50,7 @@ def new_team(team: str, adapters_dir: Path = ADAPTERS_DIR, compose_files: compos
     if compose_files is not None:
         try:
             compose.add_team(compose_files, team, weights_file(team))
-        except ValueError as exc:
+        except compose.ComposeError as exc:
             raise ScaffoldError(str(exc)) from exc
     path.write_text(runner_source(team))
     return path

@@ -30,6 +30,7 @@ from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 from minio.minioadmin import MinioAdmin
 
+from imagery.errors import ToolError
 from schemas import topics
 
 # what reading a team's images takes: the object, and the bucket's location and listing (readiness, region)
@@ -39,7 +40,7 @@ OBJECT_ACTIONS = ("s3:GetObject",)
 _ALREADY_APPLIED = "XMinioAdminPolicyChangeAlreadyApplied"
 
 
-class StorageAccessError(RuntimeError):
+class StorageAccessError(ToolError):
     """MinIO refused an administrative call; the message says which and why (never a secret)."""
 
 

@@ -18,6 +18,10 @@ from imagery import kafka_io
 from imagery.local import stack
 from imagery.local.settings import StackSettings
 
+# the inference service's fixtures (fruit_weights, fruit_service, fruit_images), registered as a plugin of this root
+# conftest so that every test directory sees them
+pytest_plugins = ["tests.service_fixtures"]
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -82,6 +86,3 @@ def bucket(minio) -> Iterator[str]:
     minio.make_bucket(name)
     yield name
     remove_bucket(minio, name)
-
-
-from tests.service_fixtures import *  # noqa: E402,F401,F403  (fruit_weights, fruit_service, fruit_images)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
@@ -26,15 +27,16 @@ def refusal(bootstrap: str, settings: dict[str, str], expect: str, deadline_s: f
     logger.propagate = False
     logger.setLevel(logging.DEBUG)  # librdkafka's levels map to logging's: a disconnection is INFO
     logger.addHandler(Collect())
-    client = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            **settings,
-            "logger": logger,
-            "log_level": 6,
-            "error_cb": lambda error: said.setdefault(error.str()),
-        }
-    )
+    # confluent-kafka's stubs type a config's values as str | int | float; the client also takes a `logger` object and
+    # callbacks such as `error_cb`
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        **settings,
+        "logger": logger,
+        "log_level": 6,
+        "error_cb": lambda error: said.setdefault(error.str()),
+    }
+    client = AdminClient(config)
     with pytest.raises(KafkaException) as failed:
         client.list_topics(timeout=8)
     said[str(failed.value)] = None

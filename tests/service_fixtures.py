@@ -1,6 +1,6 @@
 """Fixtures for the inference service: the fruit model's weights, a running fruit service, fruit images.
 
-tests/conftest.py imports these (`from tests.service_fixtures import *`). Only the launcher and the sample
+tests/conftest.py registers this module as a plugin (`pytest_plugins`). Only the launcher and the sample
 generator are imported here (no torch), so the dispatcher's tests can use the fixtures without torch.
 """
 
@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from adapters.fruit_defect import DEFAULT_WEIGHTS
 from adapters.fruit_defect.samples import make_image
-from adapters.fruit_defect.train import DEFAULT_WEIGHTS
 from imagery.local.inference_service import REPO_ROOT, InferenceService
 from imagery.local.settings import StackSettings
 from services.inference_http.settings import service_environment
-
-__all__ = ["FruitImages", "fruit_images", "fruit_service", "fruit_weights", "FRUIT_SERVICE_ENV"]
 
 FRUIT_WEIGHTS = DEFAULT_WEIGHTS
 # a limit the tests can exceed cheaply, and a batching window wide enough that concurrent requests meet

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from adapters import imaging
+from adapters.fruit_defect import WEIGHTS_FORMAT
 from adapters.fruit_defect import model as fruit_model
 from adapters.fruit_defect.samples import DEFAULT_SIZE, KINDS, make_image
-from adapters.fruit_defect.train import WEIGHTS_FORMAT
 
 TRAIN_FIRST_SEED = 0
 VAL_FIRST_SEED = 1_000_000  # held out from training; tests use seeds from 2_000_000 on
@@ -116,6 +116,6 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = print) -> tuple
 
 
 def save(net: nn.Module, meta: dict, path: Path) -> None:
-    """The weights as a state dict with the metadata beside it (train.WEIGHTS_FORMAT), not TorchScript: torch.jit
+    """The weights as a state dict with the metadata beside it (WEIGHTS_FORMAT), not TorchScript: torch.jit
     is deprecated in torch 2.11, and a state dict loads with `weights_only=True` (no code runs from the file)."""
     torch.save({"format": WEIGHTS_FORMAT, "meta": json.dumps(meta, indent=2), "state_dict": net.state_dict()}, path)

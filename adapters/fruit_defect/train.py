@@ -26,18 +26,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters import WEIGHTS_DIR
-
-# The fruit team's weights file, in ./weights (deploy/teams.yaml names the same file for compose; a test holds
-# the two together). The name ends in .ts for the deployments that mount it; its format is WEIGHTS_FORMAT.
-WEIGHTS_FILE = "fruit_cls_best.ts"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / WEIGHTS_FILE
-WEIGHTS_FORMAT = "imagery.fruit_defect.state_dict/1"  # {"format", "meta": JSON text, "state_dict"}, torch.save'd
-META_NAME = "meta.json"  # the extra file inside a TorchScript archive (the format of the weights made before)
+from adapters.fruit_defect import DEFAULT_WEIGHTS, META_NAME, WEIGHTS_FILE, WEIGHTS_FORMAT
 
 # the code that determines the weights (torch is imported only when training is really needed)
 _HERE = Path(__file__).resolve().parent
 _CODE_FILES = [
+    _HERE / "__init__.py",
     _HERE / "train.py",
     _HERE / "fit.py",
     _HERE / "model.py",

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from imagery import process
+from imagery.errors import ToolError
 from imagery.local.certs import Authority, CertFiles
 from imagery.local.install import GO_HINT, InstallError, console, require_tool, run_streaming
 from imagery.local.settings import StackSettings
@@ -59,7 +60,7 @@ ETCD_START_S = 30.0
 APISERVER_START_S = 120.0  # its post-start hooks (bootstrap RBAC, priority levels) take a while on 2 cores
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(ToolError):
     """kubectl refused, or a CRD was not established in time; the message carries kubectl's output."""
 
 
@@ -387,7 +388,7 @@ def _start_apiserver(binary: Path, pki: Pki, etcd_url: str, workdir: Path) -> tu
     return apiserver, server
 
 
-def _wait_or_stop(started: process.Process, probe: process.Probe, timeout_s: float) -> None:
+def _wait_or_stop(started: process.Process, probe: process.StartupProbe, timeout_s: float) -> None:
     """Wait until STARTED answers PROBE; one that does not is stopped before the error (with its log) propagates."""
     try:
         started.wait_ready(probe, timeout_s)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from imagery.errors import ToolError
 from imagery.repo import DEPLOY_DIR
 
 CRD_DIR = DEPLOY_DIR / "k8s" / "crds"
@@ -26,7 +27,7 @@ FLINK_DEPLOYMENT_CRD = "flinkdeployments.flink.apache.org"
 FLINK_VERSIONS_AFTER_PINNED = ("v2_0", "v2_1", "v2_2")
 
 
-class CrdError(RuntimeError):
+class CrdError(ToolError):
     """A CRD file is missing, altered, or lacks what this module patches."""
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 
 from imagery import process
+from imagery.errors import ToolError
 from imagery.k8s.control_plane import (
     KUBERNETES_VERSION,
     ControlPlane,
@@ -101,7 +102,7 @@ func main() {
 """
 
 
-class NodeError(RuntimeError):
+class NodeError(ToolError):
     """The node did not become Ready, or its containerd refused an image; the message says what was seen."""
 
 
@@ -628,34 +629,34 @@ class Node:
 def _node_conditions(plane: ControlPlane, name: str) -> dict[str, str]:
     done = plane.kubectl("get", "node", name, "-o", "json", timeout_s=15)
     if done.returncode != 0:
-        raise process.NotReady(f"node {name}: {done.stderr.strip()}")
+        raise process.NoAnswerYet(f"node {name}: {done.stderr.strip()}")
     status = json.loads(done.stdout).get("status", {})
     return {
         c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')}" for c in status.get("conditions", [])
     }
 
 
-def _node_ready(plane: ControlPlane, name: str) -> process.Probe:
+def _node_ready(plane: ControlPlane, name: str) -> process.StartupProbe:
     def probe() -> None:
         conditions = _node_conditions(plane, name)
         if not conditions.get("Ready", "").startswith("True"):
-            raise process.NotReady(f"node {name} not Ready: {conditions.get('Ready', 'no Ready condition yet')}")
+            raise process.NoAnswerYet(f"node {name} not Ready: {conditions.get('Ready', 'no Ready condition yet')}")
 
     return probe
 
 
-def _service_accounts_ready(plane: ControlPlane) -> process.Probe:
+def _service_accounts_ready(plane: ControlPlane) -> process.StartupProbe:
     """The controllers act: the `default` namespace got its `default` ServiceAccount (a pod needs one)."""
 
     def probe() -> None:
         done = plane.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name", timeout_s=15)
         if done.returncode != 0:
-            raise process.NotReady(f"no default ServiceAccount yet: {done.stderr.strip()}")
+            raise process.NoAnswerYet(f"no default ServiceAccount yet: {done.stderr.strip()}")
 
     return probe
 
 
-def _insecure_https_200(url: str) -> process.Probe:
+def _insecure_https_200(url: str) -> process.StartupProbe:
     """A component's /healthz on its self-signed serving certificate."""
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -663,7 +664,7 @@ def _insecure_https_200(url: str) -> process.Probe:
     return process.http_200(url, context=context)
 
 
-def _both(first: process.Probe, second: process.Probe) -> process.Probe:
+def _both(first: process.StartupProbe, second: process.StartupProbe) -> process.StartupProbe:
     def probe() -> None:
         first()
         second()
@@ -810,13 +811,13 @@ def _start(node: Node, plane: ControlPlane, binaries: NodeBinaries, ready_timeou
     )
 
 
-def _socket_answers(node: Node) -> process.Probe:
+def _socket_answers(node: Node) -> process.StartupProbe:
     def probe() -> None:
         if not node.socket.exists():
-            raise process.NotReady(f"no socket {node.socket} yet")
+            raise process.NoAnswerYet(f"no socket {node.socket} yet")
         done = node.ctr("version", check=False, timeout_s=10)
         if done.returncode != 0:
-            raise process.NotReady(done.stderr.strip())
+            raise process.NoAnswerYet(done.stderr.strip())
 
     return probe
 

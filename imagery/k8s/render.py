@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from imagery.errors import ToolError
 from imagery.local import install
 from imagery.local.settings import StackSettings
 from imagery.repo import DEPLOY_DIR
@@ -31,7 +32,7 @@ PLATFORM_RELEASE = "imagery-platform"
 DEFAULT_NAMESPACE = "imagery"
 
 
-class RenderError(RuntimeError):
+class RenderError(ToolError):
     """Helm refused the chart or its values; the message is Helm's."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from imagery import provision
+from imagery.errors import ToolError
 from imagery.k8s.render import release_name
 from imagery.kafka_config import properties_text, write_secret
 from imagery.teams import Team
@@ -27,7 +28,7 @@ KAFKA_PROPERTIES_KEY = "kafka.properties"
 MINIO_SECRET_KEY = "secret-key"
 
 
-class SecretFilesError(RuntimeError):
+class SecretFilesError(ToolError):
     """A team's secret file is missing: provision the team first."""
 
 

@@ -1,8 +1,8 @@
 """How many partitions, task slots, service replicas and GPUs a target rate needs, from measured figures only.
 
 Each figure is a row of bench/RESULTS.md (the section is named beside it); what is chosen, not measured, is the
-headroom, and it is named as such. `imagery k8s size --rate N` prints the plan; the README's sizing table is its
-output for 1,000 and 50,000 images/s.
+headroom, and it is named as such. `imagery k8s size --rate N` prints the plan; docs/kubernetes.md's sizing table is
+its output for 1,000 and 50,000 images/s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 # The dispatcher's CPU per message (its JVM, the Python inside it included), warm (30,000 messages before the
 # measurement: a job runs for days), against a stand-in service, 32 items per request, parallelism 2:
 # "Issue 28, continued", 2026-12-08, 2-core AMD EPYC. It moves with the host: measure on the cluster's own nodes
-# before ordering (README "Sizing").
+# before ordering (docs/kubernetes.md, "Sizing").
 DISPATCHER_CPU_MS_PER_MSG = 0.573
 # One GPU's service: ResNet-50, 640x480 JPEGs from MinIO, /infer_batch (24 clients x 32 items), 8 workers:
 # "Goal 1 (issue 10): resnet50 service on NVIDIA H100 80GB HBM3", 2026-11-23 (the newest GPU figure; the
@@ -25,7 +25,8 @@ GPU_MEASURED_ON = "NVIDIA H100 80GB HBM3, ResNet-50, /infer_batch"
 # restore, an upgrade, an outage) drains at the remaining share instead of growing.
 HEADROOM = 0.7
 # Chosen: twice the parallelism in partitions (Kafka adds partitions but never removes them; a job rescales up to
-# its partitions through a savepoint, README "Restarts, crashes and savepoints"), a power of two, at least 4.
+# its partitions through a savepoint: docs/operating.md, "Restarts, crashes and savepoints"), a power of two, at
+# least 4.
 PARTITIONS_PER_SUBTASK = 2
 DEFAULT_CAPACITY = 64  # --capacity's default (streaming/dispatch/config.py)
 

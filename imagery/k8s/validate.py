@@ -9,7 +9,7 @@ Three layers, each a list of `Problem`s (empty: the objects pass):
   starve the GPU: a GPU in requests only (or requests unequal to limits, which the API server refuses but a schema
   does not), an inference container without a readiness, liveness or startup probe or without resource limits, a
   Deployment without a PodDisruptionBudget, a FlinkDeployment whose upgrade mode restores no state, or without the
-  exactly-once flags and savepoint folder of the README's "Restarts, crashes and savepoints";
+  exactly-once flags and savepoint folder of docs/operating.md, "Restarts, crashes and savepoints";
 - `coverage_problems`: a team of deploy/teams.yaml missing from the render.
 """
 

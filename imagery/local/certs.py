@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagery.errors import ToolError
+
 CA_NAME = "ca"
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 VALID_DAYS = 825  # the longest a browser-era leaf may live; the stack's CA lives ten years
 _CA_DAYS = 3650
 
 
-class CertificateError(RuntimeError):
+class CertificateError(ToolError):
     """openssl is missing or refused; the message says which step and why."""
 
 

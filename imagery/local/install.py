@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from imagery.errors import ToolError
 from imagery.local.settings import StackSettings
 from imagery.local.versions import HELM_MODULE, HELM_VERSION, KAFKA_VERSION, MINIO_MODULE, MINIO_VERSION
 from streaming.flink import connectors
@@ -30,7 +31,7 @@ console = Console(stderr=True)
 GO_HINT = "install Go 1.24+ (https://go.dev/dl or Debian's golang-go backport)"
 
 
-class InstallError(RuntimeError):
+class InstallError(ToolError):
     """A part of the stack could not be installed; the message says what to do."""
 
 

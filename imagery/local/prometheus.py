@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
+from imagery.errors import ToolError
 from imagery.process import Process, ProcessError, free_port, http_200, spawn
 from imagery.repo import ALERT_RULES
 from schemas import METRICS_ROUTE
@@ -27,7 +28,7 @@ DEFAULT_PORT = 9090
 INSTALL_HINT = "install Debian's prometheus package (apt-get install -y prometheus; .ci/run does)"
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(ToolError):
     pass
 
 

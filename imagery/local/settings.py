@@ -66,3 +66,9 @@ class StackSettings(BaseSettings):
     @property
     def pids_dir(self) -> Path:
         return self.state_dir / "pids"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where the jobs this machine starts keep their checkpoints and savepoints (each group in a folder of its
+        own): the job is told with --checkpoint-dir, and the local standalone cluster shares this file system."""
+        return self.state_dir / "checkpoints"

@@ -23,11 +23,21 @@ import httpx
 import yaml
 
 from imagery import kafka_io
+from imagery.errors import ToolError
 from imagery.local import install
 from imagery.local import security as local_security
 from imagery.local.settings import StackSettings
 from imagery.local.versions import KAFKA_VERSION
-from imagery.process import ProcessError, Stopped, port_open, read_pid_file, spawn, stop_group, write_pid_file
+from imagery.process import (
+    ProcessError,
+    Stopped,
+    port_open,
+    read_pid_file,
+    remove_pid_file,
+    spawn,
+    stop_group,
+    write_pid_file,
+)
 from schemas import limits
 from streaming.dispatch.metrics import reporter_options
 from streaming.flink import embedded_python
@@ -41,7 +51,7 @@ STOP_TIMEOUT_S = 20.0  # SIGTERM's grace: Kafka flushes its logs and closes clea
 KAFKA, MINIO, FLINK_JOBMANAGER, FLINK_TASKMANAGER = "kafka", "minio", "flink-jobmanager", "flink-taskmanager"
 
 
-class StackError(RuntimeError):
+class StackError(ToolError):
     """The stack could not be started or probed; the message names the part and what to look at."""
 
 
@@ -87,7 +97,7 @@ def start(settings: StackSettings, comp: Component) -> bool:
         process.wait_ready(comp.probe, READY_TIMEOUT_S, poll_s=0.5)
     except ProcessError as exc:
         process.stop(STOP_TIMEOUT_S)
-        pid_file(settings, comp.name).unlink(missing_ok=True)
+        remove_pid_file(pid_file(settings, comp.name))
         raise StackError(str(exc)) from None
     return True
 
@@ -98,7 +108,7 @@ def stop(settings: StackSettings, name: str, timeout_s: float = STOP_TIMEOUT_S) 
     if pid is None:
         return None
     stopped = stop_group(pid, timeout_s)
-    pid_file(settings, name).unlink(missing_ok=True)
+    remove_pid_file(pid_file(settings, name))
     return stopped
 
 
@@ -350,12 +360,12 @@ def flink_conf_dir(settings: StackSettings) -> Path:
             "taskmanager.numberOfTaskSlots": 4,
             "python.executable": sys.executable,
             "python.client.executable": sys.executable,
-            # thread mode: PEMJA (in flink-python, on the daemons' classpath: flink_env) loads libpython into the JVM once;
-            # loaded again through each job's own class loader, it failed at the second job of a TaskManager (its
+            # thread mode: PEMJA (in flink-python, on the daemons' classpath: flink_env) loads libpython into the JVM
+            # once; loaded again through each job's own class loader, it failed at the second job of a TaskManager (its
             # workaround reads a ClassLoader field Java 17 no longer has: NoSuchFieldException loadedLibraryNames)
             "classloader.parent-first-patterns.additional": "pemja.",
-            # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each take
-            # the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
+            # Flink's Prometheus reporter (plugins/metrics-prometheus of the wheel): JobManager and TaskManager each
+            # take the first free port of the range, as a local MiniCluster job does (streaming/dispatch/metrics.py)
             **reporter_options(),
         }
     )

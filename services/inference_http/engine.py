@@ -1,4 +1,4 @@
-"""The hot path: admit -> fetch (async) -> a forward path (paths.py: decode, dynamic batch, runner) -> the answer.
+"""The hot path: admit -> fetch (async) -> a forward path (forward.py: decode, dynamic batch, runner) -> the answer.
 
 One `InferenceEngine` per process, made by the app's lifespan. The event loop never blocks: MinIO fetches are
 awaited on it (obstore does the I/O in Rust, off the GIL), and the forward path does its decoding and forward
@@ -26,24 +26,14 @@ from services.inference_http.errors import (
     QueueFull,
     ServiceError,
 )
+from services.inference_http.forward import ForwardPath
 from services.inference_http.metrics import Metrics
-from services.inference_http.paths import ForwardPath, photo_like_jpeg, resolve_device
+from services.inference_http.sample_images import photo_like_jpeg
 from services.inference_http.settings import ServiceSettings
 from services.inference_http.storage import ObjectStore
-
-__all__ = ["InferenceEngine", "Upload", "resolve_device"]
+from services.inference_http.upload import Upload
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An image sent in the request itself (/infer_upload), with what /infer_json's body would carry."""
-
-    data: bytes
-    filename: str | None = None
-    model_tag: str | None = None
-    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -237,11 +227,11 @@ class InferenceEngine:
     # ------------------------------------------------------------------ lifecycle
 
     async def warm_up(self) -> None:
-        """Warm the path through the same prepare and batch handler as requests (paths.LocalPath.warm_up; in a
+        """Warm the path through the same prepare and batch handler as requests (forward.InProcessPath.warm_up; in a
         front, through the scheduler). Readiness waits for this."""
         started = time.monotonic()
         try:
-            what = await self.path.warm_up(_warmup_jpeg())
+            what = await self.path.warm_up(photo_like_jpeg(0))
         except Exception as exc:
             self.warmup_error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed; the service stays unready")
@@ -275,7 +265,3 @@ class InferenceEngine:
 
     async def close(self) -> None:
         await self.path.close()
-
-
-def _warmup_jpeg() -> bytes:
-    return photo_like_jpeg(0)

@@ -8,9 +8,9 @@ envelope's stage. A class whose type has no entry fails at import.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from schemas import ERROR_KINDS, ErrorBody, ErrorDetail, Stage
+from schemas import ERROR_KINDS, Stage
 
 
 def _take_status_and_stage(cls: type[ServiceError]) -> None:
@@ -33,15 +33,9 @@ class ServiceError(Exception):
         self.headers = headers or {}
         self.limit = limit
 
-    def detail(self) -> ErrorDetail:
-        return ErrorDetail(type=self.type, message=self.message, stage=self.stage, limit=self.limit)
-
-    def body(self) -> dict:
-        return ErrorBody(error=self.detail()).model_dump()
-
     def detail_dict(self) -> dict:
-        """`detail()` as the plain dict it serialises to (`limit` only when set), without building the model: the
-        hot path's per-item errors of /infer_batch."""
+        """The ErrorDetail this error answers with, as the plain dict it serialises to (`limit` only when set),
+        without building the model: the hot path's per-item errors of /infer_batch."""
         detail: dict[str, object] = {"type": self.type, "message": self.message, "stage": self.stage}
         if self.limit is not None:
             detail["limit"] = self.limit
@@ -66,12 +60,6 @@ class RequestTooLarge(BadRequest):
     """A request body over MAX_REQUEST_BYTES (decided from Content-Length before it is read, when there is one)."""
 
     type = "request_too_large"
-
-
-class RequestTimeout(BadRequest):
-    """The request body did not arrive within BODY_TIMEOUT_S: the client's pace, worth retrying."""
-
-    type = "request_timeout"
 
 
 class Unauthorized(ServiceError):
@@ -146,6 +134,13 @@ class TooCostlyToDecode(NotAnImage):
 
 
 # --- capacity and time (retryable)
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within BODY_TIMEOUT_S: the client's pace, not the request's content, so
+    worth retrying (hence not a BadRequest, whose kinds are permanent)."""
+
+    type = "request_timeout"
+
+
 class QueueFull(ServiceError):
     type = "queue_full"
 
@@ -185,16 +180,18 @@ class MethodNotAllowed(ServiceError):
     type = "method_not_allowed"
 
 
-def to_wire(exc: ServiceError) -> list:
-    """`exc` as plain JSON values, for the scheduler's answer to a front (see `from_wire`)."""
-    return [type(exc).__name__, exc.message, exc.headers, exc.limit]
+def to_wire(exc: ServiceError) -> list[Any]:
+    """`exc` as plain JSON values, for the scheduler's answer to a front: [type, message, headers, limit], keyed
+    by its public `type` (ERROR_KINDS), so `from_wire` rebuilds the same class whatever the classes are named."""
+    return [exc.type, exc.message, exc.headers, exc.limit]
 
 
-def from_wire(value: list) -> ServiceError:
-    """The ServiceError `to_wire` described, of the same class (so the same status, type and stage)."""
-    name, message, headers, limit = value
-    cls = _ERROR_CLASSES.get(name, InternalError)
-    exc = cls.__new__(cls)
+def from_wire(value: list[Any]) -> ServiceError:
+    """The ServiceError `to_wire` described, of the class of its `type` (so the same status and stage); a type this
+    side does not know (a newer scheduler) is an InternalError with the same message."""
+    type_, message, headers, limit = value
+    cls = ERROR_CLASSES.get(type_, InternalError)
+    exc = cls.__new__(cls)  # not cls(): some constructors compute headers (Retry-After) the wire already carries
     ServiceError.__init__(exc, message, headers=headers, limit=limit)
     return exc
 
@@ -203,4 +200,5 @@ def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:
     return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
 
 
-_ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServiceError)}
+# every error class by its public type (one class per type: the contract test holds it so)
+ERROR_CLASSES: dict[str, type[ServiceError]] = {cls.type: cls for cls in _subclasses(ServiceError)}

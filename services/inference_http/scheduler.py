@@ -6,34 +6,27 @@ objects, probes their headers under the service's limits and sends the encoded b
 The scheduler forms batches of up to MAX_BATCH_SIZE across all fronts under MAX_BATCH_DELAY_MS, decodes each
 batch together (nvJPEG on a GPU) while the previous batch runs its forward pass, and answers each image on the
 connection it came from. Before, each worker held its own model and formed its own small batches, and their
-forward passes took turns on the GPU: more workers made the batches smaller (issue 19: mean batch 15 with 8
-workers at 252 clients, 0.38 of the GPU's in-process rate).
+forward passes took turns on the GPU: more workers made the batches smaller (bench/RESULTS.md, "Goal 1 (issue 10):
+resnet50 service on NVIDIA H100 80GB HBM3", the code before the scheduler: 8 workers at 252 clients formed batches
+of 14.9 on average and reached 0.42 of the same run's ceiling). What the scheduler does on a GPU is not measured yet
+(bench/RESULTS.md, "Issue 19's GPU goals: not measured on a GPU").
 
 Why a socket of our own and not PyTriton or Ray Serve: the fronts already do what those servers' HTTP layers
 would (admission, deadlines, per-item errors, the dispatcher's error contract), and the hop that remains is one
-write and one read of about 80 KB per image on a local socket, a few microseconds; either server would add a
-second HTTP or gRPC hop and a runtime of its own to deploy (Triton's C++ server, or a Ray cluster) for the same
-dynamic batching. See bench/RESULTS.md for what was measured.
+write and one read per image on a local socket, measured on the 2-core CPU machine only (bench/results/2026-12-04.md,
+"Issue 19: one scheduler per GPU, a compiled forward pass"): 31 us of the scheduler loop's CPU per image for 2 KB
+JPEGs and 80 us for 107 KB ones, two thirds of it in `recv`. Either server would add a second HTTP or gRPC hop and
+a runtime of its own to deploy (Triton's C++ server, or a Ray cluster) for the same dynamic batching.
 
-Wire format (both directions length-prefixed, so a reader never scans for a delimiter):
-    front -> scheduler  FRAME (kind, upstream, id, header length, data length) + header + data
-                        kind R: an image (header: orjson [model_tag, extra, format, width, height], data: its
-                        bytes); C: the front stopped waiting for `id` (deadline, client gone): skip it;
-                        U: only `upstream` changed. `upstream` is how many images the front has admitted that have
-                        not reached the scheduler yet: the batch window waits only while some are coming.
-    scheduler -> front  REPLY (id, body length) + orjson body: {"r", "b", "s", "d", "i"} (result, batch size,
-                        batch start, decode ms, infer ms) or {"e": errors.to_wire}; id 0 is the hello that
-                        describes the model.
+What crosses the socket, and how, is wire.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -41,42 +34,34 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-import orjson
-
 from adapters.base import Runner
 from services.inference_http import decode
 from services.inference_http.batching import BatcherClosed
-from services.inference_http.errors import InternalError, NotReady, ServiceError, from_wire, to_wire
-from services.inference_http.metrics import Metrics
-from services.inference_http.paths import (
+from services.inference_http.errors import InternalError, NotReady, ServiceError
+from services.inference_http.forward import (
     Done,
     ForwardPath,
+    InProcessPath,
     Item,
-    LocalPath,
     ModelInfo,
+    in_process_path,
     in_thread,
-    local_path,
-    photo_like_jpeg,
 )
+from services.inference_http.metrics import Metrics
+from services.inference_http.sample_images import photo_like_jpeg
 from services.inference_http.settings import ServiceSettings
+from services.inference_http.wire import (
+    STREAM_LIMIT,
+    Frame,
+    FrameKind,
+    frame_parts,
+    read_frame,
+    read_reply,
+    reply_parts,
+)
 
 log = logging.getLogger(__name__)
-
-FRAME = struct.Struct("!cIQII")
-REPLY = struct.Struct("!QI")
-HELLO_ID = 0
-# how much a connection buffers before it stops reading: asyncio's default (64 KiB, pausing beyond twice that) is
-# less than two 80 KB images, so the scheduler's loop would pause and resume the socket for nearly every frame
-STREAM_LIMIT = 8 * 1024 * 1024
-
-
-def json_default(value: Any) -> Any:
-    """What orjson does not serialise itself in a runner's result: numpy and torch scalars, tuples' kin."""
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+HELLO_ID = 0  # the request id of the hello (request ids start after it)
 
 
 # ---------------------------------------------------------------------------- the scheduler (server's parent)
@@ -115,30 +100,22 @@ class _Front:
         if future.cancelled() or self.writer.is_closing():
             return
         exc = future.exception()
-        result = exc if exc is not None else future.result()
-        if isinstance(result, Done):
-            try:
-                body = orjson.dumps(
-                    {
-                        "r": result.result,
-                        "b": result.batch_size,
-                        "s": result.started,
-                        "d": result.decode_ms,
-                        "i": result.infer_ms,
-                    },
-                    default=json_default,
-                )
-            except TypeError as err:
-                log.error("a result that is not JSON: %s", err)
-                body = orjson.dumps({"e": to_wire(InternalError(f"TypeError: {err} (see the service log)"))})
+        reply: Done | ServiceError
+        if exc is None:
+            reply = future.result()
+        elif isinstance(exc, BatcherClosed):
+            reply = NotReady(str(exc))
+        elif isinstance(exc, ServiceError):
+            reply = exc
         else:
-            if isinstance(result, BatcherClosed):
-                result = NotReady(str(result))
-            elif not isinstance(result, ServiceError):
-                log.error("the batch failed", exc_info=result)
-                result = InternalError(f"{type(result).__name__} (see the service log)")
-            body = orjson.dumps({"e": to_wire(result)})
-        self.out.send(REPLY.pack(request_id, len(body)), body)
+            log.error("the batch failed", exc_info=exc)
+            reply = InternalError(f"{type(exc).__name__} (see the service log)")
+        try:
+            parts = reply_parts(request_id, reply)
+        except TypeError as err:
+            log.error("a result that is not JSON: %s", err)
+            parts = reply_parts(request_id, InternalError(f"TypeError: {err} (see the service log)"))
+        self.out.send(*parts)
 
 
 class Scheduler:
@@ -154,7 +131,7 @@ class Scheduler:
         self.failed = threading.Event()
         self.error: str | None = None
         self.on_failure: Callable[[], None] = lambda: None
-        self.path: LocalPath | None = None
+        self.path: InProcessPath | None = None
         self._fronts: set[_Front] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -187,7 +164,9 @@ class Scheduler:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        path = self.path = local_path(self.settings, self.runner, self.metrics, self._more_coming, batch_decode=True)
+        path = self.path = in_process_path(
+            self.settings, self.runner, self.metrics, self._more_coming, batch_decode=True
+        )
         started = time.monotonic()
         try:
             what = await path.warm_up(photo_like_jpeg(0))
@@ -218,30 +197,26 @@ class Scheduler:
         assert self.path is not None
         path, front = self.path, _Front(writer)
         self._fronts.add(front)
-        hello = orjson.dumps({"hello": dataclasses.asdict(path.info)})
-        writer.write(REPLY.pack(HELLO_ID, len(hello)) + hello)
+        writer.writelines(reply_parts(HELLO_ID, path.info))
         try:
             while True:
-                kind, upstream, request_id, header_len, data_len = FRAME.unpack(await reader.readexactly(FRAME.size))
-                front.upstream = upstream
-                if kind == b"R":
-                    header = orjson.loads(await reader.readexactly(header_len))
-                    data = await reader.readexactly(data_len)
-                    model_tag, extra, fmt, width, height = header
+                frame = await read_frame(reader)
+                front.upstream = frame.upstream
+                if frame.kind is FrameKind.REQUEST:
+                    assert frame.item is not None
                     try:
-                        future = path.submit(Item(data, decode.ImageInfo(fmt, width, height), model_tag, extra))
+                        future = path.submit(frame.item)
                     except BatcherClosed:
                         future = asyncio.get_running_loop().create_future()
                         future.set_exception(NotReady("the scheduler is shutting down"))
-                    front.pending[request_id] = future
-                    future.add_done_callback(partial(front.answer, request_id))
-                elif kind == b"C":
-                    cancelled = front.pending.pop(request_id, None)
+                    front.pending[frame.request_id] = future
+                    future.add_done_callback(partial(front.answer, frame.request_id))
+                    continue
+                if frame.kind is FrameKind.CANCEL:
+                    cancelled = front.pending.pop(frame.request_id, None)
                     if cancelled is not None:
                         cancelled.cancel()
-                    path.poke()
-                else:
-                    path.poke()
+                path.poke()  # CANCEL or UPSTREAM: a batch waiting for company asks again whether any is coming
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the front went away (it exited, or crashed): its images are not waited for
         except asyncio.CancelledError:
@@ -290,18 +265,17 @@ class SchedulerClient(ForwardPath):
         request_id = next(self._ids)
         future: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        header = orjson.dumps([item.model_tag, item.extra, item.info.format, item.info.width, item.info.height])
         upstream = max(0, self.upstream())
         self._coming = upstream > 0
         out = self._out
         assert out is not None
-        out.send(FRAME.pack(b"R", upstream, request_id, len(header), len(item.data)), header, item.data)
+        out.send(*frame_parts(Frame(FrameKind.REQUEST, upstream, request_id, item)))
         try:
             return await future
         finally:
             if self._pending.pop(request_id, None) is not None and not writer.is_closing():
                 # still pending, so the caller gave up (deadline): the scheduler skips it if not yet in a batch
-                out.send(FRAME.pack(b"C", max(0, self.upstream()), request_id, 0, 0))
+                out.send(*frame_parts(Frame(FrameKind.CANCEL, max(0, self.upstream()), request_id)))
 
     def poke(self) -> None:
         """The engine admitted an image, or one left: tell the scheduler when "images on their way here" turns
@@ -309,7 +283,7 @@ class SchedulerClient(ForwardPath):
         upstream = max(0, self.upstream())
         if (upstream > 0) != self._coming and self._out is not None and not self._out.writer.is_closing():
             self._coming = upstream > 0
-            self._out.send(FRAME.pack(b"U", upstream, 0, 0, 0))
+            self._out.send(*frame_parts(Frame(FrameKind.UPSTREAM, upstream)))
 
     async def warm_up(self, sample: bytes) -> str:
         """Connect (waiting while the scheduler compiles and warms the model), then send a few images through the
@@ -337,19 +311,18 @@ class SchedulerClient(ForwardPath):
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                request_id, length = REPLY.unpack(await reader.readexactly(REPLY.size))
-                message = orjson.loads(await reader.readexactly(length))
-                if request_id == HELLO_ID:
+                request_id, reply = await read_reply(reader)
+                if isinstance(reply, ModelInfo):
                     if self._hello is not None and not self._hello.done():
-                        self._hello.set_result(ModelInfo(**message["hello"]))
+                        self._hello.set_result(reply)
                     continue
                 future = self._pending.pop(request_id, None)
                 if future is None or future.done():
                     continue
-                if "e" in message:
-                    future.set_exception(from_wire(message["e"]))
+                if isinstance(reply, ServiceError):
+                    future.set_exception(reply)
                 else:
-                    future.set_result(Done(message["r"], message["b"], message["s"], message["d"], message["i"]))
+                    future.set_result(reply)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

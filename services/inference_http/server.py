@@ -4,8 +4,9 @@
 
 uvicorn closes idle keep-alive connections, but a connection that sends nothing, or sends its request head a
 byte at a time, is held for as long as the client likes. `HeadTimeoutProtocol` gives every request head a
-deadline; `InferRoutes` (app.py) gives the body one; `limit_concurrency` bounds connections and requests (503
-beyond it, which the dispatcher waits out like any overload).
+deadline (HEADER_TIMEOUT_S, read once here and handed to it); `InferRoutes` (asgi.py) gives the body one;
+`limit_concurrency` bounds connections and requests (503 beyond it, which the dispatcher waits out like any
+overload). The app is served as a factory (`create_app`, app.py): each worker process builds its own.
 
 WORKERS (settings.py) sets how many worker processes share the port. With more than one, this process loads the
 model once and runs the scheduler (scheduler.py) in a thread beside uvicorn's supervisor: the one owner of the
@@ -28,7 +29,8 @@ import os
 import shutil
 import ssl
 import tempfile
-from functools import cache
+from functools import partial
+from typing import Any, cast
 
 import uvicorn
 from prometheus_client import values
@@ -37,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from services.inference_http import model_registry
+from services.inference_http.app import APP_FACTORY
 from services.inference_http.metrics import MULTIPROC_ENV, Metrics
 from services.inference_http.scheduler import Scheduler
 from services.inference_http.settings import ServiceSettings, service_environment, settings_error
@@ -49,9 +52,14 @@ _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnec
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus: a request's head (request line and headers) must arrive within
     `head_timeout_s` of the connection opening or of the request's first byte, else 408 and the connection
-    closes. (httptools is what uvicorn[standard] runs; the hooks below are its parser's callbacks.)"""
+    closes. (httptools is what uvicorn[standard] runs; the hooks below are its parser's callbacks.) uvicorn makes
+    one per connection with its own arguments: `head_timeout_protocol` binds the timeout."""
 
     _head_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
+        self.head_timeout_s = head_timeout_s
+        super().__init__(*args, **kwargs)
 
     # uvicorn's own connection_made takes asyncio.Transport, not asyncio's BaseTransport (and ignores it the same way)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -72,7 +80,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(_head_timeout_s(), self._head_timed_out)
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -86,19 +94,22 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-@cache
-def _head_timeout_s() -> float:
-    """HEADER_TIMEOUT_S, read once per process (a worker process has only the environment to go on: uvicorn
-    hands it this class by its import path)."""
-    return ServiceSettings().header_timeout_s
+def head_timeout_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
+    """HeadTimeoutProtocol with its deadline bound, as uvicorn's `http` takes a protocol: a partial, which uvicorn
+    calls as it would the class (its type says a class; it only ever calls it), and which pickles to the worker
+    processes with the config."""
+    return cast("type[asyncio.Protocol]", partial(HeadTimeoutProtocol, head_timeout_s=head_timeout_s))
 
 
 def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
+    """uvicorn serving `create_app` as a factory (each worker process builds its app, from the environment that
+    main() sets), with the service's server limits."""
     return uvicorn.Config(
-        "services.inference_http.app:app",
+        APP_FACTORY,
+        factory=True,
         host=settings.host,
         port=settings.port,
-        http=HeadTimeoutProtocol,
+        http=head_timeout_protocol(settings.header_timeout_s),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_s,
         access_log=settings.access_log,

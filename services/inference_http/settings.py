@@ -1,4 +1,5 @@
-"""The service's configuration, from the environment (names as in the seed where the seed has one)."""
+"""The service's configuration, from the environment: each field is read from the variable of its name in upper
+case (TEAM, MAX_BATCH_SIZE; `environment_names`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class ServiceSettings(BaseSettings):
     # hide_input_in_errors: a validation error must never print what it was given (a secret among it)
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
-    # --- which model (the seed's variables)
+    # --- which model
     team: str = Field(default="", description="the team whose runner this service serves (TEAM)")
     weights_path: str | None = Field(default=None, description="the runner's weights; the runner has a default")
     model_tag: str | None = Field(default=None, description="passed to the runner's constructor")
@@ -54,7 +55,7 @@ class ServiceSettings(BaseSettings):
         "kept outside adapters/ (e.g. in the team's own package); default: the adapters/*_runner.py declaring TEAM",
     )
 
-    # --- storage (the seed's variables)
+    # --- storage
     minio_endpoint: str = "127.0.0.1:9000"
     minio_access_key: str = "minioadmin"
     minio_secret_key: SecretStr = Field(

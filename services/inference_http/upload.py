@@ -3,7 +3,8 @@ in a `file` part and, as in /infer_json's body, optional `model_tag` and `extra`
 
 Parsed with the standard library's `email` package (MIME is what multipart/form-data is): the body is already
 in memory, bounded by the route's size limit, so a streaming parser (python-multipart) would add a dependency
-for nothing.
+for nothing. Nothing here imports torch: parsing a form is the HTTP front's work, not the model's (a test holds
+it so).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 
 from schemas.inference_api import UPLOAD_FILE_FIELD
-from services.inference_http.engine import Upload
 from services.inference_http.errors import BadRequest
 
 FILE_FIELD = UPLOAD_FILE_FIELD
@@ -23,6 +25,16 @@ TEXT_FIELDS = ("model_tag", "extra")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 _PARSER = email.parser.BytesParser(policy=email.policy.HTTP)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image sent in the request itself (/infer_upload), with what /infer_json's body would carry."""
+
+    data: bytes
+    filename: str | None = None
+    model_tag: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 def parse_upload(content_type: str, body: bytes) -> Upload:

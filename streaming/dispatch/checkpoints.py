@@ -13,19 +13,12 @@ from the same place), and each group has its own folder:
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
 METADATA = "_metadata"
 SAVEPOINTS = "savepoints"
-
-
-def default_checkpoint_dir() -> str:
-    """The local stack's state folder (IMAGERY_STATE_DIR), as the local runs use it; clusters pass their own."""
-    state = os.environ.get("IMAGERY_STATE_DIR") or str(Path.home() / ".local" / "state" / "imagery")
-    return (Path(state).expanduser().resolve() / "checkpoints").as_uri()
 
 
 def as_uri(location: str) -> str:

@@ -97,7 +97,8 @@ class DispatcherConfig(BaseSettings):
     checkpoint_dir: str = setting(
         "",
         "where checkpoints and savepoints are kept, per --group-id (a file:// or plain path the JobManager, the "
-        "TaskManagers and the submitting client share; or s3://...); default: the local stack's state folder",
+        "TaskManagers and the submitting client share; or s3://...); required to start a job (`imagery dispatch` "
+        "passes the local stack's)",
     )
     resume: str = setting(
         "latest",
@@ -214,7 +215,7 @@ class DispatcherConfig(BaseSettings):
     @field_validator("checkpoint_dir")
     @classmethod
     def _checkpoint_uri(cls, location: str) -> str:
-        return checkpoints.as_uri(location) or checkpoints.default_checkpoint_dir()
+        return checkpoints.as_uri(location)
 
     @field_validator("auth_token", mode="before")
     @classmethod

@@ -96,8 +96,8 @@ class Dispatcher:
                         type="message_too_large",
                         retryable=False,
                         attempts=0,
-                        message=f"the record is {record.size_bytes} bytes (key + value + headers); the dispatcher takes "
-                        f"at most {self.max_message_bytes} (--max-message-bytes)",
+                        message=f"the record is {record.size_bytes} bytes (key + value + headers); the dispatcher "
+                        f"takes at most {self.max_message_bytes} (--max-message-bytes)",
                     ),
                 )
             ]
@@ -165,8 +165,8 @@ class Dispatcher:
                         type="result_too_large",
                         retryable=False,
                         attempts=outcome.attempts,
-                        message=f"the result is {result.size_bytes} bytes, over the {record_budget(self.max_record_bytes)}"
-                        " a Kafka record can take (--max-record-bytes)",
+                        message=f"the result is {result.size_bytes} bytes, over the "
+                        f"{record_budget(self.max_record_bytes)} a Kafka record can take (--max-record-bytes)",
                     ),
                     event_record,
                 )

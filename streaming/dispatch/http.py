@@ -6,7 +6,8 @@ the job. py-spy of the job's Python (then a worker process) against a fast stand
 concurrency), a failed `import sniffio` per request, a liveness check per connection. This pool takes an idle
 connection from a stack and waits on a semaphore when all are busy, so its cost per request does not depend on the
 concurrency; httptools (already the service's parser under uvicorn) reads the answers. (The py-spy profile was not
-kept; what bench/RESULTS.md keeps is the job's pace with this client: "Dispatcher pace vs Flink SQL passthrough".)
+kept; what bench/RESULTS.md keeps is the job's pace with this client: "Issue 28", and the earlier runs "Dispatcher pace
+vs Flink SQL passthrough" in bench/results/.)
 
 Errors are a small hierarchy, classified by streaming/dispatch/outcome.py: `ConnectFailed` and `ConnectionBroken`
 mean the service is not there (an outage, waited out), `RequestTimedOut` that it did not answer in time.
@@ -46,10 +47,6 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
 
 
 class _Connection(asyncio.Protocol):

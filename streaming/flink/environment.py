@@ -3,6 +3,7 @@ waiting for a job started here until a signal stops it with a savepoint."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -37,7 +38,8 @@ def make_environment(cfg: DispatcherConfig, restore_from: str | None = None) -> 
     conf.set_string("execution.checkpointing.timeout", "30 min")
     conf.set_string("restart-strategy.type", cfg.restart_strategy)
     # A record crosses network shuffles between the job's tasks (at least the one into the SQL window), each flushed
-    # every buffer timeout: Flink's 100 ms put about 35 ms on the p50 at 300 msg/s (bench/RESULTS.md, issue 20).
+    # every buffer timeout: Flink's 100 ms put about 35 ms on the p50 at 300 msg/s (bench/results/2026-12-04.md,
+    # issue 20).
     conf.set_string("execution.buffer-timeout.interval", f"{cfg.buffer_timeout_ms} ms")
     # Flink's Prometheus reporter for a local MiniCluster (a cluster takes its reporters from its own config, as
     # imagery/local/stack.py writes it for the local standalone cluster); the jar ships in the wheel's plugins/.
@@ -79,6 +81,9 @@ def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:
         if job.get_job_status().result().is_globally_terminal_state():
             return
     print("stopping with a savepoint ...", flush=True)
+    # When the JVM went with us (a signal to the whole process group: Ctrl-C in a terminal, `timeout`), py4j logs every
+    # call to it, and its own shutdown, as a traceback: some 60 lines that say only that, which the line below says
+    logging.disable(logging.CRITICAL)
     try:
         # PyFlink 2.2's JobClient.stop_with_savepoint calls a Java signature Flink 2 no longer has
         format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
@@ -89,4 +94,5 @@ def run_until_stopped(job: JobClient, savepoint_dir: str) -> None:
         why = str(java.toString()) if java is not None else type(exc).__name__
         print(f"no savepoint ({why[:500]}); the next start resumes from the last checkpoint", flush=True)
         raise SystemExit(1) from None
+    logging.disable(logging.NOTSET)
     print(f"stopped with a savepoint at {path}; the next start resumes from it", flush=True)

@@ -1,6 +1,6 @@
 """The secured compose variant on a real Docker engine (`make test-compose`, beside test_compose_stack.py).
 
-What the README's "On compose" says, in a copy of the checkout: `imagery compose-secrets`, then
+What docs/security.md's "On compose" says, in a copy of the checkout: `imagery compose-secrets`, then
 `docker compose -f compose.yaml -f compose.secure.yaml up -d --build` under a project and host ports of its own;
 publish from the host as the admin through `secrets/host-admin.properties` (the CLI's `produce`, a Connection for two
 bad messages) and by uploads to MinIO over TLS (its bucket events reach Kafka over SASL_SSL as `minio-events`); every

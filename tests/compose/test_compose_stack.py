@@ -1,6 +1,6 @@
 """compose.yaml on a real Docker engine (`make test-compose`; not in `make test`, which needs no Docker).
 
-What the README's deploy section says, done step by step in a copy of the checkout: build the images, bring the
+What docs/deploying.md says, done step by step in a copy of the checkout: build the images, bring the
 stack up, publish from the host (uploads alone, and {bucket, key} messages), check that every message ends in its
 team's results or the DLQ exactly once; add a second team with `imagery new-team` + `docker compose up -d --build`
 and check that no job runs twice and both teams flow; restart the JobManager and the inference service and check
@@ -127,7 +127,7 @@ def test_the_compose_stack_runs_a_second_team_and_survives_restarts(compose, che
     time.sleep(25)  # two rounds of each keeper's look at the cluster: still one job per team
     assert live_jobs(FLINK) == jobs
 
-    step("imagery health, as the README has it for compose: every part up")
+    step("imagery health, as docs/deploying.md has it for compose: every part up")
     health = subprocess.run(
         [
             sys.executable,

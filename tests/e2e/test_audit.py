@@ -16,7 +16,8 @@ from imagery import kafka_io
 from imagery.audit import Unit, audit, wait_until_caught_up
 from imagery.pipeline_run import DispatcherProcess, collect
 from imagery.repo import REPO_ROOT
-from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
+from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args
+from tests.helpers import put, record_json
 
 pytestmark = pytest.mark.e2e
 
@@ -76,12 +77,13 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
         assert clean["results"] == 40 and clean["dead_letters"] == 1 and not clean["pending"]
 
         # a loss: the first 3 results gone from the result topic (as a dropped transaction would leave it)
-        firsts = [json.loads(r.value)["source"]["offset"] for r in kafka_io.read_to_end(bootstrap, out).records[:3]]
+        firsts = [record_json(r)["source"]["offset"] for r in kafka_io.read_to_end(bootstrap, out).records[:3]]
         client = kafka_io.admin(bootstrap)  # kept referenced: a collected client cancels its futures
         for deleted in client.delete_records([TopicPartition(out, 0, 3)]).values():
             deleted.result(30)
         # a duplicate: one result written a second time (as a second writer of the same job would)
         doubled = kafka_io.read_to_end(bootstrap, out).records[0]
+        assert doubled.value is not None, doubled
         kafka_io.produce(bootstrap, out, [(doubled.key, doubled.value)])
         code, found = audit_cli()
         table = subprocess.run(
@@ -90,9 +92,7 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
         print(table.stdout)  # as the README shows it
         assert code == 1 and not found["clean"] and table.returncode == 1 and "not clean" in table.stdout
         assert found["missing"] == [str(Unit(inp, 0, o)) for o in sorted(firsts)]
-        assert [d["unit"] for d in found["duplicated"]] == [
-            str(Unit(inp, 0, json.loads(doubled.value)["source"]["offset"]))
-        ]
+        assert [d["unit"] for d in found["duplicated"]] == [str(Unit(inp, 0, record_json(doubled)["source"]["offset"]))]
 
         code, repaired = audit_cli("--repair")
         assert repaired["repaired"] == found["missing"]
@@ -104,5 +104,5 @@ def test_the_audit_finds_an_injected_loss_and_duplicate_and_repair_makes_it_clea
         "the injected duplicate cannot be taken back; the audit keeps naming it"
     )
     # the repaired records kept their message ids (the replay header names the originals)
-    results = {json.loads(r.value)["id"] for r in kafka_io.read_to_end(bootstrap, out).records}
+    results = {record_json(r)["id"] for r in kafka_io.read_to_end(bootstrap, out).records}
     assert {f"{run}-{o}" for o in firsts} <= results

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 
@@ -17,26 +16,24 @@ from imagery.pipeline_run import DispatcherProcess, collect, produce_messages, s
 from imagery.process import free_port
 from schemas import HEALTHZ_ROUTE, INFER_JSON_ROUTE
 from tests.conftest import remove_bucket, unique
+from tests.helpers import put
 
 pytestmark = pytest.mark.e2e
 
 JOB_TIMEOUT_S = 240
 
 
-def put(minio, bucket: str, key: str, data: bytes) -> None:
-    minio.put_object(bucket, key, io.BytesIO(data), len(data))
-
-
 def dispatcher_args(
-    bootstrap: str, team: str, service: InferenceService, inp: str, out: str, dlq: str, *extra: str
+    bootstrap: str, team: str, service: InferenceService | str, inp: str, out: str, dlq: str, *extra: str
 ) -> list[str]:
+    """The job's arguments for TEAM's SERVICE (or its base URL); EXTRA after them, so a flag there wins."""
     return [
         "--bootstrap",
         bootstrap,
         "--team",
         team,
         "--http-url",
-        f"{service.base_url}{INFER_JSON_ROUTE}",
+        f"{service if isinstance(service, str) else service.base_url}{INFER_JSON_ROUTE}",
         "--input-topic",
         inp,
         "--output-topic",
@@ -66,7 +63,7 @@ def test_every_message_lands_exactly_once_and_bad_ones_in_dlq_with_stage(
         put(minio, bucket, f"{kind}/{i}.jpg", fruit_images[kind])
         good.append({"id": f"{run}-{i}", "bucket": bucket, "key": f"{kind}/{i}.jpg", "camera": "c1", "kind": kind})
     put(minio, bucket, "notes/readme.jpg", b"this is text, not a JPEG")
-    bad = [
+    bad: list[dict | bytes] = [
         f"not json {run}".encode(),
         {"id": f"{run}-nobucket", "key": "clean/0.jpg"},
         {"id": f"{run}-missing", "bucket": bucket, "key": "nowhere/none.jpg"},

@@ -8,14 +8,13 @@ the service fires ImageryServiceDown and makes `imagery health` exit 1 (the last
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -33,12 +32,14 @@ from imagery.repo import ALERT_RULES, DASHBOARD, REPO_ROOT
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE
 from streaming.dispatch.metrics import PROMETHEUS_PREFIX, PROMETHEUS_STAGE_PREFIX
 from tests.conftest import remove_bucket, unique
+from tests.helpers import imagery_command, put, wait_for
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 # Debian's prometheus is a requirement of the suite (.ci/run installs it): without it these tests fail, never skip
 pytestmark = pytest.mark.e2e
 
 TIMEOUT_S = 240
+SCRAPE_S = 1.0  # Prometheus scrapes this often: a query shows nothing new sooner, so waits on one look once a scrape
 SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}")
 
 
@@ -56,19 +57,8 @@ class Run:
     got: Collected
 
 
-def wait_for(what: str, check, timeout_s: float = 90.0, every_s: float = 1.0):
-    """`check()` until it returns something truthy, or fail saying what was awaited and what was seen last."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        last = check()
-        if last and (not isinstance(last, tuple) or last[0]):
-            return last
-        time.sleep(every_s)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s (last: {last!r})"[:3000])
-
-
 @pytest.fixture(scope="module")
-def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_factory) -> Run:
+def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_factory) -> Iterator[Run]:
     settings = flink_cluster
     tmp = tmp_path_factory.mktemp("monitoring")
     inp, out, dlq = unique("in"), unique("out"), unique("dlq")
@@ -80,7 +70,7 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
         settings, "fruit", weights_path=str(fruit_weights), env=FRUIT_SERVICE_ENV, log_path=tmp / "service.log"
     )
     prometheus = PrometheusServer(
-        {"fruit": [f"{service.host}:{service.port}"]}, interval_s=1.0, storage=tmp / "prometheus"
+        {"fruit": [f"{service.host}:{service.port}"]}, interval_s=SCRAPE_S, storage=tmp / "prometheus"
     )
     job_name, group_id = unique("monitored"), unique("g")
     job_id = None
@@ -88,10 +78,9 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
         service.start()
         prometheus.start()
         for i in range(6):
-            data = fruit_images.make("defect" if i % 2 else "clean", i)
-            minio.put_object(bucket, f"img/{i}.jpg", io.BytesIO(data), len(data))
+            put(minio, bucket, f"img/{i}.jpg", fruit_images.make("defect" if i % 2 else "clean", i))
         good = [{"id": f"ok-{i}", "bucket": bucket, "key": f"img/{i % 6}.jpg"} for i in range(24)]
-        bad = [
+        bad: list[dict | bytes] = [
             b"not json",
             {"id": "no-bucket", "key": "img/0.jpg"},
             {"id": "missing-1", "bucket": bucket, "key": "nowhere/1.jpg"},
@@ -135,6 +124,8 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
                 "50",
                 "--connector-jars",
                 jars,
+                "--checkpoint-dir",
+                str(settings.checkpoints_dir),
             ],
             env={**os.environ, **stack.flink_env(settings), "IMAGERY_DETACHED": "1"},
             capture_output=True,
@@ -143,7 +134,9 @@ def run(flink_cluster: StackSettings, fruit_weights, fruit_images, tmp_path_fact
             cwd=REPO_ROOT,
         )
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-        job_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout).group(1)
+        submitted_id = re.search(r"JobID ([0-9a-f]{32})", submitted.stdout)
+        assert submitted_id, submitted.stdout[-3000:]
+        job_id = submitted_id.group(1)
         got = collect(settings.bootstrap, out, dlq, lambda c: len(c.results) + len(c.dead) >= produced, TIMEOUT_S)
         assert len(got.results) == len(good) and len(got.dead) == len(bad), (len(got.results), len(got.dead))
         yield Run(
@@ -172,6 +165,13 @@ def value(run: Run, expr: str) -> float | None:
     return float(series[0]["value"][1]) if series else None
 
 
+def number(run: Run, expr: str) -> float:
+    """The value of `expr`, which has a series."""
+    found = value(run, expr)
+    assert found is not None, f"no series for {expr}"
+    return found
+
+
 def test_dispatcher_metrics_count_what_landed_in_kafka(run: Run):
     """The job's own numbers, through Flink's reporter and Prometheus, equal what the topics hold."""
     sel = f'{{job_name="{run.job_label}"}}'
@@ -191,18 +191,20 @@ def test_dispatcher_metrics_count_what_landed_in_kafka(run: Run):
         now = {expr: value(run, expr) for expr in expected}
         return now == expected, now
 
-    wait_for("the dispatcher's counts in Prometheus", seen)
+    wait_for(seen, "the dispatcher's counts in Prometheus", timeout_s=90, every_s=SCRAPE_S)
     # the HTTP latency of the calls, from the dispatcher's side, and how many were in flight at once
-    assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p95_ms{sel})") > 0
-    assert value(run, f"max({PROMETHEUS_PREFIX}http_latency_p50_ms{sel})") <= value(
+    assert number(run, f"max({PROMETHEUS_PREFIX}http_latency_p95_ms{sel})") > 0
+    assert number(run, f"max({PROMETHEUS_PREFIX}http_latency_p50_ms{sel})") <= number(
         run, f"max({PROMETHEUS_PREFIX}http_latency_p99_ms{sel})"
     )
     assert value(run, f"sum({PROMETHEUS_PREFIX}http_calls{sel})") == len(run.got.results) + stages["fetch"]
     # Flink's own metrics beside them: the job is up, its source's lag is 0 once everything was read
-    assert value(run, f"max(flink_jobmanager_job_uptime{sel})") > 0
+    assert number(run, f"max(flink_jobmanager_job_uptime{sel})") > 0
     wait_for(
-        "the source's pendingRecords at 0",
         lambda: value(run, f"sum(flink_taskmanager_job_task_operator_pendingRecords{sel})") == 0,
+        "the source's pendingRecords at 0",
+        timeout_s=90,
+        every_s=SCRAPE_S,
     )
 
 
@@ -223,7 +225,7 @@ def test_every_dashboard_query_returns_series(run: Run):
         missing = [(title, expr) for title, expr in queries if not run.prometheus.query(expr)]
         return not missing, missing
 
-    wait_for("every dashboard query returns series", empty)
+    wait_for(empty, "every dashboard query returns series", timeout_s=90, every_s=SCRAPE_S)
     for title in ("Dead letters by stage", "Service latency p50 / p95 / p99"):  # two, as the dashboard shows them
         for expr in [expr for t, expr in queries if t == title]:
             print(
@@ -262,7 +264,7 @@ def test_alert_rules_check_and_read_live_series(run: Run):
                     missing.append((name, label_names))
             return not missing, missing
 
-        wait_for(f"{rule['alert']} reads live series", live, timeout_s=30)
+        wait_for(live, f"{rule['alert']} reads live series", timeout_s=30, every_s=SCRAPE_S)
     firing = [a for a in run.prometheus.alerts() if a["state"] == "firing"]
     assert not firing, firing  # a healthy run fires nothing
 
@@ -301,7 +303,7 @@ def test_health_reports_every_part_up(run: Run):
         report = json.loads(done.stdout)
         return done.returncode == 0 and all(c["status"] == "ok" for c in report["checks"]), report
 
-    _, report = wait_for("imagery health --json all ok", all_ok, timeout_s=60)
+    _, report = wait_for(all_ok, "imagery health --json all ok", timeout_s=60)
     by_part = {c["part"]: c for c in report["checks"]}
     assert set(by_part) == {"kafka", "minio", "flink", "job", "healthz", "readyz", "lag"}
     assert by_part["lag"]["data"]["lag"] == 0 and by_part["job"]["data"]["jobs"][0]["id"] == run.job_id
@@ -322,7 +324,7 @@ def test_stopped_service_fires_an_alert_and_fails_health(run: Run):
         ]
         return bool(alerts) and alerts[0]["state"] == "firing", alerts
 
-    _, alerts = wait_for("ImageryServiceDown firing", firing, timeout_s=120)
+    _, alerts = wait_for(firing, "ImageryServiceDown firing", timeout_s=120, every_s=SCRAPE_S)
     assert alerts[0]["labels"]["team"] == "fruit" and alerts[0]["labels"]["severity"] == "page"
     print(json.dumps(alerts, indent=2))
     done = health(run, "--json")
@@ -338,8 +340,7 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(
 ):
     """`imagery dispatch` (a MiniCluster) serves the same metrics on its reporter port (--prometheus-port)."""
     inp, out, dlq = new_topic("in"), new_topic("out"), new_topic("dlq")
-    data = fruit_images["clean"]
-    minio.put_object(bucket, "a.jpg", io.BytesIO(data), len(data))
+    put(minio, bucket, "a.jpg", fruit_images.clean)
     produced = produce_messages(bootstrap, inp, [{"bucket": bucket, "key": "a.jpg"}] * 2 + [b"not json"])
     port = free_port()
     args = [
@@ -360,11 +361,32 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(
         "--resume",
         "none",
         "--job-name",
-        unique("local"),
+        (name := unique("local")),
         "--prometheus-port",
         str(port),
     ]
+
+    def health() -> dict[str, dict]:
+        """`imagery health` of this job, asking a Flink REST port where no cluster answers: it finds the job itself."""
+        flink_url = f"http://127.0.0.1:{free_port()}"
+        done = imagery_command(
+            "health",
+            "--json",
+            "--team",
+            "fruit",
+            "--job",
+            f"fruit={name}",
+            "--bootstrap",
+            bootstrap,
+            "--flink-url",
+            flink_url,
+        )
+        return {c["part"]: c for c in json.loads(done.stdout)["checks"] if c["part"] in ("flink", "job")}
+
     with DispatcherProcess(args, tmp_path / "dispatcher.log") as job:
+        seen = health()
+        assert (seen["flink"]["status"], seen["job"]["status"]) == ("ok", "ok"), seen
+        assert job.proc is not None and seen["job"]["data"]["local"][0]["pid"] == job.proc.pid, seen
 
         def scraped():
             job.check_alive()
@@ -380,4 +402,5 @@ def test_a_local_minicluster_job_reports_to_prometheus_too(
             }
             return found == {"records": produced, "results": 2, "dead_letters_total": 1}, found
 
-        wait_for("the local job's reporter serves its counts", scraped, timeout_s=TIMEOUT_S)
+        wait_for(scraped, "the local job's reporter serves its counts", timeout_s=TIMEOUT_S)
+    assert health()["job"]["status"] != "ok", "the stopped job is no longer reported running"

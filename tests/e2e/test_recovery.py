@@ -12,7 +12,8 @@ import pytest
 from imagery import kafka_io
 from imagery.audit import audit, wait_until_caught_up
 from imagery.pipeline_run import DispatcherProcess, collect
-from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args, put
+from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args
+from tests.helpers import put
 
 pytestmark = pytest.mark.e2e
 
@@ -71,11 +72,12 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint_with_nothing_lost_or_t
             JOB_TIMEOUT_S,
             watch=second.check_alive,
         )
-        late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
+        # no fixed window for late duplicates: once the job committed every input offset, the audit counts each
+        # offset's results, so one written twice, however late, is found there
         assert_audit_clean(bootstrap, inp, out, dlq, args, second)
     assert "resuming from" in (tmp_path / "second.log").read_text()
     assert sorted(got.results) == sorted(ids) and not got.dead, "nothing lost"
-    assert late.result_count == len(ids), f"nothing twice: {late.result_count - len(ids)} duplicates"
+    assert got.result_count == len(ids), f"nothing twice: {got.result_count - len(ids)} duplicates"
 
 
 def test_a_job_stopped_with_a_savepoint_resumes_from_it(
@@ -111,7 +113,7 @@ def test_a_job_stopped_with_a_savepoint_resumes_from_it(
     finally:
         first.stop_with_savepoint()
     assert "stopped with a savepoint at" in (tmp_path / "first.log").read_text()
-    stopped = collect(bootstrap, out, dlq, lambda c: False, 5)
+    stopped = collect(bootstrap, out, dlq, lambda c: bool(c.results), 5)
     assert stopped.results, "the savepoint committed what the job had done"
 
     with DispatcherProcess(args, tmp_path / "second.log") as second:
@@ -123,12 +125,11 @@ def test_a_job_stopped_with_a_savepoint_resumes_from_it(
             JOB_TIMEOUT_S,
             watch=second.check_alive,
         )
-        late = collect(bootstrap, out, dlq, lambda c: c.result_count > len(ids), 6, watch=second.check_alive)
-        assert_audit_clean(bootstrap, inp, out, dlq, args, second)
+        assert_audit_clean(bootstrap, inp, out, dlq, args, second)  # finds a duplicate however late (see above)
     assert "resuming from" in (tmp_path / "second.log").read_text()
     assert "savepoint-" in (tmp_path / "second.log").read_text().split("resuming from", 1)[1].splitlines()[0]
     assert sorted(got.results) == sorted(ids) and not got.dead
-    assert late.result_count == len(ids), f"{late.result_count - len(ids)} duplicates"
+    assert got.result_count == len(ids), f"{got.result_count - len(ids)} duplicates"
 
 
 def assert_audit_clean(bootstrap: str, inp: str, out: str, dlq: str, args: list[str], job: DispatcherProcess) -> None:

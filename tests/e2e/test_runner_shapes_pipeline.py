@@ -17,6 +17,7 @@ from imagery.pipeline_run import DispatcherProcess, collect, produce_messages
 from services.inference_http.settings import service_environment
 from tests.conftest import remove_bucket, unique
 from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, dispatcher_args
+from tests.helpers import put
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +39,7 @@ def test_a_detector_s_answers_and_the_message_s_extra_go_through_the_pipeline(
     bucket, run = unique("spots-e2e"), uuid.uuid4().hex[:8]
     minio.make_bucket(bucket)
     try:
-        data = two_spots()
-        minio.put_object(bucket, "two.png", io.BytesIO(data), len(data))
+        put(minio, bucket, "two.png", two_spots())
         produce_messages(
             bootstrap,
             inp,

@@ -32,7 +32,8 @@ from imagery.local import stack
 from imagery.pipeline_run import DispatcherProcess
 from imagery.repo import REPO_ROOT
 from streaming.dispatch import checkpoints
-from tests.e2e.test_dispatcher import dispatcher_args, put
+from tests.e2e.test_dispatcher import dispatcher_args
+from tests.helpers import put, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -139,7 +140,7 @@ def caught_up_audit(bootstrap: str, job: Job, watch: Callable[[], None]) -> Audi
 def restarted(job: Job, stop: Callable[[Job], None], cycles: int, *extra: str) -> None:
     """`cycles` times: let the job run to a moment of MOMENTS_S, stop it with `stop`, start it again."""
     for i in range(cycles):
-        time.sleep(MOMENTS_S[i % len(MOMENTS_S)])
+        time.sleep(MOMENTS_S[i % len(MOMENTS_S)])  # the moment of the stop under test, not a wait
         stop(job)
         job.start(*extra)
 
@@ -185,7 +186,7 @@ def two_jobs_of_one_team(s: Scenario) -> None:
     first, second = s.new_job(), s.new_job()
     for i in range(3):
         for job in (first, second):
-            time.sleep(MOMENTS_S[i % len(MOMENTS_S)] + 4)
+            time.sleep(MOMENTS_S[i % len(MOMENTS_S)] + 4)  # the moment of the stop under test, not a wait
             job.stop_with_savepoint()
             job.start()
     s.cycles = 6
@@ -253,8 +254,8 @@ def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
     """Wait until the audit finds every record of the job's input landed, none pending (its producers paused)."""
     assert job.proc is not None
     wait_until_caught_up(bootstrap, job.topic("--input-topic"), job.group, timeout_s, job.proc.check_alive)
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def audited() -> tuple[bool, str]:
         report = audit(
             bootstrap,
             "fruit",
@@ -263,22 +264,22 @@ def drained(bootstrap: str, job: Job, timeout_s: float = CATCH_UP_S) -> None:
             dlq_topic=job.topic("--dlq-topic"),
             group_id=job.group,
         )
-        if report.clean and not report.pending:
-            return
-        assert time.monotonic() < deadline, f"{job.name} did not drain: {describe(report.missing)}"
-        time.sleep(1)
+        return report.clean and not report.pending, describe(report.missing)
+
+    wait_for(audited, f"{job.name} to drain", timeout_s, every_s=1)
 
 
 def running(job: Job, timeout_s: float = 180) -> None:
     """Wait until the job's current run has handled a record (its log says nothing of that: its output topic does)."""
+    assert job.proc is not None
     out = job.topic("--output-topic")
     before = sum(kafka_io.end_offsets(job.bootstrap, out).values())
-    deadline = time.monotonic() + timeout_s
-    while sum(kafka_io.end_offsets(job.bootstrap, out).values()) <= before:
-        assert job.proc is not None
-        job.proc.check_alive()
-        assert time.monotonic() < deadline, f"{job.name} wrote nothing within {timeout_s:g} s"
-        time.sleep(0.2)
+    wait_for(
+        lambda: sum(kafka_io.end_offsets(job.bootstrap, out).values()) > before,
+        f"{job.name} to write a record",
+        timeout_s,
+        watch=job.proc.check_alive,
+    )
 
 
 def rescaled(s: Scenario) -> None:
@@ -293,7 +294,7 @@ def rescaled(s: Scenario) -> None:
     checkpointed(job, s.checkpoint_dir)
     job.stop_with_savepoint()
     job.start("--parallelism", "1")
-    time.sleep(10)
+    time.sleep(10)  # not a wait: the scaled-down run under load for a while before the final audit
     s.cycles = 2
     s.notes.append("1 -> 2 partitions; parallelism 1 -> 2 -> 1")
 
@@ -314,26 +315,26 @@ def upgraded(s: Scenario) -> None:
 
 def checkpointed(job: Job, checkpoint_dir: Path, timeout_s: float = 180) -> None:
     """Wait until the job's current run has completed a checkpoint (it runs; a stop now takes a savepoint)."""
+    assert job.proc is not None
     since = time.time()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert job.proc is not None
-        job.proc.check_alive()
-        done = [m for m in (checkpoint_dir / job.group).glob("*/chk-*/_metadata") if m.stat().st_mtime > since]
-        if done:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{job.name} completed no checkpoint within {timeout_s:g} s")
+    wait_for(
+        lambda: [m for m in (checkpoint_dir / job.group).glob("*/chk-*/_metadata") if m.stat().st_mtime > since],
+        f"{job.name} to complete a checkpoint",
+        timeout_s,
+        every_s=0.5,
+        watch=job.proc.check_alive,
+    )
 
 
 def _resumed_from(log: Path) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    """What the run logging to `log` resumed from ("" for a fresh start), once it says."""
+
+    def said() -> tuple[bool, str]:
         text = log.read_text() if log.exists() else ""
-        if "resuming from" in text or "no checkpoint to resume" in text:
-            return text.split("resuming from", 1)[1].splitlines()[0] if "resuming from" in text else ""
-        time.sleep(0.5)
-    return ""
+        where = text.split("resuming from", 1)[1].splitlines()[0] if "resuming from" in text else ""
+        return "resuming from" in text or "no checkpoint to resume" in text, where
+
+    return wait_for(said, f"{log.name} to say what it resumed from", 60, every_s=0.5)[1]
 
 
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
@@ -489,12 +490,14 @@ def test_stop_and_resubmit_on_the_standalone_cluster(
             cwd=REPO_ROOT,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return re.search(r"JobID ([0-9a-f]{32})", done.stdout).group(1)
+        submitted = re.search(r"JobID ([0-9a-f]{32})", done.stdout)
+        assert submitted, done.stdout[-3000:]
+        return submitted.group(1)
 
     try:
         job_id = submit()
         for i in range(cycles):
-            time.sleep(MOMENTS_S[(i + 2) % len(MOMENTS_S)])
+            time.sleep(MOMENTS_S[(i + 2) % len(MOMENTS_S)])  # the moment of the stop under test, not a wait
             stopped = subprocess.run(
                 [*flink, "stop", "-m", jobmanager, "--savepointPath", savepoints.as_uri(), job_id],
                 capture_output=True,

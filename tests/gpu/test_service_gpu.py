@@ -108,8 +108,8 @@ def test_the_service_on_cuda_labels_and_batches(stack_settings, fruit_weights, m
 
 
 def test_the_pipelined_path_decodes_on_its_own_stream_and_answers_as_sequential(fruit_weights, fruit_images):
+    from services.inference_http.forward import PipelinedBatchPath, in_process_path
     from services.inference_http.metrics import Metrics
-    from services.inference_http.paths import PipelinedBatchPath, local_path
     from services.inference_http.settings import ServiceSettings
 
     settings = ServiceSettings(
@@ -118,10 +118,14 @@ def test_the_pipelined_path_decodes_on_its_own_stream_and_answers_as_sequential(
     blobs = [fruit_images.make(kind, i) for i in range(8) for kind in ("clean", "defect")]
 
     async def main():
-        path = local_path(settings, FruitRunner(str(fruit_weights)), Metrics())
+        path = in_process_path(settings, FruitRunner(str(fruit_weights)), Metrics())
         assert isinstance(path, PipelinedBatchPath) and path.decode_stream != path.forward_stream
         await path.warm_up(fruit_images.clean)
-        done = await asyncio.gather(*(path.run(await path.prepare(data, None, None)) for data in blobs))
+
+        async def infer(data: bytes):
+            return await path.run(await path.prepare(data, None, None))
+
+        done = await asyncio.gather(*(infer(data) for data in blobs))
         await path.close()
         return done
 

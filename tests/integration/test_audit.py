@@ -13,7 +13,7 @@ from imagery import kafka_io
 from imagery.audit import Unit, audit, repair
 from imagery.cli import app
 from imagery.dlq import read_dlq, replay
-from schemas import DispatcherIdentity, ErrorEnvelope, decode_image_messages, topics
+from schemas import DispatcherIdentity, ErrorEnvelope, Stage, decode_image_messages, topics
 from streaming.dispatch.records import KafkaInput, build_dead_letter, build_result
 from tests.conftest import unique
 
@@ -47,7 +47,7 @@ class Job:
         out = build_result(msg, record, index, TEAM, RESPONSE, 1.0, 1, 1, event_record)
         kafka_io.produce(self.bootstrap, self.out, [(out.key, out.value)])
 
-    def dead(self, rec: kafka_io.Record, stage: str = "fetch", event_record: int | None = None) -> None:
+    def dead(self, rec: kafka_io.Record, stage: Stage = "fetch", event_record: int | None = None) -> None:
         error = ErrorEnvelope(stage=stage, type="t", message="m", retryable=False, attempts=1)
         out = build_dead_letter(as_input(rec), TEAM, error, IDENTITY, 1, event_record=event_record)
         kafka_io.produce(self.bootstrap, self.dlq, [(out.key, out.value, list(out.headers.items()))])
@@ -148,7 +148,7 @@ def test_an_outcome_in_an_open_transaction_is_pending_not_missing(job: Job):
     kafka_io.produce(job.bootstrap, job.inp, [(b"k", b'{"bucket": "b-1", "key": "a.jpg"}')])
     (rec,) = job.records()
     job.commit()
-    out = build_result(decode_image_messages(rec.value)[0], as_input(rec), 0, TEAM, RESPONSE, 1.0, 1, 1)
+    out = build_result(decode_image_messages(rec.value or b"")[0], as_input(rec), 0, TEAM, RESPONSE, 1.0, 1, 1)
     producer = kafka_io.producer(job.bootstrap, config={"transactional.id": unique("audit-open")})
     producer.init_transactions(30)
     producer.begin_transaction()

@@ -8,7 +8,7 @@ import pytest
 
 from imagery import kafka_io
 from imagery.dlq import DlqEntry, OriginalGone, plan, read_dlq, replay, replayed
-from schemas import DispatcherIdentity, ErrorEnvelope, topics
+from schemas import DispatcherIdentity, ErrorEnvelope, Stage, topics
 from streaming.dispatch.records import KafkaInput, build_dead_letter
 from tests.conftest import unique
 
@@ -19,7 +19,8 @@ def test_replay_republishes_original_bytes_key_and_headers_with_a_count(bootstra
     dlq, target = new_topic("dlq"), new_topic("replayed")
     identity = DispatcherIdentity(job="j", group_id="g", host="h")
     letters = []
-    for i, (stage, team) in enumerate([("fetch", "fruit"), ("parse", "fruit"), ("fetch", "other")]):
+    stages_and_teams: list[tuple[Stage, str]] = [("fetch", "fruit"), ("parse", "fruit"), ("fetch", "other")]
+    for i, (stage, team) in enumerate(stages_and_teams):
         record = KafkaInput(
             value=b"\x00raw" + bytes([i]),
             key=f"k{i}".encode(),
@@ -80,7 +81,7 @@ def dead_letters(
     dlq: str,
     values: list[bytes],
     headers: dict[str, bytes] | None = None,
-    stage: str = "fetch",
+    stage: Stage = "fetch",
     keyed: bool = False,
 ) -> None:
     identity = DispatcherIdentity(job="j", group_id="g", host="h")
@@ -117,7 +118,7 @@ def test_running_the_same_replay_twice_replays_each_entry_once(bootstrap, new_to
         assert all(why.startswith("replayed before") for _, why in second.skipped)
         again = plan(read_dlq(bootstrap, dlq), replayed(bootstrap, dlq), again=True)
         assert len(again.go) == 2
-        assert sorted(r.value for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b"]
+        assert sorted(r.value or b"" for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b"]
     finally:
         kafka_io.delete_topics(bootstrap, [ledger])
 
@@ -216,7 +217,7 @@ def test_replay_replays_only_what_is_asked(bootstrap, new_topic):
         everything = cli("dlq", "replay", *common, "--all")
         assert everything.exit_code == 0 and "replayed 2 dead letters" in everything.output, everything.output
         # the entry replayed by --offset is skipped (replayed before); the other two go
-        assert sorted(r.value for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b", b"c"]
+        assert sorted(r.value or b"" for r in kafka_io.read_to_end(bootstrap, target).records) == [b"a", b"b", b"c"]
     finally:
         kafka_io.delete_topics(bootstrap, [topics.replay_ledger(dlq)])
 

@@ -5,13 +5,12 @@ is down (a Flink that does not answer, a service that does not answer) turns the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from imagery import kafka_io
-from imagery.health import DOWN, OK, UNKNOWN, WARN, Team, check_all, consumer_lag
+from imagery.health import DOWN, OK, UNKNOWN, WARN, TeamParts, check_all, consumer_lag
 from imagery.process import free_port
 from tests.conftest import unique
+from tests.helpers import imagery_command
 
 
 def test_lag_is_end_offsets_minus_the_group_committed_offsets(bootstrap, new_topic):
@@ -30,14 +29,15 @@ def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, n
     kafka_io.produce(bootstrap, topic, [b"a", b"b", b"c"])
     kafka_io.commit_offsets(bootstrap, topic, group, {0: 1})
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a Flink and a service that are down
-    team = Team("fruit", service_url=nowhere, input_topic=topic, group_id=group, job_name=unique("job"))
+    team = TeamParts("fruit", service_url=nowhere, input_topic=topic, group_id=group, job_name=unique("job"))
     report = check_all(
         stack_settings,
-        [team, Team("orchard", input_topic=unique("none"))],
+        [team, TeamParts("orchard", input_topic=unique("none"))],
         bootstrap=bootstrap,
         flink_url=nowhere,
         max_lag=1,
-    )
+        local=[],
+    )  # no local MiniCluster job either
     status = {(c.part, c.team): c.status for c in report.checks}
     assert status[("kafka", "")] == status[("minio", "")] == OK
     assert status[("flink", "")] == DOWN and status[("job", "fruit")] == UNKNOWN
@@ -48,27 +48,20 @@ def test_every_part_reported_and_what_is_down_fails(stack_settings, bootstrap, n
     lag = next(c for c in report.checks if c.part == "lag" and c.team == "fruit")
     assert lag.data["lag"] == 2
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imagery.cli",
-            "health",
-            "--json",
-            "--service",
-            f"fruit={nowhere}",
-            "--topic",
-            f"fruit={topic}",
-            "--group",
-            f"fruit={group}",
-            "--bootstrap",
-            bootstrap,
-            "--flink-url",
-            nowhere,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = imagery_command(
+        "health",
+        "--json",
+        "--service",
+        f"fruit={nowhere}",
+        "--topic",
+        f"fruit={topic}",
+        "--group",
+        f"fruit={group}",
+        "--bootstrap",
+        bootstrap,
+        "--flink-url",
+        nowhere,
+        timeout_s=60,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     out = json.loads(done.stdout)

@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from imagery.local.inference_service import InferenceService
-from schemas import INFER_JSON_ROUTE, ErrorBody, InferRequest
+from schemas import INFER_JSON_ROUTE, InferRequest
 from services.inference_http.errors import ServiceError
 from services.inference_http.settings import ServiceSettings, service_environment
 from services.inference_http.storage import ObjectStore
 from streaming.dispatch.client import InferenceClient, Success
 from tests.conftest import remove_bucket, unique
+from tests.helpers import expect_error, put
 from tests.hostile_inputs import progressive_jpeg_with_scans
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
@@ -34,20 +35,6 @@ GUARDED_ENV = {
         auth_token=TOKEN, header_timeout_s=1, body_timeout_s=1, max_request_bytes=65536, max_batch_items=2
     ),
 }
-
-
-def put(minio, bucket: str, key: str, data: bytes) -> str:
-    minio.put_object(bucket, key, io.BytesIO(data), len(data))
-    return key
-
-
-def expect_error(response: httpx.Response, status: int, type_: str, stage: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    error = ErrorBody.model_validate(response.json()).error
-    assert error.type == type_, error
-    if stage:
-        assert error.stage == stage, error
-    return error.message
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +143,7 @@ def test_another_team_s_bucket_is_403_before_storage_is_asked(fruit_service, min
     try:
         put(minio, other, "a.jpg", fruit_images.clean)
         response = httpx.post(f"{fruit_service.base_url}{INFER_JSON_ROUTE}", json={"bucket": other, "key": "a.jpg"})
-        message = expect_error(response, 403, "bucket_not_allowed", "fetch")
+        message = expect_error(response, 403, "bucket_not_allowed", "fetch").message
         assert "fruit-*" in message and "ALLOWED_BUCKETS" in message
     finally:
         remove_bucket(minio, other)
@@ -203,7 +190,7 @@ def test_a_request_head_sent_byte_by_byte_is_cut_off(guarded_service):
                 sock.send(bytes([byte]))
             except (BrokenPipeError, ConnectionResetError):
                 break
-            time.sleep(0.1)  # the whole head would take 7 s
+            time.sleep(0.1)  # the slow sender under test, not a wait: at this pace the whole head would take 7 s
         closed, _ = closed_within(sock, 5)
     assert closed and time.monotonic() - started < 6
 
@@ -254,7 +241,7 @@ def test_a_jpeg_costing_minutes_is_415_at_once_and_holds_up_no_one(fruit_service
     started = time.monotonic()
     *bombs, clean = asyncio.run(fire())
     for response in bombs:
-        assert "3000 scans" in expect_error(response, 415, "too_costly_to_decode", "decode")
+        assert "3000 scans" in expect_error(response, 415, "too_costly_to_decode", "decode").message
     assert clean.status_code == 200 and clean.json()["label"] == "clean"
     assert time.monotonic() - started < 5
 

@@ -7,14 +7,12 @@ histogram on /metrics).
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import struct
 import zlib
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from imagery.local.inference_service import InferenceService, InferenceServiceError
 from schemas import (
@@ -23,18 +21,15 @@ from schemas import (
     INFER_JSON_ROUTE,
     METRICS_ROUTE,
     READYZ_ROUTE,
+    BatchItemError,
+    BatchItemOk,
     BatchResponse,
-    ErrorBody,
     InferResponse,
 )
+from tests.helpers import expect_error, metric_samples, put
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
-
-
-def put(minio, bucket: str, key: str, data: bytes) -> str:
-    minio.put_object(bucket, key, io.BytesIO(data), len(data))
-    return key
 
 
 def png_bomb(side: int = 10_000) -> bytes:
@@ -52,14 +47,8 @@ def png_bomb(side: int = 10_000) -> bytes:
 
 def batch_size_histogram(base_url: str) -> tuple[float, float]:
     """(forward passes, images in them) so far."""
-    text = httpx.get(f"{base_url}{METRICS_ROUTE}").text
-    values = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("inference_batch_size")
-    }
-    return values["inference_batch_size_count"], values["inference_batch_size_sum"]
+    samples = metric_samples(httpx.get(f"{base_url}{METRICS_ROUTE}").text)
+    return samples[("inference_batch_size_count", ())], samples[("inference_batch_size_sum", ())]
 
 
 @pytest.fixture
@@ -100,7 +89,7 @@ def test_docs_and_openapi(fruit_service):
 def test_metrics_has_the_contract_names(fruit_service, images_bucket):
     assert post(fruit_service, INFER_JSON_ROUTE, {"bucket": images_bucket, "key": "fruit/clean.jpg"}).status_code == 200
     text = httpx.get(f"{fruit_service.base_url}{METRICS_ROUTE}").text
-    names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    names = {name for name, _ in metric_samples(text)}
     assert {
         "inference_requests_total",
         "inference_request_seconds_bucket",
@@ -120,7 +109,8 @@ def test_clean_and_defective_fruit_get_the_right_labels(fruit_service, images_bu
         assert response.status_code == 200, response.text
         result = InferResponse.model_validate(response.json())
         assert result.label == kind
-        assert result.score > 0.9 and result.probabilities[kind] == result.score  # the runner's own field
+        assert result.score is not None and result.score > 0.9
+        assert response.json()["probabilities"][kind] == result.score  # the runner's own field
         assert (result.team, result.bucket, result.key) == ("fruit", images_bucket, f"fruit/{kind}.jpg")
         assert result.model_name == "fruit_defect_cnn" and result.model_tag and result.batch_size >= 1
         t = result.timings
@@ -151,8 +141,11 @@ def test_infer_batch_answers_each_item_in_order(fruit_service, minio, images_buc
     assert response.status_code == 200
     out = BatchResponse.model_validate(response.json()).items
     assert [item.ok for item in out] == [True, False, True, False, False]
-    assert out[0].result.label == "clean" and out[2].result.label == "defect"
-    assert [(o.status, o.error.type, o.error.stage) for o in (out[1], out[3], out[4])] == [
+    clean, missing, defect, text, no_bucket = out
+    assert isinstance(clean, BatchItemOk) and isinstance(defect, BatchItemOk)
+    assert clean.result.label == "clean" and defect.result.label == "defect"
+    failed = [o for o in (missing, text, no_bucket) if isinstance(o, BatchItemError)]
+    assert [(o.status, o.error.type, o.error.stage) for o in failed] == [
         (404, "object_not_found", "fetch"),
         (415, "not_an_image", "decode"),
         (404, "bucket_not_found", "fetch"),
@@ -180,14 +173,6 @@ def test_concurrent_requests_share_forward_passes(fruit_service, images_bucket):
 
 
 # ---------------------------------------------------------------------------- errors
-
-
-def expect_error(response: httpx.Response, status: int, type_: str, stage: str) -> dict:
-    assert response.status_code == status, response.text
-    error = ErrorBody.model_validate(response.json()).error
-    assert (error.type, error.stage) == (type_, stage), error
-    assert error.message
-    return response.json()["error"]
 
 
 def test_missing_object_and_missing_bucket_are_404(fruit_service, images_bucket):
@@ -230,7 +215,7 @@ def test_an_object_over_the_size_limit_is_413(fruit_service, minio, bucket):
     error = expect_error(
         post(fruit_service, INFER_JSON_ROUTE, {"bucket": bucket, "key": "huge.jpg"}), 413, "object_too_large", "fetch"
     )
-    assert str(limit + 1) in error["message"]
+    assert str(limit + 1) in error.message
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,13 @@ deadline passing, a runner that raises. The runner is the real FruitRunner with 
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.fruit_defect_runner import FruitRunner
 from imagery.process import free_port
@@ -25,6 +22,7 @@ from schemas import HEALTHZ_ROUTE, INFER_BATCH_ROUTE, INFER_JSON_ROUTE, METRICS_
 from services.inference_http.app import create_app
 from services.inference_http.model_registry import UnknownTeam
 from services.inference_http.settings import ServiceSettings
+from tests.helpers import eventually, metric_samples, put
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +71,6 @@ async def serving(settings: ServiceSettings, runner: FruitRunner | None = None) 
             yield client
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10) -> None:
-    """Poll `predicate` until it holds; fail after `timeout_s` naming `what` was awaited."""
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> dict:
     async def ready() -> bool:
         return (await client.get(READYZ_ROUTE)).status_code == 200
@@ -91,12 +80,9 @@ async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> 
 
 
 async def metric(client: httpx.AsyncClient, name: str) -> float:
-    text = (await client.get(METRICS_ROUTE)).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and not sample.labels:
-                return sample.value
-    raise AssertionError(f"no metric {name}")
+    samples = metric_samples((await client.get(METRICS_ROUTE)).text)
+    assert (name, ()) in samples, f"no metric {name}"
+    return samples[(name, ())]
 
 
 def run(coro):
@@ -105,13 +91,8 @@ def run(coro):
 
 @pytest.fixture
 def fruit_object(minio, bucket, fruit_images):
-    def put(key: str, kind: str = "clean") -> str:
-        data = fruit_images[kind]
-        minio.put_object(bucket, key, io.BytesIO(data), len(data))
-        return key
-
-    put("clean.jpg", "clean")
-    put("defect.jpg", "defect")
+    put(minio, bucket, "clean.jpg", fruit_images.clean)
+    put(minio, bucket, "defect.jpg", fruit_images.defect)
     return bucket
 
 
@@ -301,7 +282,7 @@ def test_the_resnet50_team_serves_through_the_same_path(stack_settings, tmp_path
 
     weights = tmp_path / "resnet50.pt"
     subprocess.run([sys.executable, "-m", "adapters.resnet50_weights", "--out", str(weights)], check=True)
-    minio.put_object(bucket, "a.jpg", io.BytesIO(fruit_images.clean), len(fruit_images.clean))
+    put(minio, bucket, "a.jpg", fruit_images.clean)
     settings = settings_for(
         stack_settings, weights, team="resnet50", max_batch_size=2, allowed_buckets=bucket
     )  # the test bucket is named for the fruit team

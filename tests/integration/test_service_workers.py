@@ -7,19 +7,17 @@ whichever worker answers it, and one worker's crash leaves the others serving wh
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from imagery.local.inference_service import InferenceService
 from schemas import INFER_JSON_ROUTE, METRICS_ROUTE, READYZ_ROUTE
 from services.inference_http.settings import service_environment
+from tests.helpers import MetricKey, metric_samples, put, wait_for
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -37,6 +35,12 @@ def worker_pids(service: InferenceService) -> set[int]:
     return {c for c in children if b"multiprocessing.resource_tracker" not in _cmdline(c)}
 
 
+def all_workers(service: InferenceService) -> set[int]:
+    """The worker processes once there are `WORKERS` of them; none before."""
+    pids = worker_pids(service)
+    return pids if len(pids) == WORKERS else set()
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -44,33 +48,21 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def wait_for(predicate, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
-
-
-def metric_values(service: InferenceService) -> dict[tuple[str, tuple], float]:
+def metric_values(service: InferenceService) -> dict[MetricKey, float]:
     """/metrics over a fresh connection (so any worker may answer), as {(sample, labels): value}."""
-    text = httpx.get(f"{service.base_url}{METRICS_ROUTE}", headers={"Connection": "close"}, timeout=10).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return metric_samples(
+        httpx.get(f"{service.base_url}{METRICS_ROUTE}", headers={"Connection": "close"}, timeout=10).text
+    )
 
 
 def images_ok(service: InferenceService) -> float:
     return metric_values(service).get(("inference_images_total", (("status", "200"),)), 0.0)
 
 
-async def infer_many(service: InferenceService, bucket: str, key: str, count: int) -> list[int]:
-    """`count` requests, each on a connection of its own, all at once: the workers share them."""
+async def infer_many(service: InferenceService, stored: tuple[str, str], count: int) -> list[int]:
+    """`count` requests for the `(bucket, key)` object, each on a connection of its own, all at once: the workers
+    share them."""
+    bucket, key = stored
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) as client:
         responses = await asyncio.gather(
@@ -93,14 +85,13 @@ def workers_service(stack_settings, fruit_weights):
 
 @pytest.fixture
 def fruit_object(minio, bucket, fruit_images) -> tuple[str, str]:
-    minio.put_object(bucket, "clean.jpg", io.BytesIO(fruit_images.clean), len(fruit_images.clean))
-    return bucket, "clean.jpg"
+    return bucket, put(minio, bucket, "clean.jpg", fruit_images.clean)
 
 
 def test_no_request_meets_a_cold_worker(workers_service, fruit_object):
     # the service answered /readyz, so one worker is warm; the other may still be warming: it takes no
     # connection until it is, so every request now is served, none is a 503 "warming up"
-    assert asyncio.run(infer_many(workers_service, *fruit_object, 20)) == [200] * 20
+    assert asyncio.run(infer_many(workers_service, fruit_object, 20)) == [200] * 20
     wait_for(
         lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS, f"all {WORKERS} workers to be warm"
     )
@@ -111,7 +102,7 @@ def test_no_request_meets_a_cold_worker(workers_service, fruit_object):
 
 def test_metrics_count_every_worker_s_requests(workers_service, fruit_object):
     before = images_ok(workers_service)
-    statuses = asyncio.run(infer_many(workers_service, *fruit_object, 40))
+    statuses = asyncio.run(infer_many(workers_service, fruit_object, 40))
     assert statuses == [200] * 40
     # whichever worker answers /metrics, it counts all 40
     seen = {images_ok(workers_service) - before for _ in range(6)}
@@ -121,25 +112,21 @@ def test_metrics_count_every_worker_s_requests(workers_service, fruit_object):
 
 
 def test_a_crashed_worker_does_not_take_the_others_down(workers_service, fruit_object):
-    pids = wait_for(
-        lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service), f"{WORKERS} workers"
-    )
+    pids = wait_for(lambda: all_workers(workers_service), f"{WORKERS} workers")
     before = images_ok(workers_service)
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in worker_pids(workers_service), "the killed worker to be gone")
     # the other worker serves at once, while the killed one is being replaced
-    assert asyncio.run(infer_many(workers_service, *fruit_object, 10)) == [200] * 10
-    replaced = wait_for(
-        lambda: len(worker_pids(workers_service)) == WORKERS and worker_pids(workers_service), "a replacement worker"
-    )
+    assert asyncio.run(infer_many(workers_service, fruit_object, 10)) == [200] * 10
+    replaced = wait_for(lambda: all_workers(workers_service), "a replacement worker")
     assert victim not in replaced
     wait_for(
         lambda: metric_values(workers_service)[("inference_ready", ())] == WORKERS,
         "the replacement to be warm",
         timeout_s=60,
     )
-    assert asyncio.run(infer_many(workers_service, *fruit_object, 20)) == [200] * 20
+    assert asyncio.run(infer_many(workers_service, fruit_object, 20)) == [200] * 20
     # the dead worker's counts stay in the totals; its live gauges do not
     assert images_ok(workers_service) - before == 30
     assert metric_values(workers_service)[("inference_in_flight", ())] == 0

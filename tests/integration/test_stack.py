@@ -72,8 +72,9 @@ def test_cli_up_status_down_leaves_no_process(tmp_path, stack_settings):
         minio_port=ports["MINIO_PORT"],
         minio_console_port=ports["MINIO_CONSOLE_PORT"],
     )
-    pids = [stack.running_pid(settings, n) for n in ("kafka", "minio")]
-    assert all(pids), pids
+    running = [stack.running_pid(settings, n) for n in ("kafka", "minio")]
+    pids = [pid for pid in running if pid]
+    assert pids == running, running
     status = _cli(env, "status")
     assert status.returncode == 0
     assert f"127.0.0.1:{ports['KAFKA_PORT']}" in status.stdout and "running" in status.stdout
@@ -102,4 +103,5 @@ def test_port_taken_is_a_clear_error(tmp_path):
         }
         result = _cli(env, "up")
     assert result.returncode == 1
-    assert f"port {port} (kafka)" in result.stdout and "already in use" in result.stdout
+    # on stderr, as every error of the CLI (`error: <message>`, one line)
+    assert f"port {port} (kafka)" in result.stderr and "already in use" in result.stderr

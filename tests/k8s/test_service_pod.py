@@ -30,8 +30,9 @@ from imagery.pipeline_run import DispatcherProcess, collect
 from imagery.process import free_port
 from imagery.teams import Team
 from schemas import INFER_JSON_ROUTE
-from tests.e2e.test_dispatcher import JOB_TIMEOUT_S, put
+from tests.e2e.test_dispatcher import JOB_TIMEOUT_S
 from tests.e2e.test_recovery import assert_audit_clean
+from tests.helpers import put
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root (containerd, runc, netns, mounts)"),

@@ -33,7 +33,7 @@ class SpotsDetector:
         max_detections = int(options.get("max_detections", 100))
         gray = np.asarray(Image.open(io.BytesIO(image_bytes_or_uri)).convert("L"), dtype=np.float32) / 255.0
         height, width = gray.shape
-        detections = []
+        detections: list[dict[str, Any]] = []
         for row in range(GRID):
             for col in range(GRID):
                 y0, y1 = row * height // GRID, (row + 1) * height // GRID

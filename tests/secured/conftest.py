@@ -4,7 +4,7 @@ stack the other tests use: Kafka over SASL_SSL (SCRAM-SHA-512) and mTLS with ACL
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +80,9 @@ def make_team(
 
 
 @pytest.fixture
-def new_team(admin: kafka_io.Connection, stack_security: security.StackSecurity, tmp_path: Path) -> Iterator[callable]:
+def new_team(
+    admin: kafka_io.Connection, stack_security: security.StackSecurity, tmp_path: Path
+) -> Iterator[Callable[..., SecuredTeam]]:
     made: list[SecuredTeam] = []
 
     def make(prefix: str = "fruit", partitions: int = 2) -> SecuredTeam:

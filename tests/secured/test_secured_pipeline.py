@@ -5,7 +5,6 @@ or a dead letter could show one."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
@@ -23,6 +22,7 @@ from imagery.local.inference_service import InferenceService
 from imagery.pipeline_run import DispatcherProcess, collect, produce_messages, submit_to_cluster
 from schemas import INFER_JSON_ROUTE, topics
 from tests.conftest import unique
+from tests.helpers import put
 from tests.service_fixtures import FRUIT_SERVICE_ENV
 
 pytestmark = pytest.mark.e2e
@@ -67,10 +67,6 @@ def secured_service(
     )
     with service.start():
         yield service
-
-
-def put(client, bucket: str, key: str, data: bytes) -> None:
-    client.put_object(bucket, key, io.BytesIO(data), len(data))
 
 
 def job_args(secured_stack, stack_security, service: InferenceService, team, client_file: Path) -> list[str]:
@@ -135,7 +131,7 @@ def test_every_hop_secured_exactly_once_and_no_secret_shows(
         good.append({"id": f"{run}-{i}", "bucket": bucket, "key": f"{kind}/{i}.jpg", "kind": kind})
     put(root, bucket, "notes/readme.jpg", b"this is text, not a JPEG")
     put(root, denied, "a.jpg", fruit_images["clean"])
-    bad = [
+    bad: list[dict | bytes] = [
         f"not json {run}".encode(),
         {"id": f"{run}-nobucket", "key": "clean/0.jpg"},
         {"id": f"{run}-missing", "bucket": bucket, "key": "nowhere/none.jpg"},
@@ -252,6 +248,7 @@ def test_a_wrong_sasl_password_fails_the_job_naming_authentication_and_loses_not
     args = job_args(secured_stack, stack_security, secured_service, team, wrong)
     failed = DispatcherProcess([*args, "--restart-strategy", "none"], tmp_path / "wrong.log").start()
     try:
+        assert failed.proc is not None, "started"
         code = failed.proc.wait(JOB_TIMEOUT_S)
     finally:
         failed.stop()

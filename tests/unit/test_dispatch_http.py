@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 
@@ -12,74 +13,86 @@ import pytest
 import uvicorn
 
 from imagery.process import free_port
-from streaming.dispatch.http import ConnectFailed, ConnectionBroken, KeepAlivePool, RequestTimedOut
+from streaming.dispatch.http import ConnectFailed, ConnectionBroken, KeepAlivePool, RequestTimedOut, _Connection
+from tests.helpers import eventually
 
 
-async def echo_app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    if scope["path"] == "/slow":
-        await asyncio.sleep(0.05)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 201 if body else 200,
-            "headers": [(b"content-type", b"application/json"), (b"x-path", scope["path"].encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": b'{"echo": ' + (body or b"null") + b"}"})
+class EchoApp:
+    """An ASGI app that answers with the body it got (201, or 200 for none). Its `/slow` answers wait until
+    `overlap` of them are being served at once, so that many requests really are in flight together."""
+
+    def __init__(self, overlap: int = 1) -> None:
+        self.overlap = overlap
+        self.arrived = 0
+        self.overlapping = asyncio.Event()  # bound to uvicorn's loop when first awaited there
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            self.arrived += 1
+            if self.arrived >= self.overlap:
+                self.overlapping.set()
+            await asyncio.wait_for(self.overlapping.wait(), 10)  # never that many at once: a 500, and the test fails
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201 if body else 200,
+                "headers": [(b"content-type", b"application/json"), (b"x-path", scope["path"].encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"echo": ' + (body or b"null") + b"}"})
 
 
 @contextlib.contextmanager
-def uvicorn_server(keep_alive_s: float = 5.0):
-    port = free_port()
+def uvicorn_server(app: EchoApp, keep_alive_s: float = 5.0):
+    # the socket listens before uvicorn runs: a request made at once waits in the kernel's backlog until uvicorn
+    # accepts it, so there is no start to wait for
+    listening = socket.create_server(("127.0.0.1", 0))
+    # uvicorn annotates timeout_keep_alive as int, but hands it to loop.call_later, which takes seconds as a float
     server = uvicorn.Server(
         uvicorn.Config(
-            echo_app,
-            host="127.0.0.1",
-            port=port,
+            app,
             log_level="warning",
             http="httptools",
-            timeout_keep_alive=keep_alive_s,
+            timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]
             lifespan="off",
         )
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)
+        listening.close()
+
+
+class CountingPool(KeepAlivePool):
+    """The pool, counting the connections it opens."""
+
+    opened = 0
+
+    async def _connect(self) -> _Connection:
+        self.opened += 1
+        return await super()._connect()
 
 
 def test_many_concurrent_requests_share_at_most_max_connections():
     async def go():
-        pool = KeepAlivePool(base, max_connections=8)
-        opened = 0
-        connect = pool._connect
-
-        async def counting_connect():
-            nonlocal opened
-            opened += 1
-            return await connect()
-
-        pool._connect = counting_connect
+        pool = CountingPool(base, max_connections=8)
         answers = await asyncio.gather(*(pool.request("POST", "/slow", b'{"i": %d}' % i) for i in range(200)))
         await pool.aclose()
-        return answers, opened
+        return answers, pool.opened
 
-    with uvicorn_server() as base:
+    with uvicorn_server(EchoApp(overlap=8)) as base:
         answers, opened = asyncio.run(go())
     assert [a.status for a in answers] == [201] * 200
     assert answers[7].body == b'{"echo": {"i": 7}}' and answers[7].headers["x-path"] == "/slow"
@@ -90,13 +103,14 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error_
     async def go():
         pool = KeepAlivePool(base, max_connections=2)
         first = await pool.request("GET", "/a")
-        await asyncio.sleep(0.6)  # uvicorn closes keep-alive connections idle for 0.2 s
+        (idle,) = pool._idle
+        await eventually(lambda: idle.closed, "uvicorn to close the connection idle for 0.2 s", timeout_s=5)
         started = time.monotonic()
         second = await pool.request("GET", "/b", answer_timeout_s=5)
         await pool.aclose()
         return first, second, time.monotonic() - started
 
-    with uvicorn_server(keep_alive_s=0.2) as base:
+    with uvicorn_server(EchoApp(), keep_alive_s=0.2) as base:
         first, second, took = asyncio.run(go())
     assert (first.status, second.status) == (200, 200) and took < 1.0
 
@@ -145,7 +159,7 @@ def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused():
         connections.append(writer)
         await reader.readuntil(b"\r\n\r\n")
         if len(connections) == 1:
-            await asyncio.sleep(30)  # never answers in time
+            await asyncio.sleep(30)  # the server under test never answers in time (not a wait: the client's is)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate")
         await writer.drain()
 

@@ -13,7 +13,7 @@ from streaming.dispatch.http import Answer
 from streaming.dispatch.metrics import STAGES, DispatcherMetrics, percentile, reporter_options
 from streaming.dispatch.records import KafkaInput
 from streaming.dispatch.retry import RetryPolicy
-from tests.unit.test_dispatch import RESPONSE  # a result in the service's shape
+from tests.unit.standin_service import RESPONSE  # a result in the service's shape
 
 
 class FakeGroup:

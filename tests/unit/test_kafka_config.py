@@ -123,8 +123,12 @@ def test_flink_options_prefix_every_entry_and_move_kafka_classes_to_the_shaded_p
     }
     assert flink_kafka_options(entries) == {
         "properties.security.protocol": "SASL_SSL",
-        "properties.sasl.jaas.config": f'{FLINK_SHADED_KAFKA_PACKAGE}common.security.scram.ScramLoginModule required username="u" password="p";',
-        "properties.sasl.login.callback.handler.class": f"{FLINK_SHADED_KAFKA_PACKAGE}common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
+        "properties.sasl.jaas.config": (
+            f'{FLINK_SHADED_KAFKA_PACKAGE}common.security.scram.ScramLoginModule required username="u" password="p";'
+        ),
+        "properties.sasl.login.callback.handler.class": (
+            f"{FLINK_SHADED_KAFKA_PACKAGE}common.security.oauthbearer.OAuthBearerLoginCallbackHandler"
+        ),
         "properties.ssl.truststore.location": "/etc/org.apache.kafka.certs/ca.pem",
         "properties.client.id": "org.apache.kafka.tool",
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imagery.process import (
-    NotReady,
+    NoAnswerYet,
     ProcessError,
     free_port,
     group_members,
@@ -52,7 +52,7 @@ def log_says(path: Path, line: str):
 
     def probe() -> None:
         if line not in path.read_text().splitlines():
-            raise NotReady(f"no line {line!r} in the log yet")
+            raise NoAnswerYet(f"no line {line!r} in the log yet")
 
     return probe
 
@@ -89,9 +89,9 @@ def test_a_probe_that_is_not_200_says_what_it_got(tmp_path):
     )
     try:
         server.wait_ready(listening("127.0.0.1", port), timeout_s=30)
-        with pytest.raises(NotReady, match="404"):
+        with pytest.raises(NoAnswerYet, match="404"):
             http_200(f"http://127.0.0.1:{port}/nowhere")()
-        with pytest.raises(NotReady, match="refused"):
+        with pytest.raises(NoAnswerYet, match="refused"):
             http_200(f"http://127.0.0.1:{free_port()}/")()
     finally:
         server.stop()
@@ -185,8 +185,9 @@ def test_pid_files_name_a_live_group_or_nothing(tmp_path):
     log = tmp_path / "part.log"
     process = spawn(python("import time; print('up', flush=True); time.sleep(60)"), log)
     write_pid_file(path, process.pid)
-    assert read_pid_file(path) == process.pid
-    stop_group(read_pid_file(path))  # as `imagery down` stops a part another process started
+    written = read_pid_file(path)
+    assert written is not None and written == process.pid
+    stop_group(written)  # as `imagery down` stops a part another process started
     assert read_pid_file(path) is None and not path.exists()  # a pid file of a group that is gone is removed
     path.write_text("not a pid")
     assert read_pid_file(path) is None and not path.exists()

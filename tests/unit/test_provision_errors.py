@@ -12,8 +12,10 @@ from confluent_kafka import KafkaError, KafkaException
 from minio.error import S3Error
 
 from imagery import cli, provision
+from imagery.errors import ToolError
 from imagery.kafka_config import jaas_line, write_properties
 from imagery.teams import Team
+from tests.helpers import run_cli_main
 
 FRUIT = Team.from_spec("fruit:2:fruit_cls_best.ts")
 ARN_REFUSED = (
@@ -101,15 +103,6 @@ def test_other_refusals_are_minios_own(code, message):
 # ---------------------------------------------------------------------------- the command, through main()
 
 
-def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """`imagery ARGS` as the installed command runs it; its exit status."""
-    monkeypatch.setattr(sys, "argv", ["imagery", *args])
-    with pytest.raises(SystemExit) as done:
-        cli.main()
-    code = done.value.code
-    return code if isinstance(code, int) else 0 if code is None else 1
-
-
 @pytest.fixture
 def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
     """The topics are made (a stand-in for Kafka); MinIO is the command's own client, stood in for per test."""
@@ -130,7 +123,7 @@ def minio_refusing(monkeypatch: pytest.MonkeyPatch, refusal: S3Error | None) -> 
 
 def test_provision_without_minios_target_warns_and_goes_on_for_every_team(monkeypatch, capsys, no_kafka):
     minio = minio_refusing(monkeypatch, s3_error(*ARN_REFUSED))
-    assert run_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts", "apples:2:apples.pt") == 0
+    assert run_cli_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts", "apples:2:apples.pt") == 0
     out = capsys.readouterr()
     assert minio.buckets == {"fruit", "apples"}
     assert out.out.count("warning: bucket ") == 2
@@ -142,7 +135,7 @@ def test_provision_without_minios_target_warns_and_goes_on_for_every_team(monkey
 
 def test_a_frozen_s3_error_is_one_line_and_status_1(monkeypatch, capsys, no_kafka):
     minio_refusing(monkeypatch, s3_error("AccessDenied", "Access Denied."))
-    assert run_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts") == 1
+    assert run_cli_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts") == 1
     out = capsys.readouterr()
     assert out.err == "error: MinIO refused a call on /fruit (AccessDenied): Access Denied.\n"
     assert "Traceback" not in out.out and "frozen" not in out.err
@@ -156,7 +149,7 @@ def test_a_minio_that_does_not_answer_is_one_line(monkeypatch, capsys, no_kafka)
             raise MaxRetryError(None, "/fruit", NewConnectionError(None, "Connection refused"))  # type: ignore[arg-type]
 
     monkeypatch.setattr("imagery.storage_access.minio_client", lambda *_args, **_kwargs: Refusing())
-    assert run_main(monkeypatch, "provision", "--minio", "127.0.0.1:1", "fruit:2:fruit_cls_best.ts") == 1
+    assert run_cli_main(monkeypatch, "provision", "--minio", "127.0.0.1:1", "fruit:2:fruit_cls_best.ts") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: MinIO did not answer: ") and "Connection refused" in err and err.count("\n") == 1
 
@@ -166,11 +159,11 @@ def test_a_minio_that_does_not_answer_is_one_line(monkeypatch, capsys, no_kafka)
     [
         (
             KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")),
-            "error: Kafka: broker down; if this Kafka is secured (TLS, SASL), give its client properties file: `imagery "
-            "--kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG\n",
+            "error: Kafka: broker down; if this Kafka is secured (TLS, SASL), give its client properties file: "
+            "`imagery --kafka-config FILE ...` or IMAGERY_KAFKA_CONFIG\n",
         ),
         (provision.ProvisionError("no weights"), "error: no weights\n"),
-        (RuntimeError("something [in brackets] failed"), "error: something [in brackets] failed\n"),
+        (ToolError("something [in brackets] failed"), "error: something [in brackets] failed\n"),
         (
             TimeoutError(),
             "error: no answer in time: check that Kafka and MinIO run where the command looks for them "
@@ -184,7 +177,7 @@ def test_the_toolings_known_errors_are_one_line(monkeypatch, capsys, error, show
 
     monkeypatch.setattr(provision, "provision", fail)
     minio_refusing(monkeypatch, None)
-    assert run_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts") == 1
+    assert run_cli_main(monkeypatch, "provision", "fruit:2:fruit_cls_best.ts") == 1
     out = capsys.readouterr()
     assert shown in out.out + out.err and "Traceback" not in out.out + out.err
 
@@ -193,7 +186,7 @@ def test_a_properties_file_error_is_one_line(monkeypatch, capsys, tmp_path):
     file = tmp_path / "client.properties"
     file.write_text("security.protocol=SSL\nbootstrap.servers=hidden.example.com:9092\n")
     minio_refusing(monkeypatch, None)
-    assert run_main(monkeypatch, "--kafka-config", str(file), "provision", "fruit:2:fruit_cls_best.ts") == 1
+    assert run_cli_main(monkeypatch, "--kafka-config", str(file), "provision", "fruit:2:fruit_cls_best.ts") == 1
     out = capsys.readouterr()
     assert "error:" in out.out + out.err and "bootstrap.servers" in out.out + out.err
     assert "hidden.example.com" not in out.out + out.err
@@ -211,7 +204,7 @@ def test_an_unexpected_error_is_not_hidden(monkeypatch):
 
 
 def test_help_still_works(monkeypatch, capsys):
-    assert run_main(monkeypatch, "--help") == 0
+    assert run_cli_main(monkeypatch, "--help") == 0
     assert "provision" in capsys.readouterr().out
 
 
@@ -256,7 +249,7 @@ def test_a_secured_kafka_gets_each_teams_principal_and_names_its_file(monkeypatc
     )
     credentials = tmp_path / "creds"
     assert (
-        run_main(
+        run_cli_main(
             monkeypatch,
             "--kafka-config",
             str(operator),
@@ -275,7 +268,7 @@ def test_a_secured_kafka_gets_each_teams_principal_and_names_its_file(monkeypatc
         ("k:9096", "fruit", operator, credentials),
         ("k:9096", "apples", operator, credentials),
     ]
-    assert principals[0][0].settings["sasl.username"] == "admin"  # type: ignore[attr-defined]
+    assert principals[0][0].settings["sasl.username"] == "admin"
     assert str(credentials / "fruit.kafka.properties") in out and str(credentials / "apples.kafka.properties") in out
     assert "TEAM-SECRET" not in out and "ADMIN-SECRET" not in out and "mTLS" not in out
 
@@ -292,7 +285,7 @@ def test_on_mtls_the_command_says_where_the_teams_certificate_goes(monkeypatch, 
         },
     )
     assert (
-        run_main(
+        run_cli_main(
             monkeypatch,
             "--kafka-config",
             str(operator),
@@ -309,7 +302,9 @@ def test_on_mtls_the_command_says_where_the_teams_certificate_goes(monkeypatch, 
 
 def test_a_plain_kafka_makes_no_principal(monkeypatch, capsys, tmp_path, principals):
     assert (
-        run_main(monkeypatch, "provision", "--credentials-dir", str(tmp_path / "creds"), "fruit:2:fruit_cls_best.ts")
+        run_cli_main(
+            monkeypatch, "provision", "--credentials-dir", str(tmp_path / "creds"), "fruit:2:fruit_cls_best.ts"
+        )
         == 0
     )
     assert principals == [] and not (tmp_path / "creds").exists()

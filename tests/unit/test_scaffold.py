@@ -23,6 +23,7 @@ def test_new_team_writes_a_working_runner_and_adds_the_team_to_the_compose_stack
     path = scaffold.new_team("orchard_west", adapters_dir=tmp_path, compose_files=files)
 
     spec = importlib.util.spec_from_file_location("orchard_west_runner", path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.TEAM == "orchard_west" and module.RUNNER.__name__ == "OrchardWestRunner"

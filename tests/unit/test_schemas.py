@@ -102,7 +102,8 @@ def test_minio_event_notification_is_read_and_key_unescaped():
 
 
 def test_event_without_usable_records_is_a_validate_error():
-    for doc in ({"Records": []}, {"Records": [{"s3": {}}]}):
+    events: list[dict[str, list]] = [{"Records": []}, {"Records": [{"s3": {}}]}]
+    for doc in events:
         with pytest.raises(InvalidMessage) as err:
             decode_image_messages(json.dumps(doc))
         assert err.value.stage == "validate"

@@ -7,7 +7,6 @@ is covered without editing this file."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from services.inference_http.settings import ServiceSettings
 from streaming.dispatch import outcome
 from streaming.dispatch.http import Answer
 from streaming.dispatch.outcome import WHOLE_REQUEST_TYPES, Outcome, classify_response, classify_status
+from tests.helpers import example_error
 
 
 def _service_error_classes(cls: type[errors.ServiceError] = errors.ServiceError) -> list[type[errors.ServiceError]]:
@@ -29,16 +29,6 @@ def _service_error_classes(cls: type[errors.ServiceError] = errors.ServiceError)
 
 
 ERROR_CLASSES = _service_error_classes()
-
-
-def _example(cls: type[errors.ServiceError]) -> errors.ServiceError:
-    """An instance of `cls`, whatever else its constructor requires beside the message (a Retry-After)."""
-    required = [
-        p.name
-        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]
-        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
-    ]
-    return cls(f"an example of {cls.__name__}", **dict.fromkeys(required, 3))
 
 
 def _answer(app: FastAPI, method: str, path: str, **kwargs: Any) -> Answer:
@@ -74,7 +64,7 @@ def test_every_service_error_class_has_a_kind_and_every_kind_a_class():
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
 def test_the_dispatcher_reads_every_error_the_real_service_answers_as_the_contract_says(cls):
     app = _service()
-    exc = _example(cls)
+    exc = example_error(cls)
 
     async def raises() -> None:
         raise exc

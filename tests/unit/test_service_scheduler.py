@@ -7,7 +7,10 @@ what a worker process's engine holds. No MinIO: the fronts are handed the image 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,8 +19,8 @@ import torch
 from adapters.fruit_defect.model import FruitDefectNet
 from adapters.fruit_defect_runner import FruitRunner
 from services.inference_http.errors import NotAnImage, NotReady
+from services.inference_http.forward import PipelinedBatchPath, in_process_path
 from services.inference_http.metrics import Metrics
-from services.inference_http.paths import PipelinedBatchPath, local_path
 from services.inference_http.scheduler import Scheduler, SchedulerClient
 from services.inference_http.settings import ServiceSettings
 
@@ -67,6 +70,15 @@ def scheduler(tmp_path, fruit_weights):
 def front(scheduler: Scheduler, upstream: list[int] | None = None) -> SchedulerClient:
     waiting = upstream if upstream is not None else [0]
     return SchedulerClient(settings(scheduler.socket_path), lambda: waiting[0])
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    """Wait until `condition()` holds (it reads state another thread changes), failing after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g}s: {what}")
+        await asyncio.sleep(0.005)
 
 
 async def infer(client: SchedulerClient, data: bytes, remaining: list[int] | None = None):
@@ -138,9 +150,12 @@ def test_an_item_its_front_gave_up_on_never_runs(scheduler, fruit_images):
         upstream[0] = 1  # "one more is coming": the next batch's window (1 s) stays open
         client.poke()
         given_up = asyncio.create_task(infer(client, fruit_images.defect))
-        await asyncio.sleep(0.1)  # let its frame reach the scheduler's queue
+        assert scheduler.path is not None
+        batcher = scheduler.path.batcher
+        await until(lambda: batcher.depth == 1, "the second image waits in the scheduler's queue")
         given_up.cancel()
-        await asyncio.sleep(0.1)  # and the cancel after it
+        with contextlib.suppress(asyncio.CancelledError):
+            await given_up  # its cancel frame is sent: any later frame on this socket reaches the scheduler after it
         runner.gate.set()
         await first
         upstream[0] = 0
@@ -174,10 +189,9 @@ def test_a_front_whose_scheduler_is_gone_answers_not_ready(scheduler, fruit_imag
         client = front(scheduler)
         await client.warm_up(fruit_images.clean)
         await asyncio.to_thread(scheduler.stop)
+        await until(lambda: client.not_ready() != [], "the front sees the connection close")
         with pytest.raises(NotReady):
-            for _ in range(100):  # until the front has seen the connection close
-                await infer(client, fruit_images.clean)
-                await asyncio.sleep(0.02)
+            await infer(client, fruit_images.clean)
         assert client.not_ready() == ["the scheduler is not reachable"]
         await client.close()
 
@@ -188,7 +202,7 @@ def test_the_decode_of_the_next_batch_overlaps_the_forward_pass(fruit_weights, f
     runner = GatedFruitRunner(str(fruit_weights))
 
     async def main():
-        path = local_path(settings(max_batch_delay_ms=0), runner, Metrics(), batch_decode=True)
+        path = in_process_path(settings(max_batch_delay_ms=0), runner, Metrics(), batch_decode=True)
         assert isinstance(path, PipelinedBatchPath)
         runner.gate.clear()
         first = asyncio.create_task(path.run(await path.prepare(fruit_images.clean, None, None)))
@@ -218,7 +232,7 @@ def test_a_compiled_forward_pass_is_checked_against_eager_and_serves(fruit_weigh
     runner = TinyClassifier(str(fruit_weights))
 
     async def main():
-        path = local_path(settings(compile="aot_eager", max_batch_size=4), runner, Metrics())
+        path = in_process_path(settings(compile="aot_eager", max_batch_size=4), runner, Metrics())
         await path.warm_up(fruit_images.clean)
         done = await path.run(await path.prepare(fruit_images.defect, None, None))
         await path.close()
@@ -240,7 +254,7 @@ def test_a_compiled_forward_pass_that_disagrees_with_eager_is_dropped(fruit_weig
     monkeypatch.setattr(runner, "compile_forward", wrong_compile)
 
     async def main():
-        path = local_path(settings(compile="aot_eager", max_batch_size=2), runner, Metrics())
+        path = in_process_path(settings(compile="aot_eager", max_batch_size=2), runner, Metrics())
         await path.warm_up(fruit_images.clean)
         await path.close()
         return path.info.forward
@@ -262,7 +276,7 @@ def test_a_forward_pass_that_fails_to_compile_leaves_the_eager_one_serving(fruit
     monkeypatch.setattr(runner, "compile_forward", failing_compile)
 
     async def main():
-        path = local_path(settings(compile="inductor", max_batch_size=2), runner, Metrics())
+        path = in_process_path(settings(compile="inductor", max_batch_size=2), runner, Metrics())
         await path.warm_up(fruit_images.clean)
         done = await path.run(await path.prepare(fruit_images.defect, None, None))
         await path.close()

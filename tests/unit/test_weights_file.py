@@ -24,7 +24,8 @@ def test_the_fruit_weights_are_a_state_dict_carrying_their_metadata(fruit_weight
 
     import torch
 
-    from adapters.fruit_defect.train import WEIGHTS_FORMAT, read_meta
+    from adapters.fruit_defect import WEIGHTS_FORMAT
+    from adapters.fruit_defect.train import read_meta
 
     saved = torch.load(fruit_weights, map_location="cpu", weights_only=True)  # no code runs from the file
     assert saved["format"] == WEIGHTS_FORMAT and "features.0.0.weight" in saved["state_dict"]
@@ -51,7 +52,7 @@ def test_folding_the_batch_norms_into_the_convolutions_keeps_the_outputs(fruit_w
 
 def test_compose_mounts_the_file_the_fruit_adapter_makes():
     """deploy/teams.yaml (compose, provisioning, the demo) and the adapter's trainer name the same file."""
-    from adapters.fruit_defect.train import DEFAULT_WEIGHTS, WEIGHTS_FILE
+    from adapters.fruit_defect import DEFAULT_WEIGHTS, WEIGHTS_FILE
     from imagery.repo import WEIGHTS_DIR
     from imagery.teams import team_named
 

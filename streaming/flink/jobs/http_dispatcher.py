@@ -106,6 +106,11 @@ def _keyed_by_partition(stream: DataStream) -> KeyedStream:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
+    if not cfg.checkpoint_dir:  # the launcher's to say (the local stack's folder, a volume, s3://...), not the job's
+        raise SystemExit(
+            f"{cfg.name}: --checkpoint-dir (CHECKPOINT_DIR) is required: where the group's checkpoints "
+            "and savepoints are kept, and a restart resumes from"
+        )
     # read only where this process starts Flink itself (the local MiniCluster), not under `flink run`
     os.environ.setdefault("LOG4J_PROPERTIES", str(LOCAL_LOG4J))
     if cfg.prometheus_port:

@@ -12,14 +12,14 @@
 `prepare` always probes the header under the same limits (pixels, a JPEG's scans x pixels) so a hostile image is
 refused in the front, before it costs the device anything; warm-up goes through `prepare` and the batch handler
 too, so it passes the same checks as a request. Per-item failures come back as ServiceErrors in the results,
-never as an exception that would fail the item's neighbours.
+never as an exception that would fail the item's neighbours. `in_process_path` picks the path for a runner run in
+this process; the compile check of warm-up is compile_check.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import logging
 import threading
 import time
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from PIL import Image
 
 from adapters.base import BatchRunner, CompilableRunner, Runner
 from schemas.inference_api import check_runner_output
 from services.inference_http import decode
 from services.inference_http.batching import BatcherClosed, DynamicBatcher
+from services.inference_http.compile_check import check_compiled
 from services.inference_http.errors import InternalError, NotReady, RunnerFailed, ServiceError
 from services.inference_http.metrics import Metrics
 from services.inference_http.settings import ServiceSettings
@@ -140,7 +140,7 @@ class ForwardPath(ABC):
         return None
 
 
-class LocalPath(ForwardPath):
+class InProcessPath(ForwardPath):
     """A path that runs the runner in this process: a dynamic batcher feeding the forward thread."""
 
     def __init__(
@@ -223,7 +223,16 @@ class LocalPath(ForwardPath):
             self.info = dataclasses.replace(self.info, forward=self.forward)
             await self._warm_sizes(sample, sizes)
         if compiling:
-            self.forward = await in_thread(self._infer_pool, self._check_compiled, backend, sample)
+            self.forward = await in_thread(
+                self._infer_pool,
+                check_compiled,
+                self.runner,
+                self.device,
+                self.limits,
+                backend,
+                self.settings.compile_mode,
+                sample,
+            )
             self.info = dataclasses.replace(self.info, forward=self.forward)
         return f"batch sizes {sizes}"
 
@@ -243,41 +252,6 @@ class LocalPath(ForwardPath):
         if backend == "auto":
             return "inductor" if self.device.type == "cuda" else "off"
         return backend
-
-    def _check_compiled(self, backend: str, sample: bytes) -> str:
-        """The compiled forward pass against the eager one on `COMPILE_CHECK_IMAGES` photo-like images: every
-        probability within COMPILE_TOLERANCE, and the same top-1 wherever eager's top-1 leads its runner-up by more
-        than that (closer than it, fp16 rounding decides a tie either way). What it finds is the `forward` that
-        /readyz reports; on a mismatch the eager pass serves."""
-        runner = self.runner
-        assert isinstance(runner, CompilableRunner) and isinstance(runner, BatchRunner)
-        size = (int(runner.input_size[0]), int(runner.input_size[1]))
-        images = [decode.decode_cpu(sample, size, *self.limits)] + [
-            decode.decode_cpu(photo_like_jpeg(seed), size, *self.limits) for seed in range(1, COMPILE_CHECK_IMAGES)
-        ]
-        batch = torch.stack(images).to(self.device)
-        with torch.inference_mode():
-            eager = runner.probabilities(batch).float()
-            try:
-                compiled = runner.forward_scores(batch).float()
-            except Exception:  # noqa: BLE001  (as at warm-up: the eager pass serves)
-                log.exception("the compiled forward pass failed on the check images; serving the eager one")
-                runner.eager_forward()
-                return f"eager (compiling with {backend} failed on the check images: see the log)"
-        diff = float((compiled - eager).abs().max())
-        top = eager.topk(min(2, eager.shape[1]), dim=1).values
-        decisive = (top[:, 0] - top[:, -1]) > COMPILE_TOLERANCE
-        same_top1 = bool(((compiled.argmax(1) == eager.argmax(1)) | ~decisive).all())
-        mode = self.settings.compile_mode
-        if diff <= COMPILE_TOLERANCE and same_top1:
-            return f"compiled ({backend}, {mode}): max |p - p_eager| {diff:.2g} on {len(images)} images, the same top-1"
-        runner.eager_forward()
-        log.warning(
-            "the compiled forward pass differs from eager (max |dp| %.3g, same top-1: %s); serving eager",
-            diff,
-            same_top1,
-        )
-        return f"eager (compiled {backend} differed: max |p - p_eager| {diff:.2g}, same top-1: {same_top1})"
 
     async def _warm_batch(self, items: list[Item]) -> list[Done | ServiceError]:
         return await in_thread(self._infer_pool, self.forward_batch, items, False)
@@ -346,7 +320,7 @@ class LocalPath(ForwardPath):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-class PerImagePath(LocalPath):
+class PerImagePath(InProcessPath):
     """A runner without run_batch: its run(bytes) decodes and infers one image per call."""
 
     def __init__(
@@ -378,7 +352,7 @@ class PerImagePath(LocalPath):
         return Done(checked, 1, started, 0.0, (time.monotonic() - started) * 1000.0)
 
 
-class CpuBatchPath(LocalPath):
+class CpuBatchPath(InProcessPath):
     """On the CPU: each image is decoded and resized in a thread as soon as it arrives (while the batch it will
     join is still filling), then dynamic batches of run_batch."""
 
@@ -414,13 +388,14 @@ class _Decoded:
     ready: torch.cuda.Event | None  # recorded on the decode stream after the batch's last decode kernel
 
 
-class PipelinedBatchPath(LocalPath):
+class PipelinedBatchPath(InProcessPath):
     """The batch is decoded together in the decode thread, then run in the forward thread; two batches are in
     flight (DynamicBatcher(concurrency=2)), so batch k+1 decodes while batch k runs its forward pass. On a GPU each
-    stage has its own CUDA stream and the forward stream waits for the decode stream's event, not for the host:
-    nvJPEG and the forward pass overlap on the device (issue 19: decode alone 20,000 img/s, compiled forward 26,700
-    at batch 128 on an H200; run one after the other they gave 10,700, overlapped the bound is the decoder). On the
-    CPU the decode stage decodes the batch's images on the decode threads, in parallel."""
+    stage has its own CUDA stream and the forward stream waits for the decode stream's event, not for the host, so
+    nvJPEG and the forward pass can overlap on the device; what that gains on a GPU is not measured yet
+    (bench/RESULTS.md, "Issue 19's GPU goals: not measured on a GPU"). On the CPU, where it was measured at 1.07x
+    (the same file, "Issue 19 on the CPU: the table, ceilings included, and each goal"), the decode stage
+    decodes the batch's images on the decode threads, in parallel."""
 
     def __init__(
         self,
@@ -505,22 +480,6 @@ class PipelinedBatchPath(LocalPath):
         self._stage_pool.shutdown(wait=False, cancel_futures=True)
 
 
-COMPILE_TOLERANCE = 0.02  # probabilities, fp16 on a GPU: eager and compiled kernels round differently
-COMPILE_CHECK_IMAGES = 16
-
-
-def photo_like_jpeg(seed: int = 0, size: int = 320) -> bytes:
-    """A photo-sized JPEG with real entropy (a flat image would decode unrealistically fast): warm-up's sample
-    (seed 0) and the compiled forward pass's check images."""
-    gradient = torch.linspace(0, 255, size).to(torch.uint8)
-    noise = torch.randint(0, 64, (size, size, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-    shift = seed * 37 % 256
-    pixels = noise + gradient[None, :, None] // 2 + gradient[:, None, None] // 4 + shift  # uint8: wraps around
-    out = io.BytesIO()
-    Image.fromarray(pixels.numpy(), "RGB").save(out, format="JPEG", quality=90)
-    return out.getvalue()
-
-
 def warmup_sizes(max_batch_size: int) -> list[int]:
     sizes, size = [], 1
     while size < max_batch_size:
@@ -529,13 +488,13 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def local_path(
+def in_process_path(
     settings: ServiceSettings,
     runner: Runner,
     metrics: Metrics,
     more_coming: Callable[[], bool] | None = None,
     batch_decode: bool = False,
-) -> LocalPath:
+) -> InProcessPath:
     """The path for a runner run in this process: PerImagePath for a runner without run_batch, else PipelinedBatchPath
     on a GPU (batched nvJPEG overlapping the forward pass) or where images come in still encoded (`batch_decode`:
     the scheduler), else CpuBatchPath (on the CPU, decoding each image as it arrives, in the request's own task,
