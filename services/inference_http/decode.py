@@ -45,7 +45,8 @@ class ImageInfo:
 
 
 # the start-of-scan marker; re finds it in an 80 KB photo 2.5 times faster than bytes.count (measured: 35 vs 88 us),
-# and this runs for every JPEG the service takes (16% of the GIL's time on an H100 under load, issue 10)
+# and this runs for every JPEG the service takes (the scan count was 20.9% of one worker's GIL samples on an H100
+# under load: bench/RESULTS.md, "Issue 10, step by step")
 _SOS = re.compile(b"\xff\xda")
 
 

@@ -29,8 +29,9 @@ def usable_cores() -> int:
 def default_workers(device: str = "auto") -> int:
     """Worker processes per service (and so per GPU: a service uses one). On a GPU, one process cannot feed it:
     each image costs interpreter time on its way in and out, under one GIL per process, so half the cores (at
-    most 8) each run a worker, the other half left to the threads of decoding, fetching and torch (issue 10:
-    10 workers fed an H100 7 times faster than one). On the CPU alone, one: torch's own threads already use
+    most 8) each run a worker, the other half left to the threads of decoding, fetching and torch (bench/RESULTS.md,
+    "Issue 10, step by step": on an H100, 8 workers served 2.7x one worker's rate on /infer_json, 3.2x on
+    /infer_batch). On the CPU alone, one: torch's own threads already use
     every core for the forward pass, and more processes would only split them."""
     if device != "cpu" and gpu_present():
         return max(1, min(8, usable_cores() // 2))
@@ -107,9 +108,12 @@ class ServiceSettings(BaseSettings):
     warmup_batches: int = Field(default=2, ge=0, description="warm-up forward passes per batch size")
     compile: Literal["auto", "off", "inductor", "aot_eager"] = Field(
         default="auto",
-        description="torch.compile the forward pass during warm-up, checked against eager (the same "
-        "top-1); auto: inductor on a GPU, off on the CPU (compiling there takes minutes of the cores it would "
-        "save); aot_eager: trace without generating code (tests)",
+        description=(
+            "torch.compile the forward pass during warm-up, checked against eager (the same top-1); auto: inductor "
+            "on a GPU, off on the CPU (there it took 46 s of the cores it would save at the first start, 8.6 s with "
+            "torch's cache warm, for 1.30x: bench/RESULTS.md, issue 19); aot_eager: trace without generating code "
+            "(tests)"
+        ),
     )
     compile_mode: str = Field(
         default="default", description="torch.compile's mode (default, reduce-overhead, max-autotune-no-cudagraphs)"
