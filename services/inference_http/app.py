@@ -259,31 +259,20 @@ def create_app(settings: ServiceSettings | None = None, runner: Runner | None = 
     # documents the bearer scheme in OpenAPI; InferRoutes enforces it before the body is read
     secured = [Depends(HTTPBearer(auto_error=False))]
     responses = error_responses()
-    app.add_api_route(
-        contract.INFER_JSON_ROUTE,
-        infer_json,
-        methods=["POST"],
-        response_model=InferResponse,
-        responses=responses,
-        dependencies=secured,
-    )
-    app.add_api_route(
-        contract.INFER_BATCH_ROUTE,
-        infer_batch,
-        methods=["POST"],
-        response_model=BatchResponse,
-        responses=responses,
-        dependencies=secured,
-    )
-    app.add_api_route(
-        contract.INFER_UPLOAD_ROUTE,
-        infer_upload,
-        methods=["POST"],
-        response_model=InferResponse,
-        responses=responses,
-        dependencies=secured,
-        openapi_extra=UPLOAD_OPENAPI,
-    )
+    for route, handler, answer, extra in (
+        (contract.INFER_JSON_ROUTE, infer_json, InferResponse, None),
+        (contract.INFER_BATCH_ROUTE, infer_batch, BatchResponse, None),
+        (contract.INFER_UPLOAD_ROUTE, infer_upload, InferResponse, UPLOAD_OPENAPI),
+    ):
+        app.add_api_route(
+            route,
+            handler,
+            methods=["POST"],
+            response_model=answer,
+            responses=responses,
+            dependencies=secured,
+            openapi_extra=extra,
+        )
     app.add_api_route(contract.HEALTHZ_ROUTE, healthz, methods=["GET"])
     app.add_api_route(contract.READYZ_ROUTE, readyz, methods=["GET"], responses={503: {"description": "not ready"}})
     app.add_api_route(contract.METRICS_ROUTE, metrics, methods=["GET"], response_class=Response)
